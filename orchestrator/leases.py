@@ -1,0 +1,124 @@
+"""Leases: one owner per set at a time, renewed while a process works, taken over once expired.
+
+A claim is one conditional UPDATE, atomic on SQLite and PostgreSQL alike; on PostgreSQL the
+scheduler also picks candidates with ``FOR UPDATE SKIP LOCKED`` so several hosts split the sets.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from .errors import LeaseHeldError
+from .models import AlmaSet
+
+
+def default_owner() -> str:
+    """``host:pid``, so an operator can tell whose lease it is."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def try_claim(session: Session, set_id: int, owner: str, now: datetime, seconds: float) -> bool:
+    """Take or renew the lease on a set. True if ``owner`` now holds it."""
+    result = session.execute(
+        update(AlmaSet)
+        .where(AlmaSet.id == set_id)
+        .where(
+            or_(
+                AlmaSet.lease_owner.is_(None),
+                AlmaSet.lease_owner == owner,
+                AlmaSet.lease_expires_at.is_(None),
+                AlmaSet.lease_expires_at < now,
+            )
+        )
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def release(session: Session, set_id: int, owner: str) -> None:
+    """Give the lease back if ``owner`` holds it."""
+    session.execute(
+        update(AlmaSet)
+        .where(AlmaSet.id == set_id, AlmaSet.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def holder(session: Session, set_id: int) -> tuple[str | None, datetime | None]:
+    row = session.execute(select(AlmaSet.lease_owner, AlmaSet.lease_expires_at).where(AlmaSet.id == set_id)).one()
+    return row[0], row[1]
+
+
+def candidate_ids(session: Session, ids: list[int], now: datetime) -> list[int]:
+    """The sets among ``ids`` whose lease is free, skipping rows another PostgreSQL process has locked."""
+    stmt = (
+        select(AlmaSet.id)
+        .where(AlmaSet.id.in_(ids))
+        .where(or_(AlmaSet.lease_owner.is_(None), AlmaSet.lease_expires_at < now))
+        .order_by(AlmaSet.created_at, AlmaSet.id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list(session.scalars(stmt))
+
+
+class LeaseKeeper:
+    """Renews a lease from a background thread while the main thread talks to Alma.
+
+    If a renewal finds the lease taken (this process slept past its expiry), ``lost`` is set and the
+    main loop stops before its next remote call.
+    """
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        set_id: int,
+        owner: str,
+        seconds: float,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._factory, self._set_id, self._owner = factory, set_id, owner
+        self._seconds, self._clock = seconds, clock
+        self._stop = threading.Event()
+        self.lost = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{set_id}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def renew(self) -> None:
+        """Renew now. :raises LeaseHeldError: the lease was lost."""
+        with self._factory.begin() as session:
+            if not try_claim(session, self._set_id, self._owner, self._clock(), self._seconds):
+                owner, _ = holder(session, self._set_id)
+                self.lost.set()
+                raise LeaseHeldError(f"lost the lease on the set to {owner}; stopping")
+
+    def check(self) -> None:
+        """:raises LeaseHeldError: if a renewal found the lease taken."""
+        if self.lost.is_set():
+            raise LeaseHeldError("lost the lease on the set to another hwf process; stopping")
+
+    def _run(self) -> None:
+        interval = max(self._seconds / 3.0, 0.5)
+        while not self._stop.wait(interval):
+            try:
+                self.renew()
+            except LeaseHeldError:
+                return
+            except Exception:  # a transient database error: try again next interval
+                continue

@@ -1,0 +1,253 @@
+"""Verification as a service step, and the per-record report.
+
+Results stream from the verifier into the database in small transactions (never one list of every
+record), so 100,000 records keep memory flat and a crash loses at most one batch of results.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from .errors import LeaseHeldError
+from .handles import Verdict, VerifyItem, VerifyResult
+from .leases import LeaseKeeper, release, try_claim
+from .machine import Stage, Step, StepFacts, fire
+from .models import AlmaSet, Attempt, Record
+from .service import Context, add_event, find_set, set_attention
+
+FLUSH_EVERY = 250
+
+
+def _items(ctx: Context, set_id: int, only_problems: bool) -> Iterator[VerifyItem]:
+    with ctx.sessions() as session:
+        stmt = select(Record.mms_id, Record.handle).where(Record.set_id == set_id, Record.excluded.is_(False))
+        if only_problems:
+            stmt = stmt.where((Record.verdict.is_(None)) | (Record.verdict != Verdict.OK.value))
+        for mms, handle in session.execute(stmt.order_by(Record.id).execution_options(yield_per=1000)):
+            yield VerifyItem(mms_id=mms, handle=handle)
+
+
+def _count(ctx: Context, set_id: int, only_problems: bool) -> int:
+    with ctx.sessions() as session:
+        stmt = select(Record.id).where(Record.set_id == set_id, Record.excluded.is_(False))
+        if only_problems:
+            stmt = stmt.where((Record.verdict.is_(None)) | (Record.verdict != Verdict.OK.value))
+        return len(session.scalars(stmt).all())
+
+
+def _flush(ctx: Context, set_id: int, results: list[VerifyResult]) -> None:
+    if not results:
+        return
+    with ctx.sessions.begin() as session:
+        for r in results:
+            session.execute(
+                update(Record)
+                .where(Record.set_id == set_id, Record.mms_id == r.mms_id)
+                .values(
+                    verdict=r.verdict.value,
+                    verdict_detail=r.detail,
+                    resolved_url=r.resolved_url,
+                    verified_at=r.checked_at,
+                )
+                .execution_options(synchronize_session=False)
+            )
+    results.clear()
+
+
+def _verdicts(session: Session, set_id: int) -> Counter[str]:
+    rows = session.scalars(select(Record.verdict).where(Record.set_id == set_id, Record.excluded.is_(False)))
+    return Counter(v or "UNCHECKED" for v in rows)
+
+
+def run(ctx: Context, set_id: int, *, only_problems: bool = True, follow: bool = False) -> bool:
+    """Verify the set's included records (by default only those not yet OK). True if all are OK;
+    otherwise the set gets a ``verify`` attention reason with the counts per verdict."""
+    with ctx.sessions() as session:
+        name = session.get_one(AlmaSet, set_id).name
+    total = _count(ctx, set_id, only_problems)
+    tally: Counter[str] = Counter()
+    pending: list[VerifyResult] = []
+    done = 0
+    verifier = ctx.verifier_factory(follow)
+    try:
+        for result in verifier.verify(_items(ctx, set_id, only_problems)):
+            pending.append(result)
+            tally[result.verdict.value] += 1
+            done += 1
+            if len(pending) >= FLUSH_EVERY:
+                _flush(ctx, set_id, pending)
+            ctx.reporter.verify_progress(name, done, total, tally)
+    finally:
+        _flush(ctx, set_id, pending)
+        verifier.close()
+    now = ctx.clock()
+    with ctx.sessions.begin() as session:
+        row = session.get_one(AlmaSet, set_id)
+        verdicts = _verdicts(session, set_id)
+        included = sum(verdicts.values())
+        ok = verdicts.get(Verdict.OK.value, 0)
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(verdicts.items()) if k != Verdict.OK.value)
+        add_event(
+            session,
+            row,
+            "verification",
+            f"verification: {ok} of {included} handles resolve to their own record"
+            + (f"; {counts}" if counts else "")
+            + f" ({done} checked now)",
+            at=now,
+            verdicts=dict(verdicts),
+            checked=done,
+        )
+        if ok == included:
+            return True
+        if row.stage is Stage.INTEGRATED:
+            set_attention(
+                session,
+                row,
+                "verify",
+                f"{included - ok} of {included} handles do not resolve to their own record ({counts}); "
+                f"see `hwf report {row.alma_set_id} --problems`; fix the cause, then `hwf advance` "
+                "re-checks only those",
+                now,
+            )
+        return False
+
+
+def verify_set(ctx: Context, ref: str, *, recheck_all: bool = False, follow: bool = False) -> dict[str, int]:
+    """``hwf verify``: verify by hand, under the set's lease; if the set is integrated, settled and
+    every record is OK, record the ``verify`` transition."""
+    with ctx.sessions.begin() as session:
+        row = find_set(session, ref)
+        set_id = row.id
+        if not try_claim(session, set_id, ctx.owner, ctx.clock(), ctx.config.lease_seconds):
+            raise LeaseHeldError(f"another hwf process ({row.lease_owner}) holds set {row.alma_set_id}")
+        if row.attention_kind == "verify":
+            row.attention = None
+            row.attention_kind = None
+    try:
+        with LeaseKeeper(ctx.sessions, set_id, ctx.owner, ctx.config.lease_seconds, ctx.clock):
+            all_ok = run(ctx, set_id, only_problems=not recheck_all, follow=follow)
+            now = ctx.clock()
+            with ctx.sessions.begin() as session:
+                row = session.get_one(AlmaSet, set_id)
+                if all_ok and row.stage is Stage.INTEGRATED:
+                    integration = session.scalar(
+                        select(Attempt)
+                        .where(Attempt.set_id == set_id, Attempt.step == Step.INTEGRATE.value)
+                        .order_by(Attempt.number.desc())
+                    )
+                    ended = integration.finished_at if integration and integration.finished_at else now
+                    settled = ended + timedelta(minutes=ctx.config.handles.settle_minutes) <= now
+                    before = row.stage
+                    if fire(row, Step.VERIFY, StepFacts(settled=settled, all_verified=True)):
+                        add_event(
+                            session,
+                            row,
+                            "transition",
+                            f"{before.value} -> {row.stage.value} (verify)",
+                            at=now,
+                            actor=ctx.owner,
+                            **{"from": before.value, "to": row.stage.value, "trigger": "verify"},
+                        )
+                return dict(_verdicts(session, set_id))
+    finally:
+        with ctx.sessions.begin() as session:
+            release(session, set_id, ctx.owner)
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    mms_id: str
+    title: str | None
+    handle: str | None
+    preflight: str | None
+    verdict: str | None
+    resolved_url: str | None
+    expected_url: str
+    checked_at: datetime | None
+    detail: str | None
+    excluded: bool
+
+    @property
+    def correct_mms(self) -> bool | None:
+        if self.resolved_url is None:
+            return None
+        return f"alma{self.mms_id}/" in self.resolved_url
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "mms_id": self.mms_id,
+            "title": self.title,
+            "handle": self.handle,
+            "handle_url": f"http://hdl.handle.net/{self.handle}" if self.handle else None,
+            "preflight": self.preflight,
+            "verdict": self.verdict,
+            "resolved_url": self.resolved_url,
+            "expected_url": self.expected_url,
+            "returned_correct_mms_id": self.correct_mms,
+            "checked_at": self.checked_at.isoformat().replace("+00:00", "Z") if self.checked_at else None,
+            "detail": self.detail,
+            "excluded": self.excluded,
+        }
+
+
+CSV_COLUMNS = [
+    "MMS ID",
+    "Handle URL",
+    "dc:title",
+    "Preflight",
+    "Verdict",
+    "Resolved URL",
+    "Expected URL",
+    "Returned Correct MMS ID",
+    "Checked At",
+    "Detail",
+    "Excluded",
+]
+
+
+def csv_row(r: ReportRow) -> list[str]:
+    data = r.as_json()
+    correct = data["returned_correct_mms_id"]
+    return [
+        r.mms_id,
+        str(data["handle_url"] or ""),
+        r.title or "",
+        r.preflight or "",
+        r.verdict or "",
+        r.resolved_url or "",
+        r.expected_url,
+        "" if correct is None else ("TRUE" if correct else "FALSE"),
+        str(data["checked_at"] or ""),
+        r.detail or "",
+        "TRUE" if r.excluded else "FALSE",
+    ]
+
+
+def report(ctx: Context, ref: str, *, problems_only: bool = False) -> Iterator[ReportRow]:
+    """One row per record: preflight class, verdict, resolved and expected URL (streamed)."""
+    with ctx.sessions() as session:
+        set_id = find_set(session, ref).id
+        stmt = select(Record).where(Record.set_id == set_id).order_by(Record.id).execution_options(yield_per=1000)
+        for rec in session.scalars(stmt):
+            problem = rec.excluded or rec.verdict != Verdict.OK.value
+            if problems_only and not problem:
+                continue
+            yield ReportRow(
+                mms_id=rec.mms_id,
+                title=rec.title,
+                handle=rec.handle,
+                preflight=rec.preflight,
+                verdict=rec.verdict,
+                resolved_url=rec.resolved_url,
+                expected_url=ctx.config.primo.record_url(rec.mms_id),
+                checked_at=rec.verified_at,
+                detail=rec.verdict_detail or (rec.preflight_detail if rec.preflight != "READY" else None),
+                excluded=rec.excluded,
+            )

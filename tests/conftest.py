@@ -1,0 +1,145 @@
+"""The test world: a fake clock, the simulator as an httpx transport, a migrated SQLite database,
+and a Context wired like the CLI's. An autouse fixture keeps every test off real config and network."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from orchestrator.alma import AlmaClient
+from orchestrator.config import Config, parse_config
+from orchestrator.db import open_database
+from orchestrator.handles import Verifier
+from orchestrator.reporting import CollectingReporter
+from orchestrator.service import Context
+from orchestrator.simulator import Scenario, Simulator
+
+API_KEY = "l7xx-test-key-0123456789abcdef"
+BASE = "http://alma.test"
+
+
+class FakeClock:
+    """A clock that only moves when someone sleeps (or a test advances it). Thread-safe."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 2, 2, 15, 0, 0, tzinfo=UTC)
+        self._lock = threading.Lock()
+        self.slept = 0.0
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(max(seconds, 0.0))
+        self.slept += max(seconds, 0.0)
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += timedelta(seconds=seconds)
+
+
+@pytest.fixture(autouse=True)
+def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("HWF_") or name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def config_dict(
+    base: str = BASE, resolver: str | None = None, db: str = "sqlite:///hwf.db", **alma: Any
+) -> dict[str, Any]:
+    return {
+        "database": {"url": db},
+        "alma": {
+            "base_url": base,
+            "institution_code": "01GCL_INST",
+            "poll_interval_seconds": 2,
+            "poll_max_interval_seconds": 10,
+            "reconcile_grace_seconds": 30,
+            "requests_per_second": 1000,
+            **alma,
+            "jobs": {
+                "copy_identifiers": "M1234567890000561",
+                "handle_migration": "M2234567890000561",
+                "handle_integration": "M50700",
+            },
+        },
+        "handles": {"prefix": "11084", "resolver_url": resolver or base, "settle_minutes": 0, "retries": 2},
+        "primo": {"domain": "grinnell.primo.exlibrisgroup.com", "view": "01GCL_INST:GCL"},
+        "workflow": {"lease_seconds": 60},
+    }
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def scenario() -> Scenario:
+    return Scenario(job_seconds={"copy": 30, "migration": 60, "integration": 45, "other": 10}, per_second_limit=0)
+
+
+@pytest.fixture
+def sim(scenario: Scenario, clock: FakeClock) -> Simulator:
+    return Simulator(scenario, clock=clock)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}")
+    return parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
+
+
+def make_context(config: Config, sim: Simulator, clock: FakeClock, **overrides: Any) -> Context:
+    transport = httpx.MockTransport(sim.handle)
+
+    def alma() -> AlmaClient:
+        return AlmaClient(
+            config.alma.base_url,
+            config.require_api_key(),
+            transport=transport,
+            requests_per_second=config.alma.requests_per_second,
+            sleep=clock.sleep,
+        )
+
+    def verifier(follow: bool) -> Verifier:
+        return Verifier(
+            config.handles.resolver_url,
+            config.primo,
+            concurrency=4,
+            requests_per_second=1000,
+            retries=config.handles.retries,
+            transport=transport,
+            sleep=lambda s: None,
+            follow=follow,
+        )
+
+    values: dict[str, Any] = {
+        "config": config,
+        "sessions": open_database(config.database_url),
+        "alma_factory": alma,
+        "verifier_factory": verifier,
+        "reporter": CollectingReporter(),
+        "clock": clock,
+        "sleep": clock.sleep,
+        "owner": "test-host:1",
+    }
+    values.update(overrides)
+    return Context(**values)
+
+
+@pytest.fixture
+def ctx(config: Config, sim: Simulator, clock: FakeClock) -> Iterator[Context]:
+    context = make_context(config, sim, clock)
+    yield context
+    context.close()
