@@ -190,6 +190,12 @@ class AlmaClient:
             },
         )
 
+    def _gateway(self) -> str:
+        """Scheme and host of the gateway (for messages: never the query string, never the key)."""
+        url = httpx.URL(self.base_url)
+        port = f":{url.port}" if url.port else ""
+        return f"{url.scheme}://{url.host}{port}"
+
     def __repr__(self) -> str:
         return f"AlmaClient(base_url={self.base_url!r}, format={self._format!r})"
 
@@ -474,7 +480,7 @@ class AlmaClient:
                     continue
                 raise self._error(
                     AlmaUnreachableError,
-                    f"Alma {method} {path}: could not connect ({type(exc).__name__})"
+                    f"Alma {method} {path}: could not reach {self._gateway()} ({type(exc).__name__})"
                     f" after {attempt + 1} tries; the request was not sent",
                     method=method,
                     path=path,
@@ -485,7 +491,10 @@ class AlmaClient:
                     attempt += 1
                     continue
                 if idempotent:
-                    message = f"Alma {method} {path}: no answer ({type(exc).__name__}) after {attempt + 1} tries"
+                    message = (
+                        f"Alma {method} {path}: no answer from {self._gateway()} ({type(exc).__name__}) "
+                        f"after {attempt + 1} tries"
+                    )
                 else:
                     message = f"Alma {method} {path}: {type(exc).__name__} after sending; {_UNKNOWN_OUTCOME}"
                 raise self._error(AlmaUnreachableError, message, method=method, path=path) from exc

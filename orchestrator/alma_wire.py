@@ -17,11 +17,10 @@ from typing import Any
 from lxml import etree
 
 from .errors import AlmaBadReplyError, UnsafeXmlError
-from .xmlsafe import MAX_XML_BYTES, parse_xml
+from .xmlsafe import MalformedXmlError, looks_unsafe, parse_xml
 
 Tree = dict[str, Any]
 
-_UNSAFE_MARKUP = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
 _DATE_ONLY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:Z|[+-]\d{2}:?\d{2})?$")
 _SPACES = re.compile(r"\s+")
 
@@ -76,17 +75,15 @@ def sniff(body: bytes) -> str | None:
 
 
 def is_unsafe_xml(body: bytes) -> bool:
-    """True when xmlsafe would refuse ``body`` for safety (size, DOCTYPE, entities), not for syntax."""
-    return len(body) > MAX_XML_BYTES or _UNSAFE_MARKUP.search(body) is not None
+    """True when xmlsafe would refuse ``body`` for safety (size, DOCTYPE, entities) before parsing it."""
+    return looks_unsafe(body)
 
 
 def parse_xml_reply(body: bytes, origin: Origin, what: str = "the body") -> etree._Element:
     """Parse XML through xmlsafe; unsafe documents raise UnsafeXmlError, broken ones AlmaBadReplyError."""
     try:
         return parse_xml(body, what=what)
-    except UnsafeXmlError as exc:
-        if is_unsafe_xml(body):
-            raise
+    except MalformedXmlError as exc:
         raise origin.bad(str(exc)) from None
 
 
@@ -277,8 +274,6 @@ def parse_error_body(body: bytes, content_type: str = "") -> list[ErrorDetail]:
         return []
     try:
         if kind == "xml":
-            if is_unsafe_xml(body):
-                return []
             tree = element_to_tree(parse_xml(body, "Alma error body"), is_root=True)
         else:
             tree = json.loads(body.decode("utf-8-sig"))

@@ -89,6 +89,7 @@ def build_context(config: Config, *, reporter: Any = None) -> Context:
             format=config.alma.format,
             requests_per_second=config.alma.requests_per_second,
             daily_call_floor=config.alma.daily_call_floor,
+            max_retries=config.alma.max_retries,
             user_agent=f"hwf/{__version__}",
         )
 
@@ -136,17 +137,44 @@ def _dump(data: Any) -> None:
 
 @app.command()
 def add(
-    alma_set_id: Annotated[str, typer.Argument(help="The Alma set id (digits).", show_default=False)],
+    alma_set_id: Annotated[
+        str | None, typer.Argument(metavar="[ALMA_SET_ID]", help="The Alma set id (digits).", show_default=False)
+    ] = None,
     *,
-    name: Annotated[str | None, typer.Option(help="A local name for the set (default: its Alma name).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the set as JSON.")] = False,
+    name: Annotated[str | None, typer.Option(help="A local name (default: the Alma set's name).")] = None,
+    from_csv: Annotated[
+        Path | None, typer.Option("--from-csv", help="Create itemized Alma sets from a CSV of MMS IDs.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="With --from-csv: at most this many members per set.")] = 500,
+    adopt: Annotated[
+        bool, typer.Option("--adopt", help="Register a set partly done by hand at the state Alma's history shows.")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the set(s) as JSON.")] = False,
 ) -> None:
-    """Register an existing Alma set: reads its name and members from Alma."""
-    with _context(quiet=json_output) as ctx, _errors():
-        summary = workflow.add_set(ctx, alma_set_id, name)
-    if json_output:
-        _dump(summary.as_json())
+    """Register an existing Alma set (reads its name and members), or create sets from a CSV."""
+    if from_csv is not None:
+        if alma_set_id is not None or adopt:
+            fail("--from-csv creates new sets: give no ALMA_SET_ID and no --adopt", 2)
+        if not name:
+            fail("--from-csv needs --name NAME (sets are named 'NAME (batch k/K)')", 2)
+        from . import batches
+
+        with _context(quiet=json_output) as ctx, _errors():
+            summaries = batches.add_from_csv(ctx, from_csv, name, batch_size=batch_size)
     else:
+        if alma_set_id is None:
+            fail("give an ALMA_SET_ID, or --from-csv FILE --name NAME", 2)
+        with _context(quiet=json_output) as ctx, _errors():
+            if adopt:
+                from . import audit
+
+                summaries = [audit.adopt(ctx, alma_set_id, name)]
+            else:
+                summaries = [workflow.add_set(ctx, alma_set_id, name)]
+    if json_output:
+        _dump([s.as_json() for s in summaries] if from_csv else summaries[0].as_json())
+        return
+    for summary in summaries:
         out.print(f"Registered set {summary.set} ({summary.name}): {summary.records} records, state {summary.state}")
 
 
@@ -155,8 +183,17 @@ def advance(
     set_ref: Annotated[str, typer.Argument(metavar="SET", help="Alma set id or local name.")],
     *,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for running jobs (default) or exit 0.")] = True,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the requests hwf would send and the transition; change nothing.")
+    ] = False,
 ) -> None:
     """Run the set forward, step after step, until verified, or until it must wait or needs attention."""
+    if dry_run:
+        from . import dryrun
+
+        with _context(quiet=True) as ctx, _errors():
+            typer.echo(dryrun.describe_advance(ctx, set_ref).text())
+        return
     with _context() as ctx, _errors():
         result = workflow.advance(ctx, set_ref, wait=wait)
     out.print(f"Set {result.set} ({result.name}): {result.state}: {result.message}")
@@ -168,12 +205,27 @@ def resume(
     all_sets: Annotated[bool, typer.Option("--all", help="Every set that is not verified.")] = False,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Keep going until nothing can move.")] = True,
     only: Annotated[str | None, typer.Option(help="Only sets whose name matches this pattern (* wildcard).")] = None,
+    max_running: Annotated[
+        int | None, typer.Option(help="At most this many Alma jobs running at once (Alma's own limit is 3).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print, per set, the requests hwf would send; change nothing.")
+    ] = False,
 ) -> None:
-    """Advance every unfinished set, re-attaching to Alma jobs already running."""
+    """Advance every unfinished set, re-attaching to Alma jobs already running: a scheduler within Alma's limits."""
     if not all_sets:
         fail("say --all (resume every set that is not verified), or use `hwf advance SET`", 2)
+    if max_running is not None and max_running < 1:
+        fail("--max-running must be at least 1", 2)
+    if dry_run:
+        from . import dryrun
+
+        with _context(quiet=True) as ctx, _errors():
+            for plan in dryrun.describe_all(ctx, only=only):
+                typer.echo(plan.text())
+        return
     with _context() as ctx, _errors():
-        summary = workflow.resume_all(ctx, wait=wait, only=only)
+        summary = workflow.resume_all(ctx, wait=wait, only=only, max_running=max_running)
     for r in summary.results:
         out.print(f"Set {r.set} ({r.name}): {r.state}: {r.message}")
     for set_id, why in summary.skipped:
@@ -398,8 +450,10 @@ def sim_serve(
 
     with _errors():
         sim = Simulator(load_scenario(scenario) if scenario else None)
-        server = SimServer(sim, host=host, port=port)
-        server.start()
+        try:
+            server = SimServer(sim, host=host, port=port)
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}: {exc.strerror}", 1)
     typer.echo(f"hwf simulator listening on {server.url}", err=True)
     sys.stdout.write(server.url + "\n")
     sys.stdout.flush()
@@ -437,3 +491,7 @@ def _table(title: str, columns: list[str]) -> Table:
 
 def main() -> None:
     app()
+
+
+# Commands kept in their own modules register themselves on `app` when imported.
+from . import cli_doctor, cli_ops, cli_setup  # noqa: E402,F401

@@ -53,6 +53,7 @@ class AlmaConfig:
     max_running_jobs: int = 3
     max_runs_per_job_hour: int = 5
     threshold_wait_seconds: float = 300.0
+    max_retries: int = 6
 
     @property
     def api_url(self) -> str:
@@ -271,6 +272,7 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
             max_running_jobs=alma.integer("max_running_jobs", 3, minimum=1),
             max_runs_per_job_hour=alma.integer("max_runs_per_job_hour", 5, minimum=1),
             threshold_wait_seconds=alma.number("threshold_wait_seconds", 300.0, minimum=0.01),
+            max_retries=alma.integer("max_retries", 6),
         ),
         handles=HandlesConfig(
             prefix=prefix,

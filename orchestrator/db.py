@@ -17,6 +17,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
@@ -129,7 +130,7 @@ def upgrade(engine: Engine) -> None:
         current = current_revision(engine)
         if current == head:
             return
-        if current is not None and script.get_revision(current) is None:
+        if current is not None and not _known_revision(script, current):
             raise DatabaseError(
                 f"database {_safe_url(str(engine.url))} is at schema {current}, written by a newer hwf; "
                 f"this hwf knows schemas up to {head}: upgrade hwf"
@@ -143,6 +144,14 @@ def upgrade(engine: Engine) -> None:
         raise DatabaseError(f"cannot open database {_safe_url(str(engine.url))}: {_first_line(exc)}") from None
 
 
+def _known_revision(script: ScriptDirectory, revision: str) -> bool:
+    # alembic raises (rather than returning None) for a revision it has no script for.
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 def _first_line(exc: BaseException) -> str:
     text_ = str(getattr(exc, "orig", None) or exc)
     return text_.splitlines()[0] if text_ else type(exc).__name__
@@ -151,5 +160,9 @@ def _first_line(exc: BaseException) -> str:
 def open_database(url: str) -> sessionmaker[Session]:
     """Engine + schema upgrade + session factory: the one way hwf opens its database."""
     engine = make_engine(url)
-    upgrade(engine)
+    try:
+        upgrade(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return make_sessionmaker(engine)

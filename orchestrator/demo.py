@@ -32,6 +32,8 @@ institution_code = "01GCL_INST"
 poll_interval_seconds = 0.5
 poll_max_interval_seconds = 2
 reconcile_grace_seconds = 10
+# The simulator is local: hwf may go faster than it would against Alma (whose limit is 25 calls a second).
+requests_per_second = 100
 
 [alma.jobs]
 copy_identifiers = "{job_ids["copy"]}"
@@ -43,6 +45,7 @@ prefix = "11084"
 resolver_url = "{url}"
 settle_minutes = 0
 concurrency = 8
+requests_per_second = 400
 
 [primo]
 domain = "grinnell.primo.exlibrisgroup.com"
@@ -70,6 +73,7 @@ def run_demo(out: Console, err: Console, *, directory: Path, records: int, job_s
             "other": job_seconds,
         },
         copy_keeps_xsi_type=True,
+        per_second_limit=0,
     )
     sim = Simulator(scenario)
     job_ids = {job.kind: job.id for job in scenario.jobs}
@@ -123,11 +127,14 @@ def run_demo(out: Console, err: Console, *, directory: Path, records: int, job_s
 
 def _summary(out: Console, ctx: Context, set_id: str) -> None:
     table = Table(title="Steps")
-    for column in ("step", "attempt", "job", "instance", "status", "counters"):
-        table.add_column(column)
+    for column in ("step", "job", "instance", "status", "counters"):
+        table.add_column(column, overflow="fold")
     for a in workflow.attempts(ctx, set_id):
-        counters = ", ".join(f"{c.get('desc') or c.get('code')}: {c.get('value')}" for c in a.counters or [])
-        table.add_row(a.step, str(a.number), a.job_id or "-", a.instance_id or "-", a.status or a.state, counters)
+        counters = ", ".join(
+            f"{(c.get('desc') or c.get('code') or '').removeprefix('Records ').lower()} {c.get('value')}"
+            for c in a.counters or []
+        )
+        table.add_row(a.step, a.job_id or "-", a.instance_id or "-", a.status or a.state, counters)
     out.print(table)
     verdicts = Counter(r.verdict or "UNCHECKED" for r in verification.report(ctx, set_id))
     state = workflow.status(ctx, set_id)[0]

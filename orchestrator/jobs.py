@@ -25,6 +25,7 @@ from .models import AlmaSet, Attempt, AttemptState
 from .service import Context, add_event, find_set, set_attention
 
 API_SUBMITTERS = ("exl_api", "api")
+MAX_POLL_WAIT_SECONDS = 300.0
 
 
 def _exception_count(counters: list[Any] | None) -> int:
@@ -303,6 +304,15 @@ def reconcile(ctx: Context, set_id: int, attempt_id: int) -> None:
             job_id=job_id,
             token=token,
         )
+
+
+def poll_due_at(attempt: Attempt, now: datetime) -> datetime:
+    """When the attempt's next poll is due: as scheduled, or now if that is further away than the interval
+    it was scheduled with (the clock was stepped back: polling now reschedules in the new time)."""
+    due = attempt.next_poll_at or now
+    if due > now + timedelta(seconds=attempt.poll_interval or MAX_POLL_WAIT_SECONDS):
+        return now
+    return due
 
 
 def poll(ctx: Context, set_id: int, attempt_id: int) -> None:

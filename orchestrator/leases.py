@@ -43,6 +43,39 @@ def try_claim(session: Session, set_id: int, owner: str, now: datetime, seconds:
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
+def _dead_local_owner(owner: str | None) -> bool:
+    """True if ``owner`` ("host:pid") names a process on this host that no longer exists."""
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def claim(session: Session, set_id: int, owner: str, now: datetime, seconds: float) -> bool:
+    """Like ``try_claim``, but also takes over at once from a process on this host that has died
+    (a killed ``hwf``), instead of waiting for its lease to expire."""
+    if try_claim(session, set_id, owner, now, seconds):
+        return True
+    current, _ = holder(session, set_id)
+    if current == owner or not _dead_local_owner(current):
+        return False
+    result = session.execute(
+        update(AlmaSet)
+        .where(AlmaSet.id == set_id, AlmaSet.lease_owner == current)
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
 def release(session: Session, set_id: int, owner: str) -> None:
     """Give the lease back if ``owner`` holds it."""
     session.execute(
@@ -59,16 +92,23 @@ def holder(session: Session, set_id: int) -> tuple[str | None, datetime | None]:
 
 
 def candidate_ids(session: Session, ids: list[int], now: datetime) -> list[int]:
-    """The sets among ``ids`` whose lease is free, skipping rows another PostgreSQL process has locked."""
+    """The sets among ``ids`` whose lease is free (or held by a dead process on this host), skipping
+    rows another PostgreSQL process has locked."""
     stmt = (
-        select(AlmaSet.id)
+        select(AlmaSet.id, AlmaSet.lease_owner, AlmaSet.lease_expires_at)
         .where(AlmaSet.id.in_(ids))
-        .where(or_(AlmaSet.lease_owner.is_(None), AlmaSet.lease_expires_at < now))
         .order_by(AlmaSet.created_at, AlmaSet.id)
     )
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
-    return list(session.scalars(stmt))
+    return [
+        row.id
+        for row in session.execute(stmt)
+        if row.lease_owner is None
+        or row.lease_expires_at is None
+        or row.lease_expires_at < now
+        or _dead_local_owner(row.lease_owner)
+    ]
 
 
 class LeaseKeeper:

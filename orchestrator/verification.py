@@ -10,59 +10,99 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .errors import LeaseHeldError
 from .handles import Verdict, VerifyItem, VerifyResult
-from .leases import LeaseKeeper, release, try_claim
+from .leases import LeaseKeeper, claim, release
 from .machine import Stage, Step, StepFacts, fire
 from .models import AlmaSet, Attempt, Record
 from .service import Context, add_event, find_set, set_attention
 
 FLUSH_EVERY = 250
+PAGE = 1000
+
+
+def _todo(set_id: int, only_problems: bool) -> ColumnElement[bool]:
+    todo = and_(Record.set_id == set_id, Record.excluded.is_(False))
+    if only_problems:
+        todo = and_(todo, or_(Record.verdict.is_(None), Record.verdict != Verdict.OK.value))
+    return todo
+
+
+PAGE = 1000
 
 
 def _items(ctx: Context, set_id: int, only_problems: bool) -> Iterator[VerifyItem]:
-    with ctx.sessions() as session:
-        stmt = select(Record.mms_id, Record.handle).where(Record.set_id == set_id, Record.excluded.is_(False))
-        if only_problems:
-            stmt = stmt.where((Record.verdict.is_(None)) | (Record.verdict != Verdict.OK.value))
-        for mms, handle in session.execute(stmt.order_by(Record.id).execution_options(yield_per=1000)):
-            yield VerifyItem(mms_id=mms, handle=handle)
+    """The records to verify, read in keyset pages of short transactions: a long-lived read would
+    hold SQLite's lock (hwf begins every transaction IMMEDIATE) while results are being written."""
+    last = 0
+    while True:
+        with ctx.sessions() as session:
+            stmt = select(Record.id, Record.mms_id, Record.handle).where(
+                Record.set_id == set_id, Record.excluded.is_(False), Record.id > last
+            )
+            if only_problems:
+                stmt = stmt.where((Record.verdict.is_(None)) | (Record.verdict != Verdict.OK.value))
+            rows = session.execute(stmt.order_by(Record.id).limit(PAGE)).all()
+        if not rows:
+            return
+        for row in rows:
+            yield VerifyItem(mms_id=row.mms_id, handle=row.handle)
+        last = rows[-1].id
 
 
 def _count(ctx: Context, set_id: int, only_problems: bool) -> int:
     with ctx.sessions() as session:
-        stmt = select(Record.id).where(Record.set_id == set_id, Record.excluded.is_(False))
-        if only_problems:
-            stmt = stmt.where((Record.verdict.is_(None)) | (Record.verdict != Verdict.OK.value))
-        return len(session.scalars(stmt).all())
+        return session.scalar(select(func.count(Record.id)).where(_todo(set_id, only_problems))) or 0
+
+
+_RECORDS = cast(Table, Record.__table__)
+_STORE = (
+    update(_RECORDS)
+    .where(_RECORDS.c.set_id == bindparam("b_set"), _RECORDS.c.mms_id == bindparam("b_mms"))
+    .values(
+        verdict=bindparam("b_verdict"),
+        verdict_detail=bindparam("b_detail"),
+        resolved_url=bindparam("b_url"),
+        verified_at=bindparam("b_at"),
+    )
+)
 
 
 def _flush(ctx: Context, set_id: int, results: list[VerifyResult]) -> None:
     if not results:
         return
+    # One executemany per batch (one transaction), not one UPDATE statement per record.
+    params = [
+        {
+            "b_set": set_id,
+            "b_mms": r.mms_id,
+            "b_verdict": r.verdict.value,
+            "b_detail": r.detail,
+            "b_url": r.resolved_url,
+            "b_at": r.checked_at,
+        }
+        for r in results
+    ]
     with ctx.sessions.begin() as session:
-        for r in results:
-            session.execute(
-                update(Record)
-                .where(Record.set_id == set_id, Record.mms_id == r.mms_id)
-                .values(
-                    verdict=r.verdict.value,
-                    verdict_detail=r.detail,
-                    resolved_url=r.resolved_url,
-                    verified_at=r.checked_at,
-                )
-                .execution_options(synchronize_session=False)
-            )
+        session.execute(_STORE, params)
     results.clear()
 
 
 def _verdicts(session: Session, set_id: int) -> Counter[str]:
-    rows = session.scalars(select(Record.verdict).where(Record.set_id == set_id, Record.excluded.is_(False)))
-    return Counter(v or "UNCHECKED" for v in rows)
+    rows = session.execute(
+        select(Record.verdict, func.count(Record.id))
+        .where(Record.set_id == set_id, Record.excluded.is_(False))
+        .group_by(Record.verdict)
+    )
+    tally: Counter[str] = Counter()
+    for verdict, count in rows:
+        tally[verdict or "UNCHECKED"] += count
+    return tally
 
 
 def run(ctx: Context, set_id: int, *, only_problems: bool = True, follow: bool = False) -> bool:
@@ -112,8 +152,8 @@ def run(ctx: Context, set_id: int, *, only_problems: bool = True, follow: bool =
                 row,
                 "verify",
                 f"{included - ok} of {included} handles do not resolve to their own record ({counts}); "
-                f"see `hwf report {row.alma_set_id} --problems`; fix the cause, then `hwf advance` "
-                "re-checks only those",
+                f"see `hwf report {row.alma_set_id} --problems`; fix the cause (or wait for the proxy's cache), "
+                f"then `hwf verify {row.alma_set_id}` re-checks only those",
                 now,
             )
         return False
@@ -125,7 +165,7 @@ def verify_set(ctx: Context, ref: str, *, recheck_all: bool = False, follow: boo
     with ctx.sessions.begin() as session:
         row = find_set(session, ref)
         set_id = row.id
-        if not try_claim(session, set_id, ctx.owner, ctx.clock(), ctx.config.lease_seconds):
+        if not claim(session, set_id, ctx.owner, ctx.clock(), ctx.config.lease_seconds):
             raise LeaseHeldError(f"another hwf process ({row.lease_owner}) holds set {row.alma_set_id}")
         if row.attention_kind == "verify":
             row.attention = None
@@ -231,11 +271,19 @@ def csv_row(r: ReportRow) -> list[str]:
 
 
 def report(ctx: Context, ref: str, *, problems_only: bool = False) -> Iterator[ReportRow]:
-    """One row per record: preflight class, verdict, resolved and expected URL (streamed)."""
+    """One row per record: preflight class, verdict, resolved and expected URL (streamed in pages)."""
     with ctx.sessions() as session:
         set_id = find_set(session, ref).id
-        stmt = select(Record).where(Record.set_id == set_id).order_by(Record.id).execution_options(yield_per=1000)
-        for rec in session.scalars(stmt):
+    last = 0
+    while True:
+        with ctx.sessions() as session:
+            page = session.scalars(
+                select(Record).where(Record.set_id == set_id, Record.id > last).order_by(Record.id).limit(PAGE)
+            ).all()
+        if not page:
+            return
+        last = page[-1].id
+        for rec in page:
             problem = rec.excluded or rec.verdict != Verdict.OK.value
             if problems_only and not problem:
                 continue

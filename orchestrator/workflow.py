@@ -28,7 +28,7 @@ from .errors import (
     LeaseHeldError,
     NeedsAttentionError,
 )
-from .leases import LeaseKeeper, candidate_ids, holder, release, try_claim
+from .leases import LeaseKeeper, candidate_ids, claim, holder, release
 from .machine import Stage, Step, StepFacts, fire, next_step
 from .models import AlmaSet, Attempt, AttemptState, Event, Record
 from .service import Context, add_event, find_set, set_attention
@@ -38,6 +38,7 @@ from .service import Context, add_event, find_set, set_attention
 
 
 _SET_ID = re.compile(r"^\d{1,40}$")
+UNKNOWN_SET_CODES = frozenset({"60107", "402264", "60100"})
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,12 @@ def add_set(ctx: Context, alma_set_id: str, name: str | None = None) -> SetSumma
             raise BadInputError(f"the name {name!r} is already used by another set; choose another --name")
         if name and _SET_ID.match(name):
             raise BadInputError(f"--name {name!r} must not be all digits (it would look like a set id)")
-    info = ctx.alma.get_set(alma_set_id)
+    try:
+        info = ctx.alma.get_set(alma_set_id)
+    except AlmaError as exc:
+        if exc.status == 400 and exc.code in UNKNOWN_SET_CODES:
+            raise BadInputError(f"Alma has no set {alma_set_id}: {exc.alma_message or exc}") from None
+        raise
     members = list(ctx.alma.iter_set_members(alma_set_id))
     seen: set[str] = set()
     unique = [m for m in members if not (m.id in seen or seen.add(m.id))]  # type: ignore[func-returns-value]
@@ -195,12 +201,23 @@ class EventView:
         return out
 
 
-def history(ctx: Context, ref: str) -> Iterator[EventView]:
-    """The audit trail of a set, oldest first, streamed from the database."""
+def history(ctx: Context, ref: str, page: int = 5000) -> Iterator[EventView]:
+    """The audit trail of a set, oldest first, streamed in keyset pages of short transactions."""
     with ctx.sessions() as session:
         set_id = find_set(session, ref).id
-        stmt = select(Event).where(Event.set_id == set_id).order_by(Event.id).execution_options(yield_per=2000)
-        for e in session.scalars(stmt):
+    last = 0
+    while True:
+        with ctx.sessions() as session:
+            rows = session.execute(
+                select(Event.id, Event.at, Event.kind, Event.detail, Event.data, Event.actor)
+                .where(Event.set_id == set_id, Event.id > last)
+                .order_by(Event.id)
+                .limit(page)
+            ).all()
+        if not rows:
+            return
+        last = rows[-1].id
+        for e in rows:
             yield EventView(at=e.at, kind=e.kind, detail=e.detail, data=e.data, actor=e.actor)
 
 
@@ -290,12 +307,13 @@ def _plan(ctx: Context, session: Session, row: AlmaSet, now: datetime, prechecke
     if attempt.state is AttemptState.WAITING_OPERATOR:
         return _Plan(_Action.MANUAL, step=step, attempt_id=attempt.id)
     if attempt.state is AttemptState.SUBMITTED:
-        if attempt.next_poll_at is not None and attempt.next_poll_at > now:
+        due = jobs.poll_due_at(attempt, now)
+        if due > now:
             return _Plan(
                 _Action.WAIT,
                 step=step,
                 attempt_id=attempt.id,
-                wake_at=attempt.next_poll_at,
+                wake_at=due,
                 reason=f"{step.value} job {attempt.job_id} instance {attempt.instance_id} is "
                 f"{(attempt.status or 'submitted').lower()}",
             )
@@ -375,7 +393,7 @@ def advance(ctx: Context, ref: str, *, wait: bool = True) -> AdvanceResult:
 def _claim_or_raise(ctx: Context, set_id: int) -> None:
     now = ctx.clock()
     with ctx.sessions.begin() as session:
-        if try_claim(session, set_id, ctx.owner, now, ctx.config.lease_seconds):
+        if claim(session, set_id, ctx.owner, now, ctx.config.lease_seconds):
             return
         owner, expires = holder(session, set_id)
     until = f" until {_hhmm(expires)}" if expires else ""
@@ -475,56 +493,277 @@ class ResumeSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
+_RESCAN_SECONDS = 60.0  # the longest the scheduler sleeps: sets added, retried or fixed meanwhile move soon
+_TRANSIENT_WAIT_SECONDS = 60.0
+_TRANSIENT_PASSES = 10  # passes in a row where Alma failed every set before resume gives up
+SLOT_WAIT = "waiting for a job slot"
+_NEEDS_SLOT = (_Action.PRECHECK, _Action.SUBMIT)
+
+
+class _QuotaSpentError(NeedsAttentionError):
+    """Alma's daily quota is spent: the scheduler starts no more work on any set."""
+
+
+@dataclass
+class _Slots:
+    """Alma's job limits as ``jobs.submit`` counts them (across every set in the database), with a
+    cap on running jobs that may be lower than Alma's (``--max-running``)."""
+
+    max_running: int
+    per_hour: int
+    running: int = 0
+    recent: dict[str, list[datetime]] = field(default_factory=dict)  # job id -> starts in the last hour
+
+    def load(self, session: Session, now: datetime) -> _Slots:
+        self.running = int(
+            session.scalar(
+                select(func.count())
+                .select_from(Attempt)
+                .where(
+                    Attempt.state.in_([AttemptState.SUBMITTING, AttemptState.SUBMITTED]), Attempt.job_id.is_not(None)
+                )
+            )
+            or 0
+        )
+        self.recent = {}
+        for job_id, started in session.execute(
+            select(Attempt.job_id, Attempt.started_at)
+            .where(
+                Attempt.job_id.is_not(None),
+                Attempt.started_at >= now - timedelta(hours=1),
+                Attempt.state.not_in([AttemptState.ABANDONED, AttemptState.NOT_NEEDED]),
+            )
+            .order_by(Attempt.started_at)
+        ):
+            self.recent.setdefault(job_id or "", []).append(started)
+        return self
+
+    def refusal(self, ctx: Context, step: Step, now: datetime) -> tuple[str, datetime | None] | None:
+        """Why ``step``'s job cannot start now, and when it can (None: when a running job ends)."""
+        key = step.job_key
+        assert key is not None
+        job_id = ctx.config.alma.jobs[key].id
+        if self.running >= self.max_running:
+            return f"{SLOT_WAIT}: {self.running} Alma jobs running (at most {self.max_running} at once)", None
+        starts = self.recent.get(job_id, [])
+        if len(starts) >= self.per_hour:
+            # jobs.submit counts starts at or after now - 1 h: the slot frees just after the hour.
+            free = starts[len(starts) - self.per_hour] + timedelta(hours=1, seconds=1)
+            return (
+                f"{SLOT_WAIT}: job {job_id} ({step.value}) started {len(starts)} times in the last hour "
+                f"(Alma allows {self.per_hour}); next slot at {_hhmm(free)}",
+                free,
+            )
+        return None
+
+    def take(self, ctx: Context, step: Step, now: datetime) -> None:
+        key = step.job_key
+        assert key is not None
+        self.running += 1
+        self.recent.setdefault(ctx.config.alma.jobs[key].id, []).append(now)
+
+
+def _wait_for_slot(session: Session, row: AlmaSet, reason: str, until: datetime | None, now: datetime) -> None:
+    if not (row.waiting or "").startswith(SLOT_WAIT):
+        add_event(session, row, "waiting", reason, at=now)
+    row.waiting = reason
+    row.wait_until = until
+
+
+def _asleep_until(row: AlmaSet, latest: Attempt | None, now: datetime) -> datetime | None:
+    """When a set that is plainly waiting (a threshold, a poll not due yet) needs looking at again."""
+    if row.waiting and row.wait_until is not None and row.wait_until > now:
+        return row.wait_until
+    step = next_step(row.stage)
+    if (
+        latest is not None
+        and step is not None
+        and latest.step == step.value
+        and latest.state is AttemptState.SUBMITTED
+        and jobs.poll_due_at(latest, now) > now
+    ):
+        return jobs.poll_due_at(latest, now)
+    return None
+
+
 def resume_all(
-    ctx: Context, *, wait: bool = True, only: str | None = None, max_rounds: int | None = None
+    ctx: Context,
+    *,
+    wait: bool = True,
+    only: str | None = None,
+    max_rounds: int | None = None,
+    max_running: int | None = None,
 ) -> ResumeSummary:
-    """Advance every set that is not verified, one step at a time each, until all are verified, need
-    attention, or (``wait=False``) must wait. Sets held by another process are left to it."""
+    """The scheduler: advance every set that can move, oldest first, as many at once as Alma allows (its
+    running-job and runs-per-job-per-hour limits, counted across every set; ``max_running`` caps running
+    jobs lower), sleeping until the earliest wake time, until every set is verified, needs attention,
+    or is held by another process. ``wait=False``: one pass. Sets held by another process are left to it.
+    """
+    from .errors import AlmaUnreachableError, RateLimitedError
+
     pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE) if only else None
-    rounds = 0
+    cfg = ctx.config.alma
+    cap = min(max_running, cfg.max_running_jobs) if max_running else cfg.max_running_jobs
+    outcome: dict[str, tuple[str, Any]] = {}  # Alma set id -> ("result" | "attention" | "skipped", what)
+    order: list[str] = []
+    rounds = failing = 0
     while True:
         rounds += 1
-        summary = ResumeSummary()
-        wake_times: list[datetime] = []
         now = ctx.clock()
+        wakes: list[datetime] = []
+        admitted: list[tuple[int, str]] = []
+        gated = False
         with ctx.sessions.begin() as session:
-            rows = session.scalars(
-                select(AlmaSet).where(AlmaSet.stage != Stage.VERIFIED).order_by(AlmaSet.created_at, AlmaSet.id)
-            ).all()
-            todo = [(r.id, r.alma_set_id, r.name) for r in rows if not pattern or pattern.search(r.name)]
-            attention = [(r.alma_set_id, r.attention) for r in rows if r.attention]
-            free = set(candidate_ids(session, [t[0] for t in todo], now))
-        summary.attention.extend((s, a) for s, a in attention if a)
-        for set_id, alma_id, _name in todo:
-            if any(alma_id == s for s, _ in summary.attention):
-                continue
-            if set_id not in free:
-                summary.skipped.append((alma_id, "held by another hwf process"))
-                continue
+            rows = [
+                r
+                for r in session.scalars(
+                    select(AlmaSet).where(AlmaSet.stage != Stage.VERIFIED).order_by(AlmaSet.created_at, AlmaSet.id)
+                )
+                if not pattern or pattern.search(r.name)
+            ]
+            ids = [r.id for r in rows]
+            free = set(candidate_ids(session, ids, now)) if ids else set()
+            newest = select(func.max(Attempt.id)).where(Attempt.set_id.in_(ids)).group_by(Attempt.set_id)
+            latest = {
+                a.set_id: a for a in session.scalars(select(Attempt).where(Attempt.id.in_(newest.scalar_subquery())))
+            }
+            slots = _Slots(cap, cfg.max_runs_per_job_hour).load(session, now)
+            for row in rows:
+                alma_id = row.alma_set_id
+                if alma_id not in outcome:
+                    order.append(alma_id)
+                if row.attention:
+                    outcome[alma_id] = ("attention", f"set {alma_id} ({row.name}) needs attention: {row.attention}")
+                    continue
+                if row.id not in free:
+                    outcome[alma_id] = ("skipped", "held by another hwf process")
+                    continue
+                asleep = _asleep_until(row, latest.get(row.id), now)
+                if asleep is not None:
+                    wakes.append(asleep)
+                    waiting = AdvanceResult(
+                        alma_id, row.name, Outcome.WAITING, row.stage.value, row.waiting or "", asleep
+                    )
+                    outcome[alma_id] = ("result", waiting)
+                    continue
+                plan = _plan(ctx, session, row, now, set())
+                if plan.action is _Action.WAIT:
+                    assert plan.wake_at is not None
+                    if row.waiting != plan.reason:
+                        row.waiting = plan.reason
+                    wakes.append(plan.wake_at)
+                    outcome[alma_id] = (
+                        "result",
+                        AdvanceResult(alma_id, row.name, Outcome.WAITING, row.stage.value, plan.reason, plan.wake_at),
+                    )
+                    continue
+                if plan.action in _NEEDS_SLOT and plan.step is not None and plan.step.job_key is not None:
+                    refused = slots.refusal(ctx, plan.step, now)
+                    if refused is not None:
+                        gated = True
+                        reason, until = refused
+                        _wait_for_slot(session, row, reason, until, now)
+                        wakes.append(until or now + timedelta(seconds=_RESCAN_SECONDS))
+                        outcome[alma_id] = (
+                            "result",
+                            AdvanceResult(alma_id, row.name, Outcome.WAITING, row.stage.value, reason, until),
+                        )
+                        continue
+                    slots.take(ctx, plan.step, now)
+                admitted.append((row.id, alma_id))
+        moved = transient = 0
+        for position, (set_id, alma_id) in enumerate(admitted):
             try:
-                result = _advance_once(ctx, set_id)
+                result = _advance_once(ctx, set_id, cap)
             except LeaseHeldError as exc:
-                summary.skipped.append((alma_id, str(exc)))
+                outcome[alma_id] = ("skipped", str(exc))
                 continue
+            except _QuotaSpentError as exc:
+                # The quota is the institution's: no other set can go on today either.
+                outcome[alma_id] = ("attention", str(exc))
+                for _, later in admitted[position + 1 :]:
+                    outcome[later] = ("skipped", "not started: Alma's daily API quota is spent")
+                return _resume_summary(order, outcome)
             except NeedsAttentionError as exc:
-                summary.attention.append((alma_id, str(exc)))
+                outcome[alma_id] = ("attention", str(exc))
                 continue
-            summary.results.append(result)
-            if result.outcome is Outcome.WAITING and result.wait_until is not None:
-                wake_times.append(result.wait_until)
-        if not wait or not wake_times or (max_rounds is not None and rounds >= max_rounds):
-            return summary
-        delay = (min(wake_times) - ctx.clock()).total_seconds()
+            except (AlmaUnreachableError, RateLimitedError) as exc:
+                transient += 1
+                later_at = ctx.clock() + timedelta(seconds=_TRANSIENT_WAIT_SECONDS)
+                outcome[alma_id] = ("skipped", f"Alma did not answer ({exc}); trying again at {_hhmm(later_at)}")
+                wakes.append(later_at)
+                continue
+            moved += 1
+            outcome[alma_id] = ("result", result)
+            if result.outcome is Outcome.WAITING:
+                wakes.append(result.wait_until or ctx.clock() + timedelta(seconds=_RESCAN_SECONDS))
+        failing = failing + 1 if transient and not moved else 0
+        if failing >= _TRANSIENT_PASSES:
+            raise AlmaUnreachableError(
+                f"Alma failed every set for {failing} passes in a row; stopping (run `hwf resume --all` again later)"
+            )
+        if not wait or not wakes or (max_rounds is not None and rounds >= max_rounds):
+            return _resume_summary(order, outcome)
+        if gated and moved:
+            continue  # a set driven in this pass may have seen its job end: a slot may be free now
+        delay = (min(wakes) - ctx.clock()).total_seconds()
         if delay > 0:
-            ctx.sleep(min(delay, 30.0))
+            ctx.sleep(min(delay, _RESCAN_SECONDS))
 
 
-def _advance_once(ctx: Context, set_id: int) -> AdvanceResult:
-    """Drive one set until it must wait, under its lease (used by the scheduler)."""
+def _resume_summary(order: list[str], outcome: dict[str, tuple[str, Any]]) -> ResumeSummary:
+    summary = ResumeSummary()
+    for alma_id in order:
+        kind, what = outcome[alma_id]
+        if kind == "result":
+            summary.results.append(what)
+        elif kind == "attention":
+            summary.attention.append((alma_id, what))
+        else:
+            summary.skipped.append((alma_id, what))
+    return summary
+
+
+def _advance_once(ctx: Context, set_id: int, max_running: int | None = None) -> AdvanceResult:
+    """Drive one set, under its lease, until it must wait (a running job, a settle time, or, when
+    ``max_running`` is given, a job slot the scheduler's limits do not allow yet)."""
     _claim_or_raise(ctx, set_id)
     try:
         with LeaseKeeper(ctx.sessions, set_id, ctx.owner, ctx.config.lease_seconds, ctx.clock) as keeper:
-            return _drive(ctx, set_id, keeper, wait=False)
+            prechecked: set[Step] = set()
+            while True:
+                keeper.check()
+                now = ctx.clock()
+                refused: tuple[str, datetime | None] | None = None
+                with ctx.sessions.begin() as session:
+                    row = session.get_one(AlmaSet, set_id)
+                    plan = _plan(ctx, session, row, now, prechecked)
+                    name, alma_id, state = row.name, row.alma_set_id, row.stage.value
+                    if (
+                        max_running is not None
+                        and plan.action in _NEEDS_SLOT
+                        and plan.step is not None
+                        and plan.step.job_key is not None
+                    ):
+                        slots = _Slots(max_running, ctx.config.alma.max_runs_per_job_hour).load(session, now)
+                        refused = slots.refusal(ctx, plan.step, now)
+                        if refused is not None:
+                            _wait_for_slot(session, row, refused[0], refused[1], now)
+                    elif plan.action is _Action.WAIT and row.waiting != plan.reason:
+                        row.waiting = plan.reason
+                if refused is not None:
+                    return AdvanceResult(alma_id, name, Outcome.WAITING, state, refused[0], refused[1])
+                if plan.action is _Action.DONE:
+                    return AdvanceResult(alma_id, name, Outcome.VERIFIED, state, "verified")
+                if plan.action is _Action.ATTENTION:
+                    raise NeedsAttentionError(f"set {alma_id} ({name}) needs attention: {plan.reason}")
+                if plan.action is _Action.WAIT:
+                    return AdvanceResult(alma_id, name, Outcome.WAITING, state, plan.reason, plan.wake_at)
+                try:
+                    _execute(ctx, set_id, plan, prechecked)
+                except DailyQuotaError as exc:
+                    _quota_pause(ctx, set_id, exc)
+                    raise _QuotaSpentError(f"set {alma_id} ({name}): {exc}") from None
     finally:
         with ctx.sessions.begin() as session:
             release(session, set_id, ctx.owner)

@@ -21,6 +21,8 @@ from orchestrator.reporting import CollectingReporter
 from orchestrator.service import Context
 from orchestrator.simulator import Scenario, Simulator
 
+pytest_plugins = ["tests.pg"]
+
 API_KEY = "l7xx-test-key-0123456789abcdef"
 BASE = "http://alma.test"
 

@@ -23,6 +23,7 @@ class Faults:
     alma_latency_ms: float = 0.0
     drop_run_reply: int = 0  # next N op=run POSTs: create the instance, then lose the reply
     drop_run_reply_rate: float = 0.0
+    run_reply_delay_s: float = 0.0  # op=run POSTs: create the instance, then wait this long before answering
     reject_run_before_create: int = 0  # next N op=run POSTs: drop the connection before anything happens
     burst_429: int = 0  # next N Alma requests answer 429 PER_SECOND_THRESHOLD
     daily_remaining: int | None = None  # when set, the daily counter is set to it (then this resets to None)

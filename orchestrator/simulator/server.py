@@ -6,6 +6,7 @@ A dropped reply closes the connection without a status line, as a crashed gatewa
 
 from __future__ import annotations
 
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -20,6 +21,12 @@ _HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _SimHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes; with Nagle's algorithm and the client's delayed ACK
+        # each keep-alive reply would stall about 40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         return  # the simulator never writes to stderr

@@ -1,0 +1,3 @@
+"""``hwf doctor``, registered on the main ``app``."""
+
+from __future__ import annotations

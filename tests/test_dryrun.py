@@ -1,0 +1,337 @@
+"""`advance --dry-run` / `resume --all --dry-run`: the exact requests and the transition, and nothing changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from orchestrator import cli, dryrun, jobs, preflight, workflow
+from orchestrator.config import parse_config
+from orchestrator.errors import BadInputError
+from orchestrator.models import AlmaSet, Attempt, Event, Record
+from orchestrator.service import Context
+from orchestrator.simulator import Simulator
+from tests.conftest import API_KEY, FakeClock, config_dict, make_context
+
+COPY_JOB = "M1234567890000561"
+MIGRATION_JOB = "M2234567890000561"
+
+
+def make_set(sim: Simulator, n: int = 12, profile: str = "clean", name: str = "Dry titles", seed: int = 1) -> str:
+    return sim.create_set(name, sim.generate_records(n, profile=profile, seed=seed))
+
+
+def fingerprint(ctx: Context) -> tuple[Any, ...]:
+    """Everything hwf stores about sets, attempts, records and events."""
+    with ctx.sessions() as s:
+        sets = [(r.alma_set_id, r.stage.value, r.attention, r.waiting, r.version) for r in s.scalars(select(AlmaSet))]
+        attempts = [(a.id, a.state.value, a.status, a.next_poll_at) for a in s.scalars(select(Attempt))]
+        records = s.scalar(select(func.count()).select_from(Record))
+        events = s.scalar(select(func.max(Event.id)))
+    return sets, attempts, records, events
+
+
+class NoAlma:
+    """An alma_factory that fails the test if a dry run ever builds a client."""
+
+    def __call__(self) -> Any:
+        raise AssertionError("a dry run must not create an Alma client")
+
+
+def dry_context(ctx: Context) -> Context:
+    return Context(
+        config=ctx.config,
+        sessions=ctx.sessions,
+        alma_factory=NoAlma(),
+        verifier_factory=lambda follow: (_ for _ in ()).throw(AssertionError("no verifier in a dry run")),
+        clock=ctx.clock,
+        owner=ctx.owner,
+    )
+
+
+def requests_of(plan: dryrun.DryRunPlan) -> list[dryrun.PlannedRequest]:
+    return [r for a in plan.actions for r in a.requests]
+
+
+def test_new_set_precheck_then_submit(ctx: Context, sim: Simulator) -> None:
+    set_id = make_set(sim, 250)
+    workflow.add_set(ctx, set_id)
+    before, stats = fingerprint(ctx), sim.stats["requests"]
+    plan = dryrun.describe_advance(dry_context(ctx), set_id)
+    assert fingerprint(ctx) == before and sim.stats["requests"] == stats
+    assert [a.action for a in plan.actions] == ["precheck", "submit"]
+    bibs, post = requests_of(plan)
+    with ctx.sessions() as s:
+        first = list(s.scalars(select(Record.mms_id).order_by(Record.id).limit(100)))
+    assert bibs.method == "GET" and bibs.count == 3
+    assert bibs.path == f"/almaws/v1/bibs?mms_id={','.join(first)}&view=full"
+    assert ("Authorization", "apikey ***") in bibs.headers
+    assert post.method == "POST" and post.path == f"/almaws/v1/conf/jobs/{COPY_JOB}?op=run"
+    assert dict(post.headers) == {
+        "Authorization": "apikey ***",
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+    }
+    body = json.loads(post.body or "")
+    assert body == {
+        "parameter": [
+            {"name": {"value": "set_id"}, "value": set_id},
+            {"name": {"value": "job_name"}, "value": f"hwf copy_identifiers set {set_id} hwf-<token>"},
+        ]
+    }
+    assert plan.transition is not None
+    assert plan.transition.startswith(
+        "created -> identifiers_copied (copy_identifiers) once the job ends COMPLETED_SUCCESS"
+    )
+    text = plan.text()
+    assert f"POST /almaws/v1/conf/jobs/{COPY_JOB}?op=run" in text
+    assert "(100 MMS IDs)" in text and "[3 requests like this" in text and "250 records" in text
+    assert API_KEY not in text and API_KEY not in json.dumps(plan.as_json())
+    assert plan.as_json()["actions"][0]["requests"][0]["path"] == bibs.path
+
+
+def test_checked_clean_set_says_the_copy_job_would_be_skipped(ctx: Context, sim: Simulator) -> None:
+    set_id = make_set(sim)
+    workflow.add_set(ctx, set_id)
+    preflight.check_set(ctx, set_id)
+    plan = dryrun.describe_advance(dry_context(ctx), set_id)
+    notes = " ".join(plan.actions[0].notes)
+    assert "last check: 12 READY" in notes and "copy job is not needed" in notes
+
+
+def test_running_job_is_polled(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
+    set_id = make_set(sim)
+    workflow.add_set(ctx, set_id)
+    result = workflow.advance(ctx, set_id, wait=False)
+    assert result.outcome is workflow.Outcome.WAITING
+    with ctx.sessions() as s:
+        attempt = s.scalars(select(Attempt).where(Attempt.job_id.is_not(None))).one()
+        instance = attempt.instance_id
+    assert attempt.job_id == MIGRATION_JOB
+    before = fingerprint(ctx)
+    plan = dryrun.describe_advance(dry_context(ctx), set_id)
+    assert fingerprint(ctx) == before
+    assert [a.action for a in plan.actions] == ["wait", "poll"]
+    (poll,) = requests_of(plan)
+    assert (poll.method, poll.path) == ("GET", f"/almaws/v1/conf/jobs/{MIGRATION_JOB}/instances/{instance}")
+    assert plan.transition is not None and plan.transition.startswith("identifiers_copied -> migrated (migrate)")
+    clock.advance(600)
+    assert [a.action for a in dryrun.describe_advance(dry_context(ctx), set_id).actions] == ["poll"]
+
+
+def test_lost_submission_is_reconciled_not_resubmitted(ctx: Context, sim: Simulator) -> None:
+    set_id = make_set(sim)
+    workflow.add_set(ctx, set_id)
+
+    def crash(*args: object, **kwargs: object) -> object:
+        raise KeyboardInterrupt("simulated kill after the attempt was committed")
+
+    ctx.alma.run_job = crash  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        workflow.advance(ctx, set_id)
+    plan = dryrun.describe_advance(dry_context(ctx), set_id)
+    assert [a.action for a in plan.actions] == ["reconcile"]
+    (listing,) = requests_of(plan)
+    assert listing.path.startswith(f"/almaws/v1/conf/jobs/{MIGRATION_JOB}/instances?submit_date_from=2026-02-01")
+    assert "submit_date_to=2026-02-03&limit=100&offset=0" in listing.path
+    assert "never guesses" in " ".join(plan.actions[0].notes)
+    assert not any(r.method == "POST" for r in requests_of(plan))
+
+
+def test_attention_sends_nothing_and_says_what_to_do(ctx: Context, sim: Simulator) -> None:
+    set_id = make_set(sim, 30, profile="problems", seed=4)
+    workflow.add_set(ctx, set_id)
+    with pytest.raises(Exception, match="needs attention"):
+        workflow.advance(ctx, set_id)
+    plan = dryrun.describe_advance(dry_context(ctx), set_id)
+    assert [a.action for a in plan.actions] == ["attention"]
+    assert requests_of(plan) == [] and plan.transition is None
+    assert "exit 3" in plan.actions[0].summary and f"hwf exclude {set_id}" in plan.actions[0].notes[0]
+
+
+def settle_config(tmp_path: Path, **alma: Any) -> Any:
+    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}", **alma)
+    data["handles"]["settle_minutes"] = 10
+    return parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
+
+
+@pytest.fixture
+def settling(tmp_path: Path, sim: Simulator, clock: FakeClock) -> Iterator[tuple[Context, str]]:
+    ctx = make_context(settle_config(tmp_path), sim, clock)
+    set_id = make_set(sim, 7)
+    workflow.add_set(ctx, set_id)
+    for _ in range(100):
+        result = workflow.advance(ctx, set_id, wait=False)
+        if result.state == "integrated" and "settling" in result.message:
+            break
+        clock.advance(30)
+    yield ctx, set_id
+    ctx.close()
+
+
+def test_verification_requests_go_to_the_resolver_without_a_key(settling: tuple[Context, str]) -> None:
+    ctx, set_id = settling
+    plan = dryrun.describe_advance(dry_context(ctx), set_id)
+    assert [a.action for a in plan.actions] == ["wait", "verify"]
+    (first,) = requests_of(plan)
+    with ctx.sessions() as s:
+        handle = s.scalars(select(Record.handle).order_by(Record.id)).first()
+    assert first.count == 7
+    assert (first.method, first.path) == ("GET", f"{ctx.config.handles.resolver_url}/api/handles/{handle}?type=URL")
+    assert dict(first.headers) == {"Accept": "application/json"}
+    assert plan.transition is not None and plan.transition.startswith("integrated -> verified (verify)")
+
+
+def test_verified_set_has_nothing_to_do(ctx: Context, sim: Simulator) -> None:
+    set_id = make_set(sim, 5)
+    workflow.add_set(ctx, set_id)
+    workflow.advance(ctx, set_id)
+    plan = dryrun.describe_advance(dry_context(ctx), set_id)
+    assert [a.action for a in plan.actions] == ["done"] and plan.transition is None
+    assert dryrun.describe_all(dry_context(ctx)) == []
+
+
+def test_xml_format_and_payload_template(tmp_path: Path, sim: Simulator, clock: FakeClock) -> None:
+    (tmp_path / "copy.xml").write_text(
+        "<job><parameters><parameter><name>set_id</name><value>OLD</value></parameter>"
+        "<parameter><name>task_Copy_mode</name><value>keep</value></parameter>"
+        "</parameters></job>"
+    )
+    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}", format="xml")
+    data["alma"]["jobs"]["copy_identifiers"] = {"id": COPY_JOB, "payload_file": "copy.xml"}
+    config = parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
+    ctx = make_context(config, sim, clock)
+    try:
+        set_id = make_set(sim)
+        workflow.add_set(ctx, set_id)
+        plan = dryrun.describe_advance(dry_context(ctx), set_id)
+        post = next(r for r in requests_of(plan) if r.method == "POST")
+        assert dict(post.headers)["Content-Type"] == "application/xml"
+        assert dict(post.headers)["Accept"] == "application/xml"
+        assert f"<name>set_id</name><value>{set_id}</value>" in (post.body or "")
+        assert "<name>job_name</name><value>hwf copy_identifiers set" in (post.body or "")
+        assert "<value>keep</value>" in (post.body or "") and "OLD" not in (post.body or "")
+    finally:
+        ctx.close()
+
+
+def test_manual_integration_mode(
+    tmp_path: Path, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}")
+    data["alma"]["jobs"]["handle_integration_mode"] = "manual"
+    ctx = make_context(parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY}), sim, clock)
+    real = jobs.manual_integration
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt("killed right after the migrate transition")
+
+    monkeypatch.setattr(jobs, "manual_integration", crash)
+    try:
+        set_id = make_set(sim)
+        workflow.add_set(ctx, set_id)
+        with pytest.raises(KeyboardInterrupt):
+            for _ in range(50):
+                workflow.advance(ctx, set_id, wait=False)
+                clock.advance(30)
+        assert workflow.status(ctx, set_id)[0].state == "migrated"
+        plan = dryrun.describe_advance(dry_context(ctx), set_id)
+        assert [a.action for a in plan.actions] == ["manual", "manual"]
+        assert "Action = Create and Update" in plan.actions[0].notes[0]
+        assert requests_of(plan)[0].path.startswith("/almaws/v1/conf/jobs/M50700/instances?")
+        assert plan.transition is not None and plan.transition.startswith("migrated -> integrated (integrate)")
+
+        monkeypatch.setattr(jobs, "manual_integration", real)
+        with ctx.sessions.begin() as s:  # the killed process's lease has run out
+            s.scalars(select(AlmaSet)).one().lease_owner = None
+        workflow.advance(ctx, set_id, wait=False)
+        plan = dryrun.describe_advance(dry_context(ctx), set_id)
+        assert [a.action for a in plan.actions] == ["wait", "manual"]
+        assert "hwf confirm" in plan.actions[1].summary
+    finally:
+        ctx.close()
+
+
+def test_describe_all_filters_by_name(ctx: Context, sim: Simulator) -> None:
+    first = make_set(sim, 3, name="Theses 2019", seed=1)
+    second = make_set(sim, 3, name="Photos", seed=2)
+    workflow.add_set(ctx, first)
+    workflow.add_set(ctx, second)
+    assert [p.set for p in dryrun.describe_all(dry_context(ctx))] == [first, second]
+    assert [p.set for p in dryrun.describe_all(dry_context(ctx), only="theses*")] == [first]
+
+
+def test_unknown_set_is_bad_input(ctx: Context) -> None:
+    with pytest.raises(BadInputError, match="unknown set"):
+        dryrun.describe_advance(dry_context(ctx), "nope")
+
+
+def test_lease_held_elsewhere_is_mentioned(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
+    set_id = make_set(sim, 3)
+    workflow.add_set(ctx, set_id)
+    with ctx.sessions.begin() as s:
+        row = s.scalars(select(AlmaSet)).one()
+        row.lease_owner = "otherhost:42"
+        row.lease_expires_at = clock() + timedelta(minutes=1)
+    plan = dryrun.describe_advance(dry_context(ctx), set_id)
+    assert any("otherhost:42" in n and "exit 4" in n for n in plan.notes)
+
+
+def test_cli_dry_run_changes_no_byte_of_the_database(
+    tmp_path: Path, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = parse_config(
+        config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}"), tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY}
+    )
+    ctx = make_context(config, sim, clock)
+    set_id = make_set(sim, 5)
+    workflow.add_set(ctx, set_id)
+    ctx.close()
+    ctx.sessions.kw["bind"].dispose()
+    (tmp_path / "hwf.toml").write_text(
+        "\n".join(
+            [
+                "[database]",
+                f'url = "sqlite:///{tmp_path / "hwf.db"}"',
+                "[alma]",
+                'base_url = "http://127.0.0.1:9"',
+                'institution_code = "01GCL_INST"',
+                "[alma.jobs]",
+                f'copy_identifiers = "{COPY_JOB}"',
+                f'handle_migration = "{MIGRATION_JOB}"',
+                'handle_integration = "M50700"',
+                "[handles]",
+                'prefix = "11084"',
+                'resolver_url = "http://127.0.0.1:9"',
+                "[primo]",
+                'domain = "grinnell.primo.exlibrisgroup.com"',
+                'view = "01GCL_INST:GCL"',
+            ]
+        )
+        + "\n"
+    )
+    monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
+
+    def digest() -> dict[str, str]:
+        # The -shm file is SQLite's shared-memory index, rewritten by any reader; the data is in db and -wal.
+        files = [tmp_path / "hwf.db", tmp_path / "hwf.db-wal"]
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.exists() and p.stat().st_size}
+
+    before = digest()
+    assert "hwf.db" in before
+    runner = CliRunner()
+    result = runner.invoke(cli.app, ["advance", set_id, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert f"POST /almaws/v1/conf/jobs/{COPY_JOB}?op=run" in result.stdout and "apikey ***" in result.stdout
+    assert API_KEY not in result.stdout + result.stderr
+    every = runner.invoke(cli.app, ["resume", "--all", "--dry-run"])
+    assert every.exit_code == 0 and f"Set {set_id}" in every.stdout
+    assert digest() == before
