@@ -187,6 +187,18 @@ def audit_set(ctx: Context, ref: str, *, days: int = DEFAULT_DAYS) -> AuditRepor
             if names_set(inst, alma_id, set_name):
                 instances.append((step, inst))
     with ctx.sessions() as session:
+        skipped_by_hwf = registered and bool(
+            session.scalar(
+                select(func.count())
+                .select_from(Attempt)
+                .join(AlmaSet, AlmaSet.id == Attempt.set_id)
+                .where(
+                    AlmaSet.alma_set_id == alma_id,
+                    Attempt.step == Step.COPY_IDENTIFIERS.value,
+                    Attempt.state == AttemptState.NOT_NEEDED,
+                )
+            )
+        )
         known = {
             (job, instance)
             for job, instance in session.execute(
@@ -213,7 +225,7 @@ def audit_set(ctx: Context, ref: str, *, days: int = DEFAULT_DAYS) -> AuditRepor
     ]
     runs.sort(key=lambda r: (r.submit_time or r.start_time or now, r.instance_id))
     report = AuditReport(alma_id, set_name, registered, date_from.isoformat(), date_to.isoformat())
-    analyse(report, runs)
+    analyse(report, runs, copy_not_needed=skipped_by_hwf)
     return report
 
 
@@ -240,9 +252,12 @@ def _ended_before(earlier: AuditRun | None, later: AuditRun) -> bool:
     return earlier.end_time <= later.submit_time
 
 
-def analyse(report: AuditReport, runs: list[AuditRun]) -> None:
+def analyse(report: AuditReport, runs: list[AuditRun], *, copy_not_needed: bool = False) -> None:
     """Walk the runs in submission order through copy -> migration -> integration; fill the report's
-    runs (each with its verdict), findings, proven stage, frontier run and counted runs."""
+    runs (each with its verdict), findings, proven stage, frontier run and counted runs.
+
+    ``copy_not_needed``: hwf's preflight found every record ready and skipped the copy job itself.
+    """
     done: dict[int, AuditRun] = {}  # step index -> the run that made it count
     counted: dict[int, list[AuditRun]] = {0: [], 1: [], 2: []}
     following = 0  # index of the next step the history still has to show
@@ -333,12 +348,14 @@ def analyse(report: AuditReport, runs: list[AuditRun]) -> None:
             following = idx + 1
             frontier = None
         elif idx == 1 and following == 0:
-            judge(run, "counts (no copy run before it)")
+            judge(run, "counts (copy not needed)" if copy_not_needed else "counts (no copy run before it)")
             done[idx] = run
             counted[idx].append(run)
             following = 2
             frontier = None
             report.copy_skipped = True
+            if copy_not_needed:
+                continue
             add(
                 Finding(
                     "note",

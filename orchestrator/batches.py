@@ -196,7 +196,7 @@ def add_from_csv(ctx: Context, path: Path, name: str, *, batch_size: int = 500) 
 def _record_plan(ctx: Context, name: str, batches: list[_Batch]) -> dict[str, str]:
     """Check the plan against earlier runs and Alma, then record every planned set (one transaction).
 
-    Returns set name -> the state of its ``set_creations`` row.
+    Returns set name -> the state of its ``set_creations`` row ("planned" for rows this run recorded).
     """
     names = [b.name for b in batches]
     with ctx.sessions.begin() as session:
@@ -250,7 +250,9 @@ def _record_plan(ctx: Context, name: str, batches: list[_Batch]) -> dict[str, st
                     updated_at=now,
                 )
             )
-        return {r.name: r.state for r in session.scalars(select(SetCreation).where(SetCreation.name.in_(names)))}
+        states = {r.name: r.state for r in session.scalars(select(SetCreation).where(SetCreation.name.in_(names)))}
+    # "planned": recorded by this run, just after Alma was seen to have no set of that name.
+    return {**states, **{b.name: "planned" for b in new}}
 
 
 def _save(ctx: Context, set_name: str, *, state: str, alma_set_id: str | None = None) -> None:
@@ -264,13 +266,14 @@ def _save(ctx: Context, set_name: str, *, state: str, alma_set_id: str | None = 
 
 def _create(ctx: Context, batch: _Batch, state: str) -> str:
     """The Alma set id of a planned batch: found (a run before us created it) or created now."""
-    if state != "creating":
+    if state not in ("creating", "planned"):
         with ctx.sessions() as session:
             known = session.scalars(select(SetCreation.alma_set_id).where(SetCreation.name == batch.name)).one()
         assert known is not None
         return known
-    # The row was recorded only after Alma was seen to have no set of this name, so one found now is ours.
-    found = _exact(ctx, batch.name)
+    # The row was recorded only after Alma was seen to have no set of this name, so one found now is ours
+    # (a crashed run created it).
+    found = _exact(ctx, batch.name) if state == "creating" else []
     if not found:
         try:
             created = ctx.alma.create_set(batch.name, description=f"created by hwf: batch {batch.number}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -17,12 +18,12 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from . import __version__, jobs, machine, preflight, verification, workflow
+# Commands import the service modules they use when they run: `hwf status` should not pay for lxml,
+# httpx and the verifier at start-up (start-up is most of a status call).
+from . import __version__, workflow
 from .config import Config, find_config_path, load_config
 from .errors import HwfError
-from .render import RichReporter, print_check, print_fix, print_status
 from .service import Context
 
 app = typer.Typer(
@@ -80,6 +81,7 @@ def build_context(config: Config, *, reporter: Any = None) -> Context:
     from .alma import AlmaClient
     from .db import open_database
     from .handles import Verifier
+    from .render import RichReporter
 
     def alma() -> AlmaClient:
         return AlmaClient(
@@ -243,6 +245,8 @@ def status(
     json_output: Annotated[bool, typer.Option("--json", help="JSON array for scripts.")] = False,
 ) -> None:
     """Where each set stands."""
+    from .render import print_status
+
     with _context(quiet=True) as ctx, _errors():
         rows = workflow.status(ctx, set_ref)
     if json_output:
@@ -259,22 +263,27 @@ def history(
 ) -> None:
     """The audit trail: every transition, submission, job result and operator action, oldest first."""
     with _context(quiet=True) as ctx, _errors():
-        events = workflow.history(ctx, set_ref)
+        events = iter(workflow.history(ctx, set_ref))
+        first = next(events, None)  # an unknown set fails here, before anything is written
+        everything = itertools.chain([first], events) if first is not None else iter(())
+        write = sys.stdout.write
+        chunk: list[str] = []
         if json_output:
-            write = sys.stdout.write
             write("[")
-            for i, e in enumerate(events):
-                write(("," if i else "") + "\n  " + json.dumps(e.as_json(), ensure_ascii=False, default=str))
-            write("\n]\n")
+            for i, e in enumerate(everything):
+                chunk.append(("," if i else "") + "\n  " + e.json_text())
+                if len(chunk) >= 5000:
+                    write("".join(chunk))
+                    chunk.clear()
+            write("".join(chunk) + "\n]\n")
             return
-        lines = []
-        for e in events:
-            lines.append(f"{e.at.strftime('%Y-%m-%d %H:%M:%S')}Z  {e.kind:<16} {e.detail}")
-            if len(lines) >= 5000:
-                typer.echo("\n".join(lines))
-                lines.clear()
-        if lines:
-            typer.echo("\n".join(lines))
+        for e in everything:
+            at = e.at[:19] if isinstance(e.at, str) else e.at_utc.isoformat(sep=" ", timespec="seconds")[:19]
+            chunk.append(f"{at}Z  {e.kind:<16} {e.detail}\n")
+            if len(chunk) >= 5000:
+                write("".join(chunk))
+                chunk.clear()
+        write("".join(chunk))
 
 
 @app.command()
@@ -286,6 +295,8 @@ def report(
     problems: Annotated[bool, typer.Option("--problems", help="Only records that are not OK.")] = False,
 ) -> None:
     """Per-record results: MMS ID, handle, preflight class, verdict, resolved and expected URL."""
+    from . import verification
+
     if format not in ("csv", "json"):
         fail(f"--format must be csv or json, not {format!r}", 2)
     with _context(quiet=True) as ctx, _errors():
@@ -319,6 +330,9 @@ def check(
     json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
     """Preflight: read every record's Dublin Core and classify it (READY, NEEDS_COPY, NEEDS_FIX, ...)."""
+    from . import preflight
+    from .render import print_check
+
     with _context(quiet=json_output) as ctx, _errors():
         summary = preflight.check_set(ctx, set_ref)
     if json_output:
@@ -339,6 +353,8 @@ def exclude(
 ) -> None:
     """Leave records out of the workflow: out of every later guard, of verification, and (unless
     --keep-in-alma-set) out of the Alma set the jobs run on (audited)."""
+    from . import preflight
+
     with _context(quiet=True) as ctx, _errors():
         out.print(preflight.exclude(ctx, set_ref, mms_ids, reason, keep_in_alma_set=keep_in_alma_set))
 
@@ -351,6 +367,8 @@ def include(
     reason: Annotated[str, typer.Option(help="Why (goes into the audit trail).")],
 ) -> None:
     """Take excluded records back into the workflow (audited)."""
+    from . import preflight
+
     with _context(quiet=True) as ctx, _errors():
         out.print(preflight.include(ctx, set_ref, mms_ids, reason))
 
@@ -364,6 +382,9 @@ def fix(
     json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
     """Remove xsi:type from the handle dc:identifier of NEEDS_FIX records; dry run unless --apply."""
+    from . import preflight
+    from .render import print_fix
+
     if apply and undo:
         fail("--apply and --undo cannot be used together", 2)
     with _context(quiet=True) as ctx, _errors():
@@ -385,6 +406,8 @@ def verify(
     json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
     """Resolve every handle of the set at the handle proxy and compare with its Primo record URL."""
+    from . import verification
+
     with _context(quiet=json_output) as ctx, _errors():
         counts = verification.verify_set(ctx, set_ref, recheck_all=recheck_all, follow=follow)
     if json_output:
@@ -414,6 +437,8 @@ def confirm(
     instance: Annotated[str, typer.Option(help="The job instance id (Alma's Job ID / Process ID).")],
 ) -> None:
     """Adopt a job instance for the set's waiting step (manual integration, ambiguous reconciliation)."""
+    from . import jobs
+
     with _context(quiet=True) as ctx, _errors():
         out.print(jobs.confirm(ctx, set_ref, instance))
 
@@ -421,6 +446,8 @@ def confirm(
 @app.command()
 def graph() -> None:
     """The state machine as a mermaid diagram."""
+    from . import machine
+
     typer.echo(machine.mermaid(), nl=False)
 
 
@@ -480,13 +507,6 @@ def db_upgrade() -> None:
 def version() -> None:
     """Print hwf's version."""
     typer.echo(__version__)
-
-
-def _table(title: str, columns: list[str]) -> Table:
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c)
-    return table
 
 
 def main() -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .audit import AuditReport, audit_set
 from .cli import _context, _errors, app, out
+
+if TYPE_CHECKING:
+    from .audit import AuditReport
 
 # ---------------------------------------------------------------------------------------------
 # hwf audit
@@ -28,6 +30,8 @@ def audit(
     """What Alma's own job history says ran on a set (including runs made by hand in the UI), in which
     order, with which result, and whether the order was valid. Exit 3 if it was not."""
     with _context(quiet=True) as ctx, _errors():
+        from .audit import audit_set
+
         report = audit_set(ctx, set_ref, days=days)
     if json_output:
         typer.echo(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
@@ -44,14 +48,13 @@ def _print_audit(report: AuditReport) -> None:
             f"Alma job history of set {report.set} {report.name!r}{registered}, {report.date_from} to {report.date_to}"
         )
     )
-    for column in ("submitted (UTC)", "step", "job", "instance", "by", "status", "counters", "verdict"):
+    for column in ("submitted (UTC)", "step", "instance", "by", "status", "counters", "verdict"):
         table.add_column(column, overflow="fold")
     for r in report.runs:
-        counters = ", ".join(f"{c.get('desc') or c.get('code')}: {c.get('value')}" for c in r.counters)
+        counters = ", ".join(f"{c.get('desc') or c.get('code')} {c.get('value')}" for c in r.counters)
         cells = (
-            r.submit_time.strftime("%Y-%m-%d %H:%M:%S") if r.submit_time else "?",
+            r.submit_time.strftime("%Y-%m-%d %H:%M") if r.submit_time else "?",
             r.step,
-            r.job_id,
             r.instance_id,
             r.by,
             r.status,

@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from . import setup
 from .alma_types import JobInfo
 from .cli import _config, _errors, app, err, fail, out
 from .config import STEP_JOB_KEYS, find_config_path
@@ -26,6 +25,8 @@ def _interactive() -> bool:
 
 
 def _choose(role: str, candidates: tuple[JobInfo, ...]) -> str:
+    from . import setup  # lazy: keeps other commands' start-up light
+
     err.print(f"Several manual jobs could be {role} ({setup.ROLE_TITLES[role]}):")
     for number, job in enumerate(candidates, start=1):
         err.print(f"  {number}. {job.id}  {job.name}  [{job.category or '-'}]")
@@ -52,7 +53,7 @@ def init(
     *,
     region: Annotated[
         str, typer.Option(help="Alma region: na, eu, ap, aps, ca or cn (cn uses the .com.cn gateway).")
-    ] = setup.DEFAULT_REGION,
+    ] = "na",
     institution: Annotated[str | None, typer.Option(help="Alma institution code, like 01GCL_INST.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
     copy_job: Annotated[str | None, typer.Option(help='Job id of "Copy dcterms to dc:identifier".')] = None,
@@ -60,7 +61,7 @@ def init(
     integration_job: Annotated[str | None, typer.Option(help="Job id of the Handle integration job.")] = None,
     key_env: Annotated[
         str, typer.Option(help="Environment variable that holds the Alma API key.")
-    ] = setup.DEFAULT_KEY_ENV,
+    ] = "HWF_ALMA_API_KEY",
     prefix: Annotated[str | None, typer.Option(help="Your handle prefix, like 11084.")] = None,
     primo_domain: Annotated[str | None, typer.Option(help="Your Primo VE host name.")] = None,
     primo_view: Annotated[str | None, typer.Option(help="Your Primo view, like 01GCL_INST:GCL.")] = None,
@@ -69,6 +70,8 @@ def init(
     ] = None,
 ) -> None:
     """Write a commented hwf.toml; with an API key in the environment, look the three job ids up in Alma."""
+    from . import setup  # lazy: keeps other commands' start-up light
+
     with _errors():
         base_url = setup.region_base_url(region)
         code = setup.check_institution(institution) if institution is not None else None
@@ -154,6 +157,8 @@ def jobs_command(
     json_output: Annotated[bool, typer.Option("--json", help="JSON array for scripts.")] = False,
 ) -> None:
     """List the institution's manual jobs (id, name, category), to fill in [alma.jobs]."""
+    from . import setup  # lazy: keeps other commands' start-up light
+
     with _errors():
         listings = setup.list_jobs(_config(), search)
     if json_output:
@@ -178,6 +183,8 @@ def ping(
     json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
     """Check, with read-only calls, that the key, the jobs and the handle resolver are ready for a run."""
+    from . import setup  # lazy: keeps other commands' start-up light
+
     with _errors():
         report = setup.ping(_config())
     if json_output:

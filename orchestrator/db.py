@@ -11,20 +11,22 @@ import fcntl
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .errors import DatabaseError
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+# The newest revision in migrations/versions (a test keeps the two in step). Opening a database that is
+# already there needs no alembic at all, which keeps every command's start-up short.
+SCHEMA_HEAD = "0001"
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_MS = 30_000
 
@@ -77,6 +79,8 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 
 def alembic_config(connection: Any | None = None) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
@@ -85,14 +89,19 @@ def alembic_config(connection: Any | None = None) -> AlembicConfig:
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The schema revision stored in the database (None for an empty database)."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 @contextlib.contextmanager
@@ -124,10 +133,15 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 
 def upgrade(engine: Engine) -> None:
     """Bring the schema to head. :raises DatabaseError: not a database, or from a newer hwf."""
-    head = head_revision()
-    script = ScriptDirectory.from_config(alembic_config())
     try:
         current = current_revision(engine)
+        if current == SCHEMA_HEAD:
+            return
+        from alembic import command
+        from alembic.script import ScriptDirectory
+
+        head = head_revision()
+        script = ScriptDirectory.from_config(alembic_config())
         if current == head:
             return
         if current is not None and not _known_revision(script, current):
@@ -145,6 +159,8 @@ def upgrade(engine: Engine) -> None:
 
 
 def _known_revision(script: ScriptDirectory, revision: str) -> bool:
+    from alembic.util import CommandError
+
     # alembic raises (rather than returning None) for a revision it has no script for.
     try:
         return script.get_revision(revision) is not None

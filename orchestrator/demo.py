@@ -126,15 +126,16 @@ def run_demo(out: Console, err: Console, *, directory: Path, records: int, job_s
 
 
 def _summary(out: Console, ctx: Context, set_id: str) -> None:
-    table = Table(title="Steps")
-    for column in ("step", "job", "instance", "status", "counters"):
-        table.add_column(column, overflow="fold")
+    table = Table(title="Steps (job ids and timings: hwf history)")
+    for column in ("step", "instance", "status"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("counters", overflow="fold")
     for a in workflow.attempts(ctx, set_id):
         counters = ", ".join(
             f"{(c.get('desc') or c.get('code') or '').removeprefix('Records ').lower()} {c.get('value')}"
             for c in a.counters or []
         )
-        table.add_row(a.step, a.job_id or "-", a.instance_id or "-", a.status or a.state, counters)
+        table.add_row(a.step, a.instance_id or "-", a.status or a.state, counters)
     out.print(table)
     verdicts = Counter(r.verdict or "UNCHECKED" for r in verification.report(ctx, set_id))
     state = workflow.status(ctx, set_id)[0]

@@ -19,13 +19,16 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .alma_types import GOOD_STATUSES, JobInstance
-from .errors import AlmaError, AlmaUnreachableError, BadInputError, JobThresholdError
+from .errors import AlmaError, AlmaUnreachableError, BadInputError, JobThresholdError, LeaseHeldError
+from .leases import holder, try_claim
 from .machine import Stage, Step
 from .models import AlmaSet, Attempt, AttemptState
 from .service import Context, add_event, find_set, set_attention
 
 API_SUBMITTERS = ("exl_api", "api")
 MAX_POLL_WAIT_SECONDS = 300.0
+UNKNOWN_INSTANCE_CODES = frozenset({"402218"})  # "Invalid job instance id"
+INSTANCE_UNKNOWN = "instance_unknown"  # the attention kind: the instance a set waits on is gone from Alma
 
 
 def _exception_count(counters: list[Any] | None) -> int:
@@ -100,6 +103,11 @@ def submit(ctx: Context, set_id: int, step: Step) -> None:
             until = now + timedelta(seconds=min(cfg.threshold_wait_seconds, 60.0 if running else 600.0))
             _wait(session, row, f"waiting to submit {step.value}: {why}", until, now)
             return
+        if not try_claim(session, set_id, ctx.owner, now, ctx.config.lease_seconds):
+            # This process was suspended past its lease and another took the set over: submitting now
+            # could start a second job for the step. The check and the attempt commit together.
+            owner, _ = holder(session, set_id)
+            raise LeaseHeldError(f"lost the lease on set {row.alma_set_id} to {owner}; not submitting")
         number = (
             session.scalar(select(func.max(Attempt.number)).where(Attempt.set_id == set_id, Attempt.step == step.value))
             or 0
@@ -320,9 +328,34 @@ def poll(ctx: Context, set_id: int, attempt_id: int) -> None:
     with ctx.sessions.begin() as session:
         attempt = session.get_one(Attempt, attempt_id)
         job_id, instance_id = attempt.job_id, attempt.instance_id
-        set_name, step = session.get_one(AlmaSet, set_id).name, attempt.step
-    assert job_id is not None and instance_id is not None
-    inst = ctx.alma.get_instance(job_id, instance_id)
+        row = session.get_one(AlmaSet, set_id)
+        set_name, step = row.name, attempt.step
+        if job_id is None or instance_id is None:
+            set_attention(
+                session,
+                row,
+                "corrupt",
+                f"{step}: attempt {attempt.number} is marked submitted but has no job or instance id; see `hwf doctor`",
+                ctx.clock(),
+            )
+            return
+    try:
+        inst = ctx.alma.get_instance(job_id, instance_id)
+    except AlmaError as exc:
+        if exc.status != 400 or exc.code not in UNKNOWN_INSTANCE_CODES:
+            raise
+        with ctx.sessions.begin() as session:
+            row = session.get_one(AlmaSet, set_id)
+            set_attention(
+                session,
+                row,
+                INSTANCE_UNKNOWN,
+                f"{step}: Alma no longer knows job {job_id} instance {instance_id} ({exc.code}). Look for the run "
+                f"in Monitor Jobs: if it ran under another id, `hwf confirm {row.alma_set_id} --instance ID`; "
+                f"if it never ran, `hwf retry {row.alma_set_id}` submits the step again",
+                ctx.clock(),
+            )
+        return
     _record_instance(ctx, set_id, attempt_id, inst)
     ctx.reporter.job_progress(set_name, step, inst)
 
@@ -468,7 +501,10 @@ def confirm(ctx: Context, ref: str, instance_id: str) -> str:
         if (
             row.stage not in (Stage.CREATED, Stage.IDENTIFIERS_COPIED, Stage.MIGRATED)
             or attempt is None
-            or (attempt.state not in (AttemptState.WAITING_OPERATOR, AttemptState.SUBMITTING))
+            or (
+                attempt.state not in (AttemptState.WAITING_OPERATOR, AttemptState.SUBMITTING)
+                and not (attempt.state is AttemptState.SUBMITTED and row.attention_kind == INSTANCE_UNKNOWN)
+            )
         ):
             raise BadInputError(f"set {row.alma_set_id} is not waiting for a job instance to be confirmed")
         set_id, attempt_id, job_id = row.id, attempt.id, attempt.job_id

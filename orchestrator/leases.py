@@ -91,24 +91,36 @@ def holder(session: Session, set_id: int) -> tuple[str | None, datetime | None]:
     return row[0], row[1]
 
 
-def candidate_ids(session: Session, ids: list[int], now: datetime) -> list[int]:
-    """The sets among ``ids`` whose lease is free (or held by a dead process on this host), skipping
-    rows another PostgreSQL process has locked."""
-    stmt = (
-        select(AlmaSet.id, AlmaSet.lease_owner, AlmaSet.lease_expires_at)
-        .where(AlmaSet.id.in_(ids))
-        .order_by(AlmaSet.created_at, AlmaSet.id)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    return [
-        row.id
-        for row in session.execute(stmt)
-        if row.lease_owner is None
+def _free(row: AlmaSet, now: datetime) -> bool:
+    return (
+        row.lease_owner is None
         or row.lease_expires_at is None
         or row.lease_expires_at < now
         or _dead_local_owner(row.lease_owner)
-    ]
+    )
+
+
+def candidate_ids(session: Session, ids: list[int], now: datetime) -> list[int]:
+    """The sets among ``ids`` whose lease is free (or held by a dead process on this host), oldest first.
+
+    On PostgreSQL the rows are locked for the rest of the caller's (short) transaction with
+    ``FOR UPDATE SKIP LOCKED``; a row skipped because another process is planning it at this instant is
+    not held by anyone, so it is then waited for (that transaction is short) and judged by its lease.
+    """
+    stmt = select(AlmaSet).where(AlmaSet.id.in_(ids)).order_by(AlmaSet.created_at, AlmaSet.id)
+    if session.get_bind().dialect.name != "postgresql":
+        return [row.id for row in session.scalars(stmt) if _free(row, now)]
+    # The locked rows are re-read into the session (populate_existing): a row object the caller loaded
+    # before the lock may be older than the row now locked, and writing it back would then fail the
+    # version check (StaleDataError) or overwrite what another process committed in between.
+    fresh = {"populate_existing": True}
+    locked = list(session.scalars(stmt.with_for_update(skip_locked=True).execution_options(**fresh)))
+    busy = sorted(set(ids) - {row.id for row in locked})
+    if busy:
+        wait = select(AlmaSet).where(AlmaSet.id.in_(busy)).order_by(AlmaSet.id).with_for_update()
+        locked += list(session.scalars(wait.execution_options(**fresh)))
+    order = {row.id: (row.created_at, row.id) for row in locked}
+    return sorted((row.id for row in locked if _free(row, now)), key=order.__getitem__)
 
 
 class LeaseKeeper:

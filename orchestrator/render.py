@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .alma_types import JobInstance
-from .preflight import CheckSummary, FixReport
-from .workflow import SetSummary
+
+if TYPE_CHECKING:
+    from .preflight import CheckSummary, FixReport
+    from .workflow import SetSummary
 
 
 def _now() -> str:
@@ -84,23 +88,43 @@ class RichReporter:
             self._stop(key)
 
 
+def _status_note(r: SetSummary) -> str:
+    if r.attention:
+        return f"ATTENTION: {r.attention}"
+    if r.waiting:
+        return r.waiting + (f" (progress {r.progress:.0f}%)" if r.progress is not None else "")
+    if r.instance_id:
+        return f"{r.step} instance {r.instance_id} {r.job_status or ''}".rstrip()
+    return ""
+
+
+PLAIN_ABOVE = 200  # rows; a rich table of 10,000 sets takes seconds to lay out
+
+
 def print_status(console: Console, rows: Sequence[SetSummary]) -> None:
     if not rows:
         console.print("No sets registered yet: `hwf add ALMA_SET_ID` (or try `hwf demo`).")
+        return
+    if len(rows) > PLAIN_ABOVE or not console.is_terminal:
+        name_width = min(max(len(r.name) for r in rows), 40)
+        lines = [
+            f"{'set':<18} {'name':<{name_width}} {'state':<18} {'records':>7} {'excl':>5}  waiting for / attention"
+        ]
+        lines += [
+            f"{r.set:<18} {r.name[:name_width]:<{name_width}} {r.state:<18} {r.records:>7} {r.excluded or '':>5}  "
+            f"{_status_note(r)}".rstrip()
+            for r in rows
+        ]
+        console.file.write("\n".join(lines) + "\n")
         return
     table = Table(title="hwf sets")
     for column in ("set", "name", "state", "records", "excluded", "waiting for / attention"):
         table.add_column(column, overflow="fold")
     for r in rows:
+        note = _status_note(r)
         if r.attention:
-            note = f"[red]ATTENTION: {r.attention}[/red]"
-        elif r.waiting:
-            note = r.waiting + (f" (progress {r.progress:.0f}%)" if r.progress is not None else "")
-        elif r.instance_id:
-            note = f"{r.step} instance {r.instance_id} {r.job_status or ''}"
-        else:
-            note = ""
-        table.add_row(r.set, r.name, r.state, str(r.records), str(r.excluded or ""), note)
+            note = f"[red]{escape(note)}[/red]"
+        table.add_row(r.set, escape(r.name), r.state, str(r.records), str(r.excluded or ""), note)
     console.print(table)
 
 

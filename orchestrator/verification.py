@@ -33,16 +33,13 @@ def _todo(set_id: int, only_problems: bool) -> ColumnElement[bool]:
     return todo
 
 
-PAGE = 1000
-
-
 def _items(ctx: Context, set_id: int, only_problems: bool) -> Iterator[VerifyItem]:
     """The records to verify, read in keyset pages of short transactions: a long-lived read would
     hold SQLite's lock (hwf begins every transaction IMMEDIATE) while results are being written."""
     last = 0
     while True:
         with ctx.sessions() as session:
-            stmt = select(Record.id, Record.mms_id, Record.handle).where(
+            stmt = select(Record.id, Record.mms_id, Record.handle, Record.handle_raw).where(
                 Record.set_id == set_id, Record.excluded.is_(False), Record.id > last
             )
             if only_problems:
@@ -51,7 +48,9 @@ def _items(ctx: Context, set_id: int, only_problems: bool) -> Iterator[VerifyIte
         if not rows:
             return
         for row in rows:
-            yield VerifyItem(mms_id=row.mms_id, handle=row.handle)
+            # A malformed handle has no normalised form: hand the raw text over so the verdict says
+            # BAD_HANDLE (with the reason), not NO_HANDLE.
+            yield VerifyItem(mms_id=row.mms_id, handle=row.handle or row.handle_raw)
         last = rows[-1].id
 
 

@@ -10,17 +10,19 @@ and the next ``advance`` or ``resume`` picks up from there (DESIGN.md §3).
 from __future__ import annotations
 
 import enum
+import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring as _quote
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import String, Text, cast, func, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import jobs, preflight, verification
+from . import jobs
 from .errors import (
     AlmaError,
     BadInputError,
@@ -137,22 +139,38 @@ def add_set(ctx: Context, alma_set_id: str, name: str | None = None) -> SetSumma
 # status, history
 
 
-def _summaries(session: Session, rows: Sequence[AlmaSet]) -> list[SetSummary]:
-    ids = [r.id for r in rows]
-    excluded: dict[int, int] = {}
-    latest: dict[int, Attempt] = {}
-    if ids:
-        for set_id, count in session.execute(
-            select(Record.set_id, func.count()).where(Record.set_id.in_(ids), Record.excluded).group_by(Record.set_id)
-        ):
-            excluded[set_id] = count
-        newest = select(func.max(Attempt.id)).where(Attempt.set_id.in_(ids)).group_by(Attempt.set_id).scalar_subquery()
-        for attempt in session.scalars(select(Attempt).where(Attempt.id.in_(newest))):
-            latest[attempt.set_id] = attempt
+def _summaries(session: Session, only: int | None = None) -> list[SetSummary]:
+    """Plain column reads (no ORM objects) and one grouped query per table: 10,000 sets in a blink."""
+    sets = select(
+        AlmaSet.id,
+        AlmaSet.alma_set_id,
+        AlmaSet.name,
+        AlmaSet.stage,
+        AlmaSet.attention,
+        AlmaSet.record_count,
+        AlmaSet.waiting,
+        AlmaSet.wait_until,
+        AlmaSet.lease_owner,
+    ).order_by(AlmaSet.created_at, AlmaSet.id)
+    excluded_q = select(Record.set_id, func.count()).where(Record.excluded).group_by(Record.set_id)
+    newest = select(func.max(Attempt.id)).group_by(Attempt.set_id)
+    if only is not None:
+        sets = sets.where(AlmaSet.id == only)
+        excluded_q = excluded_q.where(Record.set_id == only)
+        newest = newest.where(Attempt.set_id == only)
+    excluded: dict[int, int] = {row[0]: row[1] for row in session.execute(excluded_q)}
+    active = {
+        row.set_id: row
+        for row in session.execute(
+            select(Attempt.set_id, Attempt.step, Attempt.instance_id, Attempt.status, Attempt.progress).where(
+                Attempt.id.in_(newest.scalar_subquery()),
+                Attempt.state.in_([AttemptState.SUBMITTING, AttemptState.SUBMITTED]),
+            )
+        )
+    }
     out = []
-    for r in rows:
-        a = latest.get(r.id)
-        active = a is not None and a.state in (AttemptState.SUBMITTING, AttemptState.SUBMITTED)
+    for r in session.execute(sets):
+        a = active.get(r.id)
         out.append(
             SetSummary(
                 set=r.alma_set_id,
@@ -164,10 +182,10 @@ def _summaries(session: Session, rows: Sequence[AlmaSet]) -> list[SetSummary]:
                 wait_until=r.wait_until,
                 excluded=excluded.get(r.id, 0),
                 lease_owner=r.lease_owner,
-                step=a.step if active and a else None,
-                instance_id=a.instance_id if active and a else None,
-                job_status=a.status if active and a else None,
-                progress=a.progress if active and a else None,
+                step=a.step if a else None,
+                instance_id=a.instance_id if a else None,
+                job_status=a.status if a else None,
+                progress=a.progress if a else None,
             )
         )
     return out
@@ -175,50 +193,85 @@ def _summaries(session: Session, rows: Sequence[AlmaSet]) -> list[SetSummary]:
 
 def status(ctx: Context, ref: str | None = None) -> list[SetSummary]:
     """Where each set stands (or one set)."""
-    with ctx.sessions.begin() as session:
-        if ref is not None:
-            rows: Sequence[AlmaSet] = [find_set(session, ref)]
-        else:
-            rows = session.scalars(select(AlmaSet).order_by(AlmaSet.created_at, AlmaSet.id)).all()
-        return _summaries(session, rows)
+    with ctx.sessions() as session:
+        only = find_set(session, ref).id if ref is not None else None
+        return _summaries(session, only)
 
 
 @dataclass(frozen=True)
 class EventView:
-    at: datetime
+    """One audit event; ``raw_data`` is the stored JSON text, decoded only when asked for; ``at`` is UTC
+    (text from SQLite, a datetime from PostgreSQL: use ``at_utc``)."""
+
+    at: datetime | str
     kind: str
     detail: str
-    data: dict[str, Any] | None
     actor: str | None
+    raw_data: str | None = None
 
-    def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"at": self.at.isoformat().replace("+00:00", "Z"), "kind": self.kind}
+    @property
+    def data(self) -> dict[str, Any] | None:
+        value = json.loads(self.raw_data) if self.raw_data else None
+        return value if isinstance(value, dict) else None
+
+    @property
+    def at_utc(self) -> datetime:
+        at = datetime.fromisoformat(self.at) if isinstance(self.at, str) else self.at
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+    def _base(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"at": self.at_text(), "kind": self.kind}
         out["detail"] = self.detail
         if self.actor:
             out["actor"] = self.actor
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        out = self._base()
         for key, value in (self.data or {}).items():
             out.setdefault(key, value)
         return out
+
+    def at_text(self) -> str:
+        """ISO-8601 UTC with Z; from SQLite's stored text without parsing it."""
+        if isinstance(self.at, str) and "+" not in self.at[10:]:
+            return self.at.replace(" ", "T", 1) + "Z"
+        return self.at_utc.isoformat().replace("+00:00", "Z")
+
+    def json_text(self) -> str:
+        """``as_json`` serialised, without decoding the stored data: its members are spliced in (the
+        event's own keys, at/kind/detail/actor, are never data keys: ``add_event`` takes them apart)."""
+        text = f'{{"at": "{self.at_text()}", "kind": {_quote(self.kind)}, "detail": {_quote(self.detail)}'
+        if self.actor:
+            text += f', "actor": {_quote(self.actor)}'
+        raw = (self.raw_data or "").strip()
+        if len(raw) > 2 and raw.startswith("{"):
+            return text + ", " + raw[1:]
+        return text + "}"
 
 
 def history(ctx: Context, ref: str, page: int = 5000) -> Iterator[EventView]:
     """The audit trail of a set, oldest first, streamed in keyset pages of short transactions."""
     with ctx.sessions() as session:
         set_id = find_set(session, ref).id
+    raw = cast(Event.data, Text)
+    # SQLite keeps the time as text: hand it over as is (EventView.at_utc parses it when used); typed
+    # conversion of every row would cost more than the query. PostgreSQL's driver gives datetimes.
+    at: Any = type_coerce(Event.at, String) if ctx.sessions.kw["bind"].dialect.name == "sqlite" else Event.at
     last = 0
     while True:
         with ctx.sessions() as session:
             rows = session.execute(
-                select(Event.id, Event.at, Event.kind, Event.detail, Event.data, Event.actor)
+                select(Event.id, at, Event.kind, Event.detail, Event.actor, raw)
                 .where(Event.set_id == set_id, Event.id > last)
                 .order_by(Event.id)
                 .limit(page)
             ).all()
         if not rows:
             return
-        last = rows[-1].id
+        last = rows[-1][0]
         for e in rows:
-            yield EventView(at=e.at, kind=e.kind, detail=e.detail, data=e.data, actor=e.actor)
+            yield EventView(at=e[1], kind=e[2], detail=e[3], actor=e[4], raw_data=e[5])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,6 +395,8 @@ def _facts(ctx: Context, session: Session, row: AlmaSet, step: Step, now: dateti
         attempt.state is AttemptState.NOT_NEEDED
         or (attempt.state is AttemptState.FINISHED and jobs.finished_ok(attempt))
     )
+    from . import preflight  # imported when needed: read-only commands stay quick to start
+
     return StepFacts(job_ok=job_ok, records_ready=preflight.records_ready(session, row, step))
 
 
@@ -433,6 +488,8 @@ def _drive(ctx: Context, set_id: int, keeper: LeaseKeeper, *, wait: bool) -> Adv
 
 def _execute(ctx: Context, set_id: int, plan: _Plan, prechecked: set[Step]) -> None:
     step = plan.step
+    from . import preflight, verification  # imported when needed: read-only commands stay quick to start
+
     assert step is not None
     if plan.action is _Action.PRECHECK:
         preflight.precheck_step(ctx, set_id, step)
@@ -790,6 +847,12 @@ def retry(ctx: Context, ref: str, *, reason: str, step: str | None = None) -> st
         if row.attention is None and row.waiting is None:
             raise BadInputError(f"set {row.alma_set_id} needs nothing: it is at {row.stage.value} with no attention")
         previous = row.attention or row.waiting
+        if row.attention_kind == jobs.INSTANCE_UNKNOWN and current is not None:
+            # Alma does not know the instance the step waited on: the operator says it never ran.
+            lost = _latest_attempt(session, row.id, current)
+            if lost is not None and lost.state is AttemptState.SUBMITTED:
+                lost.state = AttemptState.ABANDONED
+                lost.note = f"instance {lost.instance_id} unknown to Alma; abandoned by `hwf retry`: {reason}"
         row.attention = None
         row.attention_kind = None
         row.waiting = None

@@ -193,3 +193,20 @@ def test_confirm_requires_a_waiting_step(ctx: Context, sim: Simulator) -> None:
     workflow.add_set(ctx, set_id)
     with pytest.raises(BadInputError, match="not waiting"):
         jobs.confirm(ctx, set_id, "123")
+
+
+def test_verify_by_hand_names_bad_and_missing_handles(ctx: Context, sim: Simulator) -> None:
+    set_id = make_set(sim, 60, profile="problems")
+    workflow.add_set(ctx, set_id)
+    summary = preflight.check_set(ctx, set_id)
+    classes = {p["mms_id"]: p["class"] for p in summary.problems}
+    verdicts = verification.verify_set(ctx, set_id, recheck_all=True)
+    assert sum(verdicts.values()) == 60
+    rows = {r.mms_id: r for r in verification.report(ctx, set_id)}
+    bad = [m for m, c in classes.items() if c == "BAD_HANDLE"]
+    none = [m for m, c in classes.items() if c == "NO_HANDLE"]
+    assert bad and none
+    assert {rows[m].verdict for m in none} == {"NO_HANDLE"}
+    assert {rows[m].verdict for m in bad} <= {"BAD_HANDLE", "NOT_REGISTERED"}
+    assert "BAD_HANDLE" in {rows[m].verdict for m in bad}
+    assert workflow.status(ctx, set_id)[0].state == "created"  # verification by hand never skips steps

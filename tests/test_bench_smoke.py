@@ -1,0 +1,46 @@
+"""The benchmarks in bench/ keep working: each runs at toy size without latency, and the checks that do
+not depend on timing (API call counts, verdicts, every result stored) must hold. No timing asserts."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import check_bench, verify_bench
+
+
+def _passed(res: object, prefix: str) -> list[bool]:
+    return [ok for name, ok in res.targets if name.startswith(prefix)]  # type: ignore[attr-defined]
+
+
+def test_check_bench_counts_calls_at_toy_size(capsys: pytest.CaptureFixture[str]) -> None:
+    res = check_bench.run(n=200, latency_ms=0, naive_sample=5)
+    calls = _passed(res, "API calls")
+    assert len(calls) == 3 and all(calls), capsys.readouterr().out
+    # An unreadable record breaks its whole XML batch: bisection reads it alone, not the batch one by one.
+    problems_xml = res.values["calls_problems_xml"]
+    assert problems_xml["check"].get("bib", 0) == 0
+    assert problems_xml["check"]["bibs"] < 200
+    assert res.values["check_seconds"] > 0 and res.values["classify_rate"] > 0
+
+
+def test_verify_bench_streams_and_survives_faults_at_toy_size(capsys: pytest.CaptureFixture[str]) -> None:
+    # 300 > verification.FLUSH_EVERY and 1,100 > verification.PAGE: results are written while the
+    # records are still being read, which once deadlocked SQLite (BEGIN IMMEDIATE) past 250 records.
+    res = verify_bench.run(
+        n=300,
+        latency_ms=0,
+        seq_sample=10,
+        rate_429=0.02,
+        retry_after=0,
+        wrong=3,
+        memory_n=1100,
+    )
+    out = capsys.readouterr().out
+    for name in (
+        "every handle OK",
+        "zero ERROR verdicts under 2 % transient errors",
+        "zero false WRONG_* verdicts (and every real one found)",
+        "every one of 1,100 results stored",
+    ):
+        assert _passed(res, name) == [True], out
+    assert res.values["memory"]["peak_mb"] > 0

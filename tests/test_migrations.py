@@ -1,0 +1,103 @@
+"""Migrations on SQLite and PostgreSQL: empty to head with no drift, a newer database refused, and a
+database another process is migrating waited for."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, inspect, text
+
+from orchestrator import db
+from orchestrator.errors import DatabaseError
+from tests.e2e import hwf, write_config
+
+TABLES = {"alembic_version", "sets", "attempts", "records", "events", "backups", "set_creations"}
+
+
+def test_upgrade_from_empty_to_head_has_every_table_and_no_drift(db_url: str) -> None:
+    engine = db.make_engine(db_url)
+    try:
+        assert db.current_revision(engine) is None
+        db.upgrade(engine)
+        assert db.current_revision(engine) == db.head_revision()
+        assert TABLES <= set(inspect(engine).get_table_names())
+        with engine.begin() as conn:
+            command.check(db.alembic_config(conn))  # raises if the models and the migrations differ
+        db.upgrade(engine)  # at head: a no-op
+        assert db.current_revision(engine) == db.head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_database_from_a_newer_hwf_is_refused_naming_both_versions(db_url: str) -> None:
+    engine = db.make_engine(db_url)
+    try:
+        db.upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
+        with pytest.raises(DatabaseError) as raised:
+            db.open_database(db_url)
+        message = str(raised.value)
+        assert "0099_from_the_future" in message and db.head_revision() in message and "newer hwf" in message
+        assert db.current_revision(engine) == "0099_from_the_future"  # refused, and left untouched
+    finally:
+        engine.dispose()
+
+
+def test_second_migrator_waits_for_the_first_then_goes_on(db_url: str) -> None:
+    first, second = db.make_engine(db_url), db.make_engine(db_url)
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def migrate_second() -> None:
+        try:
+            db.upgrade(second)
+        except BaseException as exc:  # reported to the main thread
+            failures.append(exc)
+        finally:
+            done.set()
+
+    try:
+        with db._migration_lock(first):
+            waiter = threading.Thread(target=migrate_second)
+            waiter.start()
+            assert not done.wait(0.8), "the second migrator did not wait for the lock"
+            with first.begin() as conn:
+                command.upgrade(db.alembic_config(conn), "head")
+        assert done.wait(30), "the second migrator never went on"
+        waiter.join(5)
+        assert failures == []
+        assert db.current_revision(second) == db.head_revision()
+    finally:
+        first.dispose()
+        second.dispose()
+
+
+def test_hwf_process_waits_while_another_migrates(db_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9", db=db_url)
+    engine = db.make_engine(db_url)
+    result: dict[str, object] = {}
+    try:
+        with db._migration_lock(engine):
+            runner = threading.Thread(target=lambda: result.setdefault("run", hwf(config, "db", "upgrade")))
+            started = time.monotonic()
+            runner.start()
+            runner.join(2.0)
+            assert runner.is_alive(), "hwf did not wait for the migration lock"
+            _migrate(engine)  # this process is "the other one", migrating while hwf waits
+        runner.join(60)
+        run = result["run"]
+        assert run.returncode == 0, run.stderr  # type: ignore[attr-defined]
+        assert db.head_revision() in run.stdout  # type: ignore[attr-defined]
+        assert time.monotonic() - started >= 2.0
+    finally:
+        engine.dispose()
+
+
+def _migrate(engine: Engine) -> None:
+    with engine.begin() as conn:
+        command.upgrade(db.alembic_config(conn), "head")
