@@ -46,9 +46,7 @@ def write_config(tmp_path: Path, **alma: Any) -> Path:
 
 
 @pytest.fixture
-def wired(
-    tmp_path: Path, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> tuple[Path, Simulator]:
+def wired(tmp_path: Path, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Simulator]:
     """The real CLI, with build_context wired to the in-process simulator and the fake clock."""
     path = write_config(tmp_path)
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
