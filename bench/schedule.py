@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
-from orchestrator import preflight, workflow
+from orchestrator import preflight, scheduler, views, workflow
 from orchestrator.alma import AlmaClient
 from orchestrator.config import Config, parse_config
 from orchestrator.db import open_database
@@ -197,7 +197,7 @@ def run(res: Results, *, sets: int, records: int, job_seconds: float, profile: s
             passes = 0
             while True:
                 passes += 1
-                summary = workflow.resume_all(ctx)
+                summary = scheduler.resume_all(ctx)
                 attention = list(summary.attention)
                 records_only = all("records" in why or "NEEDS_FIX" in why for _, why in attention)
                 if not attention or not records_only or passes > 5:
@@ -205,7 +205,7 @@ def run(res: Results, *, sets: int, records: int, job_seconds: float, profile: s
                 operator(0.0)
             virtual = (clock() - started_virtual).total_seconds()
             real = time.perf_counter() - started_real
-            statuses = workflow.status(ctx)
+            statuses = views.status(ctx)
             with ctx.sessions() as session:
                 refused = session.scalar(
                     select(func.count())

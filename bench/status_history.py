@@ -3,7 +3,7 @@ a set with 100,000 events, each in under 1 s.
 
 Run: ``.venv/bin/python -m bench.status_history`` (``--help`` for sizes). A SQLite database is filled
 directly (bulk inserts: sets in every state, records, attempts, events), then measured two ways:
-- the service calls (``workflow.status``, ``workflow.history`` consumed to the end), best of 3;
+- the service calls (``views.status``, ``views.history`` consumed to the end), best of 3;
 - the real command line in a subprocess (``hwf --config ... status`` / ``history SET``, with and without
   ``--json``, output to a pipe), best of 3, which includes Python's start-up and hwf's imports; the
   start-up alone (``hwf version``) is printed for reference.
@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from orchestrator import workflow
+from orchestrator import views
 from orchestrator.db import open_database
 from orchestrator.machine import Stage
 from orchestrator.models import AlmaSet, Attempt, AttemptState, Event, Record
@@ -192,12 +192,12 @@ def main() -> None:
         )
         ctx = make_context(config)
         try:
-            status_s, rows = best(3, lambda: workflow.status(ctx))
-            history_s, count = best(3, lambda: sum(1 for _ in workflow.history(ctx, big)))
+            status_s, rows = best(3, lambda: views.status(ctx))
+            history_s, count = best(3, lambda: sum(1 for _ in views.history(ctx, big)))
         finally:
             ctx.close()
-        res.measure("service_status", status_s, f"service: workflow.status() of {len(rows):,} sets: {status_s:.3f} s")
-        res.measure("service_history", history_s, f"service: workflow.history() of {count:,} events: {history_s:.3f} s")
+        res.measure("service_status", status_s, f"service: views.status() of {len(rows):,} sets: {status_s:.3f} s")
+        res.measure("service_history", history_s, f"service: views.history() of {count:,} events: {history_s:.3f} s")
         startup, _ = cli(config_path, "version")
         res.measure("cli_startup", startup, f"CLI start-up alone (`hwf version`): {startup:.3f} s")
         measured = {}

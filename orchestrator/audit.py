@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from . import jobs, preflight, workflow
+from . import jobs, preflight, views, workflow
 from .alma_types import GOOD_STATUSES, JobInstance
 from .errors import BadInputError
 from .machine import Stage, Step, StepFacts, fire
@@ -479,7 +479,7 @@ def _hm(at: datetime | None) -> str:
 # adopt
 
 
-def adopt(ctx: Context, alma_set_id: str, name: str | None = None) -> workflow.SetSummary:
+def adopt(ctx: Context, alma_set_id: str, name: str | None = None) -> views.SetSummary:
     """Register a set partly done by hand at the stage Alma's history proves, recording the runs as
     finished attempts; an invalid order stops adoption there with an attention reason.
 
@@ -515,7 +515,7 @@ def adopt(ctx: Context, alma_set_id: str, name: str | None = None) -> workflow.S
     if report.proven_stage != Stage.CREATED.value:
         preflight.check_records(ctx, set_id)
     _record_adoption(ctx, set_id, report)
-    return workflow.status(ctx, alma_set_id)[0]
+    return views.status(ctx, alma_set_id)[0]
 
 
 def _attempt(set_id: int, step: Step, number: int, run: AuditRun, state: AttemptState, now: datetime) -> Attempt:

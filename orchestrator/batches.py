@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from . import workflow
+from . import views, workflow
 from .alma_types import AlmaSetInfo
 from .errors import AlmaError, AlmaUnreachableError, BadInputError
 from .models import AlmaSet, Record, SetCreation
@@ -155,7 +155,7 @@ def _exact(ctx: Context, name: str) -> list[AlmaSetInfo]:
     return [s for s in ctx.alma.find_sets(name) if s.name == name]
 
 
-def add_from_csv(ctx: Context, path: Path, name: str, *, batch_size: int = 500) -> list[workflow.SetSummary]:
+def add_from_csv(ctx: Context, path: Path, name: str, *, batch_size: int = 500) -> list[views.SetSummary]:
     """Create itemized Alma sets ``NAME (batch k/K)`` of at most ``batch_size`` MMS IDs from a CSV and
     register each; a re-run after a crash resumes without creating twins.
 
@@ -347,7 +347,7 @@ def _add(ctx: Context, info: AlmaSetInfo, ids: list[str]) -> None:
 
 def _register(
     ctx: Context, path: Path, batch: _Batch, count: int, info: AlmaSetInfo, ids: IdList
-) -> workflow.SetSummary | None:
+) -> views.SetSummary | None:
     """Register the populated set in hwf (as ``hwf add`` does), then record what the CSV run dropped.
 
     None when Alma accepted none of the batch's ids (nothing to register; said through the reporter).
@@ -400,7 +400,7 @@ def _register(
             creation.state = "registered"
             creation.updated_at = now
         alma_set_id = row.alma_set_id
-    return workflow.status(ctx, alma_set_id)[0]
+    return views.status(ctx, alma_set_id)[0]
 
 
 def _lines(rejected: list[tuple[int, str]]) -> str:

@@ -21,7 +21,7 @@ from rich.console import Console
 
 # Commands import the service modules they use when they run: `hwf status` should not pay for lxml,
 # httpx and the verifier at start-up (start-up is most of a status call).
-from . import __version__, workflow
+from . import __version__, scheduler, views, workflow
 from .config import Config, find_config_path, load_config
 from .errors import HwfError
 from .service import Context
@@ -227,7 +227,7 @@ def resume(
                 typer.echo(plan.text())
         return
     with _context() as ctx, _errors():
-        summary = workflow.resume_all(ctx, wait=wait, only=only, max_running=max_running)
+        summary = scheduler.resume_all(ctx, wait=wait, only=only, max_running=max_running)
     for r in summary.results:
         out.print(f"Set {r.set} ({r.name}): {r.state}: {r.message}")
     for set_id, why in summary.skipped:
@@ -248,7 +248,7 @@ def status(
     from .render import print_status
 
     with _context(quiet=True) as ctx, _errors():
-        rows = workflow.status(ctx, set_ref)
+        rows = views.status(ctx, set_ref)
     if json_output:
         _dump([r.as_json() for r in rows])
     else:
@@ -263,7 +263,7 @@ def history(
 ) -> None:
     """The audit trail: every transition, submission, job result and operator action, oldest first."""
     with _context(quiet=True) as ctx, _errors():
-        events = iter(workflow.history(ctx, set_ref))
+        events = iter(views.history(ctx, set_ref))
         first = next(events, None)  # an unknown set fails here, before anything is written
         everything = itertools.chain([first], events) if first is not None else iter(())
         write = sys.stdout.write

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from . import preflight, verification, workflow
+from . import preflight, verification, views, workflow
 from .config import load_config
 from .errors import NeedsAttentionError
 from .render import RichReporter, print_fix
@@ -130,7 +130,7 @@ def _summary(out: Console, ctx: Context, set_id: str) -> None:
     for column in ("step", "instance", "status"):
         table.add_column(column, no_wrap=True)
     table.add_column("counters", overflow="fold")
-    for a in workflow.attempts(ctx, set_id):
+    for a in views.attempts(ctx, set_id):
         counters = ", ".join(
             f"{(c.get('desc') or c.get('code') or '').removeprefix('Records ').lower()} {c.get('value')}"
             for c in a.counters or []
@@ -138,7 +138,7 @@ def _summary(out: Console, ctx: Context, set_id: str) -> None:
         table.add_row(a.step, a.instance_id or "-", a.status or a.state, counters)
     out.print(table)
     verdicts = Counter(r.verdict or "UNCHECKED" for r in verification.report(ctx, set_id))
-    state = workflow.status(ctx, set_id)[0]
+    state = views.status(ctx, set_id)[0]
     result = Table(title=f"Set {state.set}: {state.state}")
     result.add_column("verdict")
     result.add_column("records", justify="right")

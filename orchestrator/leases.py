@@ -1,7 +1,7 @@
 """Leases: one owner per set at a time, renewed while a process works, taken over once expired.
 
-A claim is one conditional UPDATE, atomic on SQLite and PostgreSQL alike; on PostgreSQL the
-scheduler also picks candidates with ``FOR UPDATE SKIP LOCKED`` so several hosts split the sets.
+A claim is one conditional UPDATE, atomic on SQLite and PostgreSQL alike (on PostgreSQL a concurrent
+claim waits for the row and re-checks the condition, so exactly one wins); several hosts split the sets.
 """
 
 from __future__ import annotations
@@ -103,24 +103,18 @@ def _free(row: AlmaSet, now: datetime) -> bool:
 def candidate_ids(session: Session, ids: list[int], now: datetime) -> list[int]:
     """The sets among ``ids`` whose lease is free (or held by a dead process on this host), oldest first.
 
-    On PostgreSQL the rows are locked for the rest of the caller's (short) transaction with
-    ``FOR UPDATE SKIP LOCKED``; a row skipped because another process is planning it at this instant is
-    not held by anyone, so it is then waited for (that transaction is short) and judged by its lease.
+    On PostgreSQL the rows stay locked (``FOR UPDATE``, in id order) for the rest of the caller's short
+    transaction, so two schedulers never plan the same set at once. Not ``SKIP LOCKED``: a row another
+    scheduler is planning at this instant is not held by anyone, and skipping it would make this process
+    believe the set is held and leave it. Taking a set is the atomic conditional UPDATE of ``try_claim``.
     """
-    stmt = select(AlmaSet).where(AlmaSet.id.in_(ids)).order_by(AlmaSet.created_at, AlmaSet.id)
-    if session.get_bind().dialect.name != "postgresql":
-        return [row.id for row in session.scalars(stmt) if _free(row, now)]
-    # The locked rows are re-read into the session (populate_existing): a row object the caller loaded
-    # before the lock may be older than the row now locked, and writing it back would then fail the
-    # version check (StaleDataError) or overwrite what another process committed in between.
-    fresh = {"populate_existing": True}
-    locked = list(session.scalars(stmt.with_for_update(skip_locked=True).execution_options(**fresh)))
-    busy = sorted(set(ids) - {row.id for row in locked})
-    if busy:
-        wait = select(AlmaSet).where(AlmaSet.id.in_(busy)).order_by(AlmaSet.id).with_for_update()
-        locked += list(session.scalars(wait.execution_options(**fresh)))
-    order = {row.id: (row.created_at, row.id) for row in locked}
-    return sorted((row.id for row in locked if _free(row, now)), key=order.__getitem__)
+    stmt = select(AlmaSet).where(AlmaSet.id.in_(ids))
+    if session.get_bind().dialect.name == "postgresql":
+        # Re-read into the session (populate_existing): a row object the caller loaded before the lock may
+        # be older than the row now locked, and writing it back would fail the version check.
+        stmt = stmt.order_by(AlmaSet.id).with_for_update().execution_options(populate_existing=True)
+    rows = sorted(session.scalars(stmt), key=lambda row: (row.created_at, row.id))
+    return [row.id for row in rows if _free(row, now)]
 
 
 class LeaseKeeper:

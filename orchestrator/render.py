@@ -15,7 +15,7 @@ from .alma_types import JobInstance
 
 if TYPE_CHECKING:
     from .preflight import CheckSummary, FixReport
-    from .workflow import SetSummary
+    from .views import SetSummary
 
 
 def _now() -> str:

@@ -91,3 +91,8 @@ def set_attention(session: Session, set_row: AlmaSet, kind: str, reason: str, no
     set_row.waiting = None
     set_row.wait_until = None
     add_event(session, set_row, "attention", reason, at=now, attention_kind=kind)
+
+
+def format_utc(at: datetime) -> str:
+    """A moment for messages: ``2026-02-02 15:04:05 UTC``."""
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -10,15 +10,13 @@ and the next ``advance`` or ``resume`` picks up from there (DESIGN.md §3).
 from __future__ import annotations
 
 import enum
-import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from json.encoder import encode_basestring as _quote
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypeAlias
 
-from sqlalchemy import String, Text, cast, func, select, type_coerce
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -30,10 +28,11 @@ from .errors import (
     LeaseHeldError,
     NeedsAttentionError,
 )
-from .leases import LeaseKeeper, candidate_ids, claim, holder, release
+from .leases import LeaseKeeper, claim, holder, release
 from .machine import Stage, Step, StepFacts, fire, next_step
-from .models import AlmaSet, Attempt, AttemptState, Event, Record
-from .service import Context, add_event, find_set, set_attention
+from .models import AlmaSet, Attempt, AttemptState, Record
+from .service import Context, add_event, find_set, format_utc, set_attention
+from .views import SetSummary, status
 
 # ---------------------------------------------------------------------------------------------
 # add
@@ -41,40 +40,6 @@ from .service import Context, add_event, find_set, set_attention
 
 _SET_ID = re.compile(r"^\d{1,40}$")
 UNKNOWN_SET_CODES = frozenset({"60107", "402264", "60100"})
-
-
-@dataclass(frozen=True)
-class SetSummary:
-    set: str
-    name: str
-    state: str
-    attention: str | None
-    records: int
-    waiting: str | None = None
-    wait_until: datetime | None = None
-    excluded: int = 0
-    lease_owner: str | None = None
-    step: str | None = None
-    instance_id: str | None = None
-    job_status: str | None = None
-    progress: float | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "set": self.set,
-            "name": self.name,
-            "state": self.state,
-            "attention": self.attention,
-            "records": self.records,
-            "excluded": self.excluded,
-            "waiting": self.waiting,
-            "wait_until": self.wait_until.isoformat().replace("+00:00", "Z") if self.wait_until else None,
-            "lease_owner": self.lease_owner,
-            "step": self.step,
-            "instance_id": self.instance_id,
-            "job_status": self.job_status,
-            "progress": self.progress,
-        }
 
 
 def add_set(ctx: Context, alma_set_id: str, name: str | None = None) -> SetSummary:
@@ -133,145 +98,6 @@ def add_set(ctx: Context, alma_set_id: str, name: str | None = None) -> SetSumma
         raise BadInputError(f"set {alma_set_id} or name {name or info.name!r} is already registered") from None
     ctx.reporter.note(name or info.name, f"registered with {len(unique)} members")
     return status(ctx, alma_set_id)[0]
-
-
-# ---------------------------------------------------------------------------------------------
-# status, history
-
-
-def _summaries(session: Session, only: int | None = None) -> list[SetSummary]:
-    """Plain column reads (no ORM objects) and one grouped query per table: 10,000 sets in a blink."""
-    sets = select(
-        AlmaSet.id,
-        AlmaSet.alma_set_id,
-        AlmaSet.name,
-        AlmaSet.stage,
-        AlmaSet.attention,
-        AlmaSet.record_count,
-        AlmaSet.waiting,
-        AlmaSet.wait_until,
-        AlmaSet.lease_owner,
-    ).order_by(AlmaSet.created_at, AlmaSet.id)
-    excluded_q = select(Record.set_id, func.count()).where(Record.excluded).group_by(Record.set_id)
-    newest = select(func.max(Attempt.id)).group_by(Attempt.set_id)
-    if only is not None:
-        sets = sets.where(AlmaSet.id == only)
-        excluded_q = excluded_q.where(Record.set_id == only)
-        newest = newest.where(Attempt.set_id == only)
-    excluded: dict[int, int] = {row[0]: row[1] for row in session.execute(excluded_q)}
-    active = {
-        row.set_id: row
-        for row in session.execute(
-            select(Attempt.set_id, Attempt.step, Attempt.instance_id, Attempt.status, Attempt.progress).where(
-                Attempt.id.in_(newest.scalar_subquery()),
-                Attempt.state.in_([AttemptState.SUBMITTING, AttemptState.SUBMITTED]),
-            )
-        )
-    }
-    out = []
-    for r in session.execute(sets):
-        a = active.get(r.id)
-        out.append(
-            SetSummary(
-                set=r.alma_set_id,
-                name=r.name,
-                state=r.stage.value,
-                attention=r.attention,
-                records=r.record_count,
-                waiting=r.waiting,
-                wait_until=r.wait_until,
-                excluded=excluded.get(r.id, 0),
-                lease_owner=r.lease_owner,
-                step=a.step if a else None,
-                instance_id=a.instance_id if a else None,
-                job_status=a.status if a else None,
-                progress=a.progress if a else None,
-            )
-        )
-    return out
-
-
-def status(ctx: Context, ref: str | None = None) -> list[SetSummary]:
-    """Where each set stands (or one set)."""
-    with ctx.sessions() as session:
-        only = find_set(session, ref).id if ref is not None else None
-        return _summaries(session, only)
-
-
-@dataclass(frozen=True)
-class EventView:
-    """One audit event; ``raw_data`` is the stored JSON text, decoded only when asked for; ``at`` is UTC
-    (text from SQLite, a datetime from PostgreSQL: use ``at_utc``)."""
-
-    at: datetime | str
-    kind: str
-    detail: str
-    actor: str | None
-    raw_data: str | None = None
-
-    @property
-    def data(self) -> dict[str, Any] | None:
-        value = json.loads(self.raw_data) if self.raw_data else None
-        return value if isinstance(value, dict) else None
-
-    @property
-    def at_utc(self) -> datetime:
-        at = datetime.fromisoformat(self.at) if isinstance(self.at, str) else self.at
-        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-
-    def _base(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"at": self.at_text(), "kind": self.kind}
-        out["detail"] = self.detail
-        if self.actor:
-            out["actor"] = self.actor
-        return out
-
-    def as_json(self) -> dict[str, Any]:
-        out = self._base()
-        for key, value in (self.data or {}).items():
-            out.setdefault(key, value)
-        return out
-
-    def at_text(self) -> str:
-        """ISO-8601 UTC with Z; from SQLite's stored text without parsing it."""
-        if isinstance(self.at, str) and "+" not in self.at[10:]:
-            return self.at.replace(" ", "T", 1) + "Z"
-        return self.at_utc.isoformat().replace("+00:00", "Z")
-
-    def json_text(self) -> str:
-        """``as_json`` serialised, without decoding the stored data: its members are spliced in (the
-        event's own keys, at/kind/detail/actor, are never data keys: ``add_event`` takes them apart)."""
-        text = f'{{"at": "{self.at_text()}", "kind": {_quote(self.kind)}, "detail": {_quote(self.detail)}'
-        if self.actor:
-            text += f', "actor": {_quote(self.actor)}'
-        raw = (self.raw_data or "").strip()
-        if len(raw) > 2 and raw.startswith("{"):
-            return text + ", " + raw[1:]
-        return text + "}"
-
-
-def history(ctx: Context, ref: str, page: int = 5000) -> Iterator[EventView]:
-    """The audit trail of a set, oldest first, streamed in keyset pages of short transactions."""
-    with ctx.sessions() as session:
-        set_id = find_set(session, ref).id
-    raw = cast(Event.data, Text)
-    # SQLite keeps the time as text: hand it over as is (EventView.at_utc parses it when used); typed
-    # conversion of every row would cost more than the query. PostgreSQL's driver gives datetimes.
-    at: Any = type_coerce(Event.at, String) if ctx.sessions.kw["bind"].dialect.name == "sqlite" else Event.at
-    last = 0
-    while True:
-        with ctx.sessions() as session:
-            rows = session.execute(
-                select(Event.id, at, Event.kind, Event.detail, Event.actor, raw)
-                .where(Event.set_id == set_id, Event.id > last)
-                .order_by(Event.id)
-                .limit(page)
-            ).all()
-        if not rows:
-            return
-        last = rows[-1][0]
-        for e in rows:
-            yield EventView(at=e[1], kind=e[2], detail=e[3], actor=e[4], raw_data=e[5])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,7 +165,7 @@ def _plan(ctx: Context, session: Session, row: AlmaSet, now: datetime, prechecke
                 _Action.WAIT,
                 step=step,
                 wake_at=settle_until,
-                reason=f"settling: verification starts at {_hhmm(settle_until)} "
+                reason=f"settling: verification starts at {format_utc(settle_until)} "
                 f"({ctx.config.handles.settle_minutes:g} min after the integration run)",
             )
         return _Plan(_Action.VERIFY, step=step)
@@ -372,10 +198,6 @@ def _plan(ctx: Context, session: Session, row: AlmaSet, now: datetime, prechecke
             )
         return _Plan(_Action.POLL, step=step, attempt_id=attempt.id)
     return _Plan(_Action.FIRE, step=step, attempt_id=attempt.id)
-
-
-def _hhmm(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _facts(ctx: Context, session: Session, row: AlmaSet, step: Step, now: datetime) -> StepFacts:
@@ -436,13 +258,7 @@ def advance(ctx: Context, ref: str, *, wait: bool = True) -> AdvanceResult:
         set_id, name, alma_id = row.id, row.name, row.alma_set_id
         if row.stage is Stage.VERIFIED:
             return AdvanceResult(alma_id, name, Outcome.VERIFIED, row.stage.value, "already verified; nothing to do")
-    _claim_or_raise(ctx, set_id)
-    try:
-        with LeaseKeeper(ctx.sessions, set_id, ctx.owner, ctx.config.lease_seconds, ctx.clock) as keeper:
-            return _drive(ctx, set_id, keeper, wait=wait)
-    finally:
-        with ctx.sessions.begin() as session:
-            release(session, set_id, ctx.owner)
+    return drive_leased(ctx, set_id, wait=wait)
 
 
 def _claim_or_raise(ctx: Context, set_id: int) -> None:
@@ -451,11 +267,42 @@ def _claim_or_raise(ctx: Context, set_id: int) -> None:
         if claim(session, set_id, ctx.owner, now, ctx.config.lease_seconds):
             return
         owner, expires = holder(session, set_id)
-    until = f" until {_hhmm(expires)}" if expires else ""
+    until = f" until {format_utc(expires)}" if expires else ""
     raise LeaseHeldError(f"another hwf process ({owner}) holds this set{until}; try again later")
 
 
-def _drive(ctx: Context, set_id: int, keeper: LeaseKeeper, *, wait: bool) -> AdvanceResult:
+Gate: TypeAlias = Callable[[Session, AlmaSet, "_Plan", datetime], "tuple[str, datetime | None] | None"]
+
+
+def drive_leased(
+    ctx: Context,
+    set_id: int,
+    *,
+    wait: bool,
+    gate: Gate | None = None,
+    quota_error: type[NeedsAttentionError] = NeedsAttentionError,
+) -> AdvanceResult:
+    """Claim the set's lease, drive it, release the lease. :raises LeaseHeldError: another holds it."""
+    _claim_or_raise(ctx, set_id)
+    try:
+        with LeaseKeeper(ctx.sessions, set_id, ctx.owner, ctx.config.lease_seconds, ctx.clock) as keeper:
+            return _drive(ctx, set_id, keeper, wait=wait, gate=gate, quota_error=quota_error)
+    finally:
+        with ctx.sessions.begin() as session:
+            release(session, set_id, ctx.owner)
+
+
+def _drive(
+    ctx: Context,
+    set_id: int,
+    keeper: LeaseKeeper,
+    *,
+    wait: bool,
+    gate: Gate | None = None,
+    quota_error: type[NeedsAttentionError] = NeedsAttentionError,
+) -> AdvanceResult:
+    """The advance loop. ``gate`` (the scheduler's job-slot check) may hold a planned action back: it
+    runs in the planning transaction and returns (reason, until) to make the set wait."""
     prechecked: set[Step] = set()
     while True:
         keeper.check()
@@ -464,6 +311,11 @@ def _drive(ctx: Context, set_id: int, keeper: LeaseKeeper, *, wait: bool) -> Adv
             row = session.get_one(AlmaSet, set_id)
             plan = _plan(ctx, session, row, now, prechecked)
             name, alma_id, state = row.name, row.alma_set_id, row.stage.value
+            refused = gate(session, row, plan, now) if gate is not None else None
+            if refused is None and plan.action is _Action.WAIT and row.waiting != plan.reason:
+                row.waiting = plan.reason
+        if refused is not None:
+            return AdvanceResult(alma_id, name, Outcome.WAITING, state, refused[0], refused[1])
         if plan.action is _Action.DONE:
             return AdvanceResult(alma_id, name, Outcome.VERIFIED, state, "verified")
         if plan.action is _Action.ATTENTION:
@@ -471,10 +323,6 @@ def _drive(ctx: Context, set_id: int, keeper: LeaseKeeper, *, wait: bool) -> Adv
         assert plan.step is not None
         if plan.action is _Action.WAIT:
             assert plan.wake_at is not None
-            with ctx.sessions.begin() as session:
-                row = session.get_one(AlmaSet, set_id)
-                if row.waiting != plan.reason:
-                    row.waiting = plan.reason
             if not wait:
                 return AdvanceResult(alma_id, name, Outcome.WAITING, state, plan.reason, plan.wake_at)
             _sleep_until(ctx, keeper, plan.wake_at)
@@ -483,7 +331,7 @@ def _drive(ctx: Context, set_id: int, keeper: LeaseKeeper, *, wait: bool) -> Adv
             _execute(ctx, set_id, plan, prechecked)
         except DailyQuotaError as exc:
             _quota_pause(ctx, set_id, exc)
-            raise NeedsAttentionError(f"set {alma_id} ({name}): {exc}") from None
+            raise quota_error(f"set {alma_id} ({name}): {exc}") from None
 
 
 def _execute(ctx: Context, set_id: int, plan: _Plan, prechecked: set[Step]) -> None:
@@ -534,296 +382,10 @@ def _quota_pause(ctx: Context, set_id: int, exc: AlmaError) -> None:
             row,
             "quota",
             f"Alma's daily API quota is spent or under the floor ({exc}); new work stops. "
-            f"It can go on after Alma's midnight reset (about {_hhmm(tomorrow)}): run `hwf retry {row.alma_set_id}`",
+            f"It can go on after Alma's midnight reset (about {format_utc(tomorrow)}): "
+            f"run `hwf retry {row.alma_set_id}`",
             now,
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# resume --all: a round-robin scheduler over every set that can move
-
-
-@dataclass
-class ResumeSummary:
-    results: list[AdvanceResult] = field(default_factory=list)
-    attention: list[tuple[str, str]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
-_RESCAN_SECONDS = 60.0  # the longest the scheduler sleeps: sets added, retried or fixed meanwhile move soon
-_TRANSIENT_WAIT_SECONDS = 60.0
-_TRANSIENT_PASSES = 10  # passes in a row where Alma failed every set before resume gives up
-SLOT_WAIT = "waiting for a job slot"
-_NEEDS_SLOT = (_Action.PRECHECK, _Action.SUBMIT)
-
-
-class _QuotaSpentError(NeedsAttentionError):
-    """Alma's daily quota is spent: the scheduler starts no more work on any set."""
-
-
-@dataclass
-class _Slots:
-    """Alma's job limits as ``jobs.submit`` counts them (across every set in the database), with a
-    cap on running jobs that may be lower than Alma's (``--max-running``)."""
-
-    max_running: int
-    per_hour: int
-    running: int = 0
-    recent: dict[str, list[datetime]] = field(default_factory=dict)  # job id -> starts in the last hour
-
-    def load(self, session: Session, now: datetime) -> _Slots:
-        self.running = int(
-            session.scalar(
-                select(func.count())
-                .select_from(Attempt)
-                .where(
-                    Attempt.state.in_([AttemptState.SUBMITTING, AttemptState.SUBMITTED]), Attempt.job_id.is_not(None)
-                )
-            )
-            or 0
-        )
-        self.recent = {}
-        for job_id, started in session.execute(
-            select(Attempt.job_id, Attempt.started_at)
-            .where(
-                Attempt.job_id.is_not(None),
-                Attempt.started_at >= now - timedelta(hours=1),
-                Attempt.state.not_in([AttemptState.ABANDONED, AttemptState.NOT_NEEDED]),
-            )
-            .order_by(Attempt.started_at)
-        ):
-            self.recent.setdefault(job_id or "", []).append(started)
-        return self
-
-    def refusal(self, ctx: Context, step: Step, now: datetime) -> tuple[str, datetime | None] | None:
-        """Why ``step``'s job cannot start now, and when it can (None: when a running job ends)."""
-        key = step.job_key
-        assert key is not None
-        job_id = ctx.config.alma.jobs[key].id
-        if self.running >= self.max_running:
-            return f"{SLOT_WAIT}: {self.running} Alma jobs running (at most {self.max_running} at once)", None
-        starts = self.recent.get(job_id, [])
-        if len(starts) >= self.per_hour:
-            # jobs.submit counts starts at or after now - 1 h: the slot frees just after the hour.
-            free = starts[len(starts) - self.per_hour] + timedelta(hours=1, seconds=1)
-            return (
-                f"{SLOT_WAIT}: job {job_id} ({step.value}) started {len(starts)} times in the last hour "
-                f"(Alma allows {self.per_hour}); next slot at {_hhmm(free)}",
-                free,
-            )
-        return None
-
-    def take(self, ctx: Context, step: Step, now: datetime) -> None:
-        key = step.job_key
-        assert key is not None
-        self.running += 1
-        self.recent.setdefault(ctx.config.alma.jobs[key].id, []).append(now)
-
-
-def _wait_for_slot(session: Session, row: AlmaSet, reason: str, until: datetime | None, now: datetime) -> None:
-    if not (row.waiting or "").startswith(SLOT_WAIT):
-        add_event(session, row, "waiting", reason, at=now)
-    row.waiting = reason
-    row.wait_until = until
-
-
-def _asleep_until(row: AlmaSet, latest: Attempt | None, now: datetime) -> datetime | None:
-    """When a set that is plainly waiting (a threshold, a poll not due yet) needs looking at again."""
-    if row.waiting and row.wait_until is not None and row.wait_until > now:
-        return row.wait_until
-    step = next_step(row.stage)
-    if (
-        latest is not None
-        and step is not None
-        and latest.step == step.value
-        and latest.state is AttemptState.SUBMITTED
-        and jobs.poll_due_at(latest, now) > now
-    ):
-        return jobs.poll_due_at(latest, now)
-    return None
-
-
-def resume_all(
-    ctx: Context,
-    *,
-    wait: bool = True,
-    only: str | None = None,
-    max_rounds: int | None = None,
-    max_running: int | None = None,
-) -> ResumeSummary:
-    """The scheduler: advance every set that can move, oldest first, as many at once as Alma allows (its
-    running-job and runs-per-job-per-hour limits, counted across every set; ``max_running`` caps running
-    jobs lower), sleeping until the earliest wake time, until every set is verified, needs attention,
-    or is held by another process. ``wait=False``: one pass. Sets held by another process are left to it.
-    """
-    from .errors import AlmaUnreachableError, RateLimitedError
-
-    pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE) if only else None
-    cfg = ctx.config.alma
-    cap = min(max_running, cfg.max_running_jobs) if max_running else cfg.max_running_jobs
-    outcome: dict[str, tuple[str, Any]] = {}  # Alma set id -> ("result" | "attention" | "skipped", what)
-    order: list[str] = []
-    rounds = failing = 0
-    while True:
-        rounds += 1
-        now = ctx.clock()
-        wakes: list[datetime] = []
-        admitted: list[tuple[int, str]] = []
-        gated = False
-        with ctx.sessions.begin() as session:
-            rows = [
-                r
-                for r in session.scalars(
-                    select(AlmaSet).where(AlmaSet.stage != Stage.VERIFIED).order_by(AlmaSet.created_at, AlmaSet.id)
-                )
-                if not pattern or pattern.search(r.name)
-            ]
-            ids = [r.id for r in rows]
-            free = set(candidate_ids(session, ids, now)) if ids else set()
-            newest = select(func.max(Attempt.id)).where(Attempt.set_id.in_(ids)).group_by(Attempt.set_id)
-            latest = {
-                a.set_id: a for a in session.scalars(select(Attempt).where(Attempt.id.in_(newest.scalar_subquery())))
-            }
-            slots = _Slots(cap, cfg.max_runs_per_job_hour).load(session, now)
-            for row in rows:
-                alma_id = row.alma_set_id
-                if alma_id not in outcome:
-                    order.append(alma_id)
-                if row.attention:
-                    outcome[alma_id] = ("attention", f"set {alma_id} ({row.name}) needs attention: {row.attention}")
-                    continue
-                if row.id not in free:
-                    outcome[alma_id] = ("skipped", "held by another hwf process")
-                    continue
-                asleep = _asleep_until(row, latest.get(row.id), now)
-                if asleep is not None:
-                    wakes.append(asleep)
-                    waiting = AdvanceResult(
-                        alma_id, row.name, Outcome.WAITING, row.stage.value, row.waiting or "", asleep
-                    )
-                    outcome[alma_id] = ("result", waiting)
-                    continue
-                plan = _plan(ctx, session, row, now, set())
-                if plan.action is _Action.WAIT:
-                    assert plan.wake_at is not None
-                    if row.waiting != plan.reason:
-                        row.waiting = plan.reason
-                    wakes.append(plan.wake_at)
-                    outcome[alma_id] = (
-                        "result",
-                        AdvanceResult(alma_id, row.name, Outcome.WAITING, row.stage.value, plan.reason, plan.wake_at),
-                    )
-                    continue
-                if plan.action in _NEEDS_SLOT and plan.step is not None and plan.step.job_key is not None:
-                    refused = slots.refusal(ctx, plan.step, now)
-                    if refused is not None:
-                        gated = True
-                        reason, until = refused
-                        _wait_for_slot(session, row, reason, until, now)
-                        wakes.append(until or now + timedelta(seconds=_RESCAN_SECONDS))
-                        outcome[alma_id] = (
-                            "result",
-                            AdvanceResult(alma_id, row.name, Outcome.WAITING, row.stage.value, reason, until),
-                        )
-                        continue
-                    slots.take(ctx, plan.step, now)
-                admitted.append((row.id, alma_id))
-        moved = transient = 0
-        for position, (set_id, alma_id) in enumerate(admitted):
-            try:
-                result = _advance_once(ctx, set_id, cap)
-            except LeaseHeldError as exc:
-                outcome[alma_id] = ("skipped", str(exc))
-                continue
-            except _QuotaSpentError as exc:
-                # The quota is the institution's: no other set can go on today either.
-                outcome[alma_id] = ("attention", str(exc))
-                for _, later in admitted[position + 1 :]:
-                    outcome[later] = ("skipped", "not started: Alma's daily API quota is spent")
-                return _resume_summary(order, outcome)
-            except NeedsAttentionError as exc:
-                outcome[alma_id] = ("attention", str(exc))
-                continue
-            except (AlmaUnreachableError, RateLimitedError) as exc:
-                transient += 1
-                later_at = ctx.clock() + timedelta(seconds=_TRANSIENT_WAIT_SECONDS)
-                outcome[alma_id] = ("skipped", f"Alma did not answer ({exc}); trying again at {_hhmm(later_at)}")
-                wakes.append(later_at)
-                continue
-            moved += 1
-            outcome[alma_id] = ("result", result)
-            if result.outcome is Outcome.WAITING:
-                wakes.append(result.wait_until or ctx.clock() + timedelta(seconds=_RESCAN_SECONDS))
-        failing = failing + 1 if transient and not moved else 0
-        if failing >= _TRANSIENT_PASSES:
-            raise AlmaUnreachableError(
-                f"Alma failed every set for {failing} passes in a row; stopping (run `hwf resume --all` again later)"
-            )
-        if not wait or not wakes or (max_rounds is not None and rounds >= max_rounds):
-            return _resume_summary(order, outcome)
-        if gated and moved:
-            continue  # a set driven in this pass may have seen its job end: a slot may be free now
-        delay = (min(wakes) - ctx.clock()).total_seconds()
-        if delay > 0:
-            ctx.sleep(min(delay, _RESCAN_SECONDS))
-
-
-def _resume_summary(order: list[str], outcome: dict[str, tuple[str, Any]]) -> ResumeSummary:
-    summary = ResumeSummary()
-    for alma_id in order:
-        kind, what = outcome[alma_id]
-        if kind == "result":
-            summary.results.append(what)
-        elif kind == "attention":
-            summary.attention.append((alma_id, what))
-        else:
-            summary.skipped.append((alma_id, what))
-    return summary
-
-
-def _advance_once(ctx: Context, set_id: int, max_running: int | None = None) -> AdvanceResult:
-    """Drive one set, under its lease, until it must wait (a running job, a settle time, or, when
-    ``max_running`` is given, a job slot the scheduler's limits do not allow yet)."""
-    _claim_or_raise(ctx, set_id)
-    try:
-        with LeaseKeeper(ctx.sessions, set_id, ctx.owner, ctx.config.lease_seconds, ctx.clock) as keeper:
-            prechecked: set[Step] = set()
-            while True:
-                keeper.check()
-                now = ctx.clock()
-                refused: tuple[str, datetime | None] | None = None
-                with ctx.sessions.begin() as session:
-                    row = session.get_one(AlmaSet, set_id)
-                    plan = _plan(ctx, session, row, now, prechecked)
-                    name, alma_id, state = row.name, row.alma_set_id, row.stage.value
-                    if (
-                        max_running is not None
-                        and plan.action in _NEEDS_SLOT
-                        and plan.step is not None
-                        and plan.step.job_key is not None
-                    ):
-                        slots = _Slots(max_running, ctx.config.alma.max_runs_per_job_hour).load(session, now)
-                        refused = slots.refusal(ctx, plan.step, now)
-                        if refused is not None:
-                            _wait_for_slot(session, row, refused[0], refused[1], now)
-                    elif plan.action is _Action.WAIT and row.waiting != plan.reason:
-                        row.waiting = plan.reason
-                if refused is not None:
-                    return AdvanceResult(alma_id, name, Outcome.WAITING, state, refused[0], refused[1])
-                if plan.action is _Action.DONE:
-                    return AdvanceResult(alma_id, name, Outcome.VERIFIED, state, "verified")
-                if plan.action is _Action.ATTENTION:
-                    raise NeedsAttentionError(f"set {alma_id} ({name}) needs attention: {plan.reason}")
-                if plan.action is _Action.WAIT:
-                    return AdvanceResult(alma_id, name, Outcome.WAITING, state, plan.reason, plan.wake_at)
-                try:
-                    _execute(ctx, set_id, plan, prechecked)
-                except DailyQuotaError as exc:
-                    _quota_pause(ctx, set_id, exc)
-                    raise _QuotaSpentError(f"set {alma_id} ({name}): {exc}") from None
-    finally:
-        with ctx.sessions.begin() as session:
-            release(session, set_id, ctx.owner)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -869,38 +431,3 @@ def retry(ctx: Context, ref: str, *, reason: str, step: str | None = None) -> st
         )
         again = current.value if current else "nothing"
         return f"set {row.alma_set_id}: cleared; `hwf advance {row.alma_set_id}` re-runs {again}"
-
-
-@dataclass(frozen=True)
-class AttemptView:
-    step: str
-    number: int
-    state: str
-    job_id: str | None
-    instance_id: str | None
-    status: str | None
-    counters: list[Any] | None
-    started_at: datetime
-    finished_at: datetime | None
-    note: str | None
-
-
-def attempts(ctx: Context, ref: str) -> list[AttemptView]:
-    """Every submission of every step of a set, in order."""
-    with ctx.sessions() as session:
-        set_id = find_set(session, ref).id
-        return [
-            AttemptView(
-                step=a.step,
-                number=a.number,
-                state=a.state.value,
-                job_id=a.job_id,
-                instance_id=a.instance_id,
-                status=a.status,
-                counters=a.counters,
-                started_at=a.started_at,
-                finished_at=a.finished_at,
-                note=a.note,
-            )
-            for a in session.scalars(select(Attempt).where(Attempt.set_id == set_id).order_by(Attempt.id))
-        ]

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from orchestrator import audit, preflight, workflow
+from orchestrator import audit, preflight, views, workflow
 from orchestrator.alma_types import JobInstance
 from orchestrator.audit import AuditReport, AuditRun
 from orchestrator.cli import app
@@ -257,7 +257,7 @@ def test_audit_window_and_unknown_sets(ctx: Context, sim: Simulator, clock: Fake
 
 
 def attempts(ctx: Context, set_id: str) -> list[tuple[str, str, str | None]]:
-    return [(a.step, a.state, a.instance_id) for a in workflow.attempts(ctx, set_id)]
+    return [(a.step, a.state, a.instance_id) for a in views.attempts(ctx, set_id)]
 
 
 def test_adopt_copy_and_migration_done_by_hand_then_hwf_runs_only_the_rest(
@@ -269,7 +269,7 @@ def test_adopt_copy_and_migration_done_by_hand_then_hwf_runs_only_the_rest(
     summary = audit.adopt(ctx, set_id, "hand")
     assert (summary.name, summary.state, summary.attention) == ("hand", "migrated", None)
     assert attempts(ctx, set_id) == [("copy_identifiers", "finished", copy), ("migrate", "finished", migration)]
-    history = list(workflow.history(ctx, set_id))
+    history = list(views.history(ctx, set_id))
     transitions = [e for e in history if e.kind == "transition"]
     assert [(e.data or {}).get("to") for e in transitions] == ["identifiers_copied", "migrated"]
     assert all((e.data or {}).get("adopted") for e in transitions)
@@ -334,7 +334,7 @@ def test_adopt_does_not_go_past_records_that_were_not_ready(clock: FakeClock, tm
         # The copy kept xsi:type, so the migration skipped those records: it does not count.
         assert summary.state == "identifiers_copied" and summary.attention is None
         assert [a[0] for a in attempts(ctx, set_id)] == ["copy_identifiers"]
-        assert any(e.kind == "adopt_stopped" for e in workflow.history(ctx, set_id))
+        assert any(e.kind == "adopt_stopped" for e in views.history(ctx, set_id))
         with pytest.raises(NeedsAttentionError, match="NEEDS_FIX"):
             workflow.advance(ctx, set_id)
         preflight.fix(ctx, set_id, apply=True)

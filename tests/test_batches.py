@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from orchestrator import batches, workflow
+from orchestrator import batches, views
 from orchestrator.cli import app
 from orchestrator.errors import AlmaError, AlmaUnreachableError, BadInputError
 from orchestrator.models import SetCreation
@@ -160,7 +160,7 @@ def test_creates_named_batches_registers_them_and_reports_rejected_ids(
     assert sorted(alma) == [s.name for s in summaries]
     assert sim.set_members(alma["Theses (batch 1/3)"]) == ids[:10]
     assert sim.set_members(alma["Theses (batch 2/3)"]) == ids[10:19]
-    batch_two = [e for e in workflow.history(ctx, summaries[1].set) if e.kind == "batch"]
+    batch_two = [e for e in views.history(ctx, summaries[1].set) if e.kind == "batch"]
     assert len(batch_two) == 1
     assert batch_two[0].data is not None and batch_two[0].data["rejected"] == [{"line": 14, "mms_id": unknown}]
     assert "Alma rejected 1 MMS IDs: line 14" in batch_two[0].detail
@@ -283,7 +283,7 @@ def test_alma_refusing_invalid_ids_anyway_is_narrowed_down(ctx: Context, sim: Si
     summaries = batches.add_from_csv(ctx, write(tmp_path, "\n".join(rows) + "\n"), "Strict", batch_size=100)
     assert summaries[0].records == 8
     assert sorted(sim.set_members(summaries[0].set)) == sorted(ids)
-    event = next(e for e in workflow.history(ctx, summaries[0].set) if e.kind == "batch")
+    event = next(e for e in views.history(ctx, summaries[0].set) if e.kind == "batch")
     assert event.data is not None and event.data["rejected"] == [
         {"line": 4, "mms_id": bad[0]},
         {"line": 8, "mms_id": bad[1]},

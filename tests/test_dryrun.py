@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from orchestrator import cli, dryrun, jobs, preflight, workflow
+from orchestrator import cli, dryrun, jobs, preflight, views, workflow
 from orchestrator.config import parse_config
 from orchestrator.errors import BadInputError
 from orchestrator.models import AlmaSet, Attempt, Event, Record
@@ -242,7 +242,7 @@ def test_manual_integration_mode(
             for _ in range(50):
                 workflow.advance(ctx, set_id, wait=False)
                 clock.advance(30)
-        assert workflow.status(ctx, set_id)[0].state == "migrated"
+        assert views.status(ctx, set_id)[0].state == "migrated"
         plan = dryrun.describe_advance(dry_context(ctx), set_id)
         assert [a.action for a in plan.actions] == ["manual", "manual"]
         assert "Action = Create and Update" in plan.actions[0].notes[0]

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from alembic import command
 from sqlalchemy import Engine, inspect, text
+from typer.testing import CliRunner
 
-from orchestrator import db
+from orchestrator import cli, db
 from orchestrator.errors import DatabaseError
 from tests.e2e import hwf, write_config
 
@@ -46,6 +47,19 @@ def test_database_from_a_newer_hwf_is_refused_naming_both_versions(db_url: str) 
         assert db.current_revision(engine) == "0099_from_the_future"  # refused, and left untouched
     finally:
         engine.dispose()
+
+
+def test_every_command_refuses_a_newer_database(db_url: str, tmp_path: Path) -> None:
+    engine = db.make_engine(db_url)
+    db.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
+    engine.dispose()
+    config = write_config(tmp_path, "http://127.0.0.1:9", db=db_url)
+    result = CliRunner().invoke(cli.app, ["--config", str(config), "status"])
+    assert result.exit_code == 1
+    assert "0099_from_the_future" in result.stderr and db.head_revision() in result.stderr
+    assert "upgrade hwf" in result.stderr and "Traceback" not in result.output
 
 
 def test_second_migrator_waits_for_the_first_then_goes_on(db_url: str) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from bench.schedule import max_per_hour, max_running, schedule_bound
-from orchestrator import workflow
+from orchestrator import scheduler, views, workflow
 from orchestrator.cli import app
 from orchestrator.config import Config, parse_config
 from orchestrator.models import AlmaSet
@@ -79,7 +79,7 @@ def test_six_sets_within_alma_limits_near_the_bound(
 ) -> None:
     add_sets(ctx, sim, 6)
     start = clock()
-    summary = workflow.resume_all(ctx)
+    summary = scheduler.resume_all(ctx)
     elapsed = (clock() - start).total_seconds()
     assert [r.outcome for r in summary.results] == [workflow.Outcome.VERIFIED] * 6
     assert summary.attention == [] and summary.skipped == []
@@ -95,7 +95,7 @@ def test_six_sets_within_alma_limits_near_the_bound(
 
 def test_max_running_caps_jobs_below_alma(ctx: Context, sim: Simulator) -> None:
     add_sets(ctx, sim, 4)
-    summary = workflow.resume_all(ctx, max_running=1)
+    summary = scheduler.resume_all(ctx, max_running=1)
     assert [r.state for r in summary.results] == ["verified"] * 4
     assert max_running(sim.job_runs, JOB_SECONDS) == 1
 
@@ -104,10 +104,10 @@ def test_oldest_first_and_each_waiting_set_says_what_it_waits_for(
     ctx: Context, sim: Simulator, clock: FakeClock
 ) -> None:
     ids = add_sets(ctx, sim, 7)
-    summary = workflow.resume_all(ctx, wait=False)
+    summary = scheduler.resume_all(ctx, wait=False)
     assert [r.outcome for r in summary.results] == [workflow.Outcome.WAITING] * 7
     assert [r.set_id for r in sim.job_runs] == ids[:3]
-    status = {s.set: s for s in workflow.status(ctx)}
+    status = {s.set: s for s in views.status(ctx)}
     running = status[ids[0]]
     assert running.step == "migrate" and running.instance_id and "instance" in (running.waiting or "")
     slot = status[ids[3]]
@@ -116,8 +116,8 @@ def test_oldest_first_and_each_waiting_set_says_what_it_waits_for(
     waits: dict[str, str] = {}
     for _ in range(30):
         clock.advance(20)
-        workflow.resume_all(ctx, wait=False)
-        waits = {s.set: s.waiting or "" for s in workflow.status(ctx)}
+        scheduler.resume_all(ctx, wait=False)
+        waits = {s.set: s.waiting or "" for s in views.status(ctx)}
         if "started 5 times" in waits[ids[6]]:
             break
     assert sum(1 for r in sim.job_runs if r.kind == "migration") == 5
@@ -125,15 +125,15 @@ def test_oldest_first_and_each_waiting_set_says_what_it_waits_for(
         "job M2234567890000561 (migrate) started 5 times in the last hour (Alma allows 5); next slot at"
         in (waits[ids[6]])
     )
-    assert workflow.status(ctx, ids[6])[0].wait_until is not None
-    events = [e for e in workflow.history(ctx, ids[6]) if e.kind == "waiting"]
+    assert views.status(ctx, ids[6])[0].wait_until is not None
+    events = [e for e in views.history(ctx, ids[6]) if e.kind == "waiting"]
     assert 1 <= len(events) <= 2  # a new kind of wait is recorded once, not at every pass
 
 
 def test_quota_spent_stops_every_set(ctx: Context, sim: Simulator) -> None:
     ids = add_sets(ctx, sim, 3)
     sim.faults.daily_remaining = 0
-    summary = workflow.resume_all(ctx)
+    summary = scheduler.resume_all(ctx)
     assert [s for s, _ in summary.attention] == [ids[0]]
     assert "daily" in summary.attention[0][1].lower()
     assert summary.skipped == [
@@ -149,7 +149,7 @@ def test_only_pattern_and_sets_held_elsewhere(ctx: Context, sim: Simulator, cloc
         row = session.scalars(select(AlmaSet).where(AlmaSet.alma_set_id == ids[2])).one()
         row.lease_owner = "other-host:4242"
         row.lease_expires_at = clock() + timedelta(hours=5)
-    summary = workflow.resume_all(ctx, only="batch [23]")
+    summary = scheduler.resume_all(ctx, only="batch [23]")
     assert [r.set for r in summary.results] == [ids[1]]
     assert summary.skipped == [(ids[2], "held by another hwf process")]
     assert {r.set_id for r in sim.job_runs} == {ids[1]}
@@ -159,7 +159,7 @@ def test_sets_needing_attention_do_not_stop_the_others(ctx: Context, sim: Simula
     good = add_sets(ctx, sim, 2)
     bad = sim.create_set("Problems", sim.generate_records(20, profile="problems", seed=9))
     workflow.add_set(ctx, bad)
-    summary = workflow.resume_all(ctx)
+    summary = scheduler.resume_all(ctx)
     assert [r.set for r in summary.results if r.state == "verified"] == good
     assert [s for s, _ in summary.attention] == [bad]
 

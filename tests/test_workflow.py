@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from orchestrator import jobs, preflight, verification, workflow
+from orchestrator import jobs, preflight, scheduler, verification, views, workflow
 from orchestrator.errors import BadInputError, LeaseHeldError, NeedsAttentionError
 from orchestrator.models import AlmaSet, Attempt, AttemptState
 from orchestrator.service import Context
@@ -22,7 +22,7 @@ def make_set(sim: Simulator, n: int = 40, profile: str = "demo", name: str = "Te
 
 
 def event_kinds(ctx: Context, set_id: str) -> list[str]:
-    return [e.kind for e in workflow.history(ctx, set_id)]
+    return [e.kind for e in views.history(ctx, set_id)]
 
 
 def test_add_reads_name_and_members(ctx: Context, sim: Simulator) -> None:
@@ -46,14 +46,14 @@ def test_demo_profile_goes_through_copy_fix_migrate_integrate_verify(ctx: Contex
     workflow.add_set(ctx, set_id)
     with pytest.raises(NeedsAttentionError, match="NEEDS_FIX"):
         workflow.advance(ctx, set_id)
-    assert workflow.status(ctx, set_id)[0].state == "identifiers_copied"
+    assert views.status(ctx, set_id)[0].state == "identifiers_copied"
     assert kinds(sim, set_id) == ["copy"]
     report = preflight.fix(ctx, set_id, apply=True)
     assert report.changed and not report.failed
     result = workflow.advance(ctx, set_id)
     assert result.outcome is workflow.Outcome.VERIFIED
     assert kinds(sim, set_id) == ["copy", "migration", "integration"]
-    transitions = [e for e in workflow.history(ctx, set_id) if e.kind == "transition"]
+    transitions = [e for e in views.history(ctx, set_id) if e.kind == "transition"]
     assert [(e.data or {})["to"] for e in transitions] == [
         "identifiers_copied",
         "migrated",
@@ -88,7 +88,7 @@ def test_problem_records_stop_the_copy_job(ctx: Context, sim: Simulator) -> None
     with pytest.raises(NeedsAttentionError, match="cannot go through the workflow"):
         workflow.advance(ctx, set_id)
     assert kinds(sim, set_id) == []
-    status = workflow.status(ctx, set_id)[0]
+    status = views.status(ctx, set_id)[0]
     assert status.state == "created" and status.attention
 
 
@@ -143,7 +143,7 @@ def test_crash_after_attempt_commit_before_post_resumes_once(ctx: Context, sim: 
         assert attempt.state is AttemptState.SUBMITTING
         session.execute(AlmaSet.__table__.update().values(lease_owner=None))  # the killed process's lease
         session.commit()
-    summary = workflow.resume_all(ctx)
+    summary = scheduler.resume_all(ctx)
     assert [r.outcome for r in summary.results] == [workflow.Outcome.VERIFIED]
     assert kinds(sim, set_id) == ["migration", "integration"]
 
@@ -167,7 +167,7 @@ def test_no_wait_returns_while_job_runs(ctx: Context, sim: Simulator, clock: Fak
     result = workflow.advance(ctx, set_id, wait=False)
     assert result.outcome is workflow.Outcome.WAITING
     assert "migrate job" in result.message
-    status = workflow.status(ctx, set_id)[0]
+    status = views.status(ctx, set_id)[0]
     assert status.instance_id and status.step == "migrate"
     clock.advance(600)
     assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
@@ -185,7 +185,7 @@ def test_unknown_set_is_bad_input(ctx: Context) -> None:
     with pytest.raises(BadInputError, match="unknown set"):
         workflow.advance(ctx, "999")
     with pytest.raises(BadInputError):
-        list(workflow.history(ctx, "nope"))
+        list(views.history(ctx, "nope"))
 
 
 def test_confirm_requires_a_waiting_step(ctx: Context, sim: Simulator) -> None:
@@ -209,4 +209,4 @@ def test_verify_by_hand_names_bad_and_missing_handles(ctx: Context, sim: Simulat
     assert {rows[m].verdict for m in none} == {"NO_HANDLE"}
     assert {rows[m].verdict for m in bad} <= {"BAD_HANDLE", "NOT_REGISTERED"}
     assert "BAD_HANDLE" in {rows[m].verdict for m in bad}
-    assert workflow.status(ctx, set_id)[0].state == "created"  # verification by hand never skips steps
+    assert views.status(ctx, set_id)[0].state == "created"  # verification by hand never skips steps
