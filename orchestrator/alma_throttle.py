@@ -16,6 +16,9 @@ BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
 # After a 429 the rate is halved, then climbs back linearly: from 0 to the full rate in this many seconds.
 RECOVERY_SECONDS = 120.0
+# A burst of 429s answers requests that were already on their way: one cut per window, not one per reply,
+# and never below an eighth of the configured rate (a 0.1 request/s crawl helps nobody).
+CUT_WINDOW_SECONDS = 1.0
 
 
 def backoff_delay(attempt: int, jitter: float) -> float:
@@ -32,7 +35,7 @@ class TokenBucket:
         self._base = rate
         self._unlimited = math.isinf(rate)
         self._capacity = 1.0 if self._unlimited else max(1.0, rate)
-        self._floor = min(rate, max(rate / 32, 0.1))
+        self._floor = min(rate, max(rate / 8, 0.5))
         self._monotonic, self._sleep = monotonic, sleep
         self._lock = threading.Lock()
         self._tokens = self._capacity
@@ -75,6 +78,8 @@ class TokenBucket:
         with self._lock:
             now = self._monotonic()
             rate = self._refill(now)
+            if self._cut_at is not None and now - self._cut_at < CUT_WINDOW_SECONDS:
+                return
             self._cut_rate = max(self._floor, rate / 2)
             self._cut_at = now
             self._tokens = min(self._tokens, 0.0)

@@ -354,12 +354,24 @@ def test_rate_is_halved_on_429_and_recovers_slowly():
     bucket = alma_throttle.TokenBucket(10.0, clock.monotonic, clock.sleep)
     bucket.slow_down()
     assert bucket.current_rate() == 5.0
+    bucket.slow_down()  # the same burst of 429s: one cut per window
+    assert bucket.current_rate() == 5.0
+    clock.now += alma_throttle.CUT_WINDOW_SECONDS
     bucket.slow_down()
-    assert bucket.current_rate() == 2.5
+    assert bucket.current_rate() == pytest.approx(2.5, abs=0.1)
     clock.now += alma_throttle.RECOVERY_SECONDS / 10
-    assert bucket.current_rate() == pytest.approx(3.5)
+    assert bucket.current_rate() == pytest.approx(3.5, abs=0.1)
     clock.now += alma_throttle.RECOVERY_SECONDS
     assert bucket.current_rate() == 10.0
+
+
+def test_rate_never_falls_below_an_eighth():
+    clock = Clock()
+    bucket = alma_throttle.TokenBucket(10.0, clock.monotonic, clock.sleep)
+    for _ in range(20):
+        bucket.slow_down()
+        clock.now += alma_throttle.CUT_WINDOW_SECONDS
+    assert bucket.current_rate() >= 10.0 / 8
 
 
 def test_client_is_shared_safely_between_threads():
