@@ -19,6 +19,9 @@ RECOVERY_SECONDS = 120.0
 # A burst of 429s answers requests that were already on their way: one cut per window, not one per reply,
 # and never below an eighth of the configured rate (a 0.1 request/s crawl helps nobody).
 CUT_WINDOW_SECONDS = 1.0
+# Pace a little under the configured rate, one request at a time (no saved-up burst): a sliding one-second
+# window then never sees more than ``requests_per_second`` (a bucket of capacity `rate` allowed twice that).
+PACING = 0.95
 
 
 def backoff_delay(attempt: int, jitter: float) -> float:
@@ -32,9 +35,10 @@ class TokenBucket:
     def __init__(self, rate: float, monotonic: Callable[[], float], sleep: Callable[[float], None]) -> None:
         if not rate > 0:
             raise ValueError(f"requests_per_second must be positive, not {rate!r}")
-        self._base = rate
         self._unlimited = math.isinf(rate)
-        self._capacity = 1.0 if self._unlimited else max(1.0, rate)
+        rate = rate if self._unlimited else rate * PACING
+        self._base = rate
+        self._capacity = 1.0
         self._floor = min(rate, max(rate / 8, 0.5))
         self._monotonic, self._sleep = monotonic, sleep
         self._lock = threading.Lock()

@@ -346,23 +346,25 @@ def test_token_bucket_paces_requests():
     client = make(Recorder(respond("set.json")), clock, requests_per_second=2.0)
     for _ in range(5):
         client.get_set(SET_ID)
-    assert clock.sleeps == pytest.approx([0.5, 0.5, 0.5])
+    gap = 1 / (2.0 * alma_throttle.PACING)  # one at a time, a little under the configured rate
+    assert clock.sleeps == pytest.approx([gap] * 4)
 
 
 def test_rate_is_halved_on_429_and_recovers_slowly():
     clock = Clock()
     bucket = alma_throttle.TokenBucket(10.0, clock.monotonic, clock.sleep)
+    full = 10.0 * alma_throttle.PACING
     bucket.slow_down()
-    assert bucket.current_rate() == 5.0
+    assert bucket.current_rate() == pytest.approx(full / 2)
     bucket.slow_down()  # the same burst of 429s: one cut per window
-    assert bucket.current_rate() == 5.0
+    assert bucket.current_rate() == pytest.approx(full / 2)
     clock.now += alma_throttle.CUT_WINDOW_SECONDS
     bucket.slow_down()
-    assert bucket.current_rate() == pytest.approx(2.5, abs=0.1)
+    assert bucket.current_rate() == pytest.approx(full / 4, abs=0.1)
     clock.now += alma_throttle.RECOVERY_SECONDS / 10
-    assert bucket.current_rate() == pytest.approx(3.5, abs=0.1)
+    assert bucket.current_rate() == pytest.approx(full / 4 + full / 10, abs=0.1)
     clock.now += alma_throttle.RECOVERY_SECONDS
-    assert bucket.current_rate() == 10.0
+    assert bucket.current_rate() == pytest.approx(full)
 
 
 def test_rate_never_falls_below_an_eighth():

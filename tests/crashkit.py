@@ -1,0 +1,288 @@
+"""Tools for crash tests and the soak (bench/soak.py): real ``hwf`` processes against ``hwf sim serve``,
+killed with SIGKILL, and the invariants every crash must leave intact.
+
+The invariants, after a final ``hwf resume --all``: every set ``verified``; in the simulator's log of
+accepted job runs, exactly one instance per (set, step), in the workflow's order; in hwf's audit trail,
+each transition once and in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from tests.e2e import HWF, Served, hwf, hwf_env
+
+ORDER = ["created", "identifiers_copied", "migrated", "integrated", "verified"]
+KINDS = {"clean": ["migration", "integration"], "demo": ["copy", "migration", "integration"]}
+
+
+def write_config(tmp_path: Path, url: str, *, db: str | None = None, name: str = "hwf.toml", **alma: Any) -> Path:
+    """An hwf config for crash tests: short polls, a short reconcile grace, a short lease. ``alma`` keys
+    override the [alma] defaults below (``lease_seconds`` goes to [workflow])."""
+    lease = alma.pop("lease_seconds", 6)
+    settings: dict[str, Any] = {
+        "base_url": url,
+        "institution_code": "01GCL_INST",
+        "poll_interval_seconds": 0.2,
+        "poll_max_interval_seconds": 0.5,
+        "reconcile_grace_seconds": 1.5,
+        "requests_per_second": 50,
+        "threshold_wait_seconds": 1,
+        "max_runs_per_job_hour": 1000,
+        "daily_call_floor": 0,
+        "timeout_seconds": 20,
+    }
+    settings.update(alma)
+    database = db or f"sqlite:///{tmp_path / 'hwf.db'}"
+    lines = ["[database]", f"url = {json.dumps(database)}", "", "[alma]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    lines += [
+        "",
+        "[alma.jobs]",
+        'copy_identifiers = "M1234567890000561"',
+        'handle_migration = "M2234567890000561"',
+        'handle_integration = "M50700"',
+        "",
+        "[handles]",
+        'prefix = "11084"',
+        f'resolver_url = "{url}"',
+        "settle_minutes = 0",
+        "requests_per_second = 1000",
+        "concurrency = 8",
+        "",
+        "[primo]",
+        'domain = "grinnell.primo.exlibrisgroup.com"',
+        'view = "01GCL_INST:GCL"',
+        "",
+        "[workflow]",
+        f"lease_seconds = {lease}",
+    ]
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def serve(tmp_path: Path, job_seconds: float = 0.4, **scenario: Any) -> Served:
+    """``hwf sim serve`` with no per-second cap and no per-hour job cap unless given."""
+    scenario.setdefault("per_second_limit", 0)
+    scenario.setdefault("max_runs_per_hour", 1000)
+    return Served(tmp_path, job_seconds=job_seconds, **scenario)
+
+
+def query(db_url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Rows of one read, on SQLite or PostgreSQL, without holding anything open afterwards."""
+    engine = create_engine(db_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def start(config: Path, *args: str, **popen: Any) -> subprocess.Popen[str]:
+    """Start ``hwf --config CONFIG ARGS...`` with output discarded unless redirected."""
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    popen.setdefault("stderr", subprocess.DEVNULL)
+    return subprocess.Popen([HWF, "--config", str(config), *args], text=True, env=hwf_env(), **popen)
+
+
+def kill(proc: subprocess.Popen[str]) -> int | None:
+    """SIGKILL ``proc`` (if it still runs) and reap it; returns its exit code if it had ended by itself."""
+    ended = proc.poll()
+    if ended is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    return ended
+
+
+def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.02, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached in {timeout:.0f} s")
+
+
+def status(config: Path) -> list[dict[str, Any]]:
+    result = hwf(config, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    data: list[dict[str, Any]] = json.loads(result.stdout)
+    return data
+
+
+def finish(
+    config: Path, served: Served, sets: Mapping[str, str], *, rounds: int = 6, timeout: float = 300, tries: int = 1
+) -> None:
+    """The final ``hwf resume --all``, playing the operator for sets that need ``hwf fix --apply``."""
+    for _ in range(rounds):
+        result = hwf(config, "resume", "--all", timeout=timeout)
+        if result.returncode == 0:
+            return
+        assert result.returncode == 3, f"resume failed ({result.returncode}): {result.stderr}"
+        fixed = fix_where_needed(config, timeout=timeout, tries=tries)
+        assert fixed, f"resume needs attention that `hwf fix` cannot clear: {result.stderr}"
+    raise AssertionError("the sets did not finish after the final resumes")
+
+
+def fix_where_needed(config: Path, timeout: float = 120, tries: int = 1) -> list[str]:
+    """Run ``hwf fix SET --apply`` for every set whose attention asks for it; returns those sets. With
+    ``tries`` > 1 the operator runs it again when records failed (a flaky Alma)."""
+    fixed = []
+    for row in status(config):
+        if row["attention"] and "hwf fix" in row["attention"]:
+            for attempt in range(1, tries + 1):
+                result = hwf(config, "fix", row["set"], "--apply", timeout=timeout)
+                if result.returncode == 0:
+                    break
+                assert attempt < tries and result.returncode == 1, result.stdout + result.stderr
+            fixed.append(row["set"])
+    return fixed
+
+
+@dataclass
+class Verdict:
+    """What the invariants found: empty lists mean every invariant holds."""
+
+    duplicates: list[str] = field(default_factory=list)
+    out_of_order: list[str] = field(default_factory=list)
+    not_verified: list[str] = field(default_factory=list)
+    runs: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.duplicates or self.out_of_order or self.not_verified)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.runs} job runs; duplicates: {self.duplicates or 0}; out of order: {self.out_of_order or 0}; "
+            f"not verified: {self.not_verified or 0}"
+        )
+
+
+def database_url(config: Path) -> str:
+    """The [database] url of an hwf config file."""
+    with config.open("rb") as handle:
+        return str(tomllib.load(handle)["database"]["url"])
+
+
+def check(config: Path, served: Served, sets: Mapping[str, str]) -> Verdict:
+    """Check every invariant for ``sets`` (Alma set id -> profile) without asserting. hwf's side is read
+    straight from its database (sets and the audit trail), Alma's from the simulator's log of runs."""
+    verdict = Verdict()
+    url = database_url(config)
+    states = {r[0]: r[1] for r in query(url, "SELECT alma_set_id, state FROM sets")}
+    moves_of: dict[str, list[tuple[str, str]]] = {}
+    transitions = (
+        "SELECT s.alma_set_id, e.data FROM events e JOIN sets s ON s.id = e.set_id "
+        "WHERE e.kind = 'transition' ORDER BY e.id"
+    )
+    for alma_id, data in query(url, transitions):
+        data = json.loads(data) if isinstance(data, str) else data
+        moves_of.setdefault(alma_id, []).append((data["from"], data["to"]))
+    runs = served.state()["job_runs"]
+    verdict.runs = len(runs)
+    for set_id, profile in sets.items():
+        state = states.get(set_id)
+        if state != "verified":
+            verdict.not_verified.append(f"{set_id}: {state or 'missing'}")
+        mine = sorted((r for r in runs if r["set_id"] == set_id), key=lambda r: (r["submitted_at"], r["instance_id"]))
+        kinds = [r["kind"] for r in mine]
+        for kind in sorted(set(kinds)):
+            if kinds.count(kind) > 1:
+                verdict.duplicates.append(f"{set_id}: {kinds.count(kind)} {kind} runs")
+        expected = KINDS[profile]
+        if [k for k in expected if k in kinds] != [k for k in kinds if k in expected] or set(kinds) - set(expected):
+            verdict.out_of_order.append(f"{set_id}: runs {kinds}")
+        elif state == "verified" and sorted(set(kinds)) != sorted(expected):
+            verdict.not_verified.append(f"{set_id}: verified with runs {kinds}, expected {expected}")
+        moves = moves_of.get(set_id, [])
+        if moves != list(zip(ORDER, ORDER[1:], strict=False))[: len(moves)]:
+            verdict.out_of_order.append(f"{set_id}: transitions {moves}")
+        failed = [r["status"] for r in mine if r["status"] != "COMPLETED_SUCCESS"]
+        if failed:
+            verdict.out_of_order.append(f"{set_id}: runs not successful {failed}")
+    return verdict
+
+
+def assert_invariants(config: Path, served: Served, sets: Mapping[str, str]) -> None:
+    verdict = check(config, served, sets)
+    assert verdict.ok, str(verdict)
+
+
+@dataclass
+class KillLog:
+    """What a randomized kill loop did: how many processes it killed, and how many ended by themselves."""
+
+    killed: int = 0
+    ended: int = 0
+    fixes: int = 0
+    delays: list[float] = field(default_factory=list)
+
+
+def kill_rounds(
+    config: Path,
+    rounds: int,
+    rng: random.Random,
+    *,
+    low: float = 0.05,
+    high: float = 2.5,
+    log: KillLog | None = None,
+    operator: bool = True,
+    stop_when_done: bool = True,
+) -> KillLog:
+    """``rounds`` times: start ``hwf resume --all``, SIGKILL it after a random delay in [low, high] s (unless
+    it ended first). Between rounds, play the operator (``hwf fix --apply``) where a set asks for it."""
+    log = log or KillLog()
+    for _ in range(rounds):
+        delay = rng.uniform(low, high)
+        proc = start(config, "resume", "--all")
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.005)
+        ended = kill(proc)
+        if ended is None:
+            log.killed += 1
+            log.delays.append(delay)
+        else:
+            log.ended += 1
+        if operator and ended == 3:
+            log.fixes += len(fix_where_needed(config))
+        if ended == 0 and stop_when_done:
+            break  # everything verified: no work left to interrupt
+    return log
+
+
+def add_sets(
+    config: Path, served: Served, profiles: Iterable[str], *, records: int = 12, prefix: str = "Crash"
+) -> dict[str, str]:
+    """Create one simulator set per profile and register it with hwf; returns Alma set id -> profile."""
+    sets = {}
+    for number, profile in enumerate(profiles):
+        set_id = served.make_set(f"{prefix} {number} {profile}", records, profile=profile, seed=100 + number)
+        result = hwf(config, "add", set_id)
+        assert result.returncode == 0, result.stderr
+        sets[set_id] = profile
+    return sets
+
+
+def environ_flag(name: str, default: int) -> int:
+    """An integer knob from the environment (e.g. the number of kill rounds)."""
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default

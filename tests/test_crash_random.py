@@ -1,0 +1,30 @@
+"""Randomized crash test (seeded, bounded): rounds of ``hwf resume --all`` over several sets, each SIGKILLed at a
+random moment, the test playing the operator (``hwf fix --apply``) where a set asks for it; then a final
+resume. After it: every set verified, one Alma job per (set, step), steps in order. The long version with
+200 kill points is bench/soak.py."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from tests.crashkit import add_sets, check, finish, kill_rounds, serve, write_config
+
+SEED = 20260202
+ROUNDS = 16
+
+
+def test_random_kills_over_three_sets_leave_every_invariant(tmp_path: Path) -> None:
+    server = serve(tmp_path, job_seconds=1.5)
+    try:
+        config = write_config(tmp_path, server.url, lease_seconds=5)
+        sets = add_sets(config, server, ["clean", "demo", "clean"], records=12)
+        log = kill_rounds(config, ROUNDS, random.Random(SEED), low=0.4, high=1.6)
+        assert log.killed >= 6, f"most rounds should have been killed mid-work: {log}"
+        print(f"random kills: {log.killed} killed, {log.ended} ended by themselves, {log.fixes} fixes")
+        finish(config, server, sets)
+        verdict = check(config, server, sets)
+        assert verdict.ok, f"{verdict} (after {log.killed} kills)"
+        assert verdict.runs == 2 + 3 + 2
+    finally:
+        server.stop()
