@@ -649,10 +649,7 @@ def _frontier(session: Any, ctx: Context, row: AlmaSet, report: AuditReport, now
     step = Step(run.step)
     if step.source is not row.stage:
         return
-    number = (
-        session.scalar(select(func.max(Attempt.number)).where(Attempt.set_id == row.id, Attempt.step == step.value))
-        or 0
-    ) + 1
+    number = jobs.next_attempt_number(session, row.id, step)
     state = AttemptState.FINISHED if run.terminal else AttemptState.SUBMITTED
     attempt = _attempt(row.id, step, number, run, state, now)
     if state is AttemptState.SUBMITTED:

@@ -52,6 +52,14 @@ def describe_counters(counters: list[Any] | None) -> str:
     return ", ".join(f"{c.get('desc') or c.get('code')}: {c.get('value')}" for c in counters or []) or "no counters"
 
 
+def next_attempt_number(session: Session, set_id: int, step: Step) -> int:
+    """The number the set's next attempt at ``step`` gets (1 for the first)."""
+    latest = session.scalar(
+        select(func.max(Attempt.number)).where(Attempt.set_id == set_id, Attempt.step == step.value)
+    )
+    return int(latest or 0) + 1
+
+
 def job_name(step: Step, alma_set_id: str, token: str) -> str:
     """The ``job_name`` hwf submits: short, ASCII, carrying the attempt token."""
     return f"hwf {step.value} set {alma_set_id} {token}"
@@ -108,10 +116,7 @@ def submit(ctx: Context, set_id: int, step: Step) -> None:
             # could start a second job for the step. The check and the attempt commit together.
             owner, _ = holder(session, set_id)
             raise LeaseHeldError(f"lost the lease on set {row.alma_set_id} to {owner}; not submitting")
-        number = (
-            session.scalar(select(func.max(Attempt.number)).where(Attempt.set_id == set_id, Attempt.step == step.value))
-            or 0
-        ) + 1
+        number = next_attempt_number(session, set_id, step)
         token = "hwf-" + secrets.token_hex(6)
         name = job_name(step, row.alma_set_id, token)
         attempt = Attempt(
@@ -411,14 +416,7 @@ def manual_integration(ctx: Context, set_id: int, attempt_id: int | None) -> Non
     if attempt_id is None:
         with ctx.sessions.begin() as session:
             row = session.get_one(AlmaSet, set_id)
-            number = (
-                session.scalar(
-                    select(func.max(Attempt.number)).where(
-                        Attempt.set_id == set_id, Attempt.step == Step.INTEGRATE.value
-                    )
-                )
-                or 0
-            ) + 1
+            number = next_attempt_number(session, set_id, Step.INTEGRATE)
             session.add(
                 Attempt(
                     set_id=set_id,

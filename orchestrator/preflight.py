@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from . import dc
 from .dc import BLOCKING, Preflight, RecordCheck
 from .errors import AlmaBadReplyError, AlmaError, BadInputError, HwfError, UnsafeXmlError
+from .jobs import next_attempt_number
 from .machine import Stage, Step
 from .models import AlmaSet, Attempt, AttemptState, Backup, Record
 from .service import Context, add_event, find_set, set_attention
@@ -254,15 +255,13 @@ def precheck_step(ctx: Context, set_id: int, step: Step) -> None:
 
 
 def _copy_not_needed(session: Session, row: AlmaSet, total: int, now: datetime) -> None:
-    number = len(
-        session.scalars(select(Attempt.id).where(Attempt.set_id == row.id, Attempt.step == "copy_identifiers")).all()
-    )
+    number = next_attempt_number(session, row.id, Step.COPY_IDENTIFIERS)
     session.add(
         Attempt(
             set_id=row.id,
             step=Step.COPY_IDENTIFIERS.value,
-            number=number + 1,
-            token=f"not-needed-{row.id}-{number + 1}",
+            number=number,
+            token=f"not-needed-{row.id}-{number}",
             state=AttemptState.NOT_NEEDED,
             started_at=now,
             note="no record has its handle only in dcterms:identifier",
