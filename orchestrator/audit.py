@@ -599,19 +599,7 @@ def _record_adoption(ctx: Context, set_id: int, report: AuditReport) -> None:
                 break
             for number, run in enumerate(runs, start=1):
                 session.add(_attempt(set_id, step, number, run, AttemptState.FINISHED, now))
-                add_event(
-                    session,
-                    row,
-                    "adopted_run",
-                    f"{step.value}: adopted job {run.job_id} instance {run.instance_id} by {run.by}, "
-                    f"{run.status} ({run.verdict})",
-                    at=now,
-                    actor=ctx.owner,
-                    job_id=run.job_id,
-                    instance_id=run.instance_id,
-                    status=run.status,
-                    by=run.by,
-                )
+                _adopted_run_event(session, ctx, row, step, run, now, f"{run.status} ({run.verdict})")
             before = row.stage
             fire(row, step, StepFacts(job_ok=True, records_ready=ready))
             last = runs[-1].instance_id if runs else None
@@ -641,6 +629,24 @@ def _record_adoption(ctx: Context, set_id: int, report: AuditReport) -> None:
             )
 
 
+def _adopted_run_event(
+    session: Any, ctx: Context, row: AlmaSet, step: Step, run: AuditRun, now: datetime, outcome: str
+) -> None:
+    """The audit event of a run hwf adopted from Alma's job history instead of submitting it."""
+    add_event(
+        session,
+        row,
+        "adopted_run",
+        f"{step.value}: adopted job {run.job_id} instance {run.instance_id} by {run.by}, {outcome}",
+        at=now,
+        actor=ctx.owner,
+        job_id=run.job_id,
+        instance_id=run.instance_id,
+        status=run.status,
+        by=run.by,
+    )
+
+
 def _frontier(session: Any, ctx: Context, row: AlmaSet, report: AuditReport, now: datetime) -> None:
     """The next step's latest run, if it failed (attention) or is running (hwf polls it from here)."""
     run = report.frontier
@@ -655,18 +661,7 @@ def _frontier(session: Any, ctx: Context, row: AlmaSet, report: AuditReport, now
     if state is AttemptState.SUBMITTED:
         attempt.poll_interval = ctx.config.alma.poll_interval_seconds
     session.add(attempt)
-    add_event(
-        session,
-        row,
-        "adopted_run",
-        f"{step.value}: adopted job {run.job_id} instance {run.instance_id} by {run.by}, {run.status}",
-        at=now,
-        actor=ctx.owner,
-        job_id=run.job_id,
-        instance_id=run.instance_id,
-        status=run.status,
-        by=run.by,
-    )
+    _adopted_run_event(session, ctx, row, step, run, now, run.status)
     if run.terminal:
         set_attention(
             session,

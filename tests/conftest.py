@@ -145,3 +145,34 @@ def ctx(config: Config, sim: Simulator, clock: FakeClock) -> Iterator[Context]:
     context = make_context(config, sim, clock)
     yield context
     context.close()
+
+
+DEFAULT_JOBS = {
+    "copy_identifiers": "M1234567890000561",
+    "handle_migration": "M2234567890000561",
+    "handle_integration": "M50700",
+}
+
+
+def write_minimal_config(
+    path: Path, database_url: str, base_url: str = "http://127.0.0.1:9", jobs: dict[str, str] | None = None
+) -> Path:
+    """A small hwf.toml with only the required keys, for tests that drive the real CLI."""
+    job_lines = "\n".join(f'{key} = "{value}"' for key, value in (jobs or DEFAULT_JOBS).items())
+    path.write_text(
+        f"""[database]
+url = "{database_url}"
+[alma]
+base_url = "{base_url}"
+institution_code = "01GCL_INST"
+[alma.jobs]
+{job_lines}
+[handles]
+prefix = "11084"
+[primo]
+domain = "grinnell.primo.exlibrisgroup.com"
+view = "01GCL_INST:GCL"
+""",
+        encoding="utf-8",
+    )
+    return path

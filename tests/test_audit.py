@@ -19,7 +19,7 @@ from orchestrator.errors import BadInputError, NeedsAttentionError
 from orchestrator.models import Attempt, AttemptState
 from orchestrator.service import Context
 from orchestrator.simulator import Scenario, SimServer, Simulator
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, write_minimal_config
 
 JOB = {"copy": "M1234567890000561", "migration": "M2234567890000561", "integration": "M50700"}
 TITLE = {
@@ -407,24 +407,15 @@ def test_cli_audit_exit_codes_and_json(tmp_path: Path, monkeypatch: pytest.Monke
         for kind in ("integration", "migration"):
             client.run_job(JOB[kind], [("set_id", bad), ("job_name", f"{TITLE[kind]} - Bad")])
         client.close()
-        config = tmp_path / "cli.toml"
-        config.write_text(
-            f"""[database]
-url = "sqlite:///{tmp_path / "cli.db"}"
-[alma]
-base_url = "{server.url}"
-institution_code = "01GCL_INST"
-[alma.jobs]
-copy_identifiers = "{JOB["copy"]}"
-handle_migration = "{JOB["migration"]}"
-handle_integration = "{JOB["integration"]}"
-[handles]
-prefix = "11084"
-[primo]
-domain = "grinnell.primo.exlibrisgroup.com"
-view = "01GCL_INST:GCL"
-""",
-            encoding="utf-8",
+        config = write_minimal_config(
+            tmp_path / "cli.toml",
+            f"sqlite:///{tmp_path / 'cli.db'}",
+            server.url,
+            {
+                "copy_identifiers": JOB["copy"],
+                "handle_migration": JOB["migration"],
+                "handle_integration": JOB["integration"],
+            },
         )
         monkeypatch.setenv("HWF_ALMA_API_KEY", "l7xx-cli-key")
         runner = CliRunner()

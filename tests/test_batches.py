@@ -17,6 +17,7 @@ from orchestrator.errors import AlmaError, AlmaUnreachableError, BadInputError
 from orchestrator.models import SetCreation
 from orchestrator.service import Context
 from orchestrator.simulator import Simulator
+from tests.conftest import write_minimal_config
 
 # The header line of Alma's "MMS Id" export, as in the real file (UTF-8 BOM, CRLF).
 ALMA_HEADER = (
@@ -341,26 +342,7 @@ def test_bad_arguments(ctx: Context, tmp_path: Path) -> None:
 
 
 def cli_config(tmp_path: Path) -> Path:
-    path = tmp_path / "cli.toml"
-    path.write_text(
-        f"""[database]
-url = "sqlite:///{tmp_path / "hwf.db"}"
-[alma]
-base_url = "http://127.0.0.1:9"
-institution_code = "01GCL_INST"
-[alma.jobs]
-copy_identifiers = "M1234567890000561"
-handle_migration = "M2234567890000561"
-handle_integration = "M50700"
-[handles]
-prefix = "11084"
-[primo]
-domain = "grinnell.primo.exlibrisgroup.com"
-view = "01GCL_INST:GCL"
-""",
-        encoding="utf-8",
-    )
-    return path
+    return write_minimal_config(tmp_path / "cli.toml", f"sqlite:///{tmp_path / 'hwf.db'}")
 
 
 def test_cli_empty_and_malformed_csv_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

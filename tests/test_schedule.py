@@ -19,7 +19,7 @@ from orchestrator.config import Config, parse_config
 from orchestrator.models import AlmaSet
 from orchestrator.service import Context
 from orchestrator.simulator import Scenario, Simulator
-from tests.conftest import API_KEY, FakeClock, config_dict, make_context
+from tests.conftest import API_KEY, FakeClock, config_dict, make_context, write_minimal_config
 
 JOB_SECONDS = 30.0
 
@@ -168,25 +168,7 @@ def test_cli_retry_on_a_set_that_needs_nothing_says_so(
     ctx: Context, sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (set_id,) = add_sets(ctx, sim, 1)
-    config = tmp_path / "cli.toml"
-    config.write_text(
-        f"""[database]
-url = "{ctx.config.database_url}"
-[alma]
-base_url = "http://127.0.0.1:9"
-institution_code = "01GCL_INST"
-[alma.jobs]
-copy_identifiers = "M1234567890000561"
-handle_migration = "M2234567890000561"
-handle_integration = "M50700"
-[handles]
-prefix = "11084"
-[primo]
-domain = "grinnell.primo.exlibrisgroup.com"
-view = "01GCL_INST:GCL"
-""",
-        encoding="utf-8",
-    )
+    config = write_minimal_config(tmp_path / "cli.toml", ctx.config.database_url)
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
     result = CliRunner().invoke(app, ["--config", str(config), "retry", set_id, "--reason", "checking"])
     assert result.exit_code == 2, result.output
