@@ -18,9 +18,10 @@ from pathlib import Path
 
 import httpx
 
-from orchestrator import dc, preflight, workflow
-from orchestrator.alma import AlmaClient
-from orchestrator.alma_types import Bib
+from orchestrator.alma.client import AlmaClient
+from orchestrator.alma.types import Bib
+from orchestrator.domain import dc
+from orchestrator.service import preflight, workflow
 
 from .common import API_KEY, Results, header, machine, make_config, make_context, make_simulator, new_set, served
 

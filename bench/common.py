@@ -21,13 +21,13 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from orchestrator import workflow
-from orchestrator.cli import build_context
 from orchestrator.config import Config, parse_config
-from orchestrator.models import AlmaSet, Record
-from orchestrator.reporting import NullReporter
-from orchestrator.service import Context, find_set
+from orchestrator.service import workflow
+from orchestrator.service.context import Context, find_set
+from orchestrator.service.reporting import NullReporter
 from orchestrator.simulator import Scenario, SimServer, Simulator
+from orchestrator.store.models import AlmaSet, Record
+from orchestrator.wiring import build_context
 
 API_KEY = "l7xx-bench-key-0123456789abcdef"
 COPY_JOB = "M1234567890000561"

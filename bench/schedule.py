@@ -29,15 +29,15 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
-from orchestrator import preflight, scheduler, views, workflow
-from orchestrator.alma import AlmaClient
+from orchestrator.alma.client import AlmaClient
 from orchestrator.config import Config, parse_config
-from orchestrator.db import open_database
-from orchestrator.handles import Verifier
-from orchestrator.models import AlmaSet, Attempt, AttemptState
-from orchestrator.reporting import NullReporter
-from orchestrator.service import Context
+from orchestrator.resolver import Verifier
+from orchestrator.service import preflight, scheduler, views, workflow
+from orchestrator.service.context import Context
+from orchestrator.service.reporting import NullReporter
 from orchestrator.simulator import JobRunLog, ManualClock, Scenario, Simulator
+from orchestrator.store.db import open_database
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState
 
 from .common import API_KEY, Results, header, machine
 

@@ -24,10 +24,10 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from orchestrator import views
-from orchestrator.db import open_database
-from orchestrator.machine import Stage
-from orchestrator.models import AlmaSet, Attempt, AttemptState, Event, Record
+from orchestrator.domain.machine import Stage
+from orchestrator.service import views
+from orchestrator.store.db import open_database
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, Record
 
 from .common import API_KEY, Results, header, machine, make_config, make_context
 

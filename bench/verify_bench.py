@@ -24,11 +24,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from orchestrator import preflight, verification, workflow
-from orchestrator.handles import Verdict, Verifier, VerifyItem
-from orchestrator.models import Record
-from orchestrator.service import Context
+from orchestrator.resolver import Verdict, Verifier, VerifyItem
+from orchestrator.service import preflight, verification, workflow
+from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
+from orchestrator.store.models import Record
 
 from .common import (
     Results,

@@ -1,5 +1,5 @@
 """``python -m orchestrator`` runs the hwf command line."""
 
-from .cli import main
+from orchestrator.cli import main
 
 main()

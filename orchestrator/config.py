@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from orchestrator.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "hwf.toml"
 STEP_JOB_KEYS = ("copy_identifiers", "handle_migration", "handle_integration")

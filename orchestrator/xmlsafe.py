@@ -12,7 +12,7 @@ import re
 
 from lxml import etree
 
-from .errors import UnsafeXmlError
+from orchestrator.errors import UnsafeXmlError
 
 MAX_XML_BYTES = 20 * 1024 * 1024
 _DOCTYPE = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)

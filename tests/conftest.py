@@ -3,6 +3,7 @@ and a Context wired like the CLI's. An autouse fixture keeps every test off real
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Iterator
@@ -12,14 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import Result
+from typer.testing import CliRunner
 
-from orchestrator.alma import AlmaClient
 from orchestrator.config import Config, parse_config
-from orchestrator.db import open_database
-from orchestrator.handles import Verifier
-from orchestrator.reporting import CollectingReporter
-from orchestrator.service import Context
+from orchestrator.service.context import Context
+from orchestrator.service.reporting import CollectingReporter
 from orchestrator.simulator import Scenario, Simulator
+from orchestrator.wiring import Wiring, build_context
 
 pytest_plugins = ["tests.pg"]
 
@@ -102,42 +103,37 @@ def config(tmp_path: Path) -> Config:
     return parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
 
 
-def make_context(config: Config, sim: Simulator, clock: FakeClock, **overrides: Any) -> Context:
+def sim_wiring(sim: Any, clock: FakeClock, **overrides: Any) -> Wiring:
+    """The simulator as both remotes (in process, no sockets), the fake clock, and no real sleeping."""
     transport = httpx.MockTransport(sim.handle)
-
-    def alma() -> AlmaClient:
-        return AlmaClient(
-            config.alma.base_url,
-            config.require_api_key(),
-            transport=transport,
-            requests_per_second=config.alma.requests_per_second,
-            sleep=clock.sleep,
-        )
-
-    def verifier(follow: bool) -> Verifier:
-        return Verifier(
-            config.handles.resolver_url,
-            config.primo,
-            concurrency=4,
-            requests_per_second=1000,
-            retries=config.handles.retries,
-            transport=transport,
-            sleep=lambda s: None,
-            follow=follow,
-        )
-
     values: dict[str, Any] = {
-        "config": config,
-        "sessions": open_database(config.database_url),
-        "alma_factory": alma,
-        "verifier_factory": verifier,
-        "reporter": CollectingReporter(),
+        "alma_transport": transport,
+        "resolver_transport": transport,
         "clock": clock,
         "sleep": clock.sleep,
+        "resolver_sleep": lambda seconds: None,
         "owner": "test-host:1",
+        "verifier_concurrency": 4,
     }
     values.update(overrides)
-    return Context(**values)
+    return Wiring(**values)
+
+
+def make_context(config: Config, sim: Any, clock: FakeClock, **overrides: Any) -> Context:
+    """A Context wired exactly as the CLI wires it (``orchestrator.wiring``), on the simulator."""
+    context = build_context(config, reporter=CollectingReporter(), wiring=sim_wiring(sim, clock))
+    return dataclasses.replace(context, **overrides) if overrides else context
+
+
+class WiredRunner(CliRunner):
+    """A CliRunner that hands the real ``hwf`` app a Wiring (``app(obj=...)``), when one is set."""
+
+    wiring: Wiring | None = None
+
+    def invoke(self, *args: Any, **kwargs: Any) -> Result:  # type: ignore[override]
+        if self.wiring is not None:
+            kwargs.setdefault("obj", self.wiring)
+        return super().invoke(*args, **kwargs)
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator import alma_throttle
-from orchestrator.alma import AlmaClient
-from orchestrator.alma_types import AlmaSetInfo
+from orchestrator import pacing as alma_throttle
+from orchestrator.alma.client import AlmaClient
+from orchestrator.alma.types import AlmaSetInfo
 from orchestrator.errors import (
     AlmaBadReplyError,
     AlmaError,

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from orchestrator import alma_xml
-from orchestrator.alma_payload import build_job_payload, set_body
-from orchestrator.alma_types import TERMINAL_STATUSES
-from orchestrator.alma_wire import (
+from orchestrator.alma import parse as alma_xml
+from orchestrator.alma.payload import build_job_payload, set_body
+from orchestrator.alma.types import TERMINAL_STATUSES
+from orchestrator.alma.wire import (
     Origin,
     decode,
     element_to_tree,
@@ -316,7 +316,7 @@ def test_parse_bibs_empty(name):
 def test_parse_bibs_broken_anies_sinks_only_its_own_record():
     # One malformed record must not fail its batch of 100: it is kept as bytes and classified
     # BAD_XML by dc.classify_bib (which parses it safely).
-    from orchestrator.dc import Preflight, classify_bib
+    from orchestrator.domain.dc import Preflight, classify_bib
 
     raw = body("bibs_bad_anies.json")
     bibs = alma_xml.parse_bibs(raw, decode(raw, ORIGIN), ORIGIN)
@@ -325,7 +325,7 @@ def test_parse_bibs_broken_anies_sinks_only_its_own_record():
 
 
 def test_anies_with_entities_is_never_expanded():
-    from orchestrator.dc import Preflight, classify_bib
+    from orchestrator.domain.dc import Preflight, classify_bib
 
     raw = json.dumps({"bib": [{"mms_id": "1", "anies": ['<!DOCTYPE r [<!ENTITY e "x">]><record>&e;</record>']}]})
     (bib,) = alma_xml.parse_bibs(raw.encode(), decode(raw.encode(), ORIGIN), ORIGIN)

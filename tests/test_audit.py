@@ -11,14 +11,14 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from orchestrator import audit, preflight, views, workflow
-from orchestrator.alma_types import JobInstance
-from orchestrator.audit import AuditReport, AuditRun
+from orchestrator.alma.types import JobInstance
 from orchestrator.cli import app
 from orchestrator.errors import BadInputError, NeedsAttentionError
-from orchestrator.models import Attempt, AttemptState
-from orchestrator.service import Context
+from orchestrator.service import audit, preflight, views, workflow
+from orchestrator.service.audit import AuditReport, AuditRun
+from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, SimServer, Simulator
+from orchestrator.store.models import Attempt, AttemptState
 from tests.conftest import FakeClock, write_minimal_config
 
 JOB = {"copy": "M1234567890000561", "migration": "M2234567890000561", "integration": "M50700"}
@@ -395,7 +395,7 @@ def test_adopted_runs_are_never_run_twice(ctx: Context, sim: Simulator, clock: F
 def test_cli_audit_exit_codes_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import httpx
 
-    from orchestrator.alma import AlmaClient
+    from orchestrator.alma.client import AlmaClient
 
     sim = Simulator(Scenario(per_second_limit=0, job_seconds={"copy": 0, "migration": 0, "integration": 0}))
     with SimServer(sim, host="127.0.0.1", port=0) as server:

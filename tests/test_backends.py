@@ -13,13 +13,14 @@ import httpx
 import pytest
 from sqlalchemy import Engine, event, select, update
 
-from orchestrator import jobs, leases, preflight, scheduler, verification, views, workflow
 from orchestrator.config import parse_config
+from orchestrator.domain.machine import Step
 from orchestrator.errors import LeaseHeldError, NeedsAttentionError
-from orchestrator.machine import Step
-from orchestrator.models import AlmaSet, Attempt, AttemptState
-from orchestrator.service import Context
+from orchestrator.service import jobs, preflight, scheduler, verification, views, workflow
+from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
+from orchestrator.store import leases
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState
 from tests.conftest import API_KEY, FakeClock, config_dict, make_context
 
 

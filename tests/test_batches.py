@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from orchestrator import batches, views
 from orchestrator.cli import app
 from orchestrator.errors import AlmaError, AlmaUnreachableError, BadInputError
-from orchestrator.models import SetCreation
-from orchestrator.service import Context
+from orchestrator.service import batches, views
+from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
+from orchestrator.store.models import SetCreation
 from tests.conftest import write_minimal_config
 
 # The header line of Alma's "MMS Id" export, as in the real file (UTF-8 BOM, CRLF).

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
-from orchestrator import cli
-from orchestrator.config import Config, load_config
+from orchestrator.cli import base as cli
+from orchestrator.config import load_config
 from orchestrator.simulator import Simulator
-from tests.conftest import API_KEY, FakeClock, make_context
+from tests.conftest import API_KEY, FakeClock, WiredRunner, sim_wiring
 
-runner = CliRunner()
+runner = WiredRunner()
 
 
 def write_config(tmp_path: Path, **alma: Any) -> Path:
@@ -51,10 +51,7 @@ def wired(tmp_path: Path, sim: Simulator, clock: FakeClock, monkeypatch: pytest.
     path = write_config(tmp_path)
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
 
-    def build(config: Config, *, reporter: Any = None) -> Any:
-        return make_context(config, sim, clock)
-
-    monkeypatch.setattr(cli, "build_context", build)
+    monkeypatch.setattr(runner, "wiring", sim_wiring(sim, clock))
     return path, sim
 
 
@@ -148,7 +145,10 @@ def test_missing_api_key(tmp_path: Path) -> None:
     result = run("--config", str(path), "add", "123")
     assert result.exit_code == 2
     assert "HWF_ALMA_API_KEY" in result.stderr
-    assert not (tmp_path / "hwf.db").exists() or "sets" not in (tmp_path / "hwf.db").read_bytes().decode("latin-1")
+    database = tmp_path / "hwf.db"
+    if database.exists():  # the schema may be there (the database was opened); no set was written
+        with sqlite3.connect(database) as conn:
+            assert conn.execute("SELECT count(*) FROM sets").fetchone() == (0,)
 
 
 def test_non_numeric_set_id(wired: tuple[Path, Simulator]) -> None:
@@ -221,7 +221,7 @@ def test_bad_alma_replies(
     class Broken:
         handle = staticmethod(_reply(status, body, ctype))
 
-    monkeypatch.setattr(cli, "build_context", lambda config, reporter=None: make_context(config, Broken, clock))  # type: ignore[arg-type]
+    monkeypatch.setattr(runner, "wiring", sim_wiring(Broken, clock))
     result = run("--config", str(path), "add", "123")
     assert result.exit_code == exit_code, result.output
     assert needle in result.stderr

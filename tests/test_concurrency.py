@@ -18,21 +18,22 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select, text, update
 from sqlalchemy.pool import NullPool
-from typer.testing import CliRunner
 
-from orchestrator import cli, leases, workflow
-from orchestrator.config import Config, load_config
-from orchestrator.db import open_database
-from orchestrator.machine import Stage
-from orchestrator.models import AlmaSet
-from orchestrator.reporting import NullReporter
-from orchestrator.service import Context
+from orchestrator.cli import base as cli
+from orchestrator.config import load_config
+from orchestrator.domain.machine import Stage
+from orchestrator.service import workflow
+from orchestrator.service.reporting import NullReporter
 from orchestrator.simulator import Simulator
-from tests.conftest import API_KEY, FakeClock, make_context
+from orchestrator.store import leases
+from orchestrator.store.db import open_database
+from orchestrator.store.models import AlmaSet
+from orchestrator.wiring import build_context
+from tests.conftest import API_KEY, FakeClock, WiredRunner, sim_wiring
 from tests.crashkit import check, kill, query, serve, start, wait_for, write_config
 from tests.e2e import E2E_KEY, Served
 
-runner = CliRunner()
+runner = WiredRunner()
 PROCESSES = 4
 SETS = 20
 
@@ -67,7 +68,7 @@ def test_four_resume_processes_share_twenty_sets(
     config_path = write_config(tmp_path, served.url, db=pg_url, lease_seconds=6)
     ids = [served.make_set(f"Shared {i:02d}", 5, profile="clean", seed=i) for i in range(SETS)]
     monkeypatch.setenv("HWF_ALMA_API_KEY", E2E_KEY)
-    ctx = cli.build_context(load_config(config_path), reporter=NullReporter())
+    ctx = build_context(load_config(config_path), reporter=NullReporter())
     try:
         for set_id in ids:
             workflow.add_set(ctx, set_id)
@@ -123,18 +124,8 @@ def test_lease_held_by_a_live_process_on_another_host_exits_4_naming_it(
     path = tmp_path / "hwf.toml"
     path.write_text(cli_config(db_url))
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
-    built: list[Context] = []
-
-    def build(config: Config, *, reporter: object = None) -> Context:
-        built.append(make_context(config, sim, clock))
-        return built[-1]
-
-    monkeypatch.setattr(cli, "build_context", build)
-    try:
-        _lease_held_scenario(path, db_url, sim, clock)
-    finally:
-        for ctx in built:
-            ctx.sessions.kw["bind"].dispose()
+    monkeypatch.setattr(runner, "wiring", sim_wiring(sim, clock))
+    _lease_held_scenario(path, db_url, sim, clock)
 
 
 def _lease_held_scenario(path: Path, db_url: str, sim: Simulator, clock: FakeClock) -> None:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import db
 from orchestrator.errors import DatabaseError
+from orchestrator.store import db
 
 
 def test_schema_head_constant_matches_the_migrations() -> None:

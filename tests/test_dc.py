@@ -1,4 +1,4 @@
-"""Tests for orchestrator.dc: preflight classes, duplicates, byte-exact repair, record comparison.
+"""Tests for orchestrator.domain.dc: preflight classes, duplicates, byte-exact repair, record comparison.
 
 Fixtures in tests/data/dc/ are shaped like the reference samples (alma-api.md §5.1, handles.md §3.1)
 with MMS IDs, titles and handles from Grinnell's public data.
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from orchestrator import dc
-from orchestrator.alma_types import Bib
-from orchestrator.dc import (
+from orchestrator.alma.types import Bib
+from orchestrator.domain import dc
+from orchestrator.domain.dc import (
     BLOCKING,
     Preflight,
     RecordCheck,

@@ -10,18 +10,18 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text, update
-from typer.testing import CliRunner
 
-from orchestrator import cli, db, doctor, jobs, views, workflow
-from orchestrator.config import Config
+from orchestrator.cli import base as cli
 from orchestrator.errors import NeedsAttentionError
-from orchestrator.models import AlmaSet, Attempt
-from orchestrator.service import Context
+from orchestrator.service import doctor, jobs, views, workflow
+from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
-from tests.conftest import API_KEY, FakeClock, make_context
+from orchestrator.store import db
+from orchestrator.store.models import AlmaSet, Attempt
+from tests.conftest import API_KEY, FakeClock, WiredRunner, sim_wiring
 from tests.test_cli import write_config
 
-runner = CliRunner()
+runner = WiredRunner()
 
 
 def new_set(sim: Simulator, n: int = 10, name: str = "Doctor titles") -> str:
@@ -180,10 +180,7 @@ def wired(tmp_path: Path, sim: Simulator, clock: FakeClock, monkeypatch: pytest.
     path = write_config(tmp_path)
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
 
-    def build(config: Config, *, reporter: Any = None) -> Any:
-        return make_context(config, sim, clock)
-
-    monkeypatch.setattr(cli, "build_context", build)
+    monkeypatch.setattr(runner, "wiring", sim_wiring(sim, clock))
     return path
 
 

@@ -13,12 +13,13 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from orchestrator import cli, dryrun, jobs, preflight, views, workflow
+from orchestrator.cli import base as cli
 from orchestrator.config import parse_config
 from orchestrator.errors import BadInputError
-from orchestrator.models import AlmaSet, Attempt, Event, Record
-from orchestrator.service import Context
+from orchestrator.service import dryrun, jobs, preflight, views, workflow
+from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
+from orchestrator.store.models import AlmaSet, Attempt, Event, Record
 from tests.conftest import API_KEY, FakeClock, config_dict, make_context
 
 COPY_JOB = "M1234567890000561"

@@ -1,4 +1,4 @@
-"""Tests for orchestrator.handles: handle syntax, URL verdicts and the concurrent Verifier.
+"""Tests for orchestrator.resolver: handle syntax, URL verdicts and the concurrent Verifier.
 
 The handle proxy is faked with httpx.MockTransport handlers shaped like the HANDLE.NET JSON API
 (handles.md §1.3-1.4); the rows come from Grinnell's 2 Feb 2026 validation run.
@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from orchestrator.config import PrimoConfig
-from orchestrator.handles import (
+from orchestrator.resolver import (
     RateLimiter,
     Verdict,
     Verifier,

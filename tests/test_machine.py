@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from orchestrator.domain.machine import MACHINE, TRANSITIONS, Stage, Step, StepFacts, fire, mermaid, next_step
 from orchestrator.errors import TransitionNotAllowed
-from orchestrator.machine import MACHINE, TRANSITIONS, Stage, Step, StepFacts, fire, mermaid, next_step
 
 ALL_OK = StepFacts(job_ok=True, records_ready=True, settled=True, all_verified=True)
 

@@ -12,8 +12,9 @@ from alembic import command
 from sqlalchemy import Engine, inspect, text
 from typer.testing import CliRunner
 
-from orchestrator import cli, db
+from orchestrator.cli import base as cli
 from orchestrator.errors import DatabaseError
+from orchestrator.store import db
 from tests.e2e import hwf, write_config
 
 TABLES = {"alembic_version", "sets", "attempts", "records", "events", "backups", "set_creations"}

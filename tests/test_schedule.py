@@ -13,12 +13,12 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from bench.schedule import max_per_hour, max_running, schedule_bound
-from orchestrator import scheduler, views, workflow
 from orchestrator.cli import app
 from orchestrator.config import Config, parse_config
-from orchestrator.models import AlmaSet
-from orchestrator.service import Context
+from orchestrator.service import scheduler, views, workflow
+from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, Simulator
+from orchestrator.store.models import AlmaSet
 from tests.conftest import API_KEY, FakeClock, config_dict, make_context, write_minimal_config
 
 JOB_SECONDS = 30.0

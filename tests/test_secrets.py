@@ -14,9 +14,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator import alma as alma_module
-from orchestrator import cli
-from orchestrator.alma import AlmaClient
+from orchestrator.alma import client as alma_module
+from orchestrator.alma.client import AlmaClient
+from orchestrator.cli import base as cli
 from orchestrator.errors import AlmaError
 from orchestrator.simulator import Scenario, SimServer, Simulator
 from orchestrator.simulator.scenario import ApiKey

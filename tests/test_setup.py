@@ -15,10 +15,12 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator import cli, cli_setup, setup
-from orchestrator.alma_types import JobInfo
+from orchestrator.alma.types import JobInfo
+from orchestrator.cli import base as cli
+from orchestrator.cli import setup as cli_setup
 from orchestrator.config import load_config, parse_config
 from orchestrator.errors import BadInputError
+from orchestrator.service import setup
 from orchestrator.simulator import Scenario, SimServer, Simulator
 from orchestrator.simulator.scenario import DEFAULT_JOBS, ApiKey, JobDef
 from tests.conftest import API_KEY, FakeClock, config_dict

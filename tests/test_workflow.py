@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from orchestrator import jobs, preflight, scheduler, verification, views, workflow
 from orchestrator.errors import BadInputError, LeaseHeldError, NeedsAttentionError
-from orchestrator.models import AlmaSet, Attempt, AttemptState
-from orchestrator.service import Context
+from orchestrator.service import jobs, preflight, scheduler, verification, views, workflow
+from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState
 from tests.conftest import FakeClock
 
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator import cli
-from orchestrator.alma import AlmaClient
+from orchestrator.alma.client import AlmaClient
+from orchestrator.cli import base as cli
 from orchestrator.errors import AlmaBadReplyError, AlmaError, UnsafeXmlError
 from orchestrator.simulator import Scenario, SimServer, Simulator
 from orchestrator.xmlsafe import MAX_XML_BYTES, MalformedXmlError, parse_xml

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from orchestrator.models import Base
+from orchestrator.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -30,7 +30,7 @@ def run_migrations_online() -> None:
     from pathlib import Path
 
     from orchestrator.config import find_config_path, load_config
-    from orchestrator.db import make_engine
+    from orchestrator.store.db import make_engine
 
     url = load_config(find_config_path(None)).database_url if Path(find_config_path(None)).exists() else None
     if url is None:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import orchestrator.store.models
 import sqlalchemy as sa
 from alembic import op
-
-import orchestrator.models
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -31,8 +30,8 @@ def upgrade() -> None:
         sa.Column("mms_ids", sa.JSON(), nullable=False),
         sa.Column("alma_set_id", sa.String(length=40), nullable=True),
         sa.Column("state", sa.String(length=16), nullable=False),
-        sa.Column("created_at", orchestrator.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", orchestrator.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_set_creations")),
         sa.UniqueConstraint("name", name=op.f("uq_set_creations_name")),
     )
@@ -58,13 +57,13 @@ def upgrade() -> None:
         sa.Column("attention", sa.Text(), nullable=True),
         sa.Column("attention_kind", sa.String(length=32), nullable=True),
         sa.Column("waiting", sa.Text(), nullable=True),
-        sa.Column("wait_until", orchestrator.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("wait_until", orchestrator.store.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("lease_owner", sa.String(length=255), nullable=True),
-        sa.Column("lease_expires_at", orchestrator.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lease_expires_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("record_count", sa.Integer(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("created_at", orchestrator.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", orchestrator.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sets")),
         sa.UniqueConstraint("alma_set_id", name=op.f("uq_sets_alma_set_id")),
     )
@@ -98,13 +97,13 @@ def upgrade() -> None:
         sa.Column("counters", sa.JSON(), nullable=True),
         sa.Column("alerts", sa.JSON(), nullable=True),
         sa.Column("note", sa.Text(), nullable=True),
-        sa.Column("started_at", orchestrator.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("submitted_at", orchestrator.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("next_poll_at", orchestrator.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("started_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("submitted_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("next_poll_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("poll_interval", sa.Double(), nullable=True),
-        sa.Column("finished_at", orchestrator.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", orchestrator.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", orchestrator.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["set_id"], ["sets.id"], name=op.f("fk_attempts_set_id_sets"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_attempts")),
         sa.UniqueConstraint("job_id", "instance_id", name="uq_attempts_job_instance"),
@@ -123,8 +122,8 @@ def upgrade() -> None:
         sa.Column("new_xml", sa.LargeBinary(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("detail", sa.Text(), nullable=True),
-        sa.Column("created_at", orchestrator.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", orchestrator.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["set_id"], ["sets.id"], name=op.f("fk_backups_set_id_sets"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_backups")),
     )
@@ -136,7 +135,7 @@ def upgrade() -> None:
         "events",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("set_id", sa.Integer(), nullable=False),
-        sa.Column("at", orchestrator.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.Column("data", sa.JSON(), nullable=True),
@@ -158,14 +157,14 @@ def upgrade() -> None:
         sa.Column("record_format", sa.String(length=32), nullable=True),
         sa.Column("preflight", sa.String(length=32), nullable=True),
         sa.Column("preflight_detail", sa.Text(), nullable=True),
-        sa.Column("checked_at", orchestrator.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("checked_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("excluded", sa.Boolean(), nullable=False),
         sa.Column("exclude_reason", sa.Text(), nullable=True),
         sa.Column("removed_from_alma_set", sa.Boolean(), nullable=False),
         sa.Column("verdict", sa.String(length=32), nullable=True),
         sa.Column("verdict_detail", sa.Text(), nullable=True),
         sa.Column("resolved_url", sa.Text(), nullable=True),
-        sa.Column("verified_at", orchestrator.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("verified_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["set_id"], ["sets.id"], name=op.f("fk_records_set_id_sets"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_records")),
         sa.UniqueConstraint("set_id", "mms_id", name="uq_records_set_mms"),

@@ -1,0 +1,147 @@
+"""``hwf demo``: the whole workflow on the built-in simulator, narrated, with a summary at the end."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.cli.render import RichReporter, print_fix
+from orchestrator.config import load_config
+from orchestrator.errors import NeedsAttentionError
+from orchestrator.service import preflight, verification, views, workflow
+from orchestrator.service.context import Context
+from orchestrator.simulator import Scenario, SimServer, Simulator
+
+DEMO_KEY_ENV = "HWF_DEMO_API_KEY"
+DEMO_SET_NAME = "Demo digital titles"
+
+
+def _write_config(path: Path, url: str, database: Path, job_ids: dict[str, str]) -> None:
+    path.write_text(
+        f"""# Written by `hwf demo`: points hwf at the built-in simulator, which stops when the demo ends.
+[database]
+url = "sqlite:///{database}"
+
+[alma]
+base_url = "{url}"
+api_key_env = "{DEMO_KEY_ENV}"
+institution_code = "01GCL_INST"
+poll_interval_seconds = 0.5
+poll_max_interval_seconds = 2
+reconcile_grace_seconds = 10
+# The simulator is local: hwf may go faster than it would against Alma (whose limit is 25 calls a second).
+requests_per_second = 100
+
+[alma.jobs]
+copy_identifiers = "{job_ids["copy"]}"
+handle_migration = "{job_ids["migration"]}"
+handle_integration = "{job_ids["integration"]}"
+
+[handles]
+prefix = "11084"
+resolver_url = "{url}"
+settle_minutes = 0
+concurrency = 8
+requests_per_second = 400
+
+[primo]
+domain = "grinnell.primo.exlibrisgroup.com"
+view = "01GCL_INST:GCL"
+""",
+        encoding="utf-8",
+    )
+
+
+def run_demo(out: Console, err: Console, *, directory: Path, records: int, job_seconds: float) -> None:
+    """Start the simulator, create a set of realistic titles, and drive it to ``verified``."""
+    from orchestrator.wiring import build_context
+
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    database = directory / "hwf.db"
+    for stale in (database, database.with_name("hwf.db-wal"), database.with_name("hwf.db-shm")):
+        if stale.exists():
+            stale.unlink()
+    scenario = Scenario(
+        job_seconds={
+            "copy": job_seconds,
+            "migration": job_seconds,
+            "integration": job_seconds,
+            "other": job_seconds,
+        },
+        copy_keeps_xsi_type=True,
+        per_second_limit=0,
+    )
+    sim = Simulator(scenario)
+    job_ids = {job.kind: job.id for job in scenario.jobs}
+    with SimServer(sim, host="127.0.0.1", port=0) as server:
+        config_path = directory / "hwf.toml"
+        _write_config(config_path, server.url, database, job_ids)
+        config = load_config(config_path, environ={DEMO_KEY_ENV: "demo-key-not-secret"})
+        mms_ids = sim.generate_records(records, profile="demo", seed=7)
+        set_id = sim.create_set(DEMO_SET_NAME, mms_ids)
+        out.print(f"[bold]hwf demo[/bold]: simulator on {server.url}; database {database}")
+        out.print(
+            f"Alma set {set_id} {DEMO_SET_NAME!r}: {len(mms_ids)} digital titles shaped like Grinnell's; "
+            f"each simulated job runs {job_seconds:g} s.\n"
+        )
+        ctx = build_context(config, reporter=RichReporter(out))
+        try:
+            workflow.add_set(ctx, set_id)
+            summary = preflight.check_set(ctx, set_id)
+            out.print("Preflight: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())))
+            for _ in range(3):
+                try:
+                    workflow.advance(ctx, set_id, wait=True)
+                    break
+                except NeedsAttentionError as exc:
+                    out.print(f"[yellow]{exc}[/yellow]")
+                    dry = preflight.fix(ctx, set_id, apply=False)
+                    if not dry.diffs:
+                        raise
+                    first = next(iter(dry.diffs))
+                    out.print(
+                        '\nThis is the trap from the real case: the copy job carried xsi:type="dcterms:URI" '
+                        "onto dc:identifier, and the Handle Migration job would skip those records while "
+                        "reporting success. `hwf fix` removes only that attribute (diff of one record):"
+                    )
+                    print_fix(out, preflight.FixReport(set=dry.set, mode="dry-run", diffs={first: dry.diffs[first]}))
+                    applied = preflight.fix(ctx, set_id, apply=True)
+                    out.print(
+                        f"`hwf fix {set_id} --apply`: {len(applied.changed)} records repaired "
+                        "(each original <bib> backed up first; `hwf fix --undo` restores them).\n"
+                    )
+            _summary(out, ctx, set_id)
+        finally:
+            ctx.close()
+    out.print(
+        f"\nThe simulator has stopped; the database stays. Look around:\n"
+        f"  hwf --config {config_path} status\n"
+        f"  hwf --config {config_path} history {set_id}\n"
+        f"  hwf --config {config_path} report {set_id} --format csv"
+    )
+
+
+def _summary(out: Console, ctx: Context, set_id: str) -> None:
+    table = Table(title="Steps (job ids and timings: hwf history)")
+    for column in ("step", "instance", "status"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("counters", overflow="fold")
+    for a in views.attempts(ctx, set_id):
+        counters = ", ".join(
+            f"{(c.get('desc') or c.get('code') or '').removeprefix('Records ').lower()} {c.get('value')}"
+            for c in a.counters or []
+        )
+        table.add_row(a.step, a.instance_id or "-", a.status or a.state, counters)
+    out.print(table)
+    verdicts = Counter(r.verdict or "UNCHECKED" for r in verification.report(ctx, set_id))
+    state = views.status(ctx, set_id)[0]
+    result = Table(title=f"Set {state.set}: {state.state}")
+    result.add_column("verdict")
+    result.add_column("records", justify="right")
+    for verdict, count in sorted(verdicts.items()):
+        result.add_row(verdict, str(count))
+    out.print(result)

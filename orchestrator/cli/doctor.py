@@ -1,0 +1,44 @@
+"""``hwf doctor``, registered on the main ``app``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from orchestrator.cli.base import app, build_context, config, errors, out
+
+
+@app.command()
+def doctor(
+    *,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Do not ask Alma about the jobs sets wait on.")] = False,
+) -> None:
+    """Find what crashes and killed processes left behind (stale leases, jobs stuck submitting, instances Alma
+    no longer knows, inconsistent rows, an old schema) and say what to do. Exit 0 if healthy, 1 if not."""
+    from orchestrator.service import doctor as checks
+
+    with errors():
+        cfg = config()
+        diagnosis = checks.run(
+            cfg.database_url,
+            lambda: build_context(cfg, quiet=True),
+            check_alma=not offline,
+        )
+    if json_output:
+        typer.echo(json.dumps(diagnosis.as_json(), indent=2, ensure_ascii=False, default=str))
+    else:
+        out.print(
+            f"Schema {diagnosis.schema or '(none)'} (this hwf: {diagnosis.head}); {diagnosis.sets} sets, "
+            f"{diagnosis.attempts} job attempts, {diagnosis.instances_checked} instances checked in Alma"
+        )
+        for finding in diagnosis.findings:
+            label = "[bold red]PROBLEM[/bold red]" if finding.severity == checks.PROBLEM else "[dim]note[/dim]"
+            out.print(f"{label} {escape(finding.problem)}")
+            out.print(f"    what to do: {escape(finding.action)}")
+        out.print("Healthy: nothing to do." if diagnosis.healthy else f"{len(diagnosis.problems)} to fix.")
+    if not diagnosis.healthy:
+        raise typer.Exit(1)

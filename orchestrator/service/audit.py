@@ -1,0 +1,673 @@
+"""``hwf audit`` and ``hwf add --adopt``: what Alma's own job history says happened to a set.
+
+The instances of the three configured jobs over a window are listed and kept when their name names
+the set: hwf's runs carry ``hwf <step> set <id> <token>``, runs made in the Alma UI are named
+``<job> - <set name> - <timestamp>``. The runs, in submission order, are walked through the workflow's
+order (copy, migration, integration): each run counts, is harmless, or breaks the order, and every
+finding says what is wrong and what to do. ``adopt`` registers a set at the stage the history proves,
+records the runs as finished attempts (so hwf never runs those steps twice), and refuses to go past
+an invalid order.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from orchestrator.alma.types import GOOD_STATUSES, JobInstance
+from orchestrator.domain.machine import Stage, Step, StepFacts, fire
+from orchestrator.errors import BadInputError
+from orchestrator.service import jobs, preflight, views, workflow
+from orchestrator.service.context import Context, add_event, find_set, set_attention
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, Record
+
+DEFAULT_DAYS = 365
+JOB_STEPS = (Step.COPY_IDENTIFIERS, Step.MIGRATE, Step.INTEGRATE)
+_STAGES = (Stage.CREATED, Stage.IDENTIFIERS_COPIED, Stage.MIGRATED, Stage.INTEGRATED)
+_HWF_NAME = re.compile(r"\bhwf (copy_identifiers|migrate|integrate) set (\d+) (hwf-[0-9a-f]+)")
+_SET_ID = re.compile(r"^\d{1,40}$")
+
+
+@dataclass(frozen=True)
+class AuditRun:
+    """One run of one of the three jobs that names the set, with what the audit made of it."""
+
+    step: str
+    job_id: str
+    instance_id: str
+    name: str | None
+    by: str  # "hwf", "API" (another program), or "UI (user)"
+    submit_time: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
+    status: str
+    ok: bool
+    terminal: bool
+    counters: list[dict[str, Any]]
+    known_to_hwf: bool = False
+    verdict: str = ""  # counts, harmless, not counted, breaks the order, failed, running
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("submit_time", "start_time", "end_time"):
+            value = out[key]
+            out[key] = value.isoformat().replace("+00:00", "Z") if value else None
+        return out
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something about the order of the runs: ``error`` breaks it, ``warning`` and ``note`` do not."""
+
+    severity: str
+    code: str
+    message: str
+    action: str
+    instances: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "instances": list(self.instances)}
+
+
+@dataclass
+class AuditReport:
+    set: str
+    name: str
+    registered: bool
+    date_from: str
+    date_to: str
+    runs: list[AuditRun] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    proven_stage: str = Stage.CREATED.value  # the last milestone the history proves, in a valid order
+    copy_skipped: bool = False  # the migration ran with no copy run before it
+    frontier: AuditRun | None = None  # the latest run of the next step, if it failed or is still running
+    counted: dict[str, list[AuditRun]] = field(default_factory=dict)  # step -> its runs up to the proven stage
+
+    @property
+    def valid(self) -> bool:
+        """No run broke the order."""
+        return not any(f.severity == "error" for f in self.findings)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "set": self.set,
+            "name": self.name,
+            "registered": self.registered,
+            "window": {"from": self.date_from, "to": self.date_to},
+            "valid": self.valid,
+            "proven_state": self.proven_stage,
+            "copy_skipped": self.copy_skipped,
+            "runs": [r.as_json() for r in self.runs],
+            "findings": [f.as_json() for f in self.findings],
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# reading Alma's history
+
+
+def names_set(inst: JobInstance, alma_set_id: str, set_name: str) -> bool:
+    """The instance's name names this set: hwf's token form, the set id, or the UI's `` - <set name> - ``."""
+    name = inst.name or ""
+    hwf = _HWF_NAME.search(name)
+    if hwf:
+        return hwf.group(2) == alma_set_id
+    if re.search(rf"(?<!\d){re.escape(alma_set_id)}(?!\d)", name):
+        return True
+    if not set_name:
+        return False
+    return f" - {set_name} - " in name or name.endswith(f" - {set_name}") or name.startswith(f"{set_name} - ")
+
+
+def _by(inst: JobInstance) -> str:
+    if _HWF_NAME.search(inst.name or ""):
+        return "hwf"
+    who = (inst.submitted_by or "").strip()
+    if who.lower() in jobs.API_SUBMITTERS:
+        return "API"
+    return f"UI ({who})" if who else "UI"
+
+
+def _ok(inst: JobInstance) -> bool:
+    """A good terminal status and no record with exceptions (as hwf judges its own runs)."""
+    if inst.status not in GOOD_STATUSES:
+        return False
+    for c in inst.counters:
+        words = f"{c.code} {c.desc}".lower()
+        if ("exception" in words or "fail" in words or "error" in words) and c.value:
+            return False
+    return True
+
+
+def _counter(run: AuditRun, word: str) -> int | None:
+    values = [int(c.get("value") or 0) for c in run.counters if word in f"{c.get('code')} {c.get('desc')}".lower()]
+    return sum(values) if values else None
+
+
+def _resolve(ctx: Context, ref: str) -> tuple[str, str, bool]:
+    """(Alma set id, Alma set name, registered in hwf) for a registered set, an Alma set id, or a name."""
+    with ctx.sessions() as session:
+        try:
+            row = find_set(session, ref)
+        except BadInputError:
+            row = None
+        registered = row is not None
+        alma_id = row.alma_set_id if row is not None else ref.strip()
+    if registered or _SET_ID.match(alma_id):
+        return alma_id, ctx.alma.get_set(alma_id).name, registered
+    found = [s for s in ctx.alma.find_sets(alma_id) if s.name == alma_id]
+    if len(found) != 1:
+        what = "no Alma set" if not found else f"{len(found)} Alma sets"
+        raise BadInputError(f"{ref!r} is not a registered set and {what} has that exact name; give the set id")
+    return found[0].id, found[0].name, False
+
+
+def audit_set(ctx: Context, ref: str, *, days: int = DEFAULT_DAYS) -> AuditReport:
+    """Reconstruct from Alma's job history which steps ran on a set, when, in which order and with which
+    result, including runs made by hand in the Alma UI, and whether the order was valid.
+
+    :raises BadInputError: unknown set, or ``days`` < 1. :raises AlmaError: Alma refused or failed.
+    """
+    if days < 1:
+        raise BadInputError(f"--days must be at least 1, not {days}")
+    alma_id, set_name, registered = _resolve(ctx, ref)
+    now = ctx.clock()
+    date_from, date_to = (now - timedelta(days=days + 1)).date(), (now + timedelta(days=1)).date()
+    instances: list[tuple[Step, JobInstance]] = []
+    for step in JOB_STEPS:
+        key = step.job_key
+        assert key is not None
+        job_id = ctx.config.alma.jobs[key].id
+        for inst in ctx.alma.list_instances(job_id, date_from=date_from, date_to=date_to):
+            if names_set(inst, alma_id, set_name):
+                instances.append((step, inst))
+    with ctx.sessions() as session:
+        skipped_by_hwf = registered and bool(
+            session.scalar(
+                select(func.count())
+                .select_from(Attempt)
+                .join(AlmaSet, AlmaSet.id == Attempt.set_id)
+                .where(
+                    AlmaSet.alma_set_id == alma_id,
+                    Attempt.step == Step.COPY_IDENTIFIERS.value,
+                    Attempt.state == AttemptState.NOT_NEEDED,
+                )
+            )
+        )
+        known = {
+            (job, instance)
+            for job, instance in session.execute(
+                select(Attempt.job_id, Attempt.instance_id).where(Attempt.instance_id.is_not(None))
+            )
+        }
+    runs = [
+        AuditRun(
+            step=step.value,
+            job_id=inst.job_id,
+            instance_id=inst.id,
+            name=inst.name,
+            by=_by(inst),
+            submit_time=inst.submit_time,
+            start_time=inst.start_time,
+            end_time=inst.end_time,
+            status=inst.status,
+            ok=_ok(inst),
+            terminal=inst.terminal,
+            counters=[asdict(c) for c in inst.counters],
+            known_to_hwf=(inst.job_id, inst.id) in known,
+        )
+        for step, inst in instances
+    ]
+    runs.sort(key=lambda r: (r.submit_time or r.start_time or now, r.instance_id))
+    report = AuditReport(alma_id, set_name, registered, date_from.isoformat(), date_to.isoformat())
+    analyse(report, runs, copy_not_needed=skipped_by_hwf)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# the order
+
+
+_INTEGRATION_FIRST = (
+    "Alma minted handles of its own (control-number sequences such as PREFIX/1742400039) for every record "
+    "that had no handle identifier yet, and the Handle Migration job now skips those records ('already has "
+    "a handle identifier'): their legacy handles never resolve."
+)
+_INTEGRATION_FIRST_ACTION = (
+    "Run no more jobs on this set. Open a case with Ex Libris support to remove the Alma-minted handle "
+    "identifiers from its records (quote the instance ids), then run the Handle Migration job, then the "
+    "integration profile (Create and Update, Do not add to metadata), then `hwf verify`. `hwf retry SET` "
+    "lets hwf go on once that is done."
+)
+
+
+def _ended_before(earlier: AuditRun | None, later: AuditRun) -> bool:
+    if earlier is None or earlier.end_time is None or later.submit_time is None:
+        return True
+    return earlier.end_time <= later.submit_time
+
+
+def analyse(report: AuditReport, runs: list[AuditRun], *, copy_not_needed: bool = False) -> None:
+    """Walk the runs in submission order through copy -> migration -> integration; fill the report's
+    runs (each with its verdict), findings, proven stage, frontier run and counted runs.
+
+    ``copy_not_needed``: hwf's preflight found every record ready and skipped the copy job itself.
+    """
+    done: dict[int, AuditRun] = {}  # step index -> the run that made it count
+    counted: dict[int, list[AuditRun]] = {0: [], 1: [], 2: []}
+    following = 0  # index of the next step the history still has to show
+    broken = False
+    frontier: AuditRun | None = None
+    out: list[AuditRun] = []
+    add = report.findings.append
+
+    def judge(run: AuditRun, verdict: str) -> None:
+        out.append(AuditRun(**{**asdict(run), "verdict": verdict}))
+
+    for run in runs:
+        idx = JOB_STEPS.index(Step(run.step))
+        label = _LABEL[idx]
+        if broken:
+            judge(run, "after the broken order: not counted")
+            continue
+        if not run.terminal:
+            if idx == following:
+                frontier = run
+                judge(run, "running")
+            elif idx == 2 and following < 2:
+                broken = True
+                judge(run, "breaks the order")
+                add(
+                    Finding(
+                        "error",
+                        "integration_before_migration",
+                        f"the integration run {run.instance_id} is running on a set with no completed "
+                        f"migration. {_INTEGRATION_FIRST}",
+                        "Abort it in Alma (Monitor Jobs) if you still can. " + _INTEGRATION_FIRST_ACTION,
+                        (run.instance_id,),
+                    )
+                )
+            else:
+                judge(run, "running (a step already done)")
+            continue
+        if not run.ok:
+            judge(run, f"failed ({run.status})")
+            if idx == following:
+                frontier = run
+            counted[idx].append(run)
+            add(
+                Finding(
+                    "note",
+                    "run_failed",
+                    f"the {label} run {run.instance_id} ended {run.status}"
+                    + (f" ({_counters(run)})" if run.counters else ""),
+                    "See its report in Alma (Monitor Jobs > History); it does not count as done.",
+                    (run.instance_id,),
+                )
+            )
+            continue
+        if idx == following:
+            before = done.get(idx - 1)
+            if idx > 0 and not _ended_before(before, run):
+                assert before is not None
+                if idx == 2:
+                    broken = True
+                    judge(run, "breaks the order")
+                    add(
+                        Finding(
+                            "error",
+                            "integration_before_migration",
+                            f"the integration run {run.instance_id} started at {_hm(run.submit_time)}, before the "
+                            f"migration run {before.instance_id} ended ({_hm(before.end_time)}). {_INTEGRATION_FIRST}",
+                            _INTEGRATION_FIRST_ACTION,
+                            (before.instance_id, run.instance_id),
+                        )
+                    )
+                else:
+                    judge(run, "not counted")
+                    add(
+                        Finding(
+                            "warning",
+                            "migration_during_copy",
+                            f"the migration run {run.instance_id} started at {_hm(run.submit_time)}, before the "
+                            f"copy run {before.instance_id} ended ({_hm(before.end_time)}): it may have read records "
+                            "before the copy put their handle in dc:identifier, and skipped them.",
+                            "Run the migration again, then the integration (hwf does this once the set is adopted).",
+                            (before.instance_id, run.instance_id),
+                        )
+                    )
+                continue
+            judge(run, "counts")
+            done[idx] = run
+            counted[idx].append(run)
+            following = idx + 1
+            frontier = None
+        elif idx == 1 and following == 0:
+            judge(run, "counts (copy not needed)" if copy_not_needed else "counts (no copy run before it)")
+            done[idx] = run
+            counted[idx].append(run)
+            following = 2
+            frontier = None
+            report.copy_skipped = True
+            if copy_not_needed:
+                continue
+            add(
+                Finding(
+                    "note",
+                    "no_copy_before_migration",
+                    f"the migration run {run.instance_id} had no copy run before it: right only if every record "
+                    "already had its handle in a plain dc:identifier.",
+                    "`hwf add --adopt` reads the records and adopts the migration only if they are all READY; "
+                    "otherwise hwf runs the copy and the migration again.",
+                    (run.instance_id,),
+                )
+            )
+        elif idx > following:
+            broken = True
+            judge(run, "breaks the order")
+            add(
+                Finding(
+                    "error",
+                    "integration_before_migration",
+                    f"the integration run {run.instance_id} ({_hm(run.submit_time)}, by {run.by}) ran before any "
+                    f"migration of this set had completed. {_INTEGRATION_FIRST}",
+                    _INTEGRATION_FIRST_ACTION,
+                    (run.instance_id,),
+                )
+            )
+        elif idx == 0 and following >= 2:
+            modified = _counter(run, "modified")
+            if modified == 0:
+                judge(run, "harmless (changed nothing)")
+                add(
+                    Finding(
+                        "warning",
+                        "copy_after_migration",
+                        f"the copy run {run.instance_id} ran after the migration: pointless, the migration had "
+                        "already read dc:identifier, and the copy changed no record.",
+                        "Nothing to undo. Next time the order is copy, then migration, then integration.",
+                        (run.instance_id,),
+                    )
+                )
+            else:
+                judge(run, "counts (the migration must run again)")
+                done[0] = run
+                counted[0].append(run)
+                counted[1].clear()
+                counted[2].clear()
+                following = 1
+                frontier = None
+                changed = f"changed {modified} records" if modified is not None else "may have changed records"
+                add(
+                    Finding(
+                        "warning",
+                        "copy_after_migration",
+                        f"the copy run {run.instance_id} ran after the migration and {changed}: the migration "
+                        "never saw the handles it put in dc:identifier, so those records have no handle identifier.",
+                        "Run the migration again, then the integration (hwf does this once the set is adopted).",
+                        (run.instance_id,),
+                    )
+                )
+        elif idx == 1 and following == 3:
+            judge(run, "counts (the integration must run again)")
+            done[1] = run
+            counted[1].append(run)
+            counted[2].clear()
+            following = 2
+            frontier = None
+            add(
+                Finding(
+                    "warning",
+                    "migration_after_integration",
+                    f"the migration run {run.instance_id} ran after the integration: the handle identifiers it set "
+                    "reach the handle server only when the integration runs again.",
+                    "Run the integration again (Create and Update); hwf does this once the set is adopted.",
+                    (run.instance_id,),
+                )
+            )
+        else:
+            judge(run, "harmless (ran again)")
+            counted[idx].append(run)
+            add(
+                Finding(
+                    "note",
+                    f"{run.step}_again",
+                    f"the {label} ran again (instance {run.instance_id}): harmless.",
+                    "Nothing to do.",
+                    (run.instance_id,),
+                )
+            )
+    report.runs = out
+    report.proven_stage = _STAGES[following].value
+    verdicts = {r.instance_id: r for r in out}
+    if frontier is not None:
+        frontier = verdicts[frontier.instance_id]
+    report.frontier = frontier
+    report.counted = {
+        JOB_STEPS[i].value: [verdicts[r.instance_id] for r in counted[i]]
+        for i in range(len(JOB_STEPS))
+        if i < following
+    }
+    if not runs:
+        report.findings.append(
+            Finding(
+                "note",
+                "no_runs",
+                "no run of the three configured jobs names this set in the window.",
+                "Widen the window with --days, or check the job ids under [alma.jobs] (`hwf jobs`).",
+            )
+        )
+
+
+_LABEL = ("copy", "migration", "integration")
+
+
+def _counters(run: AuditRun) -> str:
+    return ", ".join(f"{c.get('desc') or c.get('code')}: {c.get('value')}" for c in run.counters)
+
+
+def _hm(at: datetime | None) -> str:
+    return at.strftime("%Y-%m-%d %H:%M UTC") if at else "?"
+
+
+# ---------------------------------------------------------------------------------------------
+# adopt
+
+
+def adopt(ctx: Context, alma_set_id: str, name: str | None = None) -> views.SetSummary:
+    """Register a set partly done by hand at the stage Alma's history proves, recording the runs as
+    finished attempts; an invalid order stops adoption there with an attention reason.
+
+    :raises BadInputError: not a set id, already registered and moved on, or a run still running that
+        is not the set's next step.
+    """
+    alma_set_id = alma_set_id.strip()
+    if not _SET_ID.match(alma_set_id):
+        raise BadInputError(f"{alma_set_id!r} is not an Alma set id (digits only)")
+    with ctx.sessions() as session:
+        row = session.scalar(select(AlmaSet).where(AlmaSet.alma_set_id == alma_set_id))
+        if row is not None:
+            busy = session.scalar(select(func.count()).select_from(Attempt).where(Attempt.set_id == row.id))
+            moved = session.scalar(
+                select(func.count()).select_from(Event).where(Event.set_id == row.id, Event.kind == "transition")
+            )
+            if row.stage is not Stage.CREATED or busy or moved:
+                raise BadInputError(
+                    f"set {alma_set_id} is already registered and hwf has worked on it; "
+                    f"see `hwf audit {alma_set_id}` and `hwf history {alma_set_id}`"
+                )
+    report = audit_set(ctx, alma_set_id)
+    stray = [r for r in report.runs if not r.terminal and r is not report.frontier]
+    if stray:
+        raise BadInputError(
+            f"the {stray[0].step} run {stray[0].instance_id} on set {alma_set_id} is still running and is not "
+            "the set's next step: adopt the set once it has ended"
+        )
+    if row is None:
+        workflow.add_set(ctx, alma_set_id, name)
+    with ctx.sessions() as session:
+        set_id = find_set(session, alma_set_id).id
+    if report.proven_stage != Stage.CREATED.value:
+        preflight.check_records(ctx, set_id)
+    _record_adoption(ctx, set_id, report)
+    return views.status(ctx, alma_set_id)[0]
+
+
+def _attempt(set_id: int, step: Step, number: int, run: AuditRun, state: AttemptState, now: datetime) -> Attempt:
+    started = run.submit_time or run.start_time or now
+    return Attempt(
+        set_id=set_id,
+        step=step.value,
+        number=number,
+        token=f"adopted-{secrets.token_hex(6)}",
+        job_id=run.job_id,
+        job_name=(run.name or "")[:255] or None,
+        instance_id=run.instance_id,
+        state=state,
+        status=run.status,
+        counters=run.counters,
+        note=f"adopted from Alma's job history (run by {run.by})",
+        started_at=started,
+        submitted_at=started,
+        finished_at=run.end_time if state is AttemptState.FINISHED else None,
+        next_poll_at=now if state is AttemptState.SUBMITTED else None,
+    )
+
+
+def _record_adoption(ctx: Context, set_id: int, report: AuditReport) -> None:
+    now = ctx.clock()
+    target = _STAGES.index(Stage(report.proven_stage))
+    with ctx.sessions.begin() as session:
+        row = session.get_one(AlmaSet, set_id)
+        add_event(
+            session,
+            row,
+            "audit",
+            f"adopting from Alma's job history ({report.date_from} to {report.date_to}): {len(report.runs)} runs; "
+            f"the history proves {report.proven_stage}" + ("" if report.valid else "; the order is INVALID"),
+            at=now,
+            actor=ctx.owner,
+            runs=[r.as_json() for r in report.runs],
+            findings=[f.as_json() for f in report.findings],
+        )
+        reached = 0
+        for idx, step in enumerate(JOB_STEPS[:target]):
+            runs = report.counted.get(step.value, [])
+            if step is Step.COPY_IDENTIFIERS and report.copy_skipped and not runs:
+                needs_copy = session.scalar(
+                    select(func.count())
+                    .select_from(Record)
+                    .where(Record.set_id == set_id, Record.excluded.is_(False), Record.preflight == "NEEDS_COPY")
+                )
+                if needs_copy:
+                    add_event(
+                        session,
+                        row,
+                        "adopt_stopped",
+                        f"adopted at {row.stage.value}: the migration ran without a copy run while {needs_copy} "
+                        "records have their handle only in dcterms:identifier; hwf runs the copy, then the "
+                        "migration again",
+                        at=now,
+                    )
+                    break
+                session.add(
+                    Attempt(
+                        set_id=set_id,
+                        step=step.value,
+                        number=1,
+                        token=f"not-needed-{set_id}-adopted",
+                        state=AttemptState.NOT_NEEDED,
+                        started_at=now,
+                        note="adopted: the migration ran without a copy, and every record is READY",
+                    )
+                )
+            ready = step is Step.INTEGRATE or preflight.records_ready(session, row, step)
+            if not ready:
+                add_event(
+                    session,
+                    row,
+                    "adopt_stopped",
+                    f"adopted at {row.stage.value}: the {step.value} job ran in Alma, but the records are not "
+                    "ready for it now (see `hwf check`); hwf will run it again once they are",
+                    at=now,
+                )
+                break
+            for number, run in enumerate(runs, start=1):
+                session.add(_attempt(set_id, step, number, run, AttemptState.FINISHED, now))
+                _adopted_run_event(session, ctx, row, step, run, now, f"{run.status} ({run.verdict})")
+            before = row.stage
+            fire(row, step, StepFacts(job_ok=True, records_ready=ready))
+            last = runs[-1].instance_id if runs else None
+            add_event(
+                session,
+                row,
+                "transition",
+                f"{before.value} -> {row.stage.value} ({step.value}, adopted from Alma's job history)",
+                at=now,
+                actor=ctx.owner,
+                **{"from": before.value, "to": row.stage.value, "trigger": step.value},
+                adopted=True,
+                instance_id=last,
+            )
+            reached = idx + 1
+        session.flush()
+        if reached == target:
+            _frontier(session, ctx, row, report, now)
+        if not report.valid:
+            errors = [f for f in report.findings if f.severity == "error"]
+            set_attention(
+                session,
+                row,
+                "audit",
+                f"adopted at {row.stage.value}, not further: {errors[0].message} {errors[0].action}",
+                now,
+            )
+
+
+def _adopted_run_event(
+    session: Any, ctx: Context, row: AlmaSet, step: Step, run: AuditRun, now: datetime, outcome: str
+) -> None:
+    """The audit event of a run hwf adopted from Alma's job history instead of submitting it."""
+    add_event(
+        session,
+        row,
+        "adopted_run",
+        f"{step.value}: adopted job {run.job_id} instance {run.instance_id} by {run.by}, {outcome}",
+        at=now,
+        actor=ctx.owner,
+        job_id=run.job_id,
+        instance_id=run.instance_id,
+        status=run.status,
+        by=run.by,
+    )
+
+
+def _frontier(session: Any, ctx: Context, row: AlmaSet, report: AuditReport, now: datetime) -> None:
+    """The next step's latest run, if it failed (attention) or is running (hwf polls it from here)."""
+    run = report.frontier
+    if run is None or not report.valid:
+        return
+    step = Step(run.step)
+    if step.source is not row.stage:
+        return
+    number = jobs.next_attempt_number(session, row.id, step)
+    state = AttemptState.FINISHED if run.terminal else AttemptState.SUBMITTED
+    attempt = _attempt(row.id, step, number, run, state, now)
+    if state is AttemptState.SUBMITTED:
+        attempt.poll_interval = ctx.config.alma.poll_interval_seconds
+    session.add(attempt)
+    _adopted_run_event(session, ctx, row, step, run, now, run.status)
+    if run.terminal:
+        set_attention(
+            session,
+            row,
+            "job",
+            f"{step.value} job {run.job_id} instance {run.instance_id} (run by {run.by} before hwf adopted the set) "
+            f"ended {run.status}; see its report in Alma, fix the cause, then `hwf retry {row.alma_set_id}`",
+            now,
+        )

@@ -1,0 +1,588 @@
+"""Preflight of every Dublin Core record, exclusions, and the safe ``hwf fix`` repair (with undo).
+
+Reads bibs 100 at a time, classifies each with ``dc.classify_bib``, stores results per batch (a
+failure half-way keeps what was checked). Repairs keep every byte but the removed attribute, back
+up the original ``<bib>`` before the PUT, and refuse to write a record that changed in Alma since hwf
+read it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from orchestrator.domain import dc
+from orchestrator.domain.dc import BLOCKING, Preflight, RecordCheck
+from orchestrator.domain.machine import Stage, Step
+from orchestrator.errors import AlmaBadReplyError, AlmaError, BadInputError, HwfError, UnsafeXmlError
+from orchestrator.service.context import Context, add_event, find_set, set_attention
+from orchestrator.service.jobs import next_attempt_number
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Backup, Record
+
+BATCH = 100
+RECORD_ATTENTION = ("records", "verify", "guard")
+
+
+@dataclass(frozen=True)
+class CheckSummary:
+    set: str
+    name: str
+    counts: dict[str, int]
+    problems: list[dict[str, str | None]]
+    excluded: int
+    total: int
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "set": self.set,
+            "name": self.name,
+            "total": self.total,
+            "excluded": self.excluded,
+            "counts": self.counts,
+            "problems": self.problems,
+        }
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _store(session: Session, set_id: int, checks: Iterable[RecordCheck], now: datetime) -> None:
+    by_mms = {c.mms_id: c for c in checks}
+    for rec in session.scalars(select(Record).where(Record.set_id == set_id, Record.mms_id.in_(list(by_mms)))):
+        c = by_mms[rec.mms_id]
+        rec.preflight = c.preflight.value
+        rec.preflight_detail = c.detail
+        rec.handle = c.handle
+        rec.handle_raw = c.handle_raw
+        rec.record_format = c.record_format
+        rec.checked_at = now
+        if c.title and not rec.title:
+            rec.title = c.title
+
+
+def check_records(ctx: Context, set_id: int) -> CheckSummary:
+    """Read and classify every member of the set; mark duplicate handles (within the set and against
+    every other registered set). Stores results; returns the counts and the problem records."""
+    with ctx.sessions.begin() as session:
+        row = session.get_one(AlmaSet, set_id)
+        mms_ids = list(session.scalars(select(Record.mms_id).where(Record.set_id == set_id).order_by(Record.id)))
+        excluded = set(session.scalars(select(Record.mms_id).where(Record.set_id == set_id, Record.excluded)))
+        known = {
+            h: m
+            for h, m in session.execute(
+                select(Record.handle, Record.mms_id).where(
+                    Record.set_id != set_id, Record.handle.is_not(None), Record.excluded.is_(False)
+                )
+            )
+            if h
+        }
+        prefix = ctx.config.handles.prefix
+
+    def read(chunk: Sequence[str]) -> list[RecordCheck]:
+        # An unreadable record makes a whole XML reply unreadable. Halving the batch until the bad
+        # records stand alone costs about 2 * log2(100) calls per bad record, not one call per member.
+        try:
+            batch = ctx.alma.get_bibs(list(chunk))
+        except (AlmaBadReplyError, UnsafeXmlError) as exc:
+            if len(chunk) == 1:
+                return [RecordCheck(chunk[0], None, None, Preflight.BAD_XML, None, None, str(exc))]
+            half = len(chunk) // 2
+            return read(chunk[:half]) + read(chunk[half:])
+        return [dc.classify_bib(b, prefix) for b in batch.bibs] + [dc.missing_check(m) for m in batch.missing]
+
+    checks: list[RecordCheck] = []
+    for chunk in _chunks(mms_ids, BATCH):
+        results = read(chunk)
+        with ctx.sessions.begin() as session:
+            _store(session, set_id, results, ctx.clock())
+        checks.extend(results)
+    included = [c for c in checks if c.mms_id not in excluded]
+    dups = dc.find_duplicates([c for c in included if c.handle], known)
+    now = ctx.clock()
+    with ctx.sessions.begin() as session:
+        row = session.get_one(AlmaSet, set_id)
+        if dups:
+            session.execute(
+                update(Record)
+                .where(Record.set_id == set_id, Record.mms_id.in_(list(dups)))
+                .values(preflight=Preflight.DUPLICATE_HANDLE.value)
+                .execution_options(synchronize_session=False)
+            )
+            for mms, why in dups.items():
+                session.execute(
+                    update(Record)
+                    .where(Record.set_id == set_id, Record.mms_id == mms)
+                    .values(preflight_detail=why)
+                    .execution_options(synchronize_session=False)
+                )
+        summary = _summary(session, row)
+        add_event(
+            session,
+            row,
+            "check",
+            "preflight: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())),
+            at=now,
+            counts=summary.counts,
+        )
+    return summary
+
+
+def _check_one(ctx: Context, mms: str, prefix: str) -> RecordCheck:
+    """A batch reply was unreadable: read its records one by one, so one bad record sinks only itself."""
+    try:
+        return dc.classify_bib(ctx.alma.get_bib_xml(mms), prefix)
+    except (AlmaBadReplyError, UnsafeXmlError) as exc:
+        return RecordCheck(mms, None, None, Preflight.BAD_XML, None, None, str(exc))
+
+
+def _summary(session: Session, row: AlmaSet) -> CheckSummary:
+    records = session.execute(
+        select(
+            Record.mms_id,
+            Record.preflight,
+            Record.preflight_detail,
+            Record.title,
+            Record.excluded,
+            Record.handle,
+        )
+        .where(Record.set_id == row.id)
+        .order_by(Record.id)
+    ).all()
+    counts = Counter(r.preflight or "UNCHECKED" for r in records if not r.excluded)
+    problems = [
+        {
+            "mms_id": r.mms_id,
+            "class": r.preflight,
+            "detail": r.preflight_detail,
+            "title": r.title,
+            "handle": r.handle,
+        }
+        for r in records
+        if not r.excluded and r.preflight != Preflight.READY.value
+    ]
+    return CheckSummary(
+        set=row.alma_set_id,
+        name=row.name,
+        counts=dict(counts),
+        problems=problems,
+        excluded=sum(1 for r in records if r.excluded),
+        total=len(records),
+    )
+
+
+def check_set(ctx: Context, ref: str) -> CheckSummary:
+    """``hwf check``: classify every record of a set now."""
+    with ctx.sessions.begin() as session:
+        set_id = find_set(session, ref).id
+    return check_records(ctx, set_id)
+
+
+def _included_classes(session: Session, set_id: int) -> Counter[str]:
+    rows = session.scalars(select(Record.preflight).where(Record.set_id == set_id, Record.excluded.is_(False)))
+    return Counter(r or "UNCHECKED" for r in rows)
+
+
+def records_ready(session: Session, row: AlmaSet, step: Step) -> bool:
+    """The record guard of a step, from the stored check results of the included records."""
+    classes = _included_classes(session, row.id)
+    if step is Step.COPY_IDENTIFIERS:
+        return not any(c in classes for c in [*(p.value for p in BLOCKING), "UNCHECKED"])
+    if step is Step.MIGRATE:
+        return set(classes) <= {Preflight.READY.value}
+    return True
+
+
+_ADVICE = {
+    "NEEDS_FIX": "dc:identifier carries xsi:type; run `hwf fix {set} --apply`",
+    "NEEDS_COPY": "handle only in dcterms:identifier",
+    "NO_HANDLE": "no handle in the metadata",
+    "BAD_HANDLE": "malformed handle",
+    "DUPLICATE_HANDLE": "handle shared with another record",
+    "NOT_DC": "not a Dublin Core record (fails its whole bulk of 100)",
+    "BAD_XML": "record XML unreadable or unsafe",
+    "MISSING": "Alma returned no bib",
+}
+
+
+def _describe(classes: Counter[str], keep: Iterable[str], set_id: str) -> str:
+    parts = [f"{classes[c]} {c} ({_ADVICE.get(c, '').format(set=set_id)})" for c in sorted(classes) if c in set(keep)]
+    return "; ".join(parts)
+
+
+def precheck_step(ctx: Context, set_id: int, step: Step) -> None:
+    """The fresh check before the copy or migration job; records attention or the copy job's skip."""
+    check_records(ctx, set_id)
+    now = ctx.clock()
+    with ctx.sessions.begin() as session:
+        row = session.get_one(AlmaSet, set_id)
+        classes = _included_classes(session, set_id)
+        total = sum(classes.values())
+        if step is Step.COPY_IDENTIFIERS:
+            blocking = [p.value for p in BLOCKING]
+            if any(c in classes for c in blocking):
+                bad = sum(classes[c] for c in blocking)
+                set_attention(
+                    session,
+                    row,
+                    "records",
+                    f"{bad} of {total} records cannot go through the workflow: "
+                    f"{_describe(classes, blocking, row.alma_set_id)}. Fix them in Alma or "
+                    f"`hwf exclude {row.alma_set_id} MMS... --reason TEXT`, then `hwf advance` again",
+                    now,
+                )
+                return
+            if classes.get(Preflight.NEEDS_COPY.value, 0) == 0:
+                _copy_not_needed(session, row, total, now)
+            return
+        if step is Step.MIGRATE and set(classes) - {Preflight.READY.value}:
+            bad = total - classes.get(Preflight.READY.value, 0)
+            set_attention(
+                session,
+                row,
+                "records",
+                f"{bad} of {total} records are not ready for the Handle Migration job: "
+                f"{_describe(classes, set(classes) - {'READY'}, row.alma_set_id)}. "
+                "The migration would skip them silently",
+                now,
+            )
+
+
+def _copy_not_needed(session: Session, row: AlmaSet, total: int, now: datetime) -> None:
+    number = next_attempt_number(session, row.id, Step.COPY_IDENTIFIERS)
+    session.add(
+        Attempt(
+            set_id=row.id,
+            step=Step.COPY_IDENTIFIERS.value,
+            number=number,
+            token=f"not-needed-{row.id}-{number}",
+            state=AttemptState.NOT_NEEDED,
+            started_at=now,
+            note="no record has its handle only in dcterms:identifier",
+        )
+    )
+    add_event(
+        session,
+        row,
+        "step_skipped",
+        f"copy_identifiers: not needed: none of the {total} included records has its handle only in "
+        "dcterms:identifier; the copy job was not submitted",
+        at=now,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# exclude / include
+
+
+def _set_excluded(
+    ctx: Context, ref: str, mms_ids: Sequence[str], reason: str, excluded: bool, keep_in_alma_set: bool
+) -> str:
+    if not mms_ids:
+        raise BadInputError("name at least one MMS ID")
+    if not reason.strip():
+        raise BadInputError("--reason must say why (it goes into the audit trail)")
+    with ctx.sessions.begin() as session:
+        row = find_set(session, ref)
+        if row.stage is not Stage.CREATED and row.stage is not Stage.IDENTIFIERS_COPIED and excluded:
+            raise BadInputError(
+                f"set {row.alma_set_id} is at {row.stage.value}: its jobs have run on every member; "
+                "exclude records before the migration job"
+            )
+        if row.stage is Stage.VERIFIED:
+            raise BadInputError(f"set {row.alma_set_id} is already verified; its records can no longer change")
+        set_id, alma_id = row.id, row.alma_set_id
+        records = {
+            r.mms_id: (r.excluded, r.removed_from_alma_set)
+            for r in session.scalars(select(Record).where(Record.set_id == set_id, Record.mms_id.in_(list(mms_ids))))
+        }
+    unknown = [m for m in mms_ids if m not in records]
+    if unknown:
+        raise BadInputError(f"not members of set {alma_id}: {', '.join(unknown[:10])}")
+    # The jobs run on the Alma set, not on hwf's list: an excluded record left in the set still goes
+    # through them (a MARC record fails its whole bulk of 100). So the Alma set follows, first.
+    changed_in_alma: list[str] = []
+    if excluded and not keep_in_alma_set:
+        info = ctx.alma.get_set(alma_id)
+        if (info.type or "ITEMIZED").upper() != "ITEMIZED":
+            raise BadInputError(
+                f"Alma set {alma_id} is {info.type}: hwf cannot remove members from it; "
+                "remove the records from its query in Alma, or pass --keep-in-alma-set"
+            )
+        present = {m.id for m in ctx.alma.iter_set_members(alma_id)}
+        changed_in_alma = [m for m in mms_ids if m in present]
+        if changed_in_alma:
+            ctx.alma.remove_members(info, changed_in_alma)
+    elif not excluded:
+        back = [m for m in mms_ids if records[m][1]]
+        if back:
+            info = ctx.alma.get_set(alma_id)
+            present = {m.id for m in ctx.alma.iter_set_members(alma_id)}
+            changed_in_alma = [m for m in back if m not in present]
+            if changed_in_alma:
+                ctx.alma.add_members(info, changed_in_alma)
+    now = ctx.clock()
+    with ctx.sessions.begin() as session:
+        row = session.get_one(AlmaSet, set_id)
+        for rec in session.scalars(select(Record).where(Record.set_id == set_id, Record.mms_id.in_(list(mms_ids)))):
+            rec.excluded = excluded
+            rec.exclude_reason = reason if excluded else None
+            if excluded and not keep_in_alma_set:
+                rec.removed_from_alma_set = True
+            if not excluded:
+                rec.removed_from_alma_set = False
+        verb = "excluded" if excluded else "included again"
+        alma_note = ""
+        if changed_in_alma:
+            alma_note = (
+                f"; {'removed from' if excluded else 'added back to'} Alma set {alma_id}: {len(changed_in_alma)}"
+            )
+        add_event(
+            session,
+            row,
+            "exclude" if excluded else "include",
+            f"{len(records)} records {verb}: {', '.join(sorted(records)[:20])}; reason: {reason}{alma_note}",
+            at=now,
+            actor=ctx.owner,
+            mms_ids=sorted(records),
+            reason=reason,
+            alma_set_changed=changed_in_alma,
+        )
+        row.record_count = row.record_count  # unchanged: excluded records stay listed and reported
+        cleared = ""
+        if row.attention and row.attention_kind in RECORD_ATTENTION:
+            add_event(session, row, "attention_cleared", f"cleared by {verb}: {row.attention}", at=now)
+            row.attention = None
+            row.attention_kind = None
+            cleared = "; attention cleared, run `hwf advance` again"
+        return f"{len(records)} records {verb} in set {alma_id}{alma_note}{cleared}"
+
+
+def exclude(ctx: Context, ref: str, mms_ids: Sequence[str], reason: str, *, keep_in_alma_set: bool = False) -> str:
+    """Leave records out of every later guard and verification, and (by default) out of the Alma set
+    the jobs run on (audited)."""
+    return _set_excluded(ctx, ref, mms_ids, reason, True, keep_in_alma_set)
+
+
+def include(ctx: Context, ref: str, mms_ids: Sequence[str], reason: str) -> str:
+    """Undo ``exclude``, putting the records back into the Alma set if hwf removed them (audited)."""
+    return _set_excluded(ctx, ref, mms_ids, reason, False, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# fix
+
+
+@dataclass
+class FixReport:
+    set: str
+    mode: str  # dry-run, apply, undo
+    changed: list[str] = field(default_factory=list)
+    diffs: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    unchanged: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "set": self.set,
+            "mode": self.mode,
+            "changed": self.changed,
+            "refused": self.refused,
+            "failed": self.failed,
+            "unchanged": self.unchanged,
+            "diffs": self.diffs,
+        }
+
+
+def fix(ctx: Context, ref: str, *, apply: bool = False) -> FixReport:
+    """Remove ``xsi:type`` from the handle ``dc:identifier`` of every NEEDS_FIX record.
+
+    Dry run by default (diffs only). With ``apply``: back up, re-read, PUT, re-read and confirm.
+    """
+    with ctx.sessions.begin() as session:
+        row = find_set(session, ref)
+        set_id, alma_id = row.id, row.alma_set_id
+        targets = list(
+            session.scalars(
+                select(Record.mms_id).where(
+                    Record.set_id == set_id,
+                    Record.preflight == Preflight.NEEDS_FIX.value,
+                    Record.excluded.is_(False),
+                )
+            )
+        )
+        pending = {
+            b.mms_id: b.id
+            for b in session.scalars(select(Backup).where(Backup.set_id == set_id, Backup.state == "pending"))
+        }
+    report = FixReport(set=alma_id, mode="apply" if apply else "dry-run")
+    prefix = ctx.config.handles.prefix
+    for mms in sorted(set(targets) | set(pending)):
+        try:
+            bib = ctx.alma.get_bib_xml(mms)
+        except AlmaError as exc:
+            report.failed[mms] = str(exc)
+            continue
+        if mms in pending and apply:
+            _finish_pending(ctx, set_id, pending[mms], bib.xml, report)
+            continue
+        try:
+            repair = dc.remove_handle_xsi_type(bib.xml, prefix, mms)
+        except HwfError as exc:
+            report.failed[mms] = str(exc)
+            continue
+        except ValueError as exc:
+            report.failed[mms] = str(exc)
+            continue
+        if repair is None:
+            report.unchanged.append(mms)
+            continue
+        report.diffs[mms] = repair.diff
+        if apply:
+            _apply_one(ctx, set_id, mms, repair.original, repair.repaired, report)
+    if apply:
+        with ctx.sessions.begin() as session:
+            row = session.get_one(AlmaSet, set_id)
+            add_event(
+                session,
+                row,
+                "fix",
+                f"fix --apply: {len(report.changed)} records repaired, {len(report.refused)} refused, "
+                f"{len(report.failed)} failed",
+                at=ctx.clock(),
+                actor=ctx.owner,
+                changed=report.changed,
+                refused=report.refused,
+                failed=report.failed,
+            )
+            if report.changed and not report.failed and not report.refused and row.attention_kind == "records":
+                row.attention = None
+                row.attention_kind = None
+    return report
+
+
+def _apply_one(ctx: Context, set_id: int, mms: str, original: bytes, repaired: bytes, report: FixReport) -> None:
+    with ctx.sessions.begin() as session:
+        backup = Backup(set_id=set_id, mms_id=mms, original_xml=original, new_xml=repaired, state="pending")
+        session.add(backup)
+        session.flush()
+        backup_id = backup.id
+    _write(ctx, set_id, backup_id, mms, original, repaired, report)
+
+
+def _finish_pending(ctx: Context, set_id: int, backup_id: int, current: bytes, report: FixReport) -> None:
+    """A crash left a backup without its PUT: finish it if the record is still as read, else settle it."""
+    with ctx.sessions.begin() as session:
+        backup = session.get_one(Backup, backup_id)
+        mms, original, repaired = backup.mms_id, backup.original_xml, backup.new_xml
+        if dc.same_record(current, repaired):
+            backup.state = "applied"
+            _mark_ready(session, set_id, mms)
+            report.changed.append(mms)
+            return
+        if not dc.same_record(current, original):
+            backup.state = "conflict"
+            backup.detail = "record changed in Alma since hwf read it"
+            report.refused[mms] = "changed in Alma since hwf read it; not written"
+            return
+    _write(ctx, set_id, backup_id, mms, original, repaired, report)
+
+
+def _write(
+    ctx: Context, set_id: int, backup_id: int, mms: str, original: bytes, repaired: bytes, report: FixReport
+) -> None:
+    def settle(state: str, detail: str | None = None) -> None:
+        with ctx.sessions.begin() as session:
+            backup = session.get_one(Backup, backup_id)
+            backup.state = state
+            backup.detail = detail
+            if state == "applied":
+                _mark_ready(session, set_id, mms)
+
+    try:
+        current = ctx.alma.get_bib_xml(mms).xml
+    except AlmaError as exc:
+        settle("failed", str(exc))
+        report.failed[mms] = str(exc)
+        return
+    if not dc.same_record(current, original):
+        settle("conflict", "record changed in Alma between hwf's read and write")
+        report.refused[mms] = "changed in Alma between hwf's read and write; not written"
+        return
+    try:
+        ctx.alma.put_bib_xml(mms, repaired)
+        after = ctx.alma.get_bib_xml(mms)
+    except AlmaError as exc:
+        settle("failed", str(exc))
+        report.failed[mms] = f"PUT refused: {exc}; the backup is kept"
+        return
+    check = dc.classify_bib(after, ctx.config.handles.prefix)
+    if check.preflight is not Preflight.READY:
+        settle("failed", f"after the PUT the record is {check.preflight.value}: {check.detail}")
+        report.failed[mms] = f"after the PUT the record is {check.preflight.value}"
+        return
+    settle("applied")
+    report.changed.append(mms)
+
+
+def _mark_ready(session: Session, set_id: int, mms: str) -> None:
+    rec = session.scalar(select(Record).where(Record.set_id == set_id, Record.mms_id == mms))
+    if rec is not None:
+        rec.preflight = Preflight.READY.value
+        rec.preflight_detail = "repaired by hwf fix"
+
+
+def undo(ctx: Context, ref: str) -> FixReport:
+    """Restore every record hwf changed from its backup, unless it changed again since (refused)."""
+    with ctx.sessions.begin() as session:
+        row = find_set(session, ref)
+        set_id, alma_id = row.id, row.alma_set_id
+        backups = [
+            (b.id, b.mms_id)
+            for b in session.scalars(
+                select(Backup).where(Backup.set_id == set_id, Backup.state == "applied").order_by(Backup.id.desc())
+            )
+        ]
+    report = FixReport(set=alma_id, mode="undo")
+    for backup_id, mms in backups:
+        with ctx.sessions.begin() as session:
+            b = session.get_one(Backup, backup_id)
+            original, repaired = b.original_xml, b.new_xml
+        try:
+            current = ctx.alma.get_bib_xml(mms).xml
+            if not dc.same_record(current, repaired):
+                report.refused[mms] = "changed in Alma since hwf fixed it; not restored"
+                continue
+            ctx.alma.put_bib_xml(mms, original)
+        except AlmaError as exc:
+            report.failed[mms] = str(exc)
+            continue
+        with ctx.sessions.begin() as session:
+            b = session.get_one(Backup, backup_id)
+            b.state = "restored"
+            rec = session.scalar(select(Record).where(Record.set_id == set_id, Record.mms_id == mms))
+            if rec is not None:
+                rec.preflight = Preflight.NEEDS_FIX.value
+                rec.preflight_detail = "restored by hwf fix --undo"
+        report.changed.append(mms)
+    with ctx.sessions.begin() as session:
+        row = session.get_one(AlmaSet, set_id)
+        add_event(
+            session,
+            row,
+            "fix_undo",
+            f"fix --undo: {len(report.changed)} records restored, {len(report.refused)} refused, "
+            f"{len(report.failed)} failed",
+            at=ctx.clock(),
+            actor=ctx.owner,
+            restored=report.changed,
+            refused=report.refused,
+        )
+    return report

@@ -1,0 +1,300 @@
+"""Verification as a service step, and the per-record report.
+
+Results stream from the verifier into the database in small transactions (never one list of every
+record), so 100,000 records keep memory flat and a crash loses at most one batch of results.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import cast
+
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from orchestrator.domain.machine import Stage, Step, StepFacts, fire
+from orchestrator.errors import LeaseHeldError
+from orchestrator.resolver import Verdict, VerifyItem, VerifyResult
+from orchestrator.service.context import Context, add_event, find_set, set_attention
+from orchestrator.store.leases import LeaseKeeper, claim, release
+from orchestrator.store.models import AlmaSet, Attempt, Record
+
+FLUSH_EVERY = 250
+PAGE = 1000
+
+
+def _todo(set_id: int, only_problems: bool) -> ColumnElement[bool]:
+    todo = and_(Record.set_id == set_id, Record.excluded.is_(False))
+    if only_problems:
+        todo = and_(todo, or_(Record.verdict.is_(None), Record.verdict != Verdict.OK.value))
+    return todo
+
+
+def _items(ctx: Context, set_id: int, only_problems: bool) -> Iterator[VerifyItem]:
+    """The records to verify, read in keyset pages of short transactions: a long-lived read would
+    hold SQLite's lock (hwf begins every transaction IMMEDIATE) while results are being written."""
+    last = 0
+    while True:
+        with ctx.sessions() as session:
+            stmt = select(Record.id, Record.mms_id, Record.handle, Record.handle_raw).where(
+                Record.set_id == set_id, Record.excluded.is_(False), Record.id > last
+            )
+            if only_problems:
+                stmt = stmt.where((Record.verdict.is_(None)) | (Record.verdict != Verdict.OK.value))
+            rows = session.execute(stmt.order_by(Record.id).limit(PAGE)).all()
+        if not rows:
+            return
+        for row in rows:
+            # A malformed handle has no normalised form: hand the raw text over so the verdict says
+            # BAD_HANDLE (with the reason), not NO_HANDLE.
+            yield VerifyItem(mms_id=row.mms_id, handle=row.handle or row.handle_raw)
+        last = rows[-1].id
+
+
+def _count(ctx: Context, set_id: int, only_problems: bool) -> int:
+    with ctx.sessions() as session:
+        return session.scalar(select(func.count(Record.id)).where(_todo(set_id, only_problems))) or 0
+
+
+_RECORDS = cast(Table, Record.__table__)
+_STORE = (
+    update(_RECORDS)
+    .where(_RECORDS.c.set_id == bindparam("b_set"), _RECORDS.c.mms_id == bindparam("b_mms"))
+    .values(
+        verdict=bindparam("b_verdict"),
+        verdict_detail=bindparam("b_detail"),
+        resolved_url=bindparam("b_url"),
+        verified_at=bindparam("b_at"),
+    )
+)
+
+
+def _flush(ctx: Context, set_id: int, results: list[VerifyResult]) -> None:
+    if not results:
+        return
+    # One executemany per batch (one transaction), not one UPDATE statement per record.
+    params = [
+        {
+            "b_set": set_id,
+            "b_mms": r.mms_id,
+            "b_verdict": r.verdict.value,
+            "b_detail": r.detail,
+            "b_url": r.resolved_url,
+            "b_at": r.checked_at,
+        }
+        for r in results
+    ]
+    with ctx.sessions.begin() as session:
+        session.execute(_STORE, params)
+    results.clear()
+
+
+def _verdicts(session: Session, set_id: int) -> Counter[str]:
+    rows = session.execute(
+        select(Record.verdict, func.count(Record.id))
+        .where(Record.set_id == set_id, Record.excluded.is_(False))
+        .group_by(Record.verdict)
+    )
+    tally: Counter[str] = Counter()
+    for verdict, count in rows:
+        tally[verdict or "UNCHECKED"] += count
+    return tally
+
+
+def run(ctx: Context, set_id: int, *, only_problems: bool = True, follow: bool = False) -> bool:
+    """Verify the set's included records (by default only those not yet OK). True if all are OK;
+    otherwise the set gets a ``verify`` attention reason with the counts per verdict."""
+    with ctx.sessions() as session:
+        name = session.get_one(AlmaSet, set_id).name
+    total = _count(ctx, set_id, only_problems)
+    tally: Counter[str] = Counter()
+    pending: list[VerifyResult] = []
+    done = 0
+    verifier = ctx.verifier_factory(follow)
+    try:
+        for result in verifier.verify(_items(ctx, set_id, only_problems)):
+            pending.append(result)
+            tally[result.verdict.value] += 1
+            done += 1
+            if len(pending) >= FLUSH_EVERY:
+                _flush(ctx, set_id, pending)
+            ctx.reporter.verify_progress(name, done, total, tally)
+    finally:
+        _flush(ctx, set_id, pending)
+        verifier.close()
+    now = ctx.clock()
+    with ctx.sessions.begin() as session:
+        row = session.get_one(AlmaSet, set_id)
+        verdicts = _verdicts(session, set_id)
+        included = sum(verdicts.values())
+        ok = verdicts.get(Verdict.OK.value, 0)
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(verdicts.items()) if k != Verdict.OK.value)
+        add_event(
+            session,
+            row,
+            "verification",
+            f"verification: {ok} of {included} handles resolve to their own record"
+            + (f"; {counts}" if counts else "")
+            + f" ({done} checked now)",
+            at=now,
+            verdicts=dict(verdicts),
+            checked=done,
+        )
+        if ok == included:
+            return True
+        if row.stage is Stage.INTEGRATED:
+            set_attention(
+                session,
+                row,
+                "verify",
+                f"{included - ok} of {included} handles do not resolve to their own record ({counts}); "
+                f"see `hwf report {row.alma_set_id} --problems`; fix the cause (or wait for the proxy's cache), "
+                f"then `hwf verify {row.alma_set_id}` re-checks only those",
+                now,
+            )
+        return False
+
+
+def verify_set(ctx: Context, ref: str, *, recheck_all: bool = False, follow: bool = False) -> dict[str, int]:
+    """``hwf verify``: verify by hand, under the set's lease; if the set is integrated, settled and
+    every record is OK, record the ``verify`` transition."""
+    with ctx.sessions.begin() as session:
+        row = find_set(session, ref)
+        set_id = row.id
+        if not claim(session, set_id, ctx.owner, ctx.clock(), ctx.config.lease_seconds):
+            raise LeaseHeldError(f"another hwf process ({row.lease_owner}) holds set {row.alma_set_id}")
+        if row.attention_kind == "verify":
+            row.attention = None
+            row.attention_kind = None
+    try:
+        with LeaseKeeper(ctx.sessions, set_id, ctx.owner, ctx.config.lease_seconds, ctx.clock):
+            all_ok = run(ctx, set_id, only_problems=not recheck_all, follow=follow)
+            now = ctx.clock()
+            with ctx.sessions.begin() as session:
+                row = session.get_one(AlmaSet, set_id)
+                if all_ok and row.stage is Stage.INTEGRATED:
+                    integration = session.scalar(
+                        select(Attempt)
+                        .where(Attempt.set_id == set_id, Attempt.step == Step.INTEGRATE.value)
+                        .order_by(Attempt.number.desc())
+                    )
+                    ended = integration.finished_at if integration and integration.finished_at else now
+                    settled = ended + timedelta(minutes=ctx.config.handles.settle_minutes) <= now
+                    before = row.stage
+                    if fire(row, Step.VERIFY, StepFacts(settled=settled, all_verified=True)):
+                        add_event(
+                            session,
+                            row,
+                            "transition",
+                            f"{before.value} -> {row.stage.value} (verify)",
+                            at=now,
+                            actor=ctx.owner,
+                            **{"from": before.value, "to": row.stage.value, "trigger": "verify"},
+                        )
+                return dict(_verdicts(session, set_id))
+    finally:
+        with ctx.sessions.begin() as session:
+            release(session, set_id, ctx.owner)
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    mms_id: str
+    title: str | None
+    handle: str | None
+    preflight: str | None
+    verdict: str | None
+    resolved_url: str | None
+    expected_url: str
+    checked_at: datetime | None
+    detail: str | None
+    excluded: bool
+
+    @property
+    def correct_mms(self) -> bool | None:
+        if self.resolved_url is None:
+            return None
+        return f"alma{self.mms_id}/" in self.resolved_url
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "mms_id": self.mms_id,
+            "title": self.title,
+            "handle": self.handle,
+            "handle_url": f"http://hdl.handle.net/{self.handle}" if self.handle else None,
+            "preflight": self.preflight,
+            "verdict": self.verdict,
+            "resolved_url": self.resolved_url,
+            "expected_url": self.expected_url,
+            "returned_correct_mms_id": self.correct_mms,
+            "checked_at": self.checked_at.isoformat().replace("+00:00", "Z") if self.checked_at else None,
+            "detail": self.detail,
+            "excluded": self.excluded,
+        }
+
+
+CSV_COLUMNS = [
+    "MMS ID",
+    "Handle URL",
+    "dc:title",
+    "Preflight",
+    "Verdict",
+    "Resolved URL",
+    "Expected URL",
+    "Returned Correct MMS ID",
+    "Checked At",
+    "Detail",
+    "Excluded",
+]
+
+
+def csv_row(r: ReportRow) -> list[str]:
+    data = r.as_json()
+    correct = data["returned_correct_mms_id"]
+    return [
+        r.mms_id,
+        str(data["handle_url"] or ""),
+        r.title or "",
+        r.preflight or "",
+        r.verdict or "",
+        r.resolved_url or "",
+        r.expected_url,
+        "" if correct is None else ("TRUE" if correct else "FALSE"),
+        str(data["checked_at"] or ""),
+        r.detail or "",
+        "TRUE" if r.excluded else "FALSE",
+    ]
+
+
+def report(ctx: Context, ref: str, *, problems_only: bool = False) -> Iterator[ReportRow]:
+    """One row per record: preflight class, verdict, resolved and expected URL (streamed in pages)."""
+    with ctx.sessions() as session:
+        set_id = find_set(session, ref).id
+    last = 0
+    while True:
+        with ctx.sessions() as session:
+            page = session.scalars(
+                select(Record).where(Record.set_id == set_id, Record.id > last).order_by(Record.id).limit(PAGE)
+            ).all()
+        if not page:
+            return
+        last = page[-1].id
+        for rec in page:
+            problem = rec.excluded or rec.verdict != Verdict.OK.value
+            if problems_only and not problem:
+                continue
+            yield ReportRow(
+                mms_id=rec.mms_id,
+                title=rec.title,
+                handle=rec.handle,
+                preflight=rec.preflight,
+                verdict=rec.verdict,
+                resolved_url=rec.resolved_url,
+                expected_url=ctx.config.primo.record_url(rec.mms_id),
+                checked_at=rec.verified_at,
+                detail=rec.verdict_detail or (rec.preflight_detail if rec.preflight != "READY" else None),
+                excluded=rec.excluded,
+            )

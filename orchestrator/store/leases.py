@@ -1,0 +1,170 @@
+"""Leases: one owner per set at a time, renewed while a process works, taken over once expired.
+
+A claim is one conditional UPDATE, atomic on SQLite and PostgreSQL alike (on PostgreSQL a concurrent
+claim waits for the row and re-checks the condition, so exactly one wins); several hosts split the sets.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.errors import LeaseHeldError
+from orchestrator.store.models import AlmaSet
+
+
+def default_owner() -> str:
+    """``host:pid``, so an operator can tell whose lease it is."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def try_claim(session: Session, set_id: int, owner: str, now: datetime, seconds: float) -> bool:
+    """Take or renew the lease on a set. True if ``owner`` now holds it."""
+    result = session.execute(
+        update(AlmaSet)
+        .where(AlmaSet.id == set_id)
+        .where(
+            or_(
+                AlmaSet.lease_owner.is_(None),
+                AlmaSet.lease_owner == owner,
+                AlmaSet.lease_expires_at.is_(None),
+                AlmaSet.lease_expires_at < now,
+            )
+        )
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def _dead_local_owner(owner: str | None) -> bool:
+    """True if ``owner`` ("host:pid") names a process on this host that no longer exists."""
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def claim(session: Session, set_id: int, owner: str, now: datetime, seconds: float) -> bool:
+    """Like ``try_claim``, but also takes over at once from a process on this host that has died
+    (a killed ``hwf``), instead of waiting for its lease to expire."""
+    if try_claim(session, set_id, owner, now, seconds):
+        return True
+    current, _ = holder(session, set_id)
+    if current == owner or not _dead_local_owner(current):
+        return False
+    result = session.execute(
+        update(AlmaSet)
+        .where(AlmaSet.id == set_id, AlmaSet.lease_owner == current)
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def release(session: Session, set_id: int, owner: str) -> None:
+    """Give the lease back if ``owner`` holds it."""
+    session.execute(
+        update(AlmaSet)
+        .where(AlmaSet.id == set_id, AlmaSet.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def holder(session: Session, set_id: int) -> tuple[str | None, datetime | None]:
+    row = session.execute(select(AlmaSet.lease_owner, AlmaSet.lease_expires_at).where(AlmaSet.id == set_id)).one()
+    return row[0], row[1]
+
+
+def _free(row: AlmaSet, now: datetime) -> bool:
+    return (
+        row.lease_owner is None
+        or row.lease_expires_at is None
+        or row.lease_expires_at < now
+        or _dead_local_owner(row.lease_owner)
+    )
+
+
+def candidate_ids(session: Session, ids: list[int], now: datetime) -> list[int]:
+    """The sets among ``ids`` whose lease is free (or held by a dead process on this host), oldest first.
+
+    On PostgreSQL the rows stay locked (``FOR UPDATE``, in id order) for the rest of the caller's short
+    transaction, so two schedulers never plan the same set at once. Not ``SKIP LOCKED``: a row another
+    scheduler is planning at this instant is not held by anyone, and skipping it would make this process
+    believe the set is held and leave it. Taking a set is the atomic conditional UPDATE of ``try_claim``.
+    """
+    stmt = select(AlmaSet).where(AlmaSet.id.in_(ids))
+    if session.get_bind().dialect.name == "postgresql":
+        # Re-read into the session (populate_existing): a row object the caller loaded before the lock may
+        # be older than the row now locked, and writing it back would fail the version check.
+        stmt = stmt.order_by(AlmaSet.id).with_for_update().execution_options(populate_existing=True)
+    rows = sorted(session.scalars(stmt), key=lambda row: (row.created_at, row.id))
+    return [row.id for row in rows if _free(row, now)]
+
+
+class LeaseKeeper:
+    """Renews a lease from a background thread while the main thread talks to Alma.
+
+    If a renewal finds the lease taken (this process slept past its expiry), ``lost`` is set and the
+    main loop stops before its next remote call.
+    """
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        set_id: int,
+        owner: str,
+        seconds: float,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._factory, self._set_id, self._owner = factory, set_id, owner
+        self._seconds, self._clock = seconds, clock
+        self._stop = threading.Event()
+        self.lost = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{set_id}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def renew(self) -> None:
+        """Renew now. :raises LeaseHeldError: the lease was lost."""
+        with self._factory.begin() as session:
+            if not try_claim(session, self._set_id, self._owner, self._clock(), self._seconds):
+                owner, _ = holder(session, self._set_id)
+                self.lost.set()
+                raise LeaseHeldError(f"lost the lease on the set to {owner}; stopping")
+
+    def check(self) -> None:
+        """:raises LeaseHeldError: if a renewal found the lease taken."""
+        if self.lost.is_set():
+            raise LeaseHeldError("lost the lease on the set to another hwf process; stopping")
+
+    def _run(self) -> None:
+        interval = max(self._seconds / 3.0, 0.5)
+        while not self._stop.wait(interval):
+            try:
+                self.renew()
+            except LeaseHeldError:
+                return
+            except Exception:  # a transient database error: try again next interval
+                continue

@@ -1,0 +1,215 @@
+"""SQLAlchemy 2 models: sets, attempts, records, events (append-only), backups, runs of set creation.
+
+Functions here never commit: the caller (``workflow.py``) owns the transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from orchestrator.domain.machine import Stage
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if dialect.name != "sqlite" else value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+
+
+class AttemptState(enum.Enum):
+    """Where one submission of a step stands (DESIGN.md §3)."""
+
+    SUBMITTING = "submitting"  # attempt committed, POST not known to have succeeded
+    SUBMITTED = "submitted"  # instance id known, job not finished
+    FINISHED = "finished"  # terminal status recorded
+    NOT_NEEDED = "not_needed"  # step skipped by rule (e.g. no record needs the copy job)
+    ABANDONED = "abandoned"  # the POST never reached Alma (reconciled: no instance) or was refused
+    WAITING_OPERATOR = "waiting_operator"  # manual integration mode: waiting for the operator's run
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(cls, name=name, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e])
+
+
+class AlmaSet(Base):
+    """One Alma set driven through the workflow. ``stage`` is the state machine's state."""
+
+    __tablename__ = "sets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alma_set_id: Mapped[str] = mapped_column(String(40), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    stage: Mapped[Stage] = mapped_column("state", _enum(Stage, "stage"), default=Stage.CREATED)
+    attention: Mapped[str | None] = mapped_column(Text)
+    attention_kind: Mapped[str | None] = mapped_column(String(32))  # job, records, verify, quota, reconcile
+    waiting: Mapped[str | None] = mapped_column(Text)  # what it waits for (job, settle time, quota)
+    wait_until: Mapped[datetime | None] = mapped_column()
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
+    record_count: Mapped[int] = mapped_column(Integer, default=0)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    attempts: Mapped[list[Attempt]] = relationship(back_populates="set", order_by="Attempt.id")
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Attempt(Base):
+    """One submission of one step's Alma job. Committed *before* the POST (DESIGN.md §3)."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (
+        UniqueConstraint("set_id", "step", "number", name="uq_attempts_set_step_number"),
+        UniqueConstraint("job_id", "instance_id", name="uq_attempts_job_instance"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    set_id: Mapped[int] = mapped_column(ForeignKey("sets.id", ondelete="CASCADE"), index=True)
+    step: Mapped[str] = mapped_column(String(32))
+    number: Mapped[int] = mapped_column(Integer)
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    job_name: Mapped[str | None] = mapped_column(String(255))
+    instance_id: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[AttemptState] = mapped_column(_enum(AttemptState, "attempt_state"))
+    status: Mapped[str | None] = mapped_column(String(40))  # Alma systemJobStatus
+    progress: Mapped[float | None] = mapped_column()
+    counters: Mapped[list[Any] | None] = mapped_column()
+    alerts: Mapped[list[Any] | None] = mapped_column()
+    note: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)  # before the POST
+    submitted_at: Mapped[datetime | None] = mapped_column()
+    next_poll_at: Mapped[datetime | None] = mapped_column()
+    poll_interval: Mapped[float | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()  # Alma's end_time
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    set: Mapped[AlmaSet] = relationship(back_populates="attempts")
+
+
+class Record(Base):
+    """One member of a set, with its preflight class and verification verdict."""
+
+    __tablename__ = "records"
+    __table_args__ = (
+        UniqueConstraint("set_id", "mms_id", name="uq_records_set_mms"),
+        Index("ix_records_handle", "handle"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    set_id: Mapped[int] = mapped_column(ForeignKey("sets.id", ondelete="CASCADE"), index=True)
+    mms_id: Mapped[str] = mapped_column(String(40))
+    title: Mapped[str | None] = mapped_column(Text)
+    handle: Mapped[str | None] = mapped_column(String(255))  # normalised "prefix/suffix"
+    handle_raw: Mapped[str | None] = mapped_column(Text)  # as found in the metadata
+    record_format: Mapped[str | None] = mapped_column(String(32))
+    preflight: Mapped[str | None] = mapped_column(String(32))  # READY, NEEDS_COPY, ...
+    preflight_detail: Mapped[str | None] = mapped_column(Text)
+    checked_at: Mapped[datetime | None] = mapped_column()
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False)
+    exclude_reason: Mapped[str | None] = mapped_column(Text)
+    removed_from_alma_set: Mapped[bool] = mapped_column(Boolean, default=False)
+    verdict: Mapped[str | None] = mapped_column(String(32))  # OK, WRONG_RECORD, ...
+    verdict_detail: Mapped[str | None] = mapped_column(Text)
+    resolved_url: Mapped[str | None] = mapped_column(Text)
+    verified_at: Mapped[datetime | None] = mapped_column()
+
+
+class Event(Base):
+    """The append-only audit trail of a set."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_set_id_id", "set_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    set_id: Mapped[int] = mapped_column(ForeignKey("sets.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column()
+    actor: Mapped[str | None] = mapped_column(String(255))
+
+
+class Backup(Base):
+    """The original ``<bib>`` of a record hwf changed, stored before the PUT."""
+
+    __tablename__ = "backups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    set_id: Mapped[int] = mapped_column(ForeignKey("sets.id", ondelete="CASCADE"), index=True)
+    mms_id: Mapped[str] = mapped_column(String(40), index=True)
+    original_xml: Mapped[bytes] = mapped_column(LargeBinary)
+    new_xml: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16))  # pending, applied, failed, restored, conflict
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SetCreation(Base):
+    """A set hwf is creating in Alma from a CSV; the name is deterministic so a re-run finds it."""
+
+    __tablename__ = "set_creations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    batch: Mapped[int] = mapped_column(Integer)
+    batches: Mapped[int] = mapped_column(Integer)
+    mms_ids: Mapped[list[Any]] = mapped_column()
+    alma_set_id: Mapped[str | None] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(16))  # creating, created, populated, registered
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
