@@ -1,5 +1,6 @@
-"""Pacing requests to Alma: a token bucket that halves its rate when Alma says 429 and recovers slowly
-(AIMD), the full-jitter exponential backoff between retries, and reading ``Retry-After``.
+"""Pacing requests, for Alma and for the handle resolver alike: one rate gate (request starts spaced
+``1/rate`` apart, the rate halved when the server says 429 and recovering slowly: AIMD; every caller
+paused at once by ``hold``), the one full-jitter exponential backoff, and the one ``Retry-After`` parser.
 """
 
 from __future__ import annotations
@@ -24,26 +25,38 @@ CUT_WINDOW_SECONDS = 1.0
 PACING = 0.95
 
 
-def backoff_delay(attempt: int, jitter: float) -> float:
+def backoff_delay(attempt: int, jitter: float, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
     """Full-jitter exponential backoff: ``jitter`` (0..1) times min(cap, base * 2**attempt)."""
-    return jitter * min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(attempt, 32))
+    return jitter * min(cap, base * 2.0 ** min(attempt, 32))
 
 
 class TokenBucket:
-    """A thread-safe token bucket whose rate is halved on demand and recovers linearly (AIMD)."""
+    """A thread-safe rate gate of capacity one (a virtual schedule of request starts).
 
-    def __init__(self, rate: float, monotonic: Callable[[], float], sleep: Callable[[float], None]) -> None:
+    Each caller reserves the next start under a lock and sleeps outside it, so there is no busy wait.
+    ``slow_down`` halves the rate (recovering linearly, AIMD); ``hold`` lets no request start for a while.
+    A rate of ``inf`` (or ``None``) never waits, except for a hold.
+    """
+
+    def __init__(
+        self,
+        rate: float | None,
+        monotonic: Callable[[], float],
+        sleep: Callable[[float], None],
+        *,
+        pacing: float = PACING,
+    ) -> None:
+        rate = math.inf if rate is None else rate
         if not rate > 0:
             raise ValueError(f"requests_per_second must be positive, not {rate!r}")
         self._unlimited = math.isinf(rate)
-        rate = rate if self._unlimited else rate * PACING
+        rate = rate if self._unlimited else rate * pacing
         self._base = rate
-        self._capacity = 1.0
         self._floor = min(rate, max(rate / 8, 0.5))
         self._monotonic, self._sleep = monotonic, sleep
         self._lock = threading.Lock()
-        self._tokens = self._capacity
-        self._last = monotonic()
+        self._next = float("-inf")
+        self._hold_until = float("-inf")
         self._cut_rate = rate
         self._cut_at: float | None = None
 
@@ -58,51 +71,63 @@ class TokenBucket:
             return self._base
         return rate
 
-    def _refill(self, now: float) -> float:
-        rate = self.current_rate(now)
-        self._tokens = min(self._capacity, self._tokens + max(0.0, now - self._last) * rate)
-        self._last = now
-        return rate
-
-    def acquire(self) -> None:
-        """Take one token, sleeping (outside the lock) until it is due."""
-        if self._unlimited:
-            return
+    def reserve(self) -> float:
+        """Reserve the next start; return how long the caller must wait for it (no sleeping)."""
         with self._lock:
-            rate = self._refill(self._monotonic())
-            self._tokens -= 1.0
-            wait = -self._tokens / rate if self._tokens < 0 else 0.0
+            now = self._monotonic()
+            start = max(now, self._next, self._hold_until)
+            if not self._unlimited:
+                self._next = start + 1.0 / self.current_rate(start)
+        return start - now
+
+    def acquire(self) -> float:
+        """Wait (outside the lock) until the caller may start a request; return the time waited."""
+        if self._unlimited and self._hold_until == float("-inf"):
+            return 0.0
+        wait = self.reserve()
         if wait > 0:
             self._sleep(wait)
+        return max(wait, 0.0)
 
     def slow_down(self) -> None:
-        """Alma said we are too fast: halve the current rate and drop any saved-up burst."""
+        """The server said we are too fast: halve the current rate and drop any saved-up start."""
         if self._unlimited:
             return
         with self._lock:
             now = self._monotonic()
-            rate = self._refill(now)
+            rate = self.current_rate(now)
             if self._cut_at is not None and now - self._cut_at < CUT_WINDOW_SECONDS:
                 return
             self._cut_rate = max(self._floor, rate / 2)
             self._cut_at = now
-            self._tokens = min(self._tokens, 0.0)
+            self._next = max(self._next, now + 1.0 / self._cut_rate)
+
+    def hold(self, seconds: float) -> None:
+        """Let no request start for ``seconds`` from now (after a Retry-After, or an outage)."""
+        with self._lock:
+            self._hold_until = max(self._hold_until, self._monotonic() + seconds)
 
 
-def retry_after(response: httpx.Response) -> float | None:
-    """Seconds the server asks us to wait (``Retry-After`` as seconds or an HTTP date), if it says."""
-    value = response.headers.get("retry-after")
-    if value is None:
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` value (delta-seconds or an HTTP date), or None when absent or unreadable."""
+    if value is None or not value.strip():
         return None
-    value = value.strip()
+    text = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
-        when = parsedate_to_datetime(value)
+        when = parsedate_to_datetime(text)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds the server asks us to wait before the next request, if it says."""
+    return retry_after_seconds(response.headers.get("retry-after"))

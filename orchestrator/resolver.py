@@ -1,19 +1,13 @@
-"""Handle syntax and the concurrent handle verifier.
-
-Owns: reading the handle forms found in metadata (``parse_handle``), the URL form stored in
-``dc:identifier`` (``handle_url``), judging a resolved URL against the Primo record URL
-(``classify_url``), and ``Verifier``, which asks a handle proxy's JSON API for many handles with
-bounded concurrency, one connection pool, a shared rate cap and retries, and streams the results.
+"""The handle verifier: asks a handle proxy's JSON API for many handles with bounded concurrency,
+one connection pool, the shared pacing of :mod:`orchestrator.pacing` and retries, and streams the
+results. The rules it applies (handle syntax, verdicts) are in :mod:`orchestrator.domain.handles`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
-import enum
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
@@ -27,164 +21,21 @@ from urllib.parse import quote, urljoin, urlsplit
 import httpx
 
 from orchestrator.config import PrimoConfig
+from orchestrator.domain.handles import (
+    Verdict,
+    classify_url,
+    expected_url,
+    explain,
+    normalise_url,
+    parse_handle,
+)
+from orchestrator.pacing import TokenBucket, backoff_delay, retry_after
 
 _T = TypeVar("_T")
 
-HANDLE_PROXY_HOSTS = frozenset({"hdl.handle.net"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 TRANSIENT_RESPONSE_CODES = frozenset({2, 3, 7})  # RC_ERROR, RC_SERVER_TOO_BUSY, RC_SERVER_BACKUP
 MAX_RETRY_AFTER = 600.0
-
-_URL_FORM = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<host>[^/?#]*)(?P<rest>.*)$", re.DOTALL)
-_HDL_FORM = re.compile(r"^hdl:(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
-_SCHEME_HOST = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)(.*)$", re.DOTALL)
-_FULLDISPLAY = re.compile(r"/discovery/fulldisplay/alma(\d+)(?:[/?#]|$)")
-_DOCID = re.compile(r"[?&]docid=alma(\d+)(?:&|#|$)")
-
-
-# --------------------------------------------------------------------------------------------
-# Handle syntax
-
-
-@dataclass(frozen=True)
-class ParsedHandle:
-    """A handle as read from metadata: the normalised ``prefix/suffix`` or why it is unusable."""
-
-    handle: str | None  # normalised "prefix/suffix"; None exactly when ``problem`` is set
-    problem: str | None  # why it is BAD_HANDLE, e.g. "trailing slash", "prefix 123 is not 11084"
-    note: str | None  # normalisation applied, e.g. "surrounding whitespace stripped"
-
-
-def parse_handle(raw: str, prefix: str | None) -> ParsedHandle:
-    """Read ``http(s)://hdl.handle.net/P/S``, ``hdl:P/S`` or bare ``P/S``.
-
-    Surrounding whitespace is stripped (and noted); inner whitespace, a trailing slash, another
-    prefix (when ``prefix`` is given), an empty suffix or another host are problems.
-    """
-    notes: list[str] = []
-    problems: list[str] = []
-    text = raw.strip()
-    if text != raw:
-        notes.append("surrounding whitespace stripped")
-    if not text:
-        return ParsedHandle(None, "empty", _join(notes))
-
-    url = _URL_FORM.match(text)
-    hdl = _HDL_FORM.match(text)
-    if url:
-        scheme, host, rest = url["scheme"], url["host"], url["rest"]
-        if scheme.lower() not in ("http", "https"):
-            return ParsedHandle(None, f"not a handle URL (scheme {scheme})", _join(notes))
-        if host.lower() not in HANDLE_PROXY_HOSTS:
-            return ParsedHandle(None, f"not a handle URL (host {host})", _join(notes))
-        if scheme.lower() == "https":
-            notes.append("https form accepted")
-        if scheme != scheme.lower() or host != host.lower():
-            notes.append("scheme/host case normalised")
-        if not rest.startswith("/") or rest == "/":
-            return ParsedHandle(None, "no handle after the host", _join(notes))
-        rest = rest[1:]
-        if "?" in rest or "#" in rest:
-            problems.append("URL has a query or fragment")
-    elif hdl:
-        rest = hdl["rest"]
-        notes.append("hdl: form accepted")
-    elif text.lower().startswith(tuple(f"{h}/" for h in HANDLE_PROXY_HOSTS)):
-        return ParsedHandle(None, "handle URL without http:// scheme", _join(notes))
-    else:
-        rest = text
-        if "/" not in rest or not rest[:1].isdigit():
-            return ParsedHandle(None, "not a handle", _join(notes))
-        notes.append("bare prefix/suffix form accepted")
-
-    if any(ch.isspace() for ch in rest):
-        problems.append("contains whitespace")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in rest if not ch.isspace()):
-        problems.append("contains control characters")
-    core = rest
-    if rest.endswith("/"):
-        problems.append("trailing slash")
-        core = rest.rstrip("/")
-    if "/" not in core:
-        problems.append("empty suffix" if "/" in rest else "no '/' between prefix and suffix")
-        return ParsedHandle(None, _join(problems), _join(notes))
-    got_prefix, suffix = core.split("/", 1)
-    if not got_prefix:
-        problems.append("empty prefix")
-    elif prefix is not None and got_prefix.upper() != prefix.upper():
-        problems.append(f"prefix {got_prefix} is not {prefix}")
-    if suffix.startswith("/"):
-        problems.append("double slash after the prefix")
-    if problems:
-        return ParsedHandle(None, _join(problems), _join(notes))
-    return ParsedHandle(f"{got_prefix}/{suffix}", None, _join(notes))
-
-
-def handle_url(handle: str) -> str:
-    """The URL form of a handle as stored in ``dc:identifier``: ``http://hdl.handle.net/P/S``."""
-    return f"http://hdl.handle.net/{handle}"
-
-
-def _join(parts: list[str]) -> str | None:
-    return "; ".join(parts) if parts else None
-
-
-# --------------------------------------------------------------------------------------------
-# Verdicts
-
-
-class Verdict(enum.StrEnum):
-    """What resolving one record's handle showed."""
-
-    OK = "OK"
-    WRONG_RECORD = "WRONG_RECORD"  # a Primo full-display URL of another MMS ID
-    WRONG_TARGET = "WRONG_TARGET"  # some other URL (legacy repository, other view, permalink)
-    NO_URL = "NO_URL"  # registered, but no URL value
-    NOT_REGISTERED = "NOT_REGISTERED"  # 404, responseCode 100
-    BAD_HANDLE = "BAD_HANDLE"  # syntax check failed locally, or 400 responseCode 102
-    NO_HANDLE = "NO_HANDLE"  # the record has no handle to check
-    ERROR = "ERROR"  # still transient after every retry, or an unexpected reply
-
-
-def expected_url(primo: PrimoConfig, mms_id: str) -> str:
-    """The URL a record's handle must resolve to (Primo VE full display)."""
-    return primo.record_url(mms_id)
-
-
-def normalise_url(url: str) -> str:
-    """Strip whitespace and lower-case scheme and host; nothing else (the view's ``:`` stays)."""
-    text = url.strip()
-    m = _SCHEME_HOST.match(text)
-    if not m:
-        return text
-    return m[1].lower() + m[2].lower() + m[3]
-
-
-def linked_mms_id(url: str) -> str | None:
-    """The MMS ID a Primo full-display URL points at (path or ``docid=`` form), if any."""
-    m = _FULLDISPLAY.search(url) or _DOCID.search(url)
-    return m[1] if m else None
-
-
-def classify_url(url: str | None, mms_id: str, primo: PrimoConfig) -> Verdict:
-    """OK when ``url`` is the record's Primo URL; WRONG_RECORD when it is a Primo full-display
-    URL of another MMS ID; WRONG_TARGET otherwise (NO_URL when there is no URL)."""
-    if url is None or not url.strip():
-        return Verdict.NO_URL
-    if normalise_url(url) == normalise_url(expected_url(primo, mms_id)):
-        return Verdict.OK
-    other = linked_mms_id(url)
-    if other is not None and other != mms_id:
-        return Verdict.WRONG_RECORD
-    return Verdict.WRONG_TARGET
-
-
-def _explain(verdict: Verdict, url: str, expected: str) -> str | None:
-    if verdict is Verdict.WRONG_RECORD:
-        return f"resolves to the record alma{linked_mms_id(url)}: {url.strip()}"
-    if verdict is Verdict.WRONG_TARGET:
-        return f"resolves to {url.strip()}, expected {expected}"
-    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,48 +84,6 @@ class VerifyStats:
             "circuit_pauses": self.circuit_pauses,
             "verdicts": {v.value: n for v, n in self.verdicts.items()},
         }
-
-
-class RateLimiter:
-    """A pacing gate shared by all workers: request starts are spaced ``1/rate`` seconds apart.
-
-    Each call reserves the next slot under a lock and sleeps outside it, so there is no busy wait
-    and ``hold`` (after a Retry-After or an outage) pauses every worker at once.
-    """
-
-    def __init__(
-        self,
-        rate: float | None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._interval = 1.0 / rate if rate else 0.0
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._next = float("-inf")
-        self._hold_until = float("-inf")
-
-    def reserve(self) -> float:
-        """Reserve the next slot; return how long the caller must wait for it."""
-        with self._lock:
-            now = self._clock()
-            start = max(now, self._next, self._hold_until)
-            self._next = start + self._interval
-        return start - now
-
-    def wait(self) -> float:
-        """Block until the caller may start a request; return the time waited."""
-        delay = self.reserve()
-        if delay > 0:
-            self._sleep(delay)
-        return max(delay, 0.0)
-
-    def hold(self, seconds: float) -> None:
-        """Let no request start for ``seconds`` from now."""
-        with self._lock:
-            self._hold_until = max(self._hold_until, self._clock() + seconds)
 
 
 class _Transient(Exception):
@@ -332,7 +141,7 @@ class Verifier:
         self._backoff_cap = backoff_cap
         self._follow = follow
         self._rng = rng or random.Random()
-        self._limiter = RateLimiter(requests_per_second, clock=clock, sleep=sleep)
+        self._limiter = TokenBucket(requests_per_second, clock, sleep, pacing=1.0)
         # After this many transient failures in a row (across workers) every worker pauses for
         # backoff_cap: an outage should cost a pause, not thousands of ERROR rows.
         self._circuit_threshold = circuit_threshold or max(5, 2 * concurrency)
@@ -509,7 +318,7 @@ class Verifier:
         attempt = 0
         while True:
             attempt += 1
-            self._limiter.wait()
+            self._limiter.acquire()
             self._count(requests=1)
             try:
                 value = once()
@@ -531,7 +340,7 @@ class Verifier:
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]."""
-        return self._rng.uniform(0.0, min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)))
+        return backoff_delay(attempt - 1, self._rng.random(), base=self._backoff_base, cap=self._backoff_cap)
 
     def _note_transient(self) -> None:
         with self._lock:
@@ -569,7 +378,7 @@ class Verifier:
         rc = _response_code(body)
         rc_text = f", responseCode {rc}" if rc is not None else ""
         if status == 429 or status >= 500:
-            raise _Transient(f"HTTP {status}{rc_text}", _retry_after(resp.headers.get("Retry-After")))
+            raise _Transient(f"HTTP {status}{rc_text}", retry_after(resp))
         if status == 404:
             if body is None:
                 return _Answer(Verdict.ERROR, detail="HTTP 404 without a handle JSON reply (is resolver_url right?)")
@@ -600,7 +409,7 @@ class Verifier:
         if value is None:
             return _Answer(Verdict.NO_URL, detail="the URL value has no readable data")
         verdict = classify_url(value, mms_id, self._primo)
-        return _Answer(verdict, url=value, detail=_explain(verdict, value, expected))
+        return _Answer(verdict, url=value, detail=explain(verdict, value, expected))
 
     def _follow_redirect(self, handle: str, expected: str) -> tuple[bool, str | None, int]:
         """GET the proxy's user-facing URL without following: (Location is expected, what was seen,
@@ -608,13 +417,12 @@ class Verifier:
         url = f"{self._resolver}/{quote(handle, safe='/')}"
         for hop in range(3):
             if hop:
-                self._limiter.wait()
+                self._limiter.acquire()
                 self._count(requests=1)
             resp = self._get(url, follow_redirects=False)
             status = resp.status_code
             if status == 429 or status >= 500:
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
-                raise _Transient(f"redirect check: HTTP {status}", retry_after)
+                raise _Transient(f"redirect check: HTTP {status}", retry_after(resp))
             if status not in REDIRECT_STATUSES:
                 return False, f"answers HTTP {status} instead of a redirect", hop
             location = resp.headers.get("Location")
@@ -682,21 +490,3 @@ def _first_url_value(values: object) -> tuple[bool, str | None]:
                 return True, raw
         return True, None
     return False, None
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date), or None."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

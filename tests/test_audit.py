@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from orchestrator.alma.types import JobInstance
 from orchestrator.cli import app
+from orchestrator.domain import jobrules
 from orchestrator.errors import BadInputError, NeedsAttentionError
 from orchestrator.service import audit, preflight, views, workflow
 from orchestrator.service.audit import AuditReport, AuditRun
@@ -174,8 +175,8 @@ def test_which_instance_names_name_the_set() -> None:
         "hwf migrate set 12 hwf-0a1b2c",
         "Handle Integration - 2026-01-05 9:00 AM",
     ]
-    assert [audit.names_set(instance(n), "123", "Theses") for n in yes] == [True, True, True]
-    assert [audit.names_set(instance(n), "123", "Theses") for n in no] == [False, False, False, False]
+    assert [jobrules.names_set(instance(n).name, "123", "Theses") for n in yes] == [True, True, True]
+    assert [jobrules.names_set(instance(n).name, "123", "Theses") for n in no] == [False, False, False, False]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,19 +18,10 @@ import httpx
 import pytest
 
 from orchestrator.config import PrimoConfig
-from orchestrator.resolver import (
-    RateLimiter,
-    Verdict,
-    Verifier,
-    VerifyItem,
-    VerifyResult,
-    _retry_after,
-    classify_url,
-    expected_url,
-    handle_url,
-    normalise_url,
-    parse_handle,
-)
+from orchestrator.domain.handles import Verdict, classify_url, expected_url, handle_url, normalise_url, parse_handle
+from orchestrator.pacing import TokenBucket
+from orchestrator.pacing import retry_after_seconds as _retry_after
+from orchestrator.resolver import Verifier, VerifyItem, VerifyResult
 
 PRIMO = PrimoConfig(domain="grinnell.primo.exlibrisgroup.com", view="01GCL_INST:GCL")
 RESOLVER = "https://hdl.test"
@@ -255,7 +246,7 @@ def test_retry_after_parsing() -> None:
 
 def test_rate_limiter_spaces_requests_and_holds() -> None:
     now = [100.0]
-    limiter = RateLimiter(20.0, clock=lambda: now[0], sleep=lambda s: None)
+    limiter = TokenBucket(20.0, lambda: now[0], lambda s: None, pacing=1.0)
     waits = [limiter.reserve() for _ in range(5)]
     assert waits == pytest.approx([0.0, 0.05, 0.10, 0.15, 0.20])
     now[0] += 10.0
@@ -265,8 +256,8 @@ def test_rate_limiter_spaces_requests_and_holds() -> None:
 
 
 def test_rate_limiter_without_rate_never_waits() -> None:
-    limiter = RateLimiter(None, clock=lambda: 0.0)
-    assert [limiter.wait() for _ in range(100)] == [0.0] * 100
+    limiter = TokenBucket(None, lambda: 0.0, lambda s: None)
+    assert [limiter.acquire() for _ in range(100)] == [0.0] * 100
 
 
 def test_verifier_rate_cap_is_shared_by_all_workers() -> None:

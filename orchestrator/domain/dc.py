@@ -21,8 +21,8 @@ from typing import Protocol
 from lxml import etree
 
 from orchestrator.alma.types import Bib
+from orchestrator.domain.handles import ParsedHandle, parse_handle
 from orchestrator.errors import HwfError, UnsafeXmlError
-from orchestrator.resolver import ParsedHandle, parse_handle
 from orchestrator.xmlsafe import parse_xml
 
 DC_NS = "http://purl.org/dc/elements/1.1/"

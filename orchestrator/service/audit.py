@@ -19,17 +19,18 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from orchestrator.alma.types import GOOD_STATUSES, JobInstance
-from orchestrator.domain.machine import Stage, Step, StepFacts, fire
+from orchestrator.alma.types import JobInstance
+from orchestrator.domain.jobrules import HWF_NAME, names_set, run_ok, submitted_by_api
+from orchestrator.domain.machine import Stage, Step, StepFacts
 from orchestrator.errors import BadInputError
 from orchestrator.service import jobs, preflight, views, workflow
 from orchestrator.service.context import Context, add_event, find_set, set_attention
+from orchestrator.service.steps import fire_step
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, Record
 
 DEFAULT_DAYS = 365
 JOB_STEPS = (Step.COPY_IDENTIFIERS, Step.MIGRATE, Step.INTEGRATE)
 _STAGES = (Stage.CREATED, Stage.IDENTIFIERS_COPIED, Stage.MIGRATED, Stage.INTEGRATED)
-_HWF_NAME = re.compile(r"\bhwf (copy_identifiers|migrate|integrate) set (\d+) (hwf-[0-9a-f]+)")
 _SET_ID = re.compile(r"^\d{1,40}$")
 
 
@@ -111,37 +112,18 @@ class AuditReport:
 # reading Alma's history
 
 
-def names_set(inst: JobInstance, alma_set_id: str, set_name: str) -> bool:
-    """The instance's name names this set: hwf's token form, the set id, or the UI's `` - <set name> - ``."""
-    name = inst.name or ""
-    hwf = _HWF_NAME.search(name)
-    if hwf:
-        return hwf.group(2) == alma_set_id
-    if re.search(rf"(?<!\d){re.escape(alma_set_id)}(?!\d)", name):
-        return True
-    if not set_name:
-        return False
-    return f" - {set_name} - " in name or name.endswith(f" - {set_name}") or name.startswith(f"{set_name} - ")
-
-
 def _by(inst: JobInstance) -> str:
-    if _HWF_NAME.search(inst.name or ""):
+    if HWF_NAME.search(inst.name or ""):
         return "hwf"
     who = (inst.submitted_by or "").strip()
-    if who.lower() in jobs.API_SUBMITTERS:
+    if submitted_by_api(who):
         return "API"
     return f"UI ({who})" if who else "UI"
 
 
 def _ok(inst: JobInstance) -> bool:
     """A good terminal status and no record with exceptions (as hwf judges its own runs)."""
-    if inst.status not in GOOD_STATUSES:
-        return False
-    for c in inst.counters:
-        words = f"{c.code} {c.desc}".lower()
-        if ("exception" in words or "fail" in words or "error" in words) and c.value:
-            return False
-    return True
+    return run_ok(inst.status, inst.counters)
 
 
 def _counter(run: AuditRun, word: str) -> int | None:
@@ -184,7 +166,7 @@ def audit_set(ctx: Context, ref: str, *, days: int = DEFAULT_DAYS) -> AuditRepor
         assert key is not None
         job_id = ctx.config.alma.jobs[key].id
         for inst in ctx.alma.list_instances(job_id, date_from=date_from, date_to=date_to):
-            if names_set(inst, alma_id, set_name):
+            if names_set(inst.name, alma_id, set_name):
                 instances.append((step, inst))
     with ctx.sessions() as session:
         skipped_by_hwf = registered and bool(
@@ -600,19 +582,16 @@ def _record_adoption(ctx: Context, set_id: int, report: AuditReport) -> None:
             for number, run in enumerate(runs, start=1):
                 session.add(_attempt(set_id, step, number, run, AttemptState.FINISHED, now))
                 _adopted_run_event(session, ctx, row, step, run, now, f"{run.status} ({run.verdict})")
-            before = row.stage
-            fire(row, step, StepFacts(job_ok=True, records_ready=ready))
-            last = runs[-1].instance_id if runs else None
-            add_event(
+            fire_step(
+                ctx,
                 session,
                 row,
-                "transition",
-                f"{before.value} -> {row.stage.value} ({step.value}, adopted from Alma's job history)",
-                at=now,
-                actor=ctx.owner,
-                **{"from": before.value, "to": row.stage.value, "trigger": step.value},
+                step,
+                StepFacts(job_ok=True, records_ready=ready),
+                now,
+                how=", adopted from Alma's job history",
                 adopted=True,
-                instance_id=last,
+                instance_id=runs[-1].instance_id if runs else None,
             )
             reached = idx + 1
         session.flush()

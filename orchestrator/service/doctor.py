@@ -24,7 +24,7 @@ from orchestrator.errors import AlmaError, DatabaseError
 from orchestrator.service.context import Context
 from orchestrator.service.jobs import UNKNOWN_INSTANCE_CODES
 from orchestrator.store import db
-from orchestrator.store.leases import _dead_local_owner
+from orchestrator.store.leases import dead_local_owner
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
 
 PROBLEM = "problem"
@@ -227,14 +227,14 @@ def _live_lease(row: _SetRow, now: datetime) -> bool:
         row.lease_owner is not None
         and row.lease_expires_at is not None
         and row.lease_expires_at >= now
-        and not _dead_local_owner(row.lease_owner)
+        and not dead_local_owner(row.lease_owner)
     )
 
 
 def _lease_findings(row: _SetRow, now: datetime) -> list[Finding]:
     if row.lease_owner is None or _live_lease(row, now):
         return []
-    if _dead_local_owner(row.lease_owner):
+    if dead_local_owner(row.lease_owner):
         why = f"held by {row.lease_owner}, a process on this host that no longer runs (killed?)"
     else:
         expired = row.lease_expires_at

@@ -3,7 +3,7 @@ the exact requests they would send (method, path with query, headers with the ke
 body), and the transition that would follow.
 
 Read-only by construction: one plain session that is never committed (closed, so rolled back), the
-workflow's own ``_plan`` to decide the next action, and no Alma client or HTTP client at all.
+workflow's own ``plan_step`` to decide the next action, and no Alma client or HTTP client at all.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ from sqlalchemy.orm import Session
 
 from orchestrator.alma.client import PAGE_SIZE, build_job_payload
 from orchestrator.domain.dc import BLOCKING, Preflight
+from orchestrator.domain.handles import Verdict
+from orchestrator.domain.jobrules import instance_window, job_name
 from orchestrator.domain.machine import TRANSITIONS, Stage, Step
-from orchestrator.resolver import Verdict
 from orchestrator.service import jobs
 from orchestrator.service.context import Context, find_set
-from orchestrator.service.workflow import _Action, _facts, _Plan, _plan
+from orchestrator.service.workflow import Action, Plan, plan_step, step_facts
 from orchestrator.store.models import AlmaSet, Attempt, Record
 
 API_ROOT = "/almaws/v1"
@@ -188,15 +189,15 @@ class _Describer:
                     f"another hwf process ({row.lease_owner}) holds this set until "
                     f"{_stamp(row.lease_expires_at)}: `hwf advance` would exit 4 now"
                 )
-        plan = _plan(self.ctx, self.session, row, self.now, set())
+        plan = plan_step(self.ctx, self.session, row, self.now, set())
         self._describe(plan, "next")
 
-    def _describe(self, plan: _Plan, when: str, depth: int = 0) -> None:
+    def _describe(self, plan: Plan, when: str, depth: int = 0) -> None:
         action = plan.action
-        if action is _Action.DONE:
+        if action is Action.DONE:
             self.actions.append(PlannedAction(when, "done", "nothing: the set is verified"))
             return
-        if action is _Action.ATTENTION:
+        if action is Action.ATTENTION:
             kind = self.row.attention_kind or "attention"
             advice = _ADVICE.get(kind, "").format(set=self.row.alma_set_id)
             self.actions.append(
@@ -210,7 +211,7 @@ class _Describer:
             return
         step = plan.step
         assert step is not None
-        if action is _Action.WAIT:
+        if action is Action.WAIT:
             assert plan.wake_at is not None
             self.actions.append(
                 PlannedAction(
@@ -221,29 +222,29 @@ class _Describer:
             )
             if depth < 2:
                 self._describe(
-                    _plan(self.ctx, self.session, self.row, plan.wake_at, set()), "after the wait", depth + 1
+                    plan_step(self.ctx, self.session, self.row, plan.wake_at, set()), "after the wait", depth + 1
                 )
             return
-        if action is _Action.PRECHECK:
+        if action is Action.PRECHECK:
             self._precheck(step, when)
             if depth < 2:
-                following = _plan(self.ctx, self.session, self.row, self.now, {step})
+                following = plan_step(self.ctx, self.session, self.row, self.now, {step})
                 self._describe(following, "then, if the check finds every record ready", depth + 1)
             return
-        if action is _Action.SUBMIT:
+        if action is Action.SUBMIT:
             self._submit(step, when)
-        elif action is _Action.RECONCILE:
+        elif action is Action.RECONCILE:
             assert plan.attempt_id is not None
             self._reconcile(step, plan.attempt_id, when)
-        elif action is _Action.POLL:
+        elif action is Action.POLL:
             assert plan.attempt_id is not None
             self._poll(step, plan.attempt_id, when)
-        elif action is _Action.MANUAL:
+        elif action is Action.MANUAL:
             self._manual(step, plan.attempt_id, when)
-        elif action is _Action.FIRE:
+        elif action is Action.FIRE:
             self._fire(step, when)
             return
-        elif action is _Action.VERIFY:
+        elif action is Action.VERIFY:
             self._verify(when)
             return
         self.transition = _transition_text(step)
@@ -303,7 +304,7 @@ class _Describer:
         key = step.job_key
         assert key is not None
         spec = self.cfg.alma.jobs[key]
-        running, hour = jobs._count_limits(self.session, spec.id, self.now)
+        running, hour = jobs.count_limits(self.session, spec.id, self.now)
         if running >= self.cfg.alma.max_running_jobs or hour >= self.cfg.alma.max_runs_per_job_hour:
             why = (
                 f"{running} API jobs running (at most {self.cfg.alma.max_running_jobs})"
@@ -314,7 +315,7 @@ class _Describer:
                 PlannedAction(when, "wait", f"wait before submitting {step.value}: {why}; nothing is sent yet")
             )
             return
-        name = jobs.job_name(step, self.row.alma_set_id, TOKEN_PLACEHOLDER)
+        name = job_name(step, self.row.alma_set_id, TOKEN_PLACEHOLDER)
         params = [("set_id", self.row.alma_set_id), ("job_name", name), *spec.parameters]
         template = spec.payload_file.read_bytes() if spec.payload_file else None
         content_type, body = build_job_payload(params, fmt=self.cfg.alma.format, template=template)
@@ -341,7 +342,7 @@ class _Describer:
         )
 
     def _instances_request(self, job_id: str, started: datetime) -> PlannedRequest:
-        date_from, date_to = jobs._window(started, self.now)
+        date_from, date_to = instance_window(started, self.now)
         params = [
             ("submit_date_from", date_from.strftime("%Y-%m-%d")),
             ("submit_date_to", date_to.strftime("%Y-%m-%d")),
@@ -421,7 +422,7 @@ class _Describer:
         )
 
     def _fire(self, step: Step, when: str) -> None:
-        facts = _facts(self.ctx, self.session, self.row, step, self.now)
+        facts = step_facts(self.ctx, self.session, self.row, step, self.now)
         conditions = next(t["conditions"] for t in TRANSITIONS if t["trigger"] == step.value)
         holds = all(condition(facts) for condition in conditions)
         attempt = self.session.scalar(

@@ -19,33 +19,28 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orchestrator.alma.types import GOOD_STATUSES, JobInstance
+from orchestrator.domain.jobrules import (
+    exception_count,
+    instance_window,
+    job_name,
+    names_set,
+    run_ok,
+    submitted_by_api,
+)
 from orchestrator.domain.machine import Stage, Step
 from orchestrator.errors import AlmaError, AlmaUnreachableError, BadInputError, JobThresholdError, LeaseHeldError
 from orchestrator.service.context import Context, add_event, find_set, set_attention
 from orchestrator.store.leases import holder, try_claim
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
 
-API_SUBMITTERS = ("exl_api", "api")
 MAX_POLL_WAIT_SECONDS = 300.0
 UNKNOWN_INSTANCE_CODES = frozenset({"402218"})  # "Invalid job instance id"
 INSTANCE_UNKNOWN = "instance_unknown"  # the attention kind: the instance a set waits on is gone from Alma
 
 
-def _exception_count(counters: list[Any] | None) -> int:
-    total = 0
-    for c in counters or []:
-        words = f"{c.get('code', '')} {c.get('desc', '')}".lower()
-        if "exception" in words or "fail" in words or "error" in words:
-            try:
-                total += int(c.get("value") or 0)
-            except (TypeError, ValueError):
-                continue
-    return total
-
-
 def finished_ok(attempt: Attempt) -> bool:
-    """A good terminal status and no records with exceptions."""
-    return attempt.status in GOOD_STATUSES and _exception_count(attempt.counters) == 0
+    """The attempt's run finished well (:func:`orchestrator.domain.jobrules.run_ok`)."""
+    return run_ok(attempt.status, attempt.counters)
 
 
 def describe_counters(counters: list[Any] | None) -> str:
@@ -60,12 +55,7 @@ def next_attempt_number(session: Session, set_id: int, step: Step) -> int:
     return int(latest or 0) + 1
 
 
-def job_name(step: Step, alma_set_id: str, token: str) -> str:
-    """The ``job_name`` hwf submits: short, ASCII, carrying the attempt token."""
-    return f"hwf {step.value} set {alma_set_id} {token}"
-
-
-def _count_limits(session: Session, job_id: str, now: datetime) -> tuple[int, int]:
+def count_limits(session: Session, job_id: str, now: datetime) -> tuple[int, int]:
     """(API jobs hwf has running across every set, runs of ``job_id`` hwf started in the last hour)."""
     running = session.scalar(
         select(func.count())
@@ -101,7 +91,7 @@ def submit(ctx: Context, set_id: int, step: Step) -> None:
     now = ctx.clock()
     with ctx.sessions.begin() as session:
         row = session.get_one(AlmaSet, set_id)
-        running, hour = _count_limits(session, spec.id, now)
+        running, hour = count_limits(session, spec.id, now)
         if running >= cfg.max_running_jobs or hour >= cfg.max_runs_per_job_hour:
             why = (
                 f"{running} API jobs running (Alma allows {cfg.max_running_jobs})"
@@ -229,20 +219,6 @@ def _adopt(
         )
 
 
-def _window(started: datetime, now: datetime) -> tuple[Any, Any]:
-    """Alma's date filter has an undocumented time zone: widen by a day on both sides."""
-    return (started - timedelta(days=1)).date(), (max(now, started) + timedelta(days=1)).date()
-
-
-def _submitted_by_api(inst: JobInstance) -> bool:
-    return (inst.submitted_by or "").lower() in API_SUBMITTERS
-
-
-def _names_set(inst: JobInstance, alma_set_id: str, set_name: str) -> bool:
-    name = inst.name or ""
-    return alma_set_id in name or (bool(set_name) and set_name in name)
-
-
 def reconcile(ctx: Context, set_id: int, attempt_id: int) -> None:
     """Find the instance a lost POST may have created; adopt it, wait, abandon, or set attention."""
     with ctx.sessions.begin() as session:
@@ -257,7 +233,7 @@ def reconcile(ctx: Context, set_id: int, attempt_id: int) -> None:
         )
     assert job_id is not None
     now = ctx.clock()
-    date_from, date_to = _window(started, now)
+    date_from, date_to = instance_window(started, now)
     instances = list(ctx.alma.list_instances(job_id, date_from=date_from, date_to=date_to))
     matches = [i for i in instances if token in (i.name or "")]
     how = "reconciled"
@@ -268,10 +244,10 @@ def reconcile(ctx: Context, set_id: int, attempt_id: int) -> None:
             i
             for i in instances
             if i.id not in taken
-            and _submitted_by_api(i)
+            and submitted_by_api(i.submitted_by)
             and i.submit_time is not None
             and i.submit_time >= earliest
-            and _names_set(i, alma_set_id, set_name)
+            and names_set(i.name, alma_set_id, set_name)
         ]
     if len(matches) == 1:
         _adopt(ctx, set_id, attempt_id, matches[0].id, how=how, submit_time=matches[0].submit_time)
@@ -397,7 +373,7 @@ def _record_instance(ctx: Context, set_id: int, attempt_id: int, inst: JobInstan
             alma_end_time=inst.end_time.isoformat() if inst.end_time else None,
         )
         if not finished_ok(attempt):
-            exceptions = _exception_count(attempt.counters)
+            exceptions = exception_count(attempt.counters)
             why = f"ended {inst.status}{desc}" if inst.status not in GOOD_STATUSES else f"had {exceptions} exceptions"
             set_attention(
                 session,
@@ -449,14 +425,14 @@ def manual_integration(ctx: Context, set_id: int, attempt_id: int | None) -> Non
                 select(Attempt.instance_id).where(Attempt.job_id == spec.id, Attempt.instance_id.is_not(None))
             )
         )
-    date_from, date_to = _window(started, now)
+    date_from, date_to = instance_window(started, now)
     found = [
         i
         for i in ctx.alma.list_instances(spec.id, date_from=date_from, date_to=date_to)
         if i.id not in taken
         and i.submit_time is not None
         and i.submit_time >= started - timedelta(minutes=5)
-        and _names_set(i, alma_set_id, set_name)
+        and names_set(i.name, alma_set_id, set_name)
     ]
     if len(found) == 1:
         _adopt(ctx, set_id, attempt_id, found[0].id, how="operator", submit_time=found[0].submit_time)

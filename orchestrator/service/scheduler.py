@@ -19,7 +19,7 @@ from orchestrator.domain.machine import Stage, Step, next_step
 from orchestrator.errors import LeaseHeldError, NeedsAttentionError
 from orchestrator.service import jobs
 from orchestrator.service.context import Context, add_event, format_utc
-from orchestrator.service.workflow import AdvanceResult, Outcome, _Action, _Plan, _plan, drive_leased
+from orchestrator.service.workflow import Action, AdvanceResult, Outcome, Plan, drive_leased, plan_step
 from orchestrator.store.leases import candidate_ids
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
 
@@ -35,7 +35,7 @@ _RESCAN_SECONDS = 60.0  # the longest the scheduler sleeps: sets added, retried 
 _TRANSIENT_WAIT_SECONDS = 60.0
 _TRANSIENT_PASSES = 10  # passes in a row where Alma failed every set before resume gives up
 SLOT_WAIT = "waiting for a job slot"
-_NEEDS_SLOT = (_Action.PRECHECK, _Action.SUBMIT)
+_NEEDS_SLOT = (Action.PRECHECK, Action.SUBMIT)
 
 
 class _QuotaSpentError(NeedsAttentionError):
@@ -184,8 +184,8 @@ def resume_all(
                     )
                     outcome[alma_id] = ("result", waiting)
                     continue
-                plan = _plan(ctx, session, row, now, set())
-                if plan.action is _Action.WAIT:
+                plan = plan_step(ctx, session, row, now, set())
+                if plan.action is Action.WAIT:
                     assert plan.wake_at is not None
                     if row.waiting != plan.reason:
                         row.waiting = plan.reason
@@ -266,7 +266,7 @@ def _advance_once(ctx: Context, set_id: int, max_running: int | None = None) -> 
     """Drive one set, under its lease, until it must wait (a running job, a settle time, or, when
     ``max_running`` is given, a job slot the scheduler's limits do not allow yet)."""
 
-    def gate(session: Session, row: AlmaSet, plan: _Plan, now: datetime) -> tuple[str, datetime | None] | None:
+    def gate(session: Session, row: AlmaSet, plan: Plan, now: datetime) -> tuple[str, datetime | None] | None:
         if max_running is None or plan.action not in _NEEDS_SLOT or plan.step is None or plan.step.job_key is None:
             return None
         refused = (

@@ -9,18 +9,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import cast
 
 from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from orchestrator.domain.machine import Stage, Step, StepFacts, fire
-from orchestrator.errors import LeaseHeldError
-from orchestrator.resolver import Verdict, VerifyItem, VerifyResult
+from orchestrator.domain.handles import Verdict
+from orchestrator.domain.jobrules import settle_until
+from orchestrator.domain.machine import Stage, Step, StepFacts
+from orchestrator.resolver import VerifyItem, VerifyResult
 from orchestrator.service.context import Context, add_event, find_set, set_attention
-from orchestrator.store.leases import LeaseKeeper, claim, release
-from orchestrator.store.models import AlmaSet, Attempt, Record
+from orchestrator.service.steps import fire_step, holding_lease, latest_attempt
+from orchestrator.store.models import AlmaSet, Record
 
 FLUSH_EVERY = 250
 PAGE = 1000
@@ -162,42 +163,23 @@ def verify_set(ctx: Context, ref: str, *, recheck_all: bool = False, follow: boo
     """``hwf verify``: verify by hand, under the set's lease; if the set is integrated, settled and
     every record is OK, record the ``verify`` transition."""
     with ctx.sessions.begin() as session:
-        row = find_set(session, ref)
-        set_id = row.id
-        if not claim(session, set_id, ctx.owner, ctx.clock(), ctx.config.lease_seconds):
-            raise LeaseHeldError(f"another hwf process ({row.lease_owner}) holds set {row.alma_set_id}")
-        if row.attention_kind == "verify":
-            row.attention = None
-            row.attention_kind = None
-    try:
-        with LeaseKeeper(ctx.sessions, set_id, ctx.owner, ctx.config.lease_seconds, ctx.clock):
-            all_ok = run(ctx, set_id, only_problems=not recheck_all, follow=follow)
-            now = ctx.clock()
-            with ctx.sessions.begin() as session:
-                row = session.get_one(AlmaSet, set_id)
-                if all_ok and row.stage is Stage.INTEGRATED:
-                    integration = session.scalar(
-                        select(Attempt)
-                        .where(Attempt.set_id == set_id, Attempt.step == Step.INTEGRATE.value)
-                        .order_by(Attempt.number.desc())
-                    )
-                    ended = integration.finished_at if integration and integration.finished_at else now
-                    settled = ended + timedelta(minutes=ctx.config.handles.settle_minutes) <= now
-                    before = row.stage
-                    if fire(row, Step.VERIFY, StepFacts(settled=settled, all_verified=True)):
-                        add_event(
-                            session,
-                            row,
-                            "transition",
-                            f"{before.value} -> {row.stage.value} (verify)",
-                            at=now,
-                            actor=ctx.owner,
-                            **{"from": before.value, "to": row.stage.value, "trigger": "verify"},
-                        )
-                return dict(_verdicts(session, set_id))
-    finally:
+        set_id = find_set(session, ref).id
+    with holding_lease(ctx, set_id):
         with ctx.sessions.begin() as session:
-            release(session, set_id, ctx.owner)
+            row = session.get_one(AlmaSet, set_id)
+            if row.attention_kind == "verify":
+                row.attention = None
+                row.attention_kind = None
+        all_ok = run(ctx, set_id, only_problems=not recheck_all, follow=follow)
+        now = ctx.clock()
+        with ctx.sessions.begin() as session:
+            row = session.get_one(AlmaSet, set_id)
+            if all_ok and row.stage is Stage.INTEGRATED:
+                integration = latest_attempt(session, set_id, Step.INTEGRATE)
+                ended = integration.finished_at if integration and integration.finished_at else now
+                settled = settle_until(ended, ctx.config.handles.settle_minutes) <= now
+                fire_step(ctx, session, row, Step.VERIFY, StepFacts(settled=settled, all_verified=True), now)
+            return dict(_verdicts(session, set_id))
 
 
 @dataclass(frozen=True)

@@ -20,19 +20,20 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from orchestrator.domain.machine import Stage, Step, StepFacts, fire, next_step
+from orchestrator.domain.jobrules import settle_until
+from orchestrator.domain.machine import Stage, Step, StepFacts, next_step
 from orchestrator.errors import (
     AlmaError,
     BadInputError,
     DailyQuotaError,
-    LeaseHeldError,
     NeedsAttentionError,
 )
 from orchestrator.service import jobs
 from orchestrator.service.context import Context, add_event, find_set, format_utc, set_attention
+from orchestrator.service.steps import fire_step, holding_lease, latest_attempt
 from orchestrator.service.views import SetSummary, status
-from orchestrator.store.leases import LeaseKeeper, claim, holder, release
-from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Record
+from orchestrator.store.leases import LeaseKeeper
+from orchestrator.store.models import AlmaSet, AttemptState, Record
 
 # ---------------------------------------------------------------------------------------------
 # add
@@ -119,7 +120,7 @@ class AdvanceResult:
     wait_until: datetime | None = None
 
 
-class _Action(enum.Enum):
+class Action(enum.Enum):
     DONE = "done"
     ATTENTION = "attention"
     PRECHECK = "precheck"  # fresh preflight before submitting the copy or migration job
@@ -133,43 +134,37 @@ class _Action(enum.Enum):
 
 
 @dataclass(frozen=True)
-class _Plan:
-    action: _Action
+class Plan:
+    action: Action
     step: Step | None = None
     attempt_id: int | None = None
     wake_at: datetime | None = None
     reason: str = ""
 
 
-def _latest_attempt(session: Session, set_id: int, step: Step) -> Attempt | None:
-    return session.scalar(
-        select(Attempt).where(Attempt.set_id == set_id, Attempt.step == step.value).order_by(Attempt.number.desc())
-    )
-
-
-def _plan(ctx: Context, session: Session, row: AlmaSet, now: datetime, prechecked: set[Step]) -> _Plan:
+def plan_step(ctx: Context, session: Session, row: AlmaSet, now: datetime, prechecked: set[Step]) -> Plan:
     if row.stage is Stage.VERIFIED:
-        return _Plan(_Action.DONE)
+        return Plan(Action.DONE)
     if row.attention:
-        return _Plan(_Action.ATTENTION, reason=row.attention)
+        return Plan(Action.ATTENTION, reason=row.attention)
     step = next_step(row.stage)
     assert step is not None
     if row.wait_until is not None and row.wait_until > now and row.waiting:
-        return _Plan(_Action.WAIT, step=step, wake_at=row.wait_until, reason=row.waiting)
+        return Plan(Action.WAIT, step=step, wake_at=row.wait_until, reason=row.waiting)
     if step is Step.VERIFY:
-        integration = _latest_attempt(session, row.id, Step.INTEGRATE)
+        integration = latest_attempt(session, row.id, Step.INTEGRATE)
         ended = integration.finished_at if integration and integration.finished_at else row.updated_at
-        settle_until = ended + timedelta(minutes=ctx.config.handles.settle_minutes)
-        if settle_until > now:
-            return _Plan(
-                _Action.WAIT,
+        settle_at = settle_until(ended, ctx.config.handles.settle_minutes)
+        if settle_at > now:
+            return Plan(
+                Action.WAIT,
                 step=step,
-                wake_at=settle_until,
-                reason=f"settling: verification starts at {format_utc(settle_until)} "
+                wake_at=settle_at,
+                reason=f"settling: verification starts at {format_utc(settle_at)} "
                 f"({ctx.config.handles.settle_minutes:g} min after the integration run)",
             )
-        return _Plan(_Action.VERIFY, step=step)
-    attempt = _latest_attempt(session, row.id, step)
+        return Plan(Action.VERIFY, step=step)
+    attempt = latest_attempt(session, row.id, step)
     if (
         attempt is None
         or attempt.state is AttemptState.ABANDONED
@@ -177,34 +172,34 @@ def _plan(ctx: Context, session: Session, row: AlmaSet, now: datetime, prechecke
     ):
         # A failed attempt reaches here only after `hwf retry` cleared the attention.
         if step in (Step.COPY_IDENTIFIERS, Step.MIGRATE) and step not in prechecked:
-            return _Plan(_Action.PRECHECK, step=step)
+            return Plan(Action.PRECHECK, step=step)
         if step is Step.INTEGRATE and ctx.config.alma.handle_integration_mode == "manual":
-            return _Plan(_Action.MANUAL, step=step)
-        return _Plan(_Action.SUBMIT, step=step)
+            return Plan(Action.MANUAL, step=step)
+        return Plan(Action.SUBMIT, step=step)
     if attempt.state is AttemptState.SUBMITTING:
-        return _Plan(_Action.RECONCILE, step=step, attempt_id=attempt.id)
+        return Plan(Action.RECONCILE, step=step, attempt_id=attempt.id)
     if attempt.state is AttemptState.WAITING_OPERATOR:
-        return _Plan(_Action.MANUAL, step=step, attempt_id=attempt.id)
+        return Plan(Action.MANUAL, step=step, attempt_id=attempt.id)
     if attempt.state is AttemptState.SUBMITTED:
         due = jobs.poll_due_at(attempt, now)
         if due > now:
-            return _Plan(
-                _Action.WAIT,
+            return Plan(
+                Action.WAIT,
                 step=step,
                 attempt_id=attempt.id,
                 wake_at=due,
                 reason=f"{step.value} job {attempt.job_id} instance {attempt.instance_id} is "
                 f"{(attempt.status or 'submitted').lower()}",
             )
-        return _Plan(_Action.POLL, step=step, attempt_id=attempt.id)
-    return _Plan(_Action.FIRE, step=step, attempt_id=attempt.id)
+        return Plan(Action.POLL, step=step, attempt_id=attempt.id)
+    return Plan(Action.FIRE, step=step, attempt_id=attempt.id)
 
 
-def _facts(ctx: Context, session: Session, row: AlmaSet, step: Step, now: datetime) -> StepFacts:
+def step_facts(ctx: Context, session: Session, row: AlmaSet, step: Step, now: datetime) -> StepFacts:
     if step is Step.VERIFY:
-        integration = _latest_attempt(session, row.id, Step.INTEGRATE)
+        integration = latest_attempt(session, row.id, Step.INTEGRATE)
         ended = integration.finished_at if integration and integration.finished_at else now
-        settled = ended + timedelta(minutes=ctx.config.handles.settle_minutes) <= now
+        settled = settle_until(ended, ctx.config.handles.settle_minutes) <= now
         not_ok = session.scalar(
             select(func.count())
             .select_from(Record)
@@ -212,7 +207,7 @@ def _facts(ctx: Context, session: Session, row: AlmaSet, step: Step, now: dateti
             .where((Record.verdict.is_(None)) | (Record.verdict != "OK"))
         )
         return StepFacts(settled=settled, all_verified=not not_ok)
-    attempt = _latest_attempt(session, row.id, step)
+    attempt = latest_attempt(session, row.id, step)
     job_ok = attempt is not None and (
         attempt.state is AttemptState.NOT_NEEDED
         or (attempt.state is AttemptState.FINISHED and jobs.finished_ok(attempt))
@@ -227,23 +222,12 @@ def _fire(ctx: Context, set_id: int, step: Step) -> str:
     now = ctx.clock()
     with ctx.sessions.begin() as session:
         row = session.get_one(AlmaSet, set_id)
-        facts = _facts(ctx, session, row, step, now)
+        facts = step_facts(ctx, session, row, step, now)
         before = row.stage
-        if not fire(row, step, facts):
+        if not fire_step(ctx, session, row, step, facts, now):
             reason = f"{step.value}: guard not met ({facts}); see `hwf check` and `hwf history`"
             set_attention(session, row, "guard", reason, now)
             return reason
-        row.waiting = None
-        row.wait_until = None
-        add_event(
-            session,
-            row,
-            "transition",
-            f"{before.value} -> {row.stage.value} ({step.value})",
-            at=now,
-            actor=ctx.owner,
-            **{"from": before.value, "to": row.stage.value, "trigger": step.value},
-        )
         return f"{before.value} -> {row.stage.value}"
 
 
@@ -261,17 +245,7 @@ def advance(ctx: Context, ref: str, *, wait: bool = True) -> AdvanceResult:
     return drive_leased(ctx, set_id, wait=wait)
 
 
-def _claim_or_raise(ctx: Context, set_id: int) -> None:
-    now = ctx.clock()
-    with ctx.sessions.begin() as session:
-        if claim(session, set_id, ctx.owner, now, ctx.config.lease_seconds):
-            return
-        owner, expires = holder(session, set_id)
-    until = f" until {format_utc(expires)}" if expires else ""
-    raise LeaseHeldError(f"another hwf process ({owner}) holds this set{until}; try again later")
-
-
-Gate: TypeAlias = Callable[[Session, AlmaSet, "_Plan", datetime], "tuple[str, datetime | None] | None"]
+Gate: TypeAlias = Callable[[Session, AlmaSet, "Plan", datetime], "tuple[str, datetime | None] | None"]
 
 
 def drive_leased(
@@ -283,13 +257,8 @@ def drive_leased(
     quota_error: type[NeedsAttentionError] = NeedsAttentionError,
 ) -> AdvanceResult:
     """Claim the set's lease, drive it, release the lease. :raises LeaseHeldError: another holds it."""
-    _claim_or_raise(ctx, set_id)
-    try:
-        with LeaseKeeper(ctx.sessions, set_id, ctx.owner, ctx.config.lease_seconds, ctx.clock) as keeper:
-            return _drive(ctx, set_id, keeper, wait=wait, gate=gate, quota_error=quota_error)
-    finally:
-        with ctx.sessions.begin() as session:
-            release(session, set_id, ctx.owner)
+    with holding_lease(ctx, set_id) as keeper:
+        return _drive(ctx, set_id, keeper, wait=wait, gate=gate, quota_error=quota_error)
 
 
 def _drive(
@@ -309,19 +278,19 @@ def _drive(
         now = ctx.clock()
         with ctx.sessions.begin() as session:
             row = session.get_one(AlmaSet, set_id)
-            plan = _plan(ctx, session, row, now, prechecked)
+            plan = plan_step(ctx, session, row, now, prechecked)
             name, alma_id, state = row.name, row.alma_set_id, row.stage.value
             refused = gate(session, row, plan, now) if gate is not None else None
-            if refused is None and plan.action is _Action.WAIT and row.waiting != plan.reason:
+            if refused is None and plan.action is Action.WAIT and row.waiting != plan.reason:
                 row.waiting = plan.reason
         if refused is not None:
             return AdvanceResult(alma_id, name, Outcome.WAITING, state, refused[0], refused[1])
-        if plan.action is _Action.DONE:
+        if plan.action is Action.DONE:
             return AdvanceResult(alma_id, name, Outcome.VERIFIED, state, "verified")
-        if plan.action is _Action.ATTENTION:
+        if plan.action is Action.ATTENTION:
             raise NeedsAttentionError(f"set {alma_id} ({name}) needs attention: {plan.reason}")
         assert plan.step is not None
-        if plan.action is _Action.WAIT:
+        if plan.action is Action.WAIT:
             assert plan.wake_at is not None
             if not wait:
                 return AdvanceResult(alma_id, name, Outcome.WAITING, state, plan.reason, plan.wake_at)
@@ -334,7 +303,7 @@ def _drive(
             raise quota_error(f"set {alma_id} ({name}): {exc}") from None
 
 
-def _execute(ctx: Context, set_id: int, plan: _Plan, prechecked: set[Step]) -> None:
+def _execute(ctx: Context, set_id: int, plan: Plan, prechecked: set[Step]) -> None:
     step = plan.step
     from orchestrator.service import (
         preflight,
@@ -342,24 +311,24 @@ def _execute(ctx: Context, set_id: int, plan: _Plan, prechecked: set[Step]) -> N
     )
 
     assert step is not None
-    if plan.action is _Action.PRECHECK:
+    if plan.action is Action.PRECHECK:
         preflight.precheck_step(ctx, set_id, step)
         prechecked.add(step)
-    elif plan.action is _Action.SUBMIT:
+    elif plan.action is Action.SUBMIT:
         jobs.submit(ctx, set_id, step)
-    elif plan.action is _Action.RECONCILE:
+    elif plan.action is Action.RECONCILE:
         assert plan.attempt_id is not None
         jobs.reconcile(ctx, set_id, plan.attempt_id)
-    elif plan.action is _Action.POLL:
+    elif plan.action is Action.POLL:
         assert plan.attempt_id is not None
         jobs.poll(ctx, set_id, plan.attempt_id)
-    elif plan.action is _Action.MANUAL:
+    elif plan.action is Action.MANUAL:
         jobs.manual_integration(ctx, set_id, plan.attempt_id)
-    elif plan.action is _Action.FIRE:
+    elif plan.action is Action.FIRE:
         message = _fire(ctx, set_id, step)
         with ctx.sessions() as session:
             ctx.reporter.note(session.get_one(AlmaSet, set_id).name, message)
-    elif plan.action is _Action.VERIFY:
+    elif plan.action is Action.VERIFY:
         if verification.run(ctx, set_id, only_problems=True):
             message = _fire(ctx, set_id, Step.VERIFY)
             with ctx.sessions() as session:
@@ -414,7 +383,7 @@ def retry(ctx: Context, ref: str, *, reason: str, step: str | None = None) -> st
         previous = row.attention or row.waiting
         if row.attention_kind == jobs.INSTANCE_UNKNOWN and current is not None:
             # Alma does not know the instance the step waited on: the operator says it never ran.
-            lost = _latest_attempt(session, row.id, current)
+            lost = latest_attempt(session, row.id, current)
             if lost is not None and lost.state is AttemptState.SUBMITTED:
                 lost.state = AttemptState.ABANDONED
                 lost.note = f"instance {lost.instance_id} unknown to Alma; abandoned by `hwf retry`: {reason}"

@@ -43,7 +43,7 @@ def try_claim(session: Session, set_id: int, owner: str, now: datetime, seconds:
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
-def _dead_local_owner(owner: str | None) -> bool:
+def dead_local_owner(owner: str | None) -> bool:
     """True if ``owner`` ("host:pid") names a process on this host that no longer exists."""
     if not owner or ":" not in owner:
         return False
@@ -65,7 +65,7 @@ def claim(session: Session, set_id: int, owner: str, now: datetime, seconds: flo
     if try_claim(session, set_id, owner, now, seconds):
         return True
     current, _ = holder(session, set_id)
-    if current == owner or not _dead_local_owner(current):
+    if current == owner or not dead_local_owner(current):
         return False
     result = session.execute(
         update(AlmaSet)
@@ -96,7 +96,7 @@ def _free(row: AlmaSet, now: datetime) -> bool:
         row.lease_owner is None
         or row.lease_expires_at is None
         or row.lease_expires_at < now
-        or _dead_local_owner(row.lease_owner)
+        or dead_local_owner(row.lease_owner)
     )
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import orchestrator.store.models
 import sqlalchemy as sa
 from alembic import op
+
+import orchestrator.store.models
 
 revision: str = "0001"
 down_revision: str | None = None
