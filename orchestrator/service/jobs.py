@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orchestrator.alma.types import GOOD_STATUSES, JobInstance
+from orchestrator.config import JobSpec
 from orchestrator.domain.jobrules import (
     exception_count,
     instance_window,
@@ -86,7 +87,44 @@ def submit(ctx: Context, set_id: int, step: Step) -> None:
     in ``submitting`` for reconciliation if the outcome is unknown."""
     key = step.job_key
     assert key is not None
-    spec = ctx.config.alma.jobs[key]
+    spec, cfg = ctx.config.alma.jobs[key], ctx.config.alma
+    begun = _begin_attempt(ctx, set_id, step, spec)
+    if begun is None:
+        return
+    template = spec.payload_file.read_bytes() if spec.payload_file else None
+    params = [("set_id", begun.alma_set_id), ("job_name", begun.job_name), *spec.parameters]
+    try:
+        run = ctx.alma.run_job(spec.id, params, payload_template=template)
+    except JobThresholdError as exc:
+        wait = (f"waiting to submit {step.value}: Alma's job threshold ({exc.code})", cfg.threshold_wait_seconds)
+        _record_refusal(ctx, set_id, begun.attempt_id, f"Alma refused to start the job now: {exc}", wait=wait)
+    except AlmaUnreachableError as exc:
+        lost = f"{step.value}: the reply to job {spec.id} was lost ({exc}); reconciling by token {begun.token}"
+        _record_refusal(ctx, set_id, begun.attempt_id, f"outcome unknown: {exc}", abandon=False, lost=lost)
+    except AlmaError as exc:
+        attention = f"Alma refused to run the {step.value} job {spec.id}: {exc}"
+        _record_refusal(ctx, set_id, begun.attempt_id, str(exc), attention=attention)
+    else:
+        _adopt(ctx, set_id, begun.attempt_id, run.instance_id, how="submitted", submit_time=None)
+        ctx.reporter.note(begun.set_name, f"{step.value}: submitted job {spec.id}, instance {run.instance_id}")
+
+
+@dataclass(frozen=True)
+class _Begun:
+    """The committed intent to submit: what the POST needs and what its outcome is recorded on."""
+
+    attempt_id: int
+    token: str
+    job_name: str
+    alma_set_id: str
+    set_name: str
+
+
+def _begin_attempt(ctx: Context, set_id: int, step: Step, spec: JobSpec) -> _Begun | None:
+    """Commit the ``submitting`` attempt and its event, or record why the set must wait (None).
+
+    :raises LeaseHeldError: this process lost the set's lease (submitting could start a second job).
+    """
     cfg = ctx.config.alma
     now = ctx.clock()
     with ctx.sessions.begin() as session:
@@ -100,7 +138,7 @@ def submit(ctx: Context, set_id: int, step: Step) -> None:
             )
             until = now + timedelta(seconds=min(cfg.threshold_wait_seconds, 60.0 if running else 600.0))
             _wait(session, row, f"waiting to submit {step.value}: {why}", until, now)
-            return
+            return None
         if not try_claim(session, set_id, ctx.owner, now, ctx.config.lease_seconds):
             # This process was suspended past its lease and another took the set over: submitting now
             # could start a second job for the step. The check and the attempt commit together.
@@ -134,53 +172,35 @@ def submit(ctx: Context, set_id: int, step: Step) -> None:
             attempt=number,
         )
         session.flush()
-        attempt_id, alma_set_id, set_name = attempt.id, row.alma_set_id, row.name
-    template = spec.payload_file.read_bytes() if spec.payload_file else None
-    params = [("set_id", alma_set_id), ("job_name", name), *spec.parameters]
-    try:
-        run = ctx.alma.run_job(spec.id, params, payload_template=template)
-    except JobThresholdError as exc:
-        later = ctx.clock()
-        with ctx.sessions.begin() as session:
-            row = session.get_one(AlmaSet, set_id)
-            attempt = session.get_one(Attempt, attempt_id)
+        return _Begun(attempt.id, token, name, row.alma_set_id, row.name)
+
+
+def _record_refusal(
+    ctx: Context,
+    set_id: int,
+    attempt_id: int,
+    note: str,
+    *,
+    abandon: bool = True,
+    wait: tuple[str, float] | None = None,
+    lost: str | None = None,
+    attention: str | None = None,
+) -> None:
+    """Record, in one transaction, what became of an attempt whose POST returned no instance: abandoned
+    (Alma refused it: wait, or attention), or left ``submitting`` for reconciliation (the reply was lost)."""
+    later = ctx.clock()
+    with ctx.sessions.begin() as session:
+        row = session.get_one(AlmaSet, set_id)
+        attempt = session.get_one(Attempt, attempt_id)
+        attempt.note = note
+        if abandon:
             attempt.state = AttemptState.ABANDONED
-            attempt.note = f"Alma refused to start the job now: {exc}"
-            _wait(
-                session,
-                row,
-                f"waiting to submit {step.value}: Alma's job threshold ({exc.code})",
-                later + timedelta(seconds=cfg.threshold_wait_seconds),
-                later,
-            )
-        return
-    except AlmaUnreachableError as exc:
-        later = ctx.clock()
-        with ctx.sessions.begin() as session:
-            row = session.get_one(AlmaSet, set_id)
-            attempt = session.get_one(Attempt, attempt_id)
-            attempt.note = f"outcome unknown: {exc}"
-            add_event(
-                session,
-                row,
-                "submit_unknown",
-                f"{step.value}: the reply to job {spec.id} was lost ({exc}); reconciling by token {token}",
-                at=later,
-                job_id=spec.id,
-                token=token,
-            )
-        return
-    except AlmaError as exc:
-        later = ctx.clock()
-        with ctx.sessions.begin() as session:
-            row = session.get_one(AlmaSet, set_id)
-            attempt = session.get_one(Attempt, attempt_id)
-            attempt.state = AttemptState.ABANDONED
-            attempt.note = str(exc)
-            set_attention(session, row, "job", f"Alma refused to run the {step.value} job {spec.id}: {exc}", later)
-        return
-    _adopt(ctx, set_id, attempt_id, run.instance_id, how="submitted", submit_time=None)
-    ctx.reporter.note(set_name, f"{step.value}: submitted job {spec.id}, instance {run.instance_id}")
+        if wait is not None:
+            _wait(session, row, wait[0], later + timedelta(seconds=wait[1]), later)
+        if lost is not None:
+            add_event(session, row, "submit_unknown", lost, at=later, job_id=attempt.job_id, token=attempt.token)
+        if attention is not None:
+            set_attention(session, row, "job", attention, later)
 
 
 def _adopt(

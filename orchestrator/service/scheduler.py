@@ -137,129 +137,171 @@ def resume_all(
     jobs lower), sleeping until the earliest wake time, until every set is verified, needs attention,
     or is held by another process. ``wait=False``: one pass. Sets held by another process are left to it.
     """
-    from orchestrator.errors import AlmaUnreachableError, RateLimitedError
+    from orchestrator.errors import AlmaUnreachableError
 
     pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE) if only else None
     cfg = ctx.config.alma
     cap = min(max_running, cfg.max_running_jobs) if max_running else cfg.max_running_jobs
-    outcome: dict[str, tuple[str, Any]] = {}  # Alma set id -> ("result" | "attention" | "skipped", what)
-    order: list[str] = []
+    outcomes = _Outcomes()
     rounds = failing = 0
     while True:
         rounds += 1
-        now = ctx.clock()
-        wakes: list[datetime] = []
-        admitted: list[tuple[int, str]] = []
-        gated = False
-        with ctx.sessions.begin() as session:
-            rows = [
-                r
-                for r in session.scalars(
-                    select(AlmaSet).where(AlmaSet.stage != Stage.VERIFIED).order_by(AlmaSet.created_at, AlmaSet.id)
-                )
-                if not pattern or pattern.search(r.name)
-            ]
-            ids = [r.id for r in rows]
-            free = set(candidate_ids(session, ids, now)) if ids else set()
-            newest = select(func.max(Attempt.id)).where(Attempt.set_id.in_(ids)).group_by(Attempt.set_id)
-            latest = {
-                a.set_id: a for a in session.scalars(select(Attempt).where(Attempt.id.in_(newest.scalar_subquery())))
-            }
-            slots = _Slots(cap, cfg.max_runs_per_job_hour).load(session, now)
-            for row in rows:
-                alma_id = row.alma_set_id
-                if alma_id not in outcome:
-                    order.append(alma_id)
-                if row.attention:
-                    outcome[alma_id] = ("attention", f"set {alma_id} ({row.name}) needs attention: {row.attention}")
-                    continue
-                if row.id not in free:
-                    outcome[alma_id] = ("skipped", "held by another hwf process")
-                    continue
-                asleep = _asleep_until(row, latest.get(row.id), now)
-                if asleep is not None:
-                    wakes.append(asleep)
-                    waiting = AdvanceResult(
-                        alma_id, row.name, Outcome.WAITING, row.stage.value, row.waiting or "", asleep
-                    )
-                    outcome[alma_id] = ("result", waiting)
-                    continue
-                plan = plan_step(ctx, session, row, now, set())
-                if plan.action is Action.WAIT:
-                    assert plan.wake_at is not None
-                    if row.waiting != plan.reason:
-                        row.waiting = plan.reason
-                    wakes.append(plan.wake_at)
-                    outcome[alma_id] = (
-                        "result",
-                        AdvanceResult(alma_id, row.name, Outcome.WAITING, row.stage.value, plan.reason, plan.wake_at),
-                    )
-                    continue
-                if plan.action in _NEEDS_SLOT and plan.step is not None and plan.step.job_key is not None:
-                    refused = slots.refusal(ctx, plan.step, now)
-                    if refused is not None:
-                        gated = True
-                        reason, until = refused
-                        _wait_for_slot(session, row, reason, until, now)
-                        wakes.append(until or now + timedelta(seconds=_RESCAN_SECONDS))
-                        outcome[alma_id] = (
-                            "result",
-                            AdvanceResult(alma_id, row.name, Outcome.WAITING, row.stage.value, reason, until),
-                        )
-                        continue
-                    slots.take(ctx, plan.step, now)
-                admitted.append((row.id, alma_id))
-        moved = transient = 0
-        for position, (set_id, alma_id) in enumerate(admitted):
-            try:
-                result = _advance_once(ctx, set_id, cap)
-            except LeaseHeldError as exc:
-                outcome[alma_id] = ("skipped", str(exc))
-                continue
-            except _QuotaSpentError as exc:
-                # The quota is the institution's: no other set can go on today either.
-                outcome[alma_id] = ("attention", str(exc))
-                for _, later in admitted[position + 1 :]:
-                    outcome[later] = ("skipped", "not started: Alma's daily API quota is spent")
-                return _resume_summary(order, outcome)
-            except NeedsAttentionError as exc:
-                outcome[alma_id] = ("attention", str(exc))
-                continue
-            except (AlmaUnreachableError, RateLimitedError) as exc:
-                transient += 1
-                later_at = ctx.clock() + timedelta(seconds=_TRANSIENT_WAIT_SECONDS)
-                outcome[alma_id] = ("skipped", f"Alma did not answer ({exc}); trying again at {format_utc(later_at)}")
-                wakes.append(later_at)
-                continue
-            moved += 1
-            outcome[alma_id] = ("result", result)
-            if result.outcome is Outcome.WAITING:
-                wakes.append(result.wait_until or ctx.clock() + timedelta(seconds=_RESCAN_SECONDS))
-        failing = failing + 1 if transient and not moved else 0
+        current = _scan(ctx, pattern, cap, outcomes)
+        if not _drive_admitted(ctx, current, cap, outcomes):
+            return outcomes.summary()  # the daily quota is spent: nothing more today
+        failing = failing + 1 if current.transient and not current.moved else 0
         if failing >= _TRANSIENT_PASSES:
             raise AlmaUnreachableError(
                 f"Alma failed every set for {failing} passes in a row; stopping (run `hwf resume --all` again later)"
             )
-        if not wait or not wakes or (max_rounds is not None and rounds >= max_rounds):
-            return _resume_summary(order, outcome)
-        if gated and moved:
+        if not wait or not current.wakes or (max_rounds is not None and rounds >= max_rounds):
+            return outcomes.summary()
+        if current.gated and current.moved:
             continue  # a set driven in this pass may have seen its job end: a slot may be free now
-        delay = (min(wakes) - ctx.clock()).total_seconds()
+        delay = (min(current.wakes) - ctx.clock()).total_seconds()
         if delay > 0:
             ctx.sleep(min(delay, _RESCAN_SECONDS))
 
 
-def _resume_summary(order: list[str], outcome: dict[str, tuple[str, Any]]) -> ResumeSummary:
-    summary = ResumeSummary()
-    for alma_id in order:
-        kind, what = outcome[alma_id]
-        if kind == "result":
-            summary.results.append(what)
-        elif kind == "attention":
-            summary.attention.append((alma_id, what))
-        else:
-            summary.skipped.append((alma_id, what))
-    return summary
+@dataclass
+class _Outcomes:
+    """What became of each set so far (the last word wins), in the order the sets were first seen."""
+
+    order: list[str] = field(default_factory=list)
+    outcome: dict[str, tuple[str, Any]] = field(default_factory=dict)  # id -> ("result"|"attention"|"skipped", what)
+
+    def put(self, alma_id: str, kind: str, what: Any) -> None:
+        if alma_id not in self.outcome:
+            self.order.append(alma_id)
+        self.outcome[alma_id] = (kind, what)
+
+    def summary(self) -> ResumeSummary:
+        summary = ResumeSummary()
+        for alma_id in self.order:
+            kind, what = self.outcome[alma_id]
+            if kind == "result":
+                summary.results.append(what)
+            elif kind == "attention":
+                summary.attention.append((alma_id, what))
+            else:
+                summary.skipped.append((alma_id, what))
+        return summary
+
+
+@dataclass
+class _Pass:
+    """One pass of the scheduler: the sets admitted to run, the wake times of the others, and counts."""
+
+    admitted: list[tuple[int, str]] = field(default_factory=list)
+    wakes: list[datetime] = field(default_factory=list)
+    gated: bool = False
+    moved: int = 0
+    transient: int = 0
+
+
+def _scan(ctx: Context, pattern: re.Pattern[str] | None, cap: int, outcomes: _Outcomes) -> _Pass:
+    """Look at every unfinished set in one short transaction: which can run now, which wait until when."""
+    now = ctx.clock()
+    current = _Pass()
+    with ctx.sessions.begin() as session:
+        rows = [
+            r
+            for r in session.scalars(
+                select(AlmaSet).where(AlmaSet.stage != Stage.VERIFIED).order_by(AlmaSet.created_at, AlmaSet.id)
+            )
+            if not pattern or pattern.search(r.name)
+        ]
+        ids = [r.id for r in rows]
+        free = set(candidate_ids(session, ids, now)) if ids else set()
+        newest = select(func.max(Attempt.id)).where(Attempt.set_id.in_(ids)).group_by(Attempt.set_id)
+        latest = {a.set_id: a for a in session.scalars(select(Attempt).where(Attempt.id.in_(newest.scalar_subquery())))}
+        slots = _Slots(cap, ctx.config.alma.max_runs_per_job_hour).load(session, now)
+        for row in rows:
+            if row.attention:
+                outcomes.put(
+                    row.alma_set_id, "attention", f"set {row.alma_set_id} ({row.name}) needs attention: {row.attention}"
+                )
+            elif row.id not in free:
+                outcomes.put(row.alma_set_id, "skipped", "held by another hwf process")
+            else:
+                _triage(ctx, session, row, latest.get(row.id), slots, now, current, outcomes)
+    return current
+
+
+def _triage(
+    ctx: Context,
+    session: Session,
+    row: AlmaSet,
+    latest: Attempt | None,
+    slots: _Slots,
+    now: datetime,
+    current: _Pass,
+    outcomes: _Outcomes,
+) -> None:
+    """Admit a free set to run in this pass, or record why it waits and when to look again."""
+    alma_id = row.alma_set_id
+
+    def waiting(reason: str, until: datetime | None) -> None:
+        outcomes.put(
+            alma_id, "result", AdvanceResult(alma_id, row.name, Outcome.WAITING, row.stage.value, reason, until)
+        )
+
+    asleep = _asleep_until(row, latest, now)
+    if asleep is not None:
+        current.wakes.append(asleep)
+        waiting(row.waiting or "", asleep)
+        return
+    plan = plan_step(ctx, session, row, now, set())
+    if plan.action is Action.WAIT:
+        assert plan.wake_at is not None
+        if row.waiting != plan.reason:
+            row.waiting = plan.reason
+        current.wakes.append(plan.wake_at)
+        waiting(plan.reason, plan.wake_at)
+        return
+    if plan.action in _NEEDS_SLOT and plan.step is not None and plan.step.job_key is not None:
+        refused = slots.refusal(ctx, plan.step, now)
+        if refused is not None:
+            current.gated = True
+            reason, until = refused
+            _wait_for_slot(session, row, reason, until, now)
+            current.wakes.append(until or now + timedelta(seconds=_RESCAN_SECONDS))
+            waiting(reason, until)
+            return
+        slots.take(ctx, plan.step, now)
+    current.admitted.append((row.id, alma_id))
+
+
+def _drive_admitted(ctx: Context, current: _Pass, cap: int, outcomes: _Outcomes) -> bool:
+    """Drive each admitted set until it must wait. False when Alma's daily quota is spent (stop all)."""
+    from orchestrator.errors import AlmaUnreachableError, RateLimitedError
+
+    for position, (set_id, alma_id) in enumerate(current.admitted):
+        try:
+            result = _advance_once(ctx, set_id, cap)
+        except LeaseHeldError as exc:
+            outcomes.put(alma_id, "skipped", str(exc))
+            continue
+        except _QuotaSpentError as exc:
+            # The quota is the institution's: no other set can go on today either.
+            outcomes.put(alma_id, "attention", str(exc))
+            for _, later in current.admitted[position + 1 :]:
+                outcomes.put(later, "skipped", "not started: Alma's daily API quota is spent")
+            return False
+        except NeedsAttentionError as exc:
+            outcomes.put(alma_id, "attention", str(exc))
+            continue
+        except (AlmaUnreachableError, RateLimitedError) as exc:
+            current.transient += 1
+            later_at = ctx.clock() + timedelta(seconds=_TRANSIENT_WAIT_SECONDS)
+            outcomes.put(alma_id, "skipped", f"Alma did not answer ({exc}); trying again at {format_utc(later_at)}")
+            current.wakes.append(later_at)
+            continue
+        current.moved += 1
+        outcomes.put(alma_id, "result", result)
+        if result.outcome is Outcome.WAITING:
+            current.wakes.append(result.wait_until or ctx.clock() + timedelta(seconds=_RESCAN_SECONDS))
+    return True
 
 
 def _advance_once(ctx: Context, set_id: int, max_running: int | None = None) -> AdvanceResult:
