@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -15,6 +15,9 @@ from orchestrator.alma.types import JobInfo
 from orchestrator.cli.base import app, config, err, errors, fail, out
 from orchestrator.config import STEP_JOB_KEYS, find_config_path
 from orchestrator.errors import AlmaError
+
+if TYPE_CHECKING:
+    from orchestrator.service import setup
 
 _STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
@@ -88,40 +91,7 @@ def init(
         setup.refuse_overwrite(path, force)
         names: dict[str, str] = {}
         key = os.environ.get(key_env, "").strip()
-        lookup = os.environ.get("HWF_ALMA_BASE_URL") or base_url
-        found: setup.JobDiscovery | None = None
-        if key:
-            try:
-                with setup.make_client(lookup, key) as alma:
-                    found = setup.discover_jobs(alma)
-            except AlmaError as exc:
-                fail(
-                    f"could not look the jobs up in Alma ({lookup}): {setup.explain_alma_error(exc)}. "
-                    f"Fix the key, or unset {key_env} to write the file with placeholders; nothing was written",
-                    1,
-                )
-            ambiguous = []
-            for role in STEP_JOB_KEYS:
-                if chosen[role] is not None:
-                    known = found.by_id(chosen[role] or "")
-                    if known is None:
-                        err.print(f"Note: {chosen[role]} is not among this Alma's manual jobs (see `hwf jobs`).")
-                    else:
-                        names[role] = known.name
-                    continue
-                candidates = found.candidates[role]
-                if len(candidates) == 1:
-                    chosen[role], names[role] = candidates[0].id, candidates[0].name
-                elif len(candidates) > 1:
-                    if _interactive():
-                        picked = _choose(role, candidates)
-                        chosen[role] = picked
-                        names[role] = next(j.name for j in candidates if j.id == picked)
-                    else:
-                        listed = "; ".join(f"{j.id} {j.name!r}" for j in candidates)
-                        ambiguous.append(f"several jobs could be {role}: {listed}: pass {setup.ROLE_OPTIONS[role]} ID")
-            if ambiguous:
-                fail(". ".join(ambiguous) + "; nothing was written", 2)
+        found = _look_jobs_up(os.environ.get("HWF_ALMA_BASE_URL") or base_url, key, key_env, chosen, names)
         settings = setup.InitSettings(
             region=region,
             institution=code,
@@ -133,21 +103,7 @@ def init(
             primo_view=primo_view,
         )
         result = setup.write_init_config(path, settings, force=force)
-    out.print(f"Wrote {result.path} (Alma gateway {result.base_url})")
-    for role in STEP_JOB_KEYS:
-        job_id = result.jobs.get(role)
-        if job_id:
-            out.print(f"  {role:<19} {job_id}  {names.get(role, '')}".rstrip())
-        elif found is not None:
-            out.print(f"  {role:<19} not found by name: pick it with `hwf jobs`")
-    if not key:
-        out.print(
-            f"No API key in ${key_env}: the job ids are placeholders. Set the key "
-            f"(Bibs and Configuration, Read/write), run `hwf jobs` to find the ids, and edit {result.path}"
-        )
-    if result.placeholders:
-        out.print("Still to fill in (marked TODO): " + ", ".join(result.placeholders))
-    out.print(f"Then check everything with: hwf --config {result.path} ping")
+    _print_init(result, names, found, key, key_env)
 
 
 @app.command("jobs")
@@ -175,6 +131,69 @@ def jobs_command(
             role = "could be " + ", ".join(listing.looks_like)
         table.add_row(listing.job.id, listing.job.name, listing.job.category or "", role)
     out.print(table)
+
+
+def _look_jobs_up(
+    lookup: str, key: str, key_env: str, chosen: dict[str, str | None], names: dict[str, str]
+) -> setup.JobDiscovery | None:
+    """With a key, find the three jobs in Alma by name (asking when several match and a person is there);
+    fills ``chosen`` and ``names``. None without a key."""
+    from orchestrator.service import setup
+
+    if not key:
+        return None
+    try:
+        with setup.make_client(lookup, key) as alma:
+            found = setup.discover_jobs(alma)
+    except AlmaError as exc:
+        fail(
+            f"could not look the jobs up in Alma ({lookup}): {setup.explain_alma_error(exc)}. "
+            f"Fix the key, or unset {key_env} to write the file with placeholders; nothing was written",
+            1,
+        )
+    ambiguous = []
+    for role in STEP_JOB_KEYS:
+        if chosen[role] is not None:
+            known = found.by_id(chosen[role] or "")
+            if known is None:
+                err.print(f"Note: {chosen[role]} is not among this Alma's manual jobs (see `hwf jobs`).")
+            else:
+                names[role] = known.name
+            continue
+        candidates = found.candidates[role]
+        if len(candidates) == 1:
+            chosen[role], names[role] = candidates[0].id, candidates[0].name
+        elif len(candidates) > 1:
+            if _interactive():
+                picked = _choose(role, candidates)
+                chosen[role] = picked
+                names[role] = next(j.name for j in candidates if j.id == picked)
+            else:
+                listed = "; ".join(f"{j.id} {j.name!r}" for j in candidates)
+                ambiguous.append(f"several jobs could be {role}: {listed}: pass {setup.ROLE_OPTIONS[role]} ID")
+    if ambiguous:
+        fail(". ".join(ambiguous) + "; nothing was written", 2)
+    return found
+
+
+def _print_init(
+    result: setup.InitResult, names: dict[str, str], found: setup.JobDiscovery | None, key: str, key_env: str
+) -> None:
+    out.print(f"Wrote {result.path} (Alma gateway {result.base_url})")
+    for role in STEP_JOB_KEYS:
+        job_id = result.jobs.get(role)
+        if job_id:
+            out.print(f"  {role:<19} {job_id}  {names.get(role, '')}".rstrip())
+        elif found is not None:
+            out.print(f"  {role:<19} not found by name: pick it with `hwf jobs`")
+    if not key:
+        out.print(
+            f"No API key in ${key_env}: the job ids are placeholders. Set the key "
+            f"(Bibs and Configuration, Read/write), run `hwf jobs` to find the ids, and edit {result.path}"
+        )
+    if result.placeholders:
+        out.print("Still to fill in (marked TODO): " + ", ".join(result.placeholders))
+    out.print(f"Then check everything with: hwf --config {result.path} ping")
 
 
 @app.command()

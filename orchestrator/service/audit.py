@@ -240,210 +240,212 @@ def analyse(report: AuditReport, runs: list[AuditRun], *, copy_not_needed: bool 
 
     ``copy_not_needed``: hwf's preflight found every record ready and skipped the copy job itself.
     """
-    done: dict[int, AuditRun] = {}  # step index -> the run that made it count
-    counted: dict[int, list[AuditRun]] = {0: [], 1: [], 2: []}
-    following = 0  # index of the next step the history still has to show
-    broken = False
-    frontier: AuditRun | None = None
-    out: list[AuditRun] = []
-    add = report.findings.append
-
-    def judge(run: AuditRun, verdict: str) -> None:
-        out.append(AuditRun(**{**asdict(run), "verdict": verdict}))
-
+    walk = _Walk(report, copy_not_needed)
     for run in runs:
+        walk.step(run)
+    walk.finish(bool(runs))
+
+
+class _Walk:
+    """The state of :func:`analyse`'s walk: which step the history has proven so far, and the verdicts."""
+
+    def __init__(self, report: AuditReport, copy_not_needed: bool) -> None:
+        self.report = report
+        self.copy_not_needed = copy_not_needed
+        self.done: dict[int, AuditRun] = {}  # step index -> the run that made it count
+        self.counted: dict[int, list[AuditRun]] = {0: [], 1: [], 2: []}
+        self.following = 0  # index of the next step the history still has to show
+        self.broken = False
+        self.frontier: AuditRun | None = None
+        self.out: list[AuditRun] = []
+
+    def judge(self, run: AuditRun, verdict: str) -> None:
+        self.out.append(AuditRun(**{**asdict(run), "verdict": verdict}))
+
+    def add(self, severity: str, code: str, message: str, action: str, *instances: str) -> None:
+        self.report.findings.append(Finding(severity, code, message, action, tuple(instances)))
+
+    def count(self, idx: int, run: AuditRun, following: int) -> None:
+        """``run`` makes step ``idx`` done; the history must next show step ``following``."""
+        self.done[idx] = run
+        self.counted[idx].append(run)
+        self.following = following
+        self.frontier = None
+
+    def step(self, run: AuditRun) -> None:
         idx = JOB_STEPS.index(Step(run.step))
-        label = _LABEL[idx]
-        if broken:
-            judge(run, "after the broken order: not counted")
-            continue
-        if not run.terminal:
-            if idx == following:
-                frontier = run
-                judge(run, "running")
-            elif idx == 2 and following < 2:
-                broken = True
-                judge(run, "breaks the order")
-                add(
-                    Finding(
-                        "error",
-                        "integration_before_migration",
-                        f"the integration run {run.instance_id} is running on a set with no completed "
-                        f"migration. {_INTEGRATION_FIRST}",
-                        "Abort it in Alma (Monitor Jobs) if you still can. " + _INTEGRATION_FIRST_ACTION,
-                        (run.instance_id,),
-                    )
-                )
-            else:
-                judge(run, "running (a step already done)")
-            continue
-        if not run.ok:
-            judge(run, f"failed ({run.status})")
-            if idx == following:
-                frontier = run
-            counted[idx].append(run)
-            add(
-                Finding(
-                    "note",
-                    "run_failed",
-                    f"the {label} run {run.instance_id} ended {run.status}"
-                    + (f" ({_counters(run)})" if run.counters else ""),
-                    "See its report in Alma (Monitor Jobs > History); it does not count as done.",
-                    (run.instance_id,),
-                )
+        if self.broken:
+            self.judge(run, "after the broken order: not counted")
+        elif not run.terminal:
+            self.running(run, idx)
+        elif not run.ok:
+            self.failed(run, idx)
+        elif idx == self.following:
+            self.expected(run, idx)
+        elif idx == 1 and self.following == 0:
+            self.migration_without_copy(run)
+        elif idx > self.following:
+            self.broken = True
+            self.judge(run, "breaks the order")
+            self.add(
+                "error",
+                "integration_before_migration",
+                f"the integration run {run.instance_id} ({_hm(run.submit_time)}, by {run.by}) ran before any "
+                f"migration of this set had completed. {_INTEGRATION_FIRST}",
+                _INTEGRATION_FIRST_ACTION,
+                run.instance_id,
             )
-            continue
-        if idx == following:
-            before = done.get(idx - 1)
-            if idx > 0 and not _ended_before(before, run):
-                assert before is not None
-                if idx == 2:
-                    broken = True
-                    judge(run, "breaks the order")
-                    add(
-                        Finding(
-                            "error",
-                            "integration_before_migration",
-                            f"the integration run {run.instance_id} started at {_hm(run.submit_time)}, before the "
-                            f"migration run {before.instance_id} ended ({_hm(before.end_time)}). {_INTEGRATION_FIRST}",
-                            _INTEGRATION_FIRST_ACTION,
-                            (before.instance_id, run.instance_id),
-                        )
-                    )
-                else:
-                    judge(run, "not counted")
-                    add(
-                        Finding(
-                            "warning",
-                            "migration_during_copy",
-                            f"the migration run {run.instance_id} started at {_hm(run.submit_time)}, before the "
-                            f"copy run {before.instance_id} ended ({_hm(before.end_time)}): it may have read records "
-                            "before the copy put their handle in dc:identifier, and skipped them.",
-                            "Run the migration again, then the integration (hwf does this once the set is adopted).",
-                            (before.instance_id, run.instance_id),
-                        )
-                    )
-                continue
-            judge(run, "counts")
-            done[idx] = run
-            counted[idx].append(run)
-            following = idx + 1
-            frontier = None
-        elif idx == 1 and following == 0:
-            judge(run, "counts (copy not needed)" if copy_not_needed else "counts (no copy run before it)")
-            done[idx] = run
-            counted[idx].append(run)
-            following = 2
-            frontier = None
-            report.copy_skipped = True
-            if copy_not_needed:
-                continue
-            add(
-                Finding(
-                    "note",
-                    "no_copy_before_migration",
-                    f"the migration run {run.instance_id} had no copy run before it: right only if every record "
-                    "already had its handle in a plain dc:identifier.",
-                    "`hwf add --adopt` reads the records and adopts the migration only if they are all READY; "
-                    "otherwise hwf runs the copy and the migration again.",
-                    (run.instance_id,),
-                )
-            )
-        elif idx > following:
-            broken = True
-            judge(run, "breaks the order")
-            add(
-                Finding(
-                    "error",
-                    "integration_before_migration",
-                    f"the integration run {run.instance_id} ({_hm(run.submit_time)}, by {run.by}) ran before any "
-                    f"migration of this set had completed. {_INTEGRATION_FIRST}",
-                    _INTEGRATION_FIRST_ACTION,
-                    (run.instance_id,),
-                )
-            )
-        elif idx == 0 and following >= 2:
-            modified = _counter(run, "modified")
-            if modified == 0:
-                judge(run, "harmless (changed nothing)")
-                add(
-                    Finding(
-                        "warning",
-                        "copy_after_migration",
-                        f"the copy run {run.instance_id} ran after the migration: pointless, the migration had "
-                        "already read dc:identifier, and the copy changed no record.",
-                        "Nothing to undo. Next time the order is copy, then migration, then integration.",
-                        (run.instance_id,),
-                    )
-                )
-            else:
-                judge(run, "counts (the migration must run again)")
-                done[0] = run
-                counted[0].append(run)
-                counted[1].clear()
-                counted[2].clear()
-                following = 1
-                frontier = None
-                changed = f"changed {modified} records" if modified is not None else "may have changed records"
-                add(
-                    Finding(
-                        "warning",
-                        "copy_after_migration",
-                        f"the copy run {run.instance_id} ran after the migration and {changed}: the migration "
-                        "never saw the handles it put in dc:identifier, so those records have no handle identifier.",
-                        "Run the migration again, then the integration (hwf does this once the set is adopted).",
-                        (run.instance_id,),
-                    )
-                )
-        elif idx == 1 and following == 3:
-            judge(run, "counts (the integration must run again)")
-            done[1] = run
-            counted[1].append(run)
-            counted[2].clear()
-            following = 2
-            frontier = None
-            add(
-                Finding(
-                    "warning",
-                    "migration_after_integration",
-                    f"the migration run {run.instance_id} ran after the integration: the handle identifiers it set "
-                    "reach the handle server only when the integration runs again.",
-                    "Run the integration again (Create and Update); hwf does this once the set is adopted.",
-                    (run.instance_id,),
-                )
+        elif idx == 0 and self.following >= 2:
+            self.copy_after_migration(run)
+        elif idx == 1 and self.following == 3:
+            self.judge(run, "counts (the integration must run again)")
+            self.count(1, run, 2)
+            self.counted[2].clear()
+            self.add(
+                "warning",
+                "migration_after_integration",
+                f"the migration run {run.instance_id} ran after the integration: the handle identifiers it set "
+                "reach the handle server only when the integration runs again.",
+                "Run the integration again (Create and Update); hwf does this once the set is adopted.",
+                run.instance_id,
             )
         else:
-            judge(run, "harmless (ran again)")
-            counted[idx].append(run)
-            add(
-                Finding(
-                    "note",
-                    f"{run.step}_again",
-                    f"the {label} ran again (instance {run.instance_id}): harmless.",
-                    "Nothing to do.",
-                    (run.instance_id,),
-                )
+            self.judge(run, "harmless (ran again)")
+            self.counted[idx].append(run)
+            self.add(
+                "note",
+                f"{run.step}_again",
+                f"the {_LABEL[idx]} ran again (instance {run.instance_id}): harmless.",
+                "Nothing to do.",
+                run.instance_id,
             )
-    report.runs = out
-    report.proven_stage = _STAGES[following].value
-    verdicts = {r.instance_id: r for r in out}
-    if frontier is not None:
-        frontier = verdicts[frontier.instance_id]
-    report.frontier = frontier
-    report.counted = {
-        JOB_STEPS[i].value: [verdicts[r.instance_id] for r in counted[i]]
-        for i in range(len(JOB_STEPS))
-        if i < following
-    }
-    if not runs:
-        report.findings.append(
-            Finding(
+
+    def running(self, run: AuditRun, idx: int) -> None:
+        if idx == self.following:
+            self.frontier = run
+            self.judge(run, "running")
+        elif idx == 2 and self.following < 2:
+            self.broken = True
+            self.judge(run, "breaks the order")
+            self.add(
+                "error",
+                "integration_before_migration",
+                f"the integration run {run.instance_id} is running on a set with no completed "
+                f"migration. {_INTEGRATION_FIRST}",
+                "Abort it in Alma (Monitor Jobs) if you still can. " + _INTEGRATION_FIRST_ACTION,
+                run.instance_id,
+            )
+        else:
+            self.judge(run, "running (a step already done)")
+
+    def failed(self, run: AuditRun, idx: int) -> None:
+        self.judge(run, f"failed ({run.status})")
+        if idx == self.following:
+            self.frontier = run
+        self.counted[idx].append(run)
+        self.add(
+            "note",
+            "run_failed",
+            f"the {_LABEL[idx]} run {run.instance_id} ended {run.status}"
+            + (f" ({_counters(run)})" if run.counters else ""),
+            "See its report in Alma (Monitor Jobs > History); it does not count as done.",
+            run.instance_id,
+        )
+
+    def expected(self, run: AuditRun, idx: int) -> None:
+        """The run of the step the history has to show next: it counts if the step before it had ended."""
+        before = self.done.get(idx - 1)
+        if idx == 0 or _ended_before(before, run):
+            self.judge(run, "counts")
+            self.count(idx, run, idx + 1)
+            return
+        assert before is not None
+        if idx == 2:
+            self.broken = True
+            self.judge(run, "breaks the order")
+            self.add(
+                "error",
+                "integration_before_migration",
+                f"the integration run {run.instance_id} started at {_hm(run.submit_time)}, before the "
+                f"migration run {before.instance_id} ended ({_hm(before.end_time)}). {_INTEGRATION_FIRST}",
+                _INTEGRATION_FIRST_ACTION,
+                before.instance_id,
+                run.instance_id,
+            )
+            return
+        self.judge(run, "not counted")
+        self.add(
+            "warning",
+            "migration_during_copy",
+            f"the migration run {run.instance_id} started at {_hm(run.submit_time)}, before the "
+            f"copy run {before.instance_id} ended ({_hm(before.end_time)}): it may have read records "
+            "before the copy put their handle in dc:identifier, and skipped them.",
+            "Run the migration again, then the integration (hwf does this once the set is adopted).",
+            before.instance_id,
+            run.instance_id,
+        )
+
+    def migration_without_copy(self, run: AuditRun) -> None:
+        self.judge(run, "counts (copy not needed)" if self.copy_not_needed else "counts (no copy run before it)")
+        self.count(1, run, 2)
+        self.report.copy_skipped = True
+        if self.copy_not_needed:
+            return
+        self.add(
+            "note",
+            "no_copy_before_migration",
+            f"the migration run {run.instance_id} had no copy run before it: right only if every record "
+            "already had its handle in a plain dc:identifier.",
+            "`hwf add --adopt` reads the records and adopts the migration only if they are all READY; "
+            "otherwise hwf runs the copy and the migration again.",
+            run.instance_id,
+        )
+
+    def copy_after_migration(self, run: AuditRun) -> None:
+        modified = _counter(run, "modified")
+        if modified == 0:
+            self.judge(run, "harmless (changed nothing)")
+            self.add(
+                "warning",
+                "copy_after_migration",
+                f"the copy run {run.instance_id} ran after the migration: pointless, the migration had "
+                "already read dc:identifier, and the copy changed no record.",
+                "Nothing to undo. Next time the order is copy, then migration, then integration.",
+                run.instance_id,
+            )
+            return
+        self.judge(run, "counts (the migration must run again)")
+        self.count(0, run, 1)
+        self.counted[1].clear()
+        self.counted[2].clear()
+        changed = f"changed {modified} records" if modified is not None else "may have changed records"
+        self.add(
+            "warning",
+            "copy_after_migration",
+            f"the copy run {run.instance_id} ran after the migration and {changed}: the migration "
+            "never saw the handles it put in dc:identifier, so those records have no handle identifier.",
+            "Run the migration again, then the integration (hwf does this once the set is adopted).",
+            run.instance_id,
+        )
+
+    def finish(self, any_runs: bool) -> None:
+        report = self.report
+        report.runs = self.out
+        report.proven_stage = _STAGES[self.following].value
+        verdicts = {r.instance_id: r for r in self.out}
+        report.frontier = verdicts[self.frontier.instance_id] if self.frontier is not None else None
+        report.counted = {
+            JOB_STEPS[i].value: [verdicts[r.instance_id] for r in self.counted[i]]
+            for i in range(len(JOB_STEPS))
+            if i < self.following
+        }
+        if not any_runs:
+            self.add(
                 "note",
                 "no_runs",
                 "no run of the three configured jobs names this set in the window.",
                 "Widen the window with --days, or check the job ids under [alma.jobs] (`hwf jobs`).",
             )
-        )
 
 
 _LABEL = ("copy", "migration", "integration")
@@ -541,33 +543,8 @@ def _record_adoption(ctx: Context, set_id: int, report: AuditReport) -> None:
         for idx, step in enumerate(JOB_STEPS[:target]):
             runs = report.counted.get(step.value, [])
             if step is Step.COPY_IDENTIFIERS and report.copy_skipped and not runs:
-                needs_copy = session.scalar(
-                    select(func.count())
-                    .select_from(Record)
-                    .where(Record.set_id == set_id, Record.excluded.is_(False), Record.preflight == "NEEDS_COPY")
-                )
-                if needs_copy:
-                    add_event(
-                        session,
-                        row,
-                        "adopt_stopped",
-                        f"adopted at {row.stage.value}: the migration ran without a copy run while {needs_copy} "
-                        "records have their handle only in dcterms:identifier; hwf runs the copy, then the "
-                        "migration again",
-                        at=now,
-                    )
+                if not _adopt_skipped_copy(session, row, now):
                     break
-                session.add(
-                    Attempt(
-                        set_id=set_id,
-                        step=step.value,
-                        number=1,
-                        token=f"not-needed-{set_id}-adopted",
-                        state=AttemptState.NOT_NEEDED,
-                        started_at=now,
-                        note="adopted: the migration ran without a copy, and every record is READY",
-                    )
-                )
             ready = step is Step.INTEGRATE or preflight.records_ready(session, row, step)
             if not ready:
                 add_event(
@@ -606,6 +583,39 @@ def _record_adoption(ctx: Context, set_id: int, report: AuditReport) -> None:
                 f"adopted at {row.stage.value}, not further: {errors[0].message} {errors[0].action}",
                 now,
             )
+
+
+def _adopt_skipped_copy(session: Any, row: AlmaSet, now: datetime) -> bool:
+    """A migration ran without a copy run: record the copy as not needed if every record had its handle in
+    a plain dc:identifier (True); else stop the adoption there (False)."""
+    needs_copy = session.scalar(
+        select(func.count())
+        .select_from(Record)
+        .where(Record.set_id == row.id, Record.excluded.is_(False), Record.preflight == "NEEDS_COPY")
+    )
+    if needs_copy:
+        add_event(
+            session,
+            row,
+            "adopt_stopped",
+            f"adopted at {row.stage.value}: the migration ran without a copy run while {needs_copy} "
+            "records have their handle only in dcterms:identifier; hwf runs the copy, then the "
+            "migration again",
+            at=now,
+        )
+        return False
+    session.add(
+        Attempt(
+            set_id=row.id,
+            step=Step.COPY_IDENTIFIERS.value,
+            number=1,
+            token=f"not-needed-{row.id}-adopted",
+            state=AttemptState.NOT_NEEDED,
+            started_at=now,
+            note="adopted: the migration ran without a copy, and every record is READY",
+        )
+    )
+    return True
 
 
 def _adopted_run_event(

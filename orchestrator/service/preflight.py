@@ -281,6 +281,38 @@ def _copy_not_needed(session: Session, row: AlmaSet, total: int, now: datetime) 
 # exclude / include
 
 
+def _follow_in_alma(
+    ctx: Context,
+    alma_id: str,
+    mms_ids: Sequence[str],
+    records: dict[str, tuple[bool, bool]],
+    excluded: bool,
+    keep_in_alma_set: bool,
+) -> list[str]:
+    """Remove excluded records from the Alma set (or add included ones back); the ids changed in Alma."""
+    changed_in_alma: list[str] = []
+    if excluded and not keep_in_alma_set:
+        info = ctx.alma.get_set(alma_id)
+        if (info.type or "ITEMIZED").upper() != "ITEMIZED":
+            raise BadInputError(
+                f"Alma set {alma_id} is {info.type}: hwf cannot remove members from it; "
+                "remove the records from its query in Alma, or pass --keep-in-alma-set"
+            )
+        present = {m.id for m in ctx.alma.iter_set_members(alma_id)}
+        changed_in_alma = [m for m in mms_ids if m in present]
+        if changed_in_alma:
+            ctx.alma.remove_members(info, changed_in_alma)
+    elif not excluded:
+        back = [m for m in mms_ids if records[m][1]]
+        if back:
+            info = ctx.alma.get_set(alma_id)
+            present = {m.id for m in ctx.alma.iter_set_members(alma_id)}
+            changed_in_alma = [m for m in back if m not in present]
+            if changed_in_alma:
+                ctx.alma.add_members(info, changed_in_alma)
+    return changed_in_alma
+
+
 def _set_excluded(
     ctx: Context, ref: str, mms_ids: Sequence[str], reason: str, excluded: bool, keep_in_alma_set: bool
 ) -> str:
@@ -307,26 +339,7 @@ def _set_excluded(
         raise BadInputError(f"not members of set {alma_id}: {', '.join(unknown[:10])}")
     # The jobs run on the Alma set, not on hwf's list: an excluded record left in the set still goes
     # through them (a MARC record fails its whole bulk of 100). So the Alma set follows, first.
-    changed_in_alma: list[str] = []
-    if excluded and not keep_in_alma_set:
-        info = ctx.alma.get_set(alma_id)
-        if (info.type or "ITEMIZED").upper() != "ITEMIZED":
-            raise BadInputError(
-                f"Alma set {alma_id} is {info.type}: hwf cannot remove members from it; "
-                "remove the records from its query in Alma, or pass --keep-in-alma-set"
-            )
-        present = {m.id for m in ctx.alma.iter_set_members(alma_id)}
-        changed_in_alma = [m for m in mms_ids if m in present]
-        if changed_in_alma:
-            ctx.alma.remove_members(info, changed_in_alma)
-    elif not excluded:
-        back = [m for m in mms_ids if records[m][1]]
-        if back:
-            info = ctx.alma.get_set(alma_id)
-            present = {m.id for m in ctx.alma.iter_set_members(alma_id)}
-            changed_in_alma = [m for m in back if m not in present]
-            if changed_in_alma:
-                ctx.alma.add_members(info, changed_in_alma)
+    changed_in_alma = _follow_in_alma(ctx, alma_id, mms_ids, records, excluded, keep_in_alma_set)
     now = ctx.clock()
     with ctx.sessions.begin() as session:
         row = session.get_one(AlmaSet, set_id)
