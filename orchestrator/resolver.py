@@ -360,8 +360,11 @@ class Verifier:
     # -- HTTP --------------------------------------------------------------------------------
 
     def _get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self._send(self._http.build_request("GET", url), **kwargs)
+
+    def _send(self, request: httpx.Request, *, follow_redirects: bool = False) -> httpx.Response:
         try:
-            return self._http.get(url, **kwargs)
+            return self._http.send(request, follow_redirects=follow_redirects)
         except httpx.TimeoutException as exc:
             raise _Transient(f"timeout ({type(exc).__name__})") from None
         except httpx.UnsupportedProtocol:
@@ -369,10 +372,15 @@ class Verifier:
         except (httpx.TransportError, httpx.DecodingError) as exc:
             raise _Transient(f"connection error ({type(exc).__name__}: {exc})") from None
 
-    def _ask_api(self, handle: str, mms_id: str, expected: str) -> _Answer:
+    def api_request(self, handle: str) -> httpx.Request:
+        """The request that asks the proxy's JSON API for a handle's URL value (sent by a check, shown by
+        ``--dry-run``)."""
         url = f"{self._resolver}/api/handles/{quote(handle, safe='/')}"
+        return self._http.build_request("GET", url, params={"type": "URL"}, headers={"Accept": "application/json"})
+
+    def _ask_api(self, handle: str, mms_id: str, expected: str) -> _Answer:
         # The API never redirects by itself; following is only for an http->https hop in front.
-        resp = self._get(url, params={"type": "URL"}, headers={"Accept": "application/json"}, follow_redirects=True)
+        resp = self._send(self.api_request(handle), follow_redirects=True)
         status = resp.status_code
         body = _json_object(resp)
         rc = _response_code(body)

@@ -4,6 +4,7 @@ and a Context wired like the CLI's. An autouse fixture keeps every test off real
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -150,25 +151,36 @@ DEFAULT_JOBS = {
 }
 
 
+def toml_text(data: dict[str, Any], prefix: str = "") -> str:
+    """TOML for a config dict (scalars first, then sub-tables), as hwf reads it."""
+    lines = [f"{key} = {json.dumps(value)}" for key, value in data.items() if not isinstance(value, dict)]
+    for key, value in data.items():
+        if isinstance(value, dict):
+            name = f"{prefix}{key}"
+            lines += ["", f"[{name}]", toml_text(value, name + ".").strip("\n")]
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    """The one writer of test configuration files: ``data`` is shaped like ``config_dict()``."""
+    path.write_text(toml_text(data), encoding="utf-8")
+    return path
+
+
+def minimal_config(
+    database_url: str, base_url: str = "http://127.0.0.1:9", jobs: dict[str, str] | None = None, **alma: Any
+) -> dict[str, Any]:
+    """Only the required keys (plus ``alma``), for tests that drive the real CLI."""
+    return {
+        "database": {"url": database_url},
+        "alma": {"base_url": base_url, "institution_code": "01GCL_INST", **alma, "jobs": dict(jobs or DEFAULT_JOBS)},
+        "handles": {"prefix": "11084"},
+        "primo": {"domain": "grinnell.primo.exlibrisgroup.com", "view": "01GCL_INST:GCL"},
+    }
+
+
 def write_minimal_config(
     path: Path, database_url: str, base_url: str = "http://127.0.0.1:9", jobs: dict[str, str] | None = None
 ) -> Path:
     """A small hwf.toml with only the required keys, for tests that drive the real CLI."""
-    job_lines = "\n".join(f'{key} = "{value}"' for key, value in (jobs or DEFAULT_JOBS).items())
-    path.write_text(
-        f"""[database]
-url = "{database_url}"
-[alma]
-base_url = "{base_url}"
-institution_code = "01GCL_INST"
-[alma.jobs]
-{job_lines}
-[handles]
-prefix = "11084"
-[primo]
-domain = "grinnell.primo.exlibrisgroup.com"
-view = "01GCL_INST:GCL"
-""",
-        encoding="utf-8",
-    )
-    return path
+    return write_config(path, minimal_config(database_url, base_url, jobs))

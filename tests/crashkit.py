@@ -23,6 +23,8 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from tests.conftest import minimal_config
+from tests.conftest import write_config as write_test_config
 from tests.e2e import HWF, Served, hwf, hwf_env
 
 ORDER = ["created", "identifiers_copied", "migrated", "integrated", "verified"]
@@ -34,8 +36,6 @@ def write_config(tmp_path: Path, url: str, *, db: str | None = None, name: str =
     override the [alma] defaults below (``lease_seconds`` goes to [workflow])."""
     lease = alma.pop("lease_seconds", 6)
     settings: dict[str, Any] = {
-        "base_url": url,
-        "institution_code": "01GCL_INST",
         "poll_interval_seconds": 0.2,
         "poll_max_interval_seconds": 0.5,
         "reconcile_grace_seconds": 1.5,
@@ -47,32 +47,10 @@ def write_config(tmp_path: Path, url: str, *, db: str | None = None, name: str =
     }
     settings.update(alma)
     database = db or f"sqlite:///{tmp_path / 'hwf.db'}"
-    lines = ["[database]", f"url = {json.dumps(database)}", "", "[alma]"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
-    lines += [
-        "",
-        "[alma.jobs]",
-        'copy_identifiers = "M1234567890000561"',
-        'handle_migration = "M2234567890000561"',
-        'handle_integration = "M50700"',
-        "",
-        "[handles]",
-        'prefix = "11084"',
-        f'resolver_url = "{url}"',
-        "settle_minutes = 0",
-        "requests_per_second = 1000",
-        "concurrency = 8",
-        "",
-        "[primo]",
-        'domain = "grinnell.primo.exlibrisgroup.com"',
-        'view = "01GCL_INST:GCL"',
-        "",
-        "[workflow]",
-        f"lease_seconds = {lease}",
-    ]
-    path = tmp_path / name
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    data = minimal_config(database, url, **settings)
+    data["handles"].update(resolver_url=url, settle_minutes=0, requests_per_second=1000, concurrency=8)
+    data["workflow"] = {"lease_seconds": lease}
+    return write_test_config(tmp_path / name, data)
 
 
 def serve(tmp_path: Path, job_seconds: float = 0.4, **scenario: Any) -> Served:

@@ -13,6 +13,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import minimal_config
+from tests.conftest import write_config as write_test_config
+
 HWF = shutil.which("hwf", path=str(Path(sys.executable).parent)) or "hwf"
 E2E_KEY = "l7xx-e2e-key-not-secret"
 
@@ -75,41 +78,17 @@ class Served:
 
 
 def write_config(tmp_path: Path, url: str, db: str | None = None, **alma: Any) -> Path:
-    alma_lines = [f"{k} = {json.dumps(v)}" for k, v in alma.items()]
-    text = f"""
-[database]
-url = "{db or f"sqlite:///{tmp_path / 'hwf.db'}"}"
-
-[alma]
-base_url = "{url}"
-institution_code = "01GCL_INST"
-poll_interval_seconds = 0.3
-poll_max_interval_seconds = 1
-reconcile_grace_seconds = 5
-requests_per_second = 50
-{chr(10).join(alma_lines)}
-
-[alma.jobs]
-copy_identifiers = "M1234567890000561"
-handle_migration = "M2234567890000561"
-handle_integration = "M50700"
-
-[handles]
-prefix = "11084"
-resolver_url = "{url}"
-settle_minutes = 0
-requests_per_second = 200
-
-[primo]
-domain = "grinnell.primo.exlibrisgroup.com"
-view = "01GCL_INST:GCL"
-
-[workflow]
-lease_seconds = 6
-"""
-    path = tmp_path / "hwf.toml"
-    path.write_text(text)
-    return path
+    settings = {
+        "poll_interval_seconds": 0.3,
+        "poll_max_interval_seconds": 1,
+        "reconcile_grace_seconds": 5,
+        "requests_per_second": 50,
+        **alma,
+    }
+    data = minimal_config(db or f"sqlite:///{tmp_path / 'hwf.db'}", url, **settings)
+    data["handles"].update(resolver_url=url, settle_minutes=0, requests_per_second=200)
+    data["workflow"] = {"lease_seconds": 6}
+    return write_test_config(tmp_path / "hwf.toml", data)
 
 
 def hwf_env() -> dict[str, str]:

@@ -13,36 +13,22 @@ import pytest
 from orchestrator.cli import base as cli
 from orchestrator.config import load_config
 from orchestrator.simulator import Simulator
-from tests.conftest import API_KEY, FakeClock, WiredRunner, sim_wiring
+from tests.conftest import API_KEY, FakeClock, WiredRunner, minimal_config, sim_wiring
+from tests.conftest import write_config as write_test_config
 
 runner = WiredRunner()
 
 
 def write_config(tmp_path: Path, **alma: Any) -> Path:
-    lines = [
-        "[database]",
-        f'url = "sqlite:///{tmp_path / "hwf.db"}"',
-        "[alma]",
-        'base_url = "http://alma.test"',
-        'institution_code = "01GCL_INST"',
-        "poll_interval_seconds = 2",
-        "requests_per_second = 1000",
-        *(f"{k} = {json.dumps(v)}" for k, v in alma.items()),
-        "[alma.jobs]",
-        'copy_identifiers = "M1234567890000561"',
-        'handle_migration = "M2234567890000561"',
-        'handle_integration = "M50700"',
-        "[handles]",
-        'prefix = "11084"',
-        'resolver_url = "http://alma.test"',
-        "settle_minutes = 0",
-        "[primo]",
-        'domain = "grinnell.primo.exlibrisgroup.com"',
-        'view = "01GCL_INST:GCL"',
-    ]
-    path = tmp_path / "hwf.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    data = minimal_config(
+        f"sqlite:///{tmp_path / 'hwf.db'}",
+        "http://alma.test",
+        poll_interval_seconds=2,
+        requests_per_second=1000,
+        **alma,
+    )
+    data["handles"].update(resolver_url="http://alma.test", settle_minutes=0)
+    return write_test_config(tmp_path / "hwf.toml", data)
 
 
 @pytest.fixture

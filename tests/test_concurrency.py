@@ -29,7 +29,8 @@ from orchestrator.store import leases
 from orchestrator.store.db import open_database
 from orchestrator.store.models import AlmaSet
 from orchestrator.wiring import build_context
-from tests.conftest import API_KEY, FakeClock, WiredRunner, sim_wiring
+from tests.conftest import API_KEY, FakeClock, WiredRunner, minimal_config, sim_wiring
+from tests.conftest import write_config as write_test_config
 from tests.crashkit import check, kill, query, serve, start, wait_for, write_config
 from tests.e2e import E2E_KEY, Served
 
@@ -122,7 +123,7 @@ def test_lease_held_by_a_live_process_on_another_host_exits_4_naming_it(
     db_url: str, tmp_path: Path, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "hwf.toml"
-    path.write_text(cli_config(db_url))
+    cli_config(path, db_url)
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
     monkeypatch.setattr(runner, "wiring", sim_wiring(sim, clock))
     _lease_held_scenario(path, db_url, sim, clock)
@@ -147,30 +148,10 @@ def _lease_held_scenario(path: Path, db_url: str, sim: Simulator, clock: FakeClo
     assert [r.kind for r in sim.runs_for(set_id)] == ["migration", "integration"]
 
 
-def cli_config(db_url: str) -> str:
-    return "\n".join(
-        [
-            "[database]",
-            f'url = "{db_url}"',
-            "[alma]",
-            'base_url = "http://alma.test"',
-            'institution_code = "01GCL_INST"',
-            "poll_interval_seconds = 2",
-            "requests_per_second = 1000",
-            "[alma.jobs]",
-            'copy_identifiers = "M1234567890000561"',
-            'handle_migration = "M2234567890000561"',
-            'handle_integration = "M50700"',
-            "[handles]",
-            'prefix = "11084"',
-            'resolver_url = "http://alma.test"',
-            "settle_minutes = 0",
-            "[primo]",
-            'domain = "grinnell.primo.exlibrisgroup.com"',
-            'view = "01GCL_INST:GCL"',
-            "",
-        ]
-    )
+def cli_config(path: Path, db_url: str) -> Path:
+    data = minimal_config(db_url, "http://alma.test", poll_interval_seconds=2, requests_per_second=1000)
+    data["handles"].update(resolver_url="http://alma.test", settle_minutes=0)
+    return write_test_config(path, data)
 
 
 def test_simultaneous_claims_have_exactly_one_winner(db_url: str) -> None:

@@ -20,7 +20,7 @@ from orchestrator.service import dryrun, jobs, preflight, views, workflow
 from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
 from orchestrator.store.models import AlmaSet, Attempt, Event, Record
-from tests.conftest import API_KEY, FakeClock, config_dict, make_context
+from tests.conftest import API_KEY, DEFAULT_JOBS, FakeClock, config_dict, make_context, minimal_config, write_config
 
 COPY_JOB = "M1234567890000561"
 MIGRATION_JOB = "M2234567890000561"
@@ -73,7 +73,7 @@ def test_new_set_precheck_then_submit(ctx: Context, sim: Simulator) -> None:
     with ctx.sessions() as s:
         first = list(s.scalars(select(Record.mms_id).order_by(Record.id).limit(100)))
     assert bibs.method == "GET" and bibs.count == 3
-    assert bibs.path == f"/almaws/v1/bibs?mms_id={','.join(first)}&view=full"
+    assert bibs.path == f"/almaws/v1/bibs?mms_id={'%2C'.join(first)}&view=full"  # exactly as the client sends it
     assert ("Authorization", "apikey ***") in bibs.headers
     assert post.method == "POST" and post.path == f"/almaws/v1/conf/jobs/{COPY_JOB}?op=run"
     assert dict(post.headers) == {
@@ -297,28 +297,10 @@ def test_cli_dry_run_changes_no_byte_of_the_database(
     workflow.add_set(ctx, set_id)
     ctx.close()
     ctx.sessions.kw["bind"].dispose()
-    (tmp_path / "hwf.toml").write_text(
-        "\n".join(
-            [
-                "[database]",
-                f'url = "sqlite:///{tmp_path / "hwf.db"}"',
-                "[alma]",
-                'base_url = "http://127.0.0.1:9"',
-                'institution_code = "01GCL_INST"',
-                "[alma.jobs]",
-                f'copy_identifiers = "{COPY_JOB}"',
-                f'handle_migration = "{MIGRATION_JOB}"',
-                'handle_integration = "M50700"',
-                "[handles]",
-                'prefix = "11084"',
-                'resolver_url = "http://127.0.0.1:9"',
-                "[primo]",
-                'domain = "grinnell.primo.exlibrisgroup.com"',
-                'view = "01GCL_INST:GCL"',
-            ]
-        )
-        + "\n"
-    )
+    data = minimal_config(f"sqlite:///{tmp_path / 'hwf.db'}", jobs={**DEFAULT_JOBS, "copy_identifiers": COPY_JOB})
+    data["alma"]["jobs"]["handle_migration"] = MIGRATION_JOB
+    data["handles"]["resolver_url"] = "http://127.0.0.1:9"
+    write_config(tmp_path / "hwf.toml", data)
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
 
     def digest() -> dict[str, str]:
@@ -336,3 +318,41 @@ def test_cli_dry_run_changes_no_byte_of_the_database(
     every = runner.invoke(cli.app, ["resume", "--all", "--dry-run"])
     assert every.exit_code == 0 and f"Set {set_id}" in every.stdout
     assert digest() == before
+
+
+def test_dry_run_shows_the_very_requests_the_client_sends(
+    tmp_path: Path, sim: Simulator, clock: FakeClock, config: Any
+) -> None:
+    """The dry run is not a second implementation: its bibs GET and job POST are byte for byte what the
+    Alma client then sends (the key shown as ***, the token a placeholder)."""
+    import httpx
+
+    from orchestrator.wiring import build_context
+    from tests.conftest import sim_wiring
+
+    seen: list[httpx.Request] = []
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return sim.handle(request)
+
+    ctx = build_context(config, wiring=sim_wiring(sim, clock, alma_transport=httpx.MockTransport(recording)))
+    try:
+        set_id = make_set(sim, 150, profile="demo")  # records that need the copy job
+        workflow.add_set(ctx, set_id)
+        plan = dryrun.describe_advance(dry_context(ctx), set_id)
+        planned_bibs, planned_post = requests_of(plan)
+        seen.clear()
+        workflow.advance(ctx, set_id, wait=False)
+    finally:
+        ctx.close()
+    sent_bibs = next(r for r in seen if r.url.path.endswith("/bibs"))
+    sent_post = next(r for r in seen if r.method == "POST" and "op=run" in str(r.url))
+    assert planned_bibs.path == sent_bibs.url.raw_path.decode()
+    for planned, sent in ((planned_bibs, sent_bibs), (planned_post, sent_post)):
+        shown = dict(planned.headers)
+        assert shown.pop("Authorization") == "apikey ***" and sent.headers["Authorization"] == f"apikey {API_KEY}"
+        assert shown == {name: sent.headers[name] for name in shown}
+    token = json.loads(sent_post.content)["parameter"][1]["value"].rsplit(" ", 1)[1]
+    assert planned_post.path == sent_post.url.raw_path.decode()
+    assert planned_post.body == sent_post.content.decode().replace(token, dryrun.TOKEN_PLACEHOLDER)

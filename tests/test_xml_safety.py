@@ -21,6 +21,7 @@ from orchestrator.cli import base as cli
 from orchestrator.errors import AlmaBadReplyError, AlmaError, UnsafeXmlError
 from orchestrator.simulator import Scenario, SimServer, Simulator
 from orchestrator.xmlsafe import MAX_XML_BYTES, MalformedXmlError, parse_xml
+from tests.conftest import minimal_config, write_config
 
 KEY = "l7xx-xml-safety"
 LOL = (
@@ -214,26 +215,9 @@ def test_hwf_check_marks_hostile_records_bad_xml(tmp_path: Path, listener: tuple
     records[ids[1]].xml = hostile_record(records[ids[1]].xml, '<!ENTITY x SYSTEM "file:///etc/passwd">')
     records[ids[2]].xml = hostile_record(records[ids[2]].xml, f'<!ENTITY x SYSTEM "{url_entity}">')
     with SimServer(sim, host="127.0.0.1", port=0) as server:
-        (tmp_path / "hwf.toml").write_text(
-            f"""
-[database]
-url = "sqlite:///{tmp_path / "hwf.db"}"
-[alma]
-base_url = "{server.url}"
-institution_code = "01GCL_INST"
-requests_per_second = 1000
-[alma.jobs]
-copy_identifiers = "M1234567890000561"
-handle_migration = "M2234567890000561"
-handle_integration = "M50700"
-[handles]
-prefix = "11084"
-resolver_url = "{server.url}"
-[primo]
-domain = "grinnell.primo.exlibrisgroup.com"
-view = "01GCL_INST:GCL"
-"""
-        )
+        data = minimal_config(f"sqlite:///{tmp_path / 'hwf.db'}", server.url, requests_per_second=1000)
+        data["handles"]["resolver_url"] = server.url
+        write_config(tmp_path / "hwf.toml", data)
         runner = CliRunner()
         env = {"HWF_ALMA_API_KEY": KEY}
         for fmt in ("json", "xml"):

@@ -9,6 +9,7 @@ and the mapping of Alma error bodies to ``errors.py``. Replies are parsed by ``a
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -64,6 +65,7 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 API_ROOT = "/almaws/v1"
+REDACTED_KEY = "***"  # how a key is shown: the planning client's Authorization is "apikey ***"
 PAGE_SIZE = 100
 MAX_BIBS_PER_CALL = 100
 MAX_MEMBERS_PER_CALL = 1000
@@ -90,6 +92,13 @@ _HINTS: dict[object, str] = {
     " wait, then resubmit",
     AlmaUnreachableError: f": {_UNKNOWN_OUTCOME}",
 }
+
+
+class _NoSending(httpx.BaseTransport):
+    """The transport of a planning client: building requests is all it may do."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a planning AlmaClient (--dry-run) never sends a request")
 
 
 class _Answer(NamedTuple):
@@ -189,6 +198,11 @@ class AlmaClient:
                 "User-Agent": user_agent,
             },
         )
+
+    @classmethod
+    def planner(cls, base_url: str, *, format: str = "json") -> AlmaClient:
+        """A client that only builds requests (for ``--dry-run``): its key is ``***`` and it cannot send."""
+        return cls(base_url, REDACTED_KEY, transport=_NoSending(), format=format, requests_per_second=math.inf)
 
     def _gateway(self) -> str:
         """Scheme and host of the gateway (for messages: never the query string, never the key)."""
@@ -320,6 +334,14 @@ class AlmaClient:
         answer = self._call("GET", f"/conf/jobs/{_segment(job_id, 'job id')}")
         return parse_job(answer.reply, answer.origin)
 
+    def run_job_request(
+        self, job_id: str, parameters: Sequence[tuple[str, str]], *, payload_template: bytes | None = None
+    ) -> httpx.Request:
+        """The ``POST /conf/jobs/{id}?op=run`` that :meth:`run_job` sends (``--dry-run`` shows it)."""
+        content_type, body = build_job_payload(parameters, fmt=self._format, template=payload_template)
+        path = f"/conf/jobs/{_segment(job_id, 'job id')}"
+        return self.build_request("POST", path, params={"op": "run"}, body=body, content_type=content_type)
+
     def run_job(
         self, job_id: str, parameters: Sequence[tuple[str, str]], *, payload_template: bytes | None = None
     ) -> JobRun:
@@ -328,35 +350,57 @@ class AlmaClient:
         :raises JobThresholdError: 402222/402223, the job was not started; wait and resubmit.
         :raises AlmaUnreachableError: the outcome is unknown; reconcile through ``list_instances``.
         """
-        content_type, body = build_job_payload(parameters, fmt=self._format, template=payload_template)
-        path = f"/conf/jobs/{_segment(job_id, 'job id')}"
-        answer = self._call("POST", path, params={"op": "run"}, body=body, content_type=content_type, idempotent=False)
+        request = self.run_job_request(job_id, parameters, payload_template=payload_template)
+        answer = self._exchange(request, idempotent=False)
         try:
             return parse_job_run(answer.reply, job_id.strip(), answer.origin)
         except AlmaBadReplyError as exc:
             exc.args = (f"{exc}; Alma accepted the request, so the job was probably started: reconcile",)
             raise
 
+    def instance_request(self, job_id: str, instance_id: str) -> httpx.Request:
+        """The ``GET /conf/jobs/{job_id}/instances/{instance_id}`` that :meth:`get_instance` sends."""
+        path = f"/conf/jobs/{_segment(job_id, 'job id')}/instances/{_segment(instance_id, 'instance id')}"
+        return self.build_request("GET", path)
+
     def get_instance(self, job_id: str, instance_id: str) -> JobInstance:
         """``GET /conf/jobs/{job_id}/instances/{instance_id}``."""
-        path = f"/conf/jobs/{_segment(job_id, 'job id')}/instances/{_segment(instance_id, 'instance id')}"
-        answer = self._call("GET", path)
+        answer = self._exchange(self.instance_request(job_id, instance_id))
         return parse_instance(answer.reply, job_id.strip(), answer.origin)
 
-    def list_instances(
-        self, job_id: str, *, date_from: date, date_to: date, status: str | None = None
-    ) -> Iterator[JobInstance]:
-        """Every instance of a job submitted between two dates (inclusive; Alma's time zone is unknown)."""
+    def _instances_query(
+        self, job_id: str, date_from: date, date_to: date, status: str | None
+    ) -> tuple[str, dict[str, str]]:
         params = {
             "submit_date_from": date_from.strftime("%Y-%m-%d"),
             "submit_date_to": date_to.strftime("%Y-%m-%d"),
         }
         if status:
             params["status"] = status
-        path = f"/conf/jobs/{_segment(job_id, 'job id')}/instances"
+        return f"/conf/jobs/{_segment(job_id, 'job id')}/instances", params
+
+    def instances_request(
+        self, job_id: str, *, date_from: date, date_to: date, status: str | None = None
+    ) -> httpx.Request:
+        """The first page request of :meth:`list_instances` (``--dry-run`` shows it)."""
+        path, params = self._instances_query(job_id, date_from, date_to, status)
+        return self._page_request(path, params, PAGE_SIZE, 0)
+
+    def list_instances(
+        self, job_id: str, *, date_from: date, date_to: date, status: str | None = None
+    ) -> Iterator[JobInstance]:
+        """Every instance of a job submitted between two dates (inclusive; Alma's time zone is unknown)."""
+        path, params = self._instances_query(job_id, date_from, date_to, status)
         yield from self._pages(path, params, lambda reply, origin: parse_instances(reply, job_id.strip(), origin))
 
     # Bibs
+
+    def bibs_request(self, mms_ids: Sequence[str]) -> httpx.Request:
+        """The ``GET /bibs?mms_id=…`` that :meth:`get_bibs` sends for up to 100 (non-empty) ids."""
+        ids = _clean_ids(mms_ids, "get_bibs")
+        if not 0 < len(ids) <= MAX_BIBS_PER_CALL:
+            raise ValueError(f"get_bibs takes 1 to {MAX_BIBS_PER_CALL} MMS IDs per call, not {len(ids)}")
+        return self.build_request("GET", "/bibs", params={"mms_id": ",".join(ids), "view": "full"})
 
     def get_bibs(self, mms_ids: Sequence[str]) -> BibBatch:
         """Up to 100 bibs in one call (``view=full``, no ``expand``); ids Alma left out are in ``missing``."""
@@ -365,7 +409,7 @@ class AlmaClient:
             raise ValueError(f"get_bibs takes at most {MAX_BIBS_PER_CALL} MMS IDs per call, not {len(ids)}")
         if not ids:
             return BibBatch(bibs=())
-        answer = self._call("GET", "/bibs", params={"mms_id": ",".join(ids), "view": "full"})
+        answer = self._exchange(self.bibs_request(ids))
         bibs = parse_bibs(answer.body, answer.reply, answer.origin)
         returned = {bib.mms_id for bib in bibs}
         return BibBatch(bibs=tuple(bibs), missing=tuple(i for i in ids if i not in returned))
@@ -424,12 +468,33 @@ class AlmaClient:
         limit = max(1, min(PAGE_SIZE, page_size))
         offset = 0
         while True:
-            answer = self._call("GET", path, params={**params, "limit": str(limit), "offset": str(offset)})
+            answer = self._exchange(self._page_request(path, params, limit, offset))
             page, total = parse(answer.reply, answer.origin)
             yield from page
             offset += len(page)
             if not page or (total is not None and offset >= total) or (total is None and len(page) < limit):
                 return
+
+    def _page_request(self, path: str, params: dict[str, str], limit: int, offset: int) -> httpx.Request:
+        return self.build_request("GET", path, params={**params, "limit": str(limit), "offset": str(offset)})
+
+    def build_request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        accept: str | None = None,
+    ) -> httpx.Request:
+        """The request to send (the one place its URL, query and headers are made): ``send`` it, or show it."""
+        headers = {}
+        if content_type:
+            headers["Content-Type"] = content_type
+        if accept:
+            headers["Accept"] = accept
+        return self._http.build_request(method, path, params=params, content=body, headers=headers)
 
     def _call(
         self,
@@ -442,28 +507,26 @@ class AlmaClient:
         accept: str | None = None,
         idempotent: bool = True,
     ) -> _Answer:
-        response = self._send(method, path, params, body, content_type, accept, idempotent)
+        request = self.build_request(method, path, params=params, body=body, content_type=content_type, accept=accept)
+        return self._exchange(request, idempotent=idempotent)
+
+    def _exchange(self, request: httpx.Request, *, idempotent: bool = True) -> _Answer:
+        """Send a built request (paced, retried as its kind allows) and decode Alma's reply."""
+        method, path = request.method, self._api_path(request)
+        response = self._send(request, method, path, idempotent)
         origin = Origin(method, path, response.status_code)
         reply = decode(response.content, origin)
         if errors_exist(reply.tree):
             raise self._alma_error(method, path, response, errors_in(reply.tree))
         return _Answer(response.content, reply, origin)
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        params: dict[str, str] | None,
-        body: bytes | None,
-        content_type: str | None,
-        accept: str | None,
-        idempotent: bool,
-    ) -> httpx.Response:
-        headers = {}
-        if content_type:
-            headers["Content-Type"] = content_type
-        if accept:
-            headers["Accept"] = accept
+    def _api_path(self, request: httpx.Request) -> str:
+        """The request's path below ``/almaws/v1``, without the query (for messages and logs)."""
+        root = httpx.URL(self.base_url).path.rstrip("/")
+        path = request.url.path
+        return path[len(root) :] if path.startswith(root + "/") else path
+
+    def _send(self, request: httpx.Request, method: str, path: str, idempotent: bool) -> httpx.Response:
         attempt = 0
         while True:
             self._check_floor(method, path)
@@ -471,7 +534,7 @@ class AlmaClient:
             with self._lock:
                 self.calls += 1
             try:
-                response = self._http.request(method, path, params=params, content=body, headers=headers)
+                response = self._http.send(request)
             except _NOT_SENT as exc:
                 # The connection was never made, so even a POST did not reach Alma: safe to try again.
                 if attempt < self._max_retries:

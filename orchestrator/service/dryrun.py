@@ -11,32 +11,30 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import unquote
 
+import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from orchestrator.alma.client import PAGE_SIZE, build_job_payload
+from orchestrator.alma.client import MAX_BIBS_PER_CALL, AlmaClient
 from orchestrator.domain.dc import BLOCKING, Preflight
 from orchestrator.domain.handles import Verdict
 from orchestrator.domain.jobrules import instance_window, job_name
 from orchestrator.domain.machine import TRANSITIONS, Stage, Step
+from orchestrator.resolver import Verifier
 from orchestrator.service import jobs
 from orchestrator.service.context import Context, find_set
 from orchestrator.service.workflow import Action, Plan, plan_step, step_facts
 from orchestrator.store.models import AlmaSet, Attempt, Record
 
-API_ROOT = "/almaws/v1"
-REDACTED_AUTH = "apikey ***"
 TOKEN_PLACEHOLDER = "hwf-<token>"
 INSTANCE_PLACEHOLDER = "<instance id>"
-BIB_BATCH = 100
 _SHOWN_IDS = 3
-_MEDIA = {"json": "application/json", "xml": "application/xml"}
+_SHOWN_HEADERS = ("Authorization", "Accept", "Content-Type")
 _ADVICE = {
     "records": "fix the records (`hwf check {set}`, `hwf fix {set} --apply`) or leave them out "
     "(`hwf exclude {set} MMS... --reason TEXT`), then `hwf advance {set}`",
@@ -59,6 +57,16 @@ class PlannedRequest:
     body: str | None = None
     count: int = 1
     note: str | None = None
+
+    @classmethod
+    def of(
+        cls, request: httpx.Request, *, count: int = 1, note: str | None = None, full_url: bool = False
+    ) -> PlannedRequest:
+        """The request exactly as the client built it (the key already ``***`` in a planning client)."""
+        path = str(request.url) if full_url else request.url.raw_path.decode("ascii")
+        headers = tuple((name, request.headers[name]) for name in _SHOWN_HEADERS if name in request.headers)
+        body = request.content.decode("utf-8", "replace") if request.content else None
+        return cls(request.method, path, headers, body, count, note)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -141,43 +149,26 @@ class DryRunPlan:
 
 
 def _shorten(path: str) -> str:
-    """Long ``mms_id=`` lists shortened for people (``as_json`` keeps them whole)."""
+    """Long ``mms_id=`` lists shortened for people (``as_json`` keeps the path exactly as sent)."""
 
     def cut(match: re.Match[str]) -> str:
-        ids = match.group(1).split(",")
+        ids = unquote(match.group(1)).split(",")
         if len(ids) <= _SHOWN_IDS + 1:
             return match.group(0)
-        return f"mms_id={','.join(ids[:_SHOWN_IDS])},...({len(ids)} MMS IDs)"
+        return f"mms_id={'%2C'.join(ids[:_SHOWN_IDS])}%2C...({len(ids)} MMS IDs)"
 
     return re.sub(r"mms_id=([^&]+)", cut, path)
-
-
-def _path(path: str, params: Sequence[tuple[str, str]] = ()) -> str:
-    query = "&".join(f"{name}={value}" for name, value in params)
-    return f"{API_ROOT}{path}" + (f"?{query}" if query else "")
-
-
-def _seg(value: str) -> str:
-    return quote(value.strip(), safe="")
 
 
 class _Describer:
     """Builds the plan of one set inside a read-only session."""
 
-    def __init__(self, ctx: Context, session: Session, row: AlmaSet, now: datetime) -> None:
-        self.ctx, self.session, self.row, self.now = ctx, session, row, now
+    def __init__(self, ctx: Context, session: Session, row: AlmaSet, now: datetime, alma: AlmaClient) -> None:
+        self.ctx, self.session, self.row, self.now, self.alma = ctx, session, row, now, alma
         self.cfg = ctx.config
         self.actions: list[PlannedAction] = []
         self.notes: list[str] = []
         self.transition: str | None = None
-
-    # -- headers ---------------------------------------------------------------------------------
-
-    def _alma_headers(self, content_type: str | None = None) -> tuple[tuple[str, str], ...]:
-        headers = [("Authorization", REDACTED_AUTH), ("Accept", _MEDIA[self.cfg.alma.format])]
-        if content_type:
-            headers.append(("Content-Type", content_type))
-        return tuple(headers)
 
     # -- the plan ----------------------------------------------------------------------------------
 
@@ -253,17 +244,14 @@ class _Describer:
 
     def _precheck(self, step: Step, when: str) -> None:
         ids = list(self.session.scalars(select(Record.mms_id).where(Record.set_id == self.row.id).order_by(Record.id)))
-        batches = math.ceil(len(ids) / BIB_BATCH)
+        batches = math.ceil(len(ids) / MAX_BIBS_PER_CALL)
         requests: tuple[PlannedRequest, ...] = ()
         if ids:
-            first = ids[:BIB_BATCH]
             requests = (
-                PlannedRequest(
-                    "GET",
-                    _path("/bibs", [("mms_id", ",".join(first)), ("view", "full")]),
-                    self._alma_headers(),
+                PlannedRequest.of(
+                    self.alma.bibs_request(ids[:MAX_BIBS_PER_CALL]),
                     count=batches,
-                    note=f"{len(ids)} records, {BIB_BATCH} MMS IDs per request",
+                    note=f"{len(ids)} records, {MAX_BIBS_PER_CALL} MMS IDs per request",
                 ),
             )
         classes = Counter(
@@ -318,14 +306,11 @@ class _Describer:
         name = job_name(step, self.row.alma_set_id, TOKEN_PLACEHOLDER)
         params = [("set_id", self.row.alma_set_id), ("job_name", name), *spec.parameters]
         template = spec.payload_file.read_bytes() if spec.payload_file else None
-        content_type, body = build_job_payload(params, fmt=self.cfg.alma.format, template=template)
-        submit = PlannedRequest(
-            "POST",
-            _path(f"/conf/jobs/{_seg(spec.id)}", [("op", "run")]),
-            self._alma_headers(content_type),
-            body.decode("utf-8"),
+        submit = PlannedRequest.of(
+            self.alma.run_job_request(spec.id, params, payload_template=template),
             note=f"{TOKEN_PLACEHOLDER} is a new random token, committed with the attempt before the POST",
         )
+        poll_path = unquote(self.alma.instance_request(spec.id, INSTANCE_PLACEHOLDER).url.raw_path.decode("ascii"))
         self.actions.append(
             PlannedAction(
                 when,
@@ -334,7 +319,7 @@ class _Describer:
                 (submit,),
                 (
                     "if the reply is lost, hwf does not resubmit: it looks for the token in the job's instances",
-                    f"then polls GET {_path(f'/conf/jobs/{_seg(spec.id)}/instances/{INSTANCE_PLACEHOLDER}')} "
+                    f"then polls GET {poll_path} "
                     f"every {self.cfg.alma.poll_interval_seconds:g} s, growing to "
                     f"{self.cfg.alma.poll_max_interval_seconds:g} s, until the job ends",
                 ),
@@ -343,16 +328,8 @@ class _Describer:
 
     def _instances_request(self, job_id: str, started: datetime) -> PlannedRequest:
         date_from, date_to = instance_window(started, self.now)
-        params = [
-            ("submit_date_from", date_from.strftime("%Y-%m-%d")),
-            ("submit_date_to", date_to.strftime("%Y-%m-%d")),
-            ("limit", str(PAGE_SIZE)),
-            ("offset", "0"),
-        ]
-        return PlannedRequest(
-            "GET",
-            _path(f"/conf/jobs/{_seg(job_id)}/instances", params),
-            self._alma_headers(),
+        return PlannedRequest.of(
+            self.alma.instances_request(job_id, date_from=date_from, date_to=date_to),
             note="more pages follow while Alma has more instances",
         )
 
@@ -387,10 +364,8 @@ class _Describer:
                 "poll",
                 f"poll {step.value}: job {attempt.job_id} instance {attempt.instance_id} (last seen: {last})",
                 (
-                    PlannedRequest(
-                        "GET",
-                        _path(f"/conf/jobs/{_seg(attempt.job_id)}/instances/{_seg(attempt.instance_id)}"),
-                        self._alma_headers(),
+                    PlannedRequest.of(
+                        self.alma.instance_request(attempt.job_id, attempt.instance_id),
                         note="repeated with a growing interval until the job ends",
                     ),
                 ),
@@ -454,12 +429,12 @@ class _Describer:
         with_handle = [h for h in handles if h]
         requests: tuple[PlannedRequest, ...] = ()
         if with_handle:
-            url = f"{self.cfg.handles.resolver_url}/api/handles/{quote(with_handle[0], safe='/')}?type=URL"
+            with Verifier(self.cfg.handles.resolver_url, self.cfg.primo) as verifier:
+                request = verifier.api_request(with_handle[0])
             requests = (
-                PlannedRequest(
-                    "GET",
-                    url,
-                    (("Accept", "application/json"),),
+                PlannedRequest.of(
+                    request,
+                    full_url=True,
                     count=len(with_handle),
                     note=f"no API key is sent to the handle proxy; at most {self.cfg.handles.concurrency} at "
                     f"a time, {self.cfg.handles.requests_per_second:g} per second",
@@ -500,8 +475,9 @@ def _stamp(at: datetime) -> str:
 
 
 def _describe_row(ctx: Context, session: Session, row: AlmaSet, now: datetime) -> DryRunPlan:
-    describer = _Describer(ctx, session, row, now)
-    describer.describe()
+    with AlmaClient.planner(ctx.config.alma.base_url, format=ctx.config.alma.format) as alma:
+        describer = _Describer(ctx, session, row, now, alma)
+        describer.describe()
     return DryRunPlan(
         set=row.alma_set_id,
         name=row.name,
