@@ -62,7 +62,7 @@ class AuditRun:
 
 
 @dataclass(frozen=True)
-class Finding:
+class AuditFinding:
     """Something about the order of the runs: ``error`` breaks it, ``warning`` and ``note`` do not."""
 
     severity: str
@@ -83,7 +83,7 @@ class AuditReport:
     date_from: str
     date_to: str
     runs: list[AuditRun] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[AuditFinding] = field(default_factory=list)
     proven_stage: str = Stage.CREATED.value  # the last milestone the history proves, in a valid order
     copy_skipped: bool = False  # the migration ran with no copy run before it
     frontier: AuditRun | None = None  # the latest run of the next step, if it failed or is still running
@@ -263,7 +263,7 @@ class _Walk:
         self.out.append(AuditRun(**{**asdict(run), "verdict": verdict}))
 
     def add(self, severity: str, code: str, message: str, action: str, *instances: str) -> None:
-        self.report.findings.append(Finding(severity, code, message, action, tuple(instances)))
+        self.report.findings.append(AuditFinding(severity, code, message, action, tuple(instances)))
 
     def count(self, idx: int, run: AuditRun, following: int) -> None:
         """``run`` makes step ``idx`` done; the history must next show step ``following``."""

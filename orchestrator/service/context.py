@@ -19,15 +19,11 @@ from orchestrator.config import Config
 from orchestrator.errors import BadInputError
 from orchestrator.service.reporting import NullReporter, Reporter
 from orchestrator.store.leases import default_owner
-from orchestrator.store.models import AlmaSet, Event
+from orchestrator.store.models import AlmaSet, Event, utcnow
 
 if TYPE_CHECKING:
     from orchestrator.alma.client import AlmaClient
     from orchestrator.resolver import Verifier
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -35,7 +35,7 @@ _STATES = {s.value for s in AttemptState}
 
 
 @dataclass(frozen=True)
-class Finding:
+class DoctorFinding:
     """One thing the doctor found: what, on which set, and what the operator should do about it."""
 
     kind: str  # schema, database, lease, submitting, unknown_instance, corrupt_attempt, corrupt_set, alma
@@ -62,13 +62,13 @@ class Diagnosis:
 
     schema: str | None
     head: str
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[DoctorFinding] = field(default_factory=list)
     sets: int = 0
     attempts: int = 0
     instances_checked: int = 0
 
     @property
-    def problems(self) -> list[Finding]:
+    def problems(self) -> list[DoctorFinding]:
         return [f for f in self.findings if f.severity == PROBLEM]
 
     @property
@@ -112,7 +112,7 @@ def check_schema(url: str) -> tuple[Diagnosis, Engine | None]:
         if not path.exists():
             diagnosis = Diagnosis(schema=None, head=head)
             diagnosis.findings.append(
-                Finding(
+                DoctorFinding(
                     "database",
                     NOTE,
                     f"no database at {path} yet",
@@ -134,11 +134,11 @@ def check_schema(url: str) -> tuple[Diagnosis, Engine | None]:
     known = {rev.revision for rev in script.walk_revisions()}
     if current is None:
         diagnosis.findings.append(
-            Finding("schema", NOTE, "the database is empty (no hwf schema yet)", "nothing to do: hwf creates it")
+            DoctorFinding("schema", NOTE, "the database is empty (no hwf schema yet)", "nothing to do: hwf creates it")
         )
     elif current not in known:
         diagnosis.findings.append(
-            Finding(
+            DoctorFinding(
                 "schema",
                 PROBLEM,
                 f"the database is at schema {current}, written by a newer hwf; this hwf knows up to {head}",
@@ -148,7 +148,7 @@ def check_schema(url: str) -> tuple[Diagnosis, Engine | None]:
         )
     else:
         diagnosis.findings.append(
-            Finding(
+            DoctorFinding(
                 "schema",
                 PROBLEM,
                 f"the database schema is at {current}, not at {head}",
@@ -231,7 +231,7 @@ def _live_lease(row: _SetRow, now: datetime) -> bool:
     )
 
 
-def _lease_findings(row: _SetRow, now: datetime) -> list[Finding]:
+def _lease_findings(row: _SetRow, now: datetime) -> list[DoctorFinding]:
     if row.lease_owner is None or _live_lease(row, now):
         return []
     if dead_local_owner(row.lease_owner):
@@ -240,7 +240,7 @@ def _lease_findings(row: _SetRow, now: datetime) -> list[Finding]:
         expired = row.lease_expires_at
         why = f"held by {row.lease_owner}, expired {_hhmm(expired)}" if expired else f"held by {row.lease_owner}"
     return [
-        Finding(
+        DoctorFinding(
             "lease",
             PROBLEM,
             f"set {row.alma_set_id} ({row.name}): stale lease, {why}",
@@ -298,7 +298,7 @@ def diagnose(ctx: Context, *, check_alma: bool = True, schema: Diagnosis | None 
         diagnosis.findings.extend(_lease_findings(row, now))
         if row.stage not in _STAGE_ORDER:
             diagnosis.findings.append(
-                Finding(
+                DoctorFinding(
                     "corrupt_set",
                     PROBLEM,
                     f"set {row.alma_set_id} ({row.name}) has the unknown state {row.stage!r}",
@@ -313,7 +313,7 @@ def diagnose(ctx: Context, *, check_alma: bool = True, schema: Diagnosis | None 
             wrong = _corruption(row, a)
             if wrong:
                 diagnosis.findings.append(
-                    Finding(
+                    DoctorFinding(
                         "corrupt_attempt",
                         PROBLEM,
                         f"set {row.alma_set_id}: attempt {a.number} of {a.step} (row {a.id}) is inconsistent: "
@@ -337,7 +337,7 @@ def diagnose(ctx: Context, *, check_alma: bool = True, schema: Diagnosis | None 
                 continue
             where = f"while {row.lease_owner} holds the set" if live else "and no hwf process is working on it"
             diagnosis.findings.append(
-                Finding(
+                DoctorFinding(
                     "submitting",
                     PROBLEM,
                     f"set {row.alma_set_id}: the {attempt.step} job (attempt {attempt.number}) has been submitting "
@@ -365,7 +365,7 @@ def _ask_alma(ctx: Context, diagnosis: Diagnosis, to_ask: list[tuple[_SetRow, _A
             if exc.status == 400 and exc.code in UNKNOWN_INSTANCE_CODES:
                 diagnosis.instances_checked += 1
                 diagnosis.findings.append(
-                    Finding(
+                    DoctorFinding(
                         "unknown_instance",
                         PROBLEM,
                         f"set {row.alma_set_id} waits on {attempt.step} job {attempt.job_id} instance "
@@ -379,7 +379,7 @@ def _ask_alma(ctx: Context, diagnosis: Diagnosis, to_ask: list[tuple[_SetRow, _A
                 )
                 continue
             diagnosis.findings.append(
-                Finding(
+                DoctorFinding(
                     "alma",
                     PROBLEM,
                     f"could not ask Alma about {len(to_ask) - diagnosis.instances_checked} job instance(s): {exc}",

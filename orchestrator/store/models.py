@@ -39,6 +39,7 @@ NAMING = {
 
 
 def utcnow() -> datetime:
+    """Now, timezone-aware UTC: the default clock of rows and of the service context."""
     return datetime.now(UTC)
 
 
