@@ -514,4 +514,4 @@ def main() -> None:
 
 
 # Commands kept in their own modules register themselves on `app` when imported.
-from . import cli_doctor, cli_ops, cli_setup  # noqa: E402,F401
+from . import cli_doctor, cli_ops, cli_serve, cli_setup  # noqa: E402,F401

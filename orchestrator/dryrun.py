@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from . import jobs
 from .alma import PAGE_SIZE, build_job_payload
+from .attention import ATTENTION_ADVICE as _ADVICE
 from .dc import BLOCKING, Preflight
 from .handles import Verdict
 from .machine import TRANSITIONS, Stage, Step
@@ -36,16 +37,6 @@ INSTANCE_PLACEHOLDER = "<instance id>"
 BIB_BATCH = 100
 _SHOWN_IDS = 3
 _MEDIA = {"json": "application/json", "xml": "application/xml"}
-_ADVICE = {
-    "records": "fix the records (`hwf check {set}`, `hwf fix {set} --apply`) or leave them out "
-    "(`hwf exclude {set} MMS... --reason TEXT`), then `hwf advance {set}`",
-    "job": "read the job report in Alma (Monitor Jobs), fix the cause, then `hwf retry {set} --reason TEXT`",
-    "verify": "see `hwf report {set} --problems`, fix the registrations, then `hwf advance {set}` re-checks those",
-    "reconcile": "check the instances in Alma (Monitor Jobs), abort extras, then `hwf confirm {set} --instance ID`",
-    "quota": "wait for Alma's daily quota reset (midnight, institution time), then `hwf retry {set} --reason TEXT`",
-    "guard": "see `hwf check {set}` and `hwf history {set}`, then `hwf retry {set} --reason TEXT`",
-    "audit": "see `hwf audit {set}` (Alma's own job history for the set) and do what it says",
-}
 
 
 @dataclass(frozen=True)
