@@ -20,6 +20,7 @@ from rich.text import Text
 from .cli import _config, _context, _errors, app, fail, out
 from .errors import ServeError
 from .service import Context
+from .web.text import clean
 
 if TYPE_CHECKING:
     from .config import Config
@@ -34,7 +35,7 @@ MIN_TOKEN_LENGTH = 16
 
 
 def _short(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    text = " ".join(clean(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -107,7 +108,7 @@ def overview(
             typer.echo(json.dumps(ov.as_json(), indent=2, ensure_ascii=False))
             return
         if watch is None:
-            out.print(render_overview(ov))
+            out.print(render_overview(ov), soft_wrap=False)
             return
         try:
             if json_output:
@@ -149,7 +150,7 @@ def read_only_context(config: Config) -> Context:
 
 def _display_host(host: str) -> str:
     if host in ("0.0.0.0", "::", ""):
-        return socket.getfqdn()
+        return socket.gethostname()
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
