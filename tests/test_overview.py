@@ -141,9 +141,7 @@ def test_overview_json_command(world: World, tmp_path: Path) -> None:
 
 
 def test_overview_text_fits_80_columns(world: World, tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        app, ["--config", str(_cli_config(world, tmp_path)), "overview"], env={"COLUMNS": "80"}
-    )
+    result = CliRunner().invoke(app, ["--config", str(_cli_config(world, tmp_path)), "overview"], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80
@@ -158,9 +156,7 @@ def test_overview_text_fits_80_columns(world: World, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["0", "-5"])
 def test_overview_watch_must_be_positive(world: World, tmp_path: Path, value: str) -> None:
-    result = CliRunner().invoke(
-        app, ["--config", str(_cli_config(world, tmp_path)), "overview", "--watch", value]
-    )
+    result = CliRunner().invoke(app, ["--config", str(_cli_config(world, tmp_path)), "overview", "--watch", value])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         f"Error: --watch must be a positive number of seconds, not {float(value):g}"

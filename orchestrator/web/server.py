@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import signal
 import socket
+from types import FrameType
 from typing import Any
 
 from ..errors import ServeError
@@ -46,13 +48,27 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Stopped(Exception):
+    pass
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped
+
+
 def serve(app: Any, sock: socket.socket) -> None:
-    """Serve ``app`` on ``sock`` until SIGINT/SIGTERM."""
+    """Serve ``app`` on ``sock`` until SIGINT or SIGTERM, then return (a clean stop, not a death by signal)."""
     import uvicorn
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False)
     server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the handler it found:
+    # this one, which ends the run instead of the process.
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         server.run(sockets=[sock])
+    except _Stopped:
+        pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sock.close()
