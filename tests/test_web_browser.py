@@ -102,6 +102,8 @@ def test_overview_shows_the_migration_and_updates_itself(driver: Any, world: Wor
     assert "No job of hwf's is running." in _text(driver, "main")
     assert _text(driver, '[data-field="eta"]') == "unknown"
     assert "need attention" in _text(driver, '[data-field="eta_note"]')
+    # The chart was drawn again for the new figures, and drawn.
+    _wait(driver, lambda d: "?at=" in d.find_element("id", "chart-verified").get_attribute("src"))
     _wait(driver, lambda d: _drawn(d, "chart-verified"))
     assert driver.current_url == server.url + "/"  # no reload: the page updated itself
     assert _console_errors(driver) == []

@@ -36,12 +36,14 @@ def _open(width: int, height: int, title: str, desc: str) -> list[str]:
     ]
 
 
-def bars(counts: Mapping[str, int], *, title: str, colours: Mapping[str, str] | None = None) -> str:
+def bars(
+    counts: Mapping[str, int], *, title: str, colours: Mapping[str, str] | None = None, width: int = 560
+) -> str:
     """A horizontal bar per category, its count written beside it."""
     colours = colours or {}
     items = list(counts.items())
     desc = ", ".join(f"{k}: {v}" for k, v in items) or "nothing to show"
-    width, label_w, row_h = 560, 170, 26
+    label_w, row_h = 170, 26
     height = max(row_h * len(items) + 10, 40)
     top = max((v for _, v in items), default=0) or 1
     out = _open(width, height, title, desc)
@@ -58,8 +60,8 @@ def bars(counts: Mapping[str, int], *, title: str, colours: Mapping[str, str] | 
     return "\n".join(out)
 
 
-def _stamp(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d %H:%M UTC")
+def _stamp(at: datetime, seconds: bool = False) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
 def verified_over_time(points: Sequence[SeriesPoint], total: int) -> str:
@@ -78,6 +80,7 @@ def verified_over_time(points: Sequence[SeriesPoint], total: int) -> str:
     out = _open(width, height, title, desc)
     t0, t1 = points[0].at.timestamp(), last.at.timestamp()
     span = (t1 - t0) or 1.0
+    fine = span < 3600
     ceiling = max(total, last.records, 1)
     plot_w, plot_h = width - left - right, height - top - bottom
 
@@ -101,8 +104,8 @@ def verified_over_time(points: Sequence[SeriesPoint], total: int) -> str:
     out.append(f'<path d="{"".join(path)}" fill="none" stroke="#2f5fa0" stroke-width="2"/>')
     out.append(f'<text x="{left - 6}" y="{top + 4}" text-anchor="end" {_FONT} fill="#222">{ceiling:,}</text>')
     out.append(f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" {_FONT} fill="#222">0</text>')
-    out.append(f'<text x="{left}" y="{height - 12}" {_FONT} fill="#222">{_t(_stamp(points[0].at))}</text>')
-    end = _t(_stamp(last.at))
+    out.append(f'<text x="{left}" y="{height - 12}" {_FONT} fill="#222">{_t(_stamp(points[0].at, fine))}</text>')
+    end = _t(_stamp(last.at, fine))
     out.append(f'<text x="{left + plot_w}" y="{height - 12}" text-anchor="end" {_FONT} fill="#222">{end}</text>')
     out.append("</svg>")
     return "\n".join(out)

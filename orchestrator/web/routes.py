@@ -182,7 +182,7 @@ class Pages:
 
     def states_svg(self, request: Request) -> Response:
         ov = overview.overview(self.ctx)
-        return _svg(charts.bars(ov.sets_by_state, title="Sets per state", colours=charts.STATE_COLOURS))
+        return _svg(charts.bars(ov.sets_by_state, title="Sets per state", colours=charts.STATE_COLOURS, width=440))
 
     def verdicts_svg(self, request: Request) -> Response:
         detail = self._detail(request)

@@ -64,7 +64,7 @@
 
   // -- overview ---------------------------------------------------------------------------------
 
-  var lastGenerated = null;
+  var lastShown = null;
 
   function applyOverview(ov) {
     setField("generated_at", when(ov.generated_at));
@@ -129,13 +129,15 @@
     });
     showTable("running-table", "running-empty", ov.running.length > 0);
 
-    if (lastGenerated !== null && lastGenerated !== ov.generated_at) {
+    // The charts are drawn again only when what they show changed.
+    var shown = [ov.records, ov.records_excluded, ov.records_verified, JSON.stringify(ov.sets_by_state)].join("|");
+    if (lastShown !== null && lastShown !== shown) {
       ["chart-verified", "chart-states"].forEach(function (id) {
         var img = document.getElementById(id);
         if (img) img.src = img.src.split("?")[0] + "?at=" + encodeURIComponent(ov.generated_at);
       });
     }
-    lastGenerated = ov.generated_at;
+    lastShown = shown;
   }
 
   function pollOverview(intervalMs) {
