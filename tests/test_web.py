@@ -355,6 +355,24 @@ def test_the_dashboards_sessions_cannot_write(world: World) -> None:
         world.reader.alma_factory()
 
 
+def test_a_database_that_breaks_meanwhile_is_a_503_page(tmp_path: Path) -> None:
+    import sqlite3
+
+    world = build_world(tmp_path)
+    try:
+        world.writer.sessions.kw["bind"].dispose()
+        world.reader.sessions.kw["bind"].dispose()
+        with contextlib.closing(sqlite3.connect(world.db)) as conn:
+            conn.execute("DROP TABLE events")
+        c = TestClient(create_app(world.reader), base_url=LOCAL)
+        r = c.get(f"/sets/{world.verified}")
+        assert r.status_code == 503 and "cannot read the database: no such table: events" in r.text
+        assert "Traceback" not in r.text
+        assert c.get(f"/api/sets/{world.verified}").json()["status"] == 503
+    finally:
+        world.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # 500 sets
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -103,6 +104,12 @@ async def _hwf_error(request: Request, exc: Exception) -> Response:
     return routes.error_page(request, 503, line)
 
 
+async def _database_error(request: Request, exc: Exception) -> Response:
+    # The database went away or changed under the dashboard (deleted, downgraded): say so, no traceback.
+    cause = str(getattr(exc, "orig", None) or exc).splitlines()
+    return routes.error_page(request, 503, f"cannot read the database: {cause[0] if cause else type(exc).__name__}")
+
+
 def create_app(
     ctx: Context, *, token: str | None = None, loopback: bool = True, poll_seconds: float = 5.0
 ) -> Starlette:
@@ -124,5 +131,5 @@ def create_app(
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[Middleware(_Guard, token=token, loopback=loopback)],
-        exception_handlers={HTTPException: _not_found, HwfError: _hwf_error},
+        exception_handlers={HTTPException: _not_found, HwfError: _hwf_error, SQLAlchemyError: _database_error},
     )

@@ -36,9 +36,7 @@ def _open(width: int, height: int, title: str, desc: str) -> list[str]:
     ]
 
 
-def bars(
-    counts: Mapping[str, int], *, title: str, colours: Mapping[str, str] | None = None, width: int = 560
-) -> str:
+def bars(counts: Mapping[str, int], *, title: str, colours: Mapping[str, str] | None = None, width: int = 560) -> str:
     """A horizontal bar per category, its count written beside it."""
     colours = colours or {}
     items = list(counts.items())
