@@ -8,7 +8,6 @@ import secrets
 import socket
 import threading
 import time
-import webbrowser
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
@@ -20,7 +19,6 @@ from rich.text import Text
 from .cli import _config, _context, _errors, app, fail, out
 from .errors import ServeError
 from .service import Context
-from .web.text import clean
 
 if TYPE_CHECKING:
     from .config import Config
@@ -35,6 +33,8 @@ MIN_TOKEN_LENGTH = 16
 
 
 def _short(text: str, width: int) -> str:
+    from .web.text import clean
+
     text = " ".join(clean(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -200,6 +200,8 @@ def serve(
             typer.echo(f"Open {url} (the token then lives in a cookie) or send Authorization: Bearer TOKEN.", err=True)
         typer.echo(url)
         if open_browser:
+            import webbrowser
+
             threading.Timer(0.5, webbrowser.open, args=(url,)).start()
         app_ = create_app(ctx, token=token, loopback=loopback, poll_seconds=refresh)
         try:
