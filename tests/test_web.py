@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -369,6 +369,19 @@ def test_a_database_that_breaks_meanwhile_is_a_503_page(tmp_path: Path) -> None:
         assert r.status_code == 503 and "cannot read the database: no such table: events" in r.text
         assert "Traceback" not in r.text
         assert c.get(f"/api/sets/{world.verified}").json()["status"] == 503
+    finally:
+        world.close()
+
+
+def test_read_only_on_sqlite_and_postgresql(db_url: str, tmp_path: Path) -> None:
+    world = build_world(tmp_path, url=db_url)
+    try:
+        c = TestClient(create_app(world.reader), base_url=LOCAL)
+        assert c.get("/api/overview").json()["records_verified"] == 39
+        assert c.get(f"/sets/{world.attention}").status_code == 200
+        with world.reader.sessions() as session:
+            with pytest.raises(DBAPIError, match="(?i)read.?only"):
+                session.execute(text("UPDATE sets SET name = 'changed'"))
     finally:
         world.close()
 

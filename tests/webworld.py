@@ -46,7 +46,7 @@ class World:
         workflow.advance(self.writer, self.running, wait=True)
 
 
-def build_world(tmp_path: Path) -> World:
+def build_world(tmp_path: Path, url: str | None = None) -> World:
     clock = FakeClock()
     sim = Simulator(
         Scenario(job_seconds={"copy": 30, "migration": 60, "integration": 45, "other": 10}, per_second_limit=0),
@@ -54,7 +54,7 @@ def build_world(tmp_path: Path) -> World:
     )
     db = tmp_path / "hwf.db"
     config = parse_config(
-        config_dict(db=f"sqlite:///{db}"), tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY}
+        config_dict(db=url or f"sqlite:///{db}"), tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY}
     )
     writer = make_context(config, sim, clock, owner="librarian@test-host:7")
     verified = sim.create_set(HOSTILE_NAME, sim.generate_records(40, profile="demo", seed=11))
