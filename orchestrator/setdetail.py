@@ -136,6 +136,10 @@ class SetDetail:
     operator_events: tuple[OperatorEvent, ...]
     backups: tuple[BackupView, ...]
 
+    @property
+    def backup_states(self) -> dict[str, int]:
+        return dict(Counter(b.state for b in self.backups))
+
     def as_json(self) -> dict[str, Any]:
         return {
             **self.summary.as_json(),

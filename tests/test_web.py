@@ -55,7 +55,12 @@ def _pages(world: World) -> list[str]:
     pages = ["/", "/sets", "/sets?state=verified&q=titles&sort=records&desc=1", "/api/overview", "/api/sets"]
     pages += ["/charts/verified.svg", "/charts/states.svg", "/static/hwf.css", "/static/hwf.js"]
     for set_id in (world.verified, world.attention, world.running):
-        pages += [f"/sets/{set_id}", f"/api/sets/{set_id}", f"/sets/{set_id}/verdicts.svg"]
+        pages += [
+            f"/sets/{set_id}",
+            f"/api/sets/{set_id}",
+            f"/sets/{set_id}/verdicts.svg",
+            f"/sets/{set_id}/timeline.svg",
+        ]
         pages += [f"/sets/{set_id}/report.csv", f"/sets/{set_id}/report.csv?problems=1"]
     return pages + ["/sets/424242", "/api/sets/424242", "/no/such/page", "/sets/424242/report.csv"]
 
@@ -151,6 +156,7 @@ def test_unknown_set_is_a_404_page(client: TestClient) -> None:
     api = client.get("/api/sets/424242")
     assert api.status_code == 404 and "unknown set" in api.json()["error"]
     assert client.get("/sets/424242/verdicts.svg").status_code == 404
+    assert client.get("/sets/424242/timeline.svg").status_code == 404
     assert client.get("/sets/424242/report.csv").status_code == 404
     assert client.get("/nothing/here").status_code == 404
 
@@ -191,13 +197,18 @@ def test_api_sets_and_one_set(client: TestClient, world: World) -> None:
 
 
 def test_charts_are_svg_with_text_alternatives(client: TestClient, world: World) -> None:
-    for path in ("/charts/verified.svg", "/charts/states.svg", f"/sets/{world.verified}/verdicts.svg"):
+    charts = ("/charts/verified.svg", "/charts/states.svg", f"/sets/{world.verified}/verdicts.svg")
+    for path in (*charts, f"/sets/{world.verified}/timeline.svg", f"/sets/{world.attention}/timeline.svg"):
         r = client.get(path)
         assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
         assert re.search(r"<title id=\"t\">[^<]+</title>", r.text) and re.search(r"<desc id=\"d\">[^<]+</desc>", r.text)
         assert "<script" not in r.text and "style=" not in r.text
     assert "39 of 89 records verified" in client.get("/charts/verified.svg").text
     assert "OK: 39, EXCLUDED: 1" in client.get(f"/sets/{world.verified}/verdicts.svg").text
+    timeline = client.get(f"/sets/{world.verified}/timeline.svg").text
+    assert timeline.count("<rect ") == 3 and "migrate attempt 1: COMPLETED_SUCCESS" in timeline
+    assert ">verified</text>" in timeline
+    assert "no job submitted yet" in client.get(f"/sets/{world.attention}/timeline.svg").text
 
 
 def test_report_csv_is_the_report_and_spreadsheet_safe(client: TestClient, world: World) -> None:

@@ -152,7 +152,7 @@ def test_set_pages(driver: Any, world: World, server: LiveServer) -> None:
     for run in world.sim.runs_for(world.verified):
         assert run.instance_id in jobs
     assert "COMPLETED_SUCCESS" in jobs
-    _wait(driver, lambda d: _drawn(d, "chart-verdicts"))
+    _wait(driver, lambda d: _drawn(d, "chart-verdicts") and _drawn(d, "chart-timeline"))
     assert "OK 39" in _text(driver, "#verdicts-table")
     operator = _text(driver, "#operator-table")
     assert "withdrawn title" in operator and "librarian@test-host:7" in operator

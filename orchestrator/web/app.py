@@ -123,6 +123,7 @@ def create_app(
             Route("/sets/{set_id}", pages.set_page, name="set"),
             Route("/sets/{set_id}/report.csv", pages.report_csv, name="report_csv"),
             Route("/sets/{set_id}/verdicts.svg", pages.verdicts_svg, name="verdicts_svg"),
+            Route("/sets/{set_id}/timeline.svg", pages.timeline_svg, name="timeline_svg"),
             Route("/charts/verified.svg", pages.verified_svg, name="verified_svg"),
             Route("/charts/states.svg", pages.states_svg, name="states_svg"),
             Route("/api/overview", pages.api_overview, name="api_overview"),

@@ -9,6 +9,7 @@ from datetime import datetime
 from xml.sax.saxutils import escape
 
 from ..overview import SeriesPoint
+from ..setdetail import JobRun, Milestone
 from .text import clean
 
 STATE_COLOURS = {
@@ -105,5 +106,76 @@ def verified_over_time(points: Sequence[SeriesPoint], total: int) -> str:
     out.append(f'<text x="{left}" y="{height - 12}" {_FONT} fill="#222">{_t(_stamp(points[0].at, fine))}</text>')
     end = _t(_stamp(last.at, fine))
     out.append(f'<text x="{left + plot_w}" y="{height - 12}" text-anchor="end" {_FONT} fill="#222">{end}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+_GOOD = ("COMPLETED_SUCCESS", "COMPLETED_WARNING")
+
+
+def _run_colour(status: str | None, state: str) -> str:
+    if state == "not_needed":
+        return "#9aa5b1"
+    if state in ("submitting", "submitted", "waiting_operator"):
+        return "#4f7fc0"
+    if status in _GOOD:
+        return "#2e8b57"
+    return _PROBLEM
+
+
+def timeline(runs: Sequence[JobRun], milestones: Sequence[Milestone], now: datetime) -> str:
+    """The set's Alma jobs as bars on a time axis (submitted to ended, or to now while running), with its
+    milestones as marks along the top."""
+    title = "Timeline of the set's jobs and milestones"
+    lines = [
+        f"{r.step} attempt {r.number}: {r.status or r.state}, submitted {_stamp(r.submitted_at, True)}"
+        + (f", ended {_stamp(r.ended_at, True)}" if r.ended_at else "")
+        for r in runs
+    ] + [f"{m.to_state} at {_stamp(m.at, True)}" for m in milestones]
+    width, left, right, row_h, top = 720, 150, 50, 24, 46
+    height = top + row_h * max(len(runs), 1) + 30
+    out = _open(width, height, title, "; ".join(lines) or "no job yet")
+    moments = [r.submitted_at for r in runs] + [r.ended_at or now for r in runs] + [m.at for m in milestones]
+    if not moments:
+        out.append(f'<text x="10" y="{top}" {_FONT} fill="#555">no job submitted yet</text>')
+        out.append("</svg>")
+        return "\n".join(out)
+    t0, t1 = min(moments).timestamp(), max(moments).timestamp()
+    span = (t1 - t0) or 1.0
+    plot_w = width - left - right
+
+    def x(at: datetime) -> float:
+        return left + plot_w * (at.timestamp() - t0) / span
+
+    previous, lift = -1000.0, False
+    for m in milestones:
+        mx = x(m.at)
+        lift = not lift if mx - previous < 110 else False  # labels close together take turns in two rows
+        previous = mx
+        out.append(
+            f'<line x1="{mx:.1f}" y1="{top - 6}" x2="{mx:.1f}" y2="{height - 26}" stroke="#2f5fa0" '
+            'stroke-dasharray="2 3"/>'
+        )
+        out.append(
+            f'<text x="{mx:.1f}" y="{top - (22 if lift else 9)}" text-anchor="middle" {_FONT} fill="#2f5fa0">'
+            f"{_t(m.to_state or '')}</text>"
+        )
+    for i, r in enumerate(runs):
+        y = top + i * row_h
+        start, end = x(r.submitted_at), x(r.ended_at or now)
+        out.append(
+            f'<text x="{left - 8}" y="{y + 16}" text-anchor="end" {_FONT} fill="#222">'
+            f"{_t(f'{r.step} #{r.number}')}</text>"
+        )
+        out.append(
+            f'<rect x="{start:.1f}" y="{y + 5}" width="{max(end - start, 2):.1f}" height="{row_h - 10}" '
+            f'fill="{_run_colour(r.status, r.state)}"/>'
+        )
+    fine = span < 86400
+    out.append(f'<text x="{left}" y="{height - 8}" {_FONT} fill="#222">{_t(_stamp(min(moments), fine))}</text>')
+    out.append(
+        f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end" {_FONT} fill="#222">'
+        f"{_t(_stamp(max(moments), fine))}</text>"
+    )
     out.append("</svg>")
     return "\n".join(out)

@@ -196,6 +196,12 @@ class Pages:
             )
         )
 
+    def timeline_svg(self, request: Request) -> Response:
+        detail = self._detail(request)
+        if isinstance(detail, Response):
+            return detail
+        return _svg(charts.timeline(detail.jobs, detail.milestones, self.ctx.clock()))
+
     # -- JSON -------------------------------------------------------------------------------------
 
     def api_overview(self, request: Request) -> Response:
