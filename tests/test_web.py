@@ -225,6 +225,15 @@ def test_report_csv_is_the_report_and_spreadsheet_safe(client: TestClient, world
     assert len(problems) == 2 and problems[1][-1] == "TRUE"  # the one excluded record
 
 
+def test_commands_in_reasons_are_code_and_escaped(client: TestClient, world: World) -> None:
+    from orchestrator.web.routes import code_spans
+
+    page = client.get("/").text
+    assert f"<code>hwf exclude {world.attention} MMS... --reason TEXT</code>" in page
+    assert str(code_spans("run `hwf <b>` then <i>")) == "run <code>hwf &lt;b&gt;</code> then &lt;i&gt;"
+    assert str(code_spans("one ` only <x>\x1b")) == "one ` only &lt;x&gt;\u241b"
+
+
 def test_spreadsheet_safe() -> None:
     for cell in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"):
         assert spreadsheet_safe(cell) == "'" + cell

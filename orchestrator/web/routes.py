@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
@@ -51,6 +52,14 @@ def _duration(seconds: float | None) -> str:
     return f"{hours} h {m:02d} min"
 
 
+def code_spans(text: str) -> Markup:
+    """Text with its `backticked` commands set as code; everything escaped (control characters shown)."""
+    parts = clean(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: leave the text as it is
+        return Markup(escape(clean(text)))
+    return Markup("").join(Markup("<code>%s</code>") % p if i % 2 else escape(p) for i, p in enumerate(parts))
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -62,6 +71,7 @@ def _environment() -> Environment:
     env.filters["when"] = _when
     env.filters["duration"] = _duration
     env.filters["num"] = lambda n: f"{n:,}"
+    env.filters["code_spans"] = code_spans
     env.globals["version"] = __version__
     return env
 

@@ -34,6 +34,21 @@
     return Math.floor(m / 60) + " h " + String(m % 60).padStart(2, "0") + " min";
   }
 
+  // Text with its `backticked` commands set in <code>, built from text nodes only.
+  function codeSpans(parent, text) {
+    var parts = clean(text).split("`");
+    if (parts.length % 2 === 0) parts = [parts.join("`")];
+    parts.forEach(function (part, i) {
+      if (i % 2) {
+        var code = document.createElement("code");
+        code.textContent = part;
+        parent.appendChild(code);
+      } else if (part) {
+        parent.appendChild(document.createTextNode(part));
+      }
+    });
+  }
+
   function cell(row, text, className) {
     var td = document.createElement("td");
     if (className) td.className = className;
@@ -74,6 +89,7 @@
     setField("sets", num(ov.sets));
     setField("verified_sets", num(ov.sets_by_state.verified));
     setField("attention_count", num(ov.attention.length));
+    setField("attention_unit", ov.attention.length === 1 ? "set" : "sets");
     setField("running_now", String(ov.limits.running_now));
     setField("eta", ov.eta ? when(ov.eta) : ov.done ? "done" : "unknown");
     setField("eta_note", ov.eta_note);
@@ -96,13 +112,16 @@
       link(tr, a.set);
       cell(tr, a.name);
       cell(tr, a.state);
-      cell(tr, a.reason, "reason");
+      var reason = document.createElement("td");
+      reason.className = "reason";
+      codeSpans(reason, a.reason);
+      tr.appendChild(reason);
       var td = document.createElement("td");
       var code = document.createElement("code");
       code.textContent = clean(a.command);
       var advice = document.createElement("span");
       advice.className = "small";
-      advice.textContent = clean(a.advice);
+      codeSpans(advice, a.advice);
       td.append(code, document.createElement("br"), advice);
       tr.appendChild(td);
       attention.appendChild(tr);
