@@ -32,7 +32,8 @@ STATE_ORDER = {s: i for i, s in enumerate(charts.STATE_COLOURS)}
 
 def _finalize(value: Any) -> Any:
     # Every {{ value }} passes here before autoescaping: control characters become visible symbols.
-    return clean(value) if isinstance(value, str) else value
+    # Markup was made safe (and cleaned) by a filter already.
+    return clean(value) if isinstance(value, str) and not isinstance(value, Markup) else value
 
 
 def _when(at: datetime | None) -> str:
