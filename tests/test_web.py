@@ -399,6 +399,8 @@ def test_read_only_on_sqlite_and_postgresql(db_url: str, tmp_path: Path) -> None
         c = TestClient(create_app(world.reader), base_url=LOCAL)
         assert c.get("/api/overview").json()["records_verified"] == 39
         assert c.get(f"/sets/{world.attention}").status_code == 200
+        assert "3 of 3 sets" in c.get("/sets").text
+        assert [r["verified"] for r in c.get("/api/sets").json()] == [39, 0, 0]
         with world.reader.sessions() as session:
             with pytest.raises(DBAPIError, match="(?i)read.?only"):
                 session.execute(text("UPDATE sets SET name = 'changed'"))
