@@ -62,6 +62,9 @@ def render_overview(ov: Overview) -> RenderableType:
         f"Alma: {limits.running_now} of {limits.max_running_jobs} API jobs running; runs in the last hour "
         f"(at most {limits.max_runs_per_job_hour} a job): {runs}\n"
     )
+    oldest = ov.oldest_check
+    if oldest is not None:
+        head.append(f"Oldest full verification: set {oldest[0]}, {oldest[1].strftime('%Y-%m-%d %H:%M UTC')}\n")
     if ov.durations:
         measured = ", ".join(f"{step} {d.mean_seconds / 60:.1f} min ({d.runs})" for step, d in ov.durations.items())
         head.append(f"Job durations measured (mean, runs): {measured}\n")

@@ -146,6 +146,12 @@ class Overview:
     last_checked: dict[str, datetime | None]  # set -> when every included record was last verified
 
     @property
+    def oldest_check(self) -> tuple[str, datetime] | None:
+        """The set whose last full verification is the oldest, and when that was."""
+        checked = [(at, s) for s, at in self.last_checked.items() if at is not None]
+        return (min(checked)[1], min(checked)[0]) if checked else None
+
+    @property
     def done(self) -> bool:
         return self.sets > 0 and self.sets_by_state.get(Stage.VERIFIED.value, 0) == self.sets
 

@@ -150,6 +150,7 @@ def test_overview_text_fits_80_columns(world: World, tmp_path: Path) -> None:
     for set_id in (world.attention, world.running):
         assert any(set_id in line for line in lines), set_id  # an id is never split over lines
     assert f"hwf check {world.attention}" in text
+    assert f"Oldest full verification: set {world.verified}, " in text
     assert "\x1b" not in text  # the hostile set name's escape is not sent to the terminal
     assert HOSTILE_NAME not in text
 

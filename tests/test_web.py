@@ -79,8 +79,10 @@ def test_overview_page(client: TestClient, world: World) -> None:
     assert f"<code>hwf check {world.attention}</code>" in page
     assert f'<a href="/sets/{world.running}">{world.running}</a>' in page and "<td>migrate</td>" in page
     assert 'src="/charts/verified.svg"' in page and 'src="/charts/states.svg"' in page
+    assert 'Oldest full verification: <span data-field="oldest_check">' in page and f"(set {world.verified})" in page
     assert "at most <strong>3</strong> API jobs at once" in page and "<strong>5</strong> runs of one job" in page
     assert 'data-poll-ms="5000"' in page
+    assert 'data-charted="90|1|39|1,1,0,0,1"' in page  # the script redraws the charts when this changes
     assert '<script src="/static/hwf.js" defer></script>' in page
     assert len(re.findall(r"<script", page)) == 1  # no inline script
 
@@ -91,6 +93,8 @@ def test_sets_page_lists_filters_and_sorts(client: TestClient, world: World) -> 
     for set_id in (world.verified, world.attention, world.running):
         assert f'<a href="/sets/{set_id}">' in page
     assert "Problem titles" in page and "cannot go through the workflow" in page
+    checked = re.findall(r'<td data-v="([^"]*)">[^<]*</td>\n    </tr>', page)
+    assert len(checked) == 3 and checked[0] and checked[1:] == ["", ""]  # last fully checked: the verified set
     filtered = client.get("/sets?state=verified").text
     assert "1 of 3 sets" in filtered
     rows = re.findall(r"<tr data-state=\"(\w+)\"[^>]*?( hidden)?>", filtered)

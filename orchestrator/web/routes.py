@@ -26,7 +26,7 @@ from . import charts
 from .text import clean, spreadsheet_safe
 
 TEMPLATES = Path(__file__).parent / "templates"
-SORT_KEYS = ("set", "name", "state", "records", "verified", "excluded", "note", "updated")
+SORT_KEYS = ("set", "name", "state", "records", "verified", "excluded", "note", "updated", "checked")
 STATE_ORDER = {s: i for i, s in enumerate(charts.STATE_COLOURS)}
 
 
@@ -105,6 +105,12 @@ def unauthorized(request: Request) -> Response:
     return response
 
 
+def chart_key(ov: overview.Overview) -> str:
+    """What the overview's charts show, in short: the page's script draws them again when it changes."""
+    states = ",".join(str(n) for n in ov.sets_by_state.values())
+    return f"{ov.records}|{ov.records_excluded}|{ov.records_verified}|{states}"
+
+
 def _filename(set_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", set_id)[:80] or "set"
 
@@ -126,6 +132,7 @@ class Pages:
             ov=ov,
             poll_ms=int(self.poll_seconds * 1000),
             verified_pct=(100.0 * ov.records_verified / ov.records) if ov.records else 0.0,
+            charted=chart_key(ov),
         )
 
     def sets_page(self, request: Request) -> Response:
@@ -261,5 +268,6 @@ def _sort_value(row: overview.SetRow, key: str) -> Any:
         "excluded": s.excluded,
         "note": row.note.casefold(),
         "updated": row.updated_at,
+        "checked": (row.last_checked is not None, row.last_checked or row.updated_at),
     }
     return values[key]

@@ -79,7 +79,7 @@
 
   // -- overview ---------------------------------------------------------------------------------
 
-  var lastShown = null;
+  var charted = null; // what the charts on the page show (set from the page, then from each poll)
 
   function applyOverview(ov) {
     setField("generated_at", when(ov.generated_at));
@@ -89,6 +89,13 @@
     setField("sets", num(ov.sets));
     setField("verified_sets", num(ov.sets_by_state.verified));
     setField("attention_count", num(ov.attention.length));
+    setField("waiting", num(ov.waiting));
+    var oldest = null;
+    Object.keys(ov.last_checked).forEach(function (set) {
+      var at = ov.last_checked[set];
+      if (at && (oldest === null || at < oldest.at)) oldest = { set: set, at: at };
+    });
+    setField("oldest_check", oldest ? when(oldest.at) + " (set " + oldest.set + ")" : "none yet");
     setField("attention_unit", ov.attention.length === 1 ? "set" : "sets");
     setField("running_now", String(ov.limits.running_now));
     setField("eta", ov.eta ? when(ov.eta) : ov.done ? "done" : "unknown");
@@ -149,14 +156,17 @@
     showTable("running-table", "running-empty", ov.running.length > 0);
 
     // The charts are drawn again only when what they show changed.
-    var shown = [ov.records, ov.records_excluded, ov.records_verified, JSON.stringify(ov.sets_by_state)].join("|");
-    if (lastShown !== null && lastShown !== shown) {
+    var states = Object.keys(ov.sets_by_state).map(function (k) {
+      return ov.sets_by_state[k];
+    });
+    var shown = [ov.records, ov.records_excluded, ov.records_verified, states.join(",")].join("|");
+    if (shown !== charted) {
       ["chart-verified", "chart-states"].forEach(function (id) {
         var img = document.getElementById(id);
         if (img) img.src = img.src.split("?")[0] + "?at=" + encodeURIComponent(ov.generated_at);
       });
     }
-    lastShown = shown;
+    charted = shown;
   }
 
   function pollOverview(intervalMs) {
@@ -266,6 +276,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     var page = document.body.dataset.page;
+    if (page === "overview") charted = document.body.dataset.charted;
     if (page === "overview") pollOverview(Number(document.body.dataset.pollMs) || 5000);
     if (page === "sets") setsTable();
   });
