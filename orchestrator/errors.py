@@ -96,3 +96,9 @@ class LeaseHeldError(HwfError):
     """Another hwf process holds the set."""
 
     exit_code = 4
+
+
+class ServeError(HwfError):
+    """The dashboard cannot start: the port is in use, the address is not this machine's."""
+
+    exit_code = 1

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from orchestrator import __version__
 from orchestrator.config import Config
+from orchestrator.errors import ServeError
 from orchestrator.service.context import Context
 from orchestrator.service.reporting import NullReporter, Reporter
 
@@ -101,4 +102,24 @@ def build_context(config: Config, *, reporter: Reporter | None = None, wiring: W
         verifier_factory=lambda follow: build_verifier(config, follow, wiring),
         reporter=reporter or NullReporter(),
         **extra,  # type: ignore[arg-type]
+    )
+
+
+def _no_alma() -> NoReturn:
+    raise ServeError("the dashboard reads the database only; it never calls Alma")
+
+
+def _no_verifier(_follow: bool) -> Verifier:
+    _no_alma()
+
+
+def read_only_context(config: Config) -> Context:
+    """A context whose sessions cannot write and which has no Alma client or verifier to call."""
+    from orchestrator.store.db import open_database_read_only
+
+    return Context(
+        config=config,
+        sessions=open_database_read_only(config.database_url),
+        alma_factory=_no_alma,
+        verifier_factory=_no_verifier,
     )

@@ -44,3 +44,13 @@ def test_verify_bench_streams_and_survives_faults_at_toy_size(capsys: pytest.Cap
     ):
         assert _passed(res, name) == [True], out
     assert res.values["memory"]["peak_mb"] > 0
+
+
+def test_dashboard_bench_at_toy_size(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import dashboard
+
+    dashboard.measure(sets=12, records=5, repeat=1, browser=False)
+    out = capsys.readouterr().out
+    assert "12 sets of 5 records written" in out
+    for path in ("/sets", "/api/sets", "/", "/api/overview"):
+        assert f"GET {path} " in out

@@ -121,7 +121,9 @@ def run_demo(out: Console, err: Console, *, directory: Path, records: int, job_s
         f"\nThe simulator has stopped; the database stays. Look around:\n"
         f"  hwf --config {config_path} status\n"
         f"  hwf --config {config_path} history {set_id}\n"
-        f"  hwf --config {config_path} report {set_id} --format csv"
+        f"  hwf --config {config_path} report {set_id} --format csv\n"
+        f"The dashboard on this database (read-only; then open http://127.0.0.1:8155/):\n"
+        f"  hwf --config {config_path} serve --open"
     )
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator.alma.client import MAX_BIBS_PER_CALL, AlmaClient
+from orchestrator.domain.attention import ATTENTION_ADVICE as _ADVICE
 from orchestrator.domain.dc import BLOCKING, Preflight
 from orchestrator.domain.handles import Verdict
 from orchestrator.domain.jobrules import instance_window, job_name
@@ -35,16 +36,6 @@ TOKEN_PLACEHOLDER = "hwf-<token>"
 INSTANCE_PLACEHOLDER = "<instance id>"
 _SHOWN_IDS = 3
 _SHOWN_HEADERS = ("Authorization", "Accept", "Content-Type")
-_ADVICE = {
-    "records": "fix the records (`hwf check {set}`, `hwf fix {set} --apply`) or leave them out "
-    "(`hwf exclude {set} MMS... --reason TEXT`), then `hwf advance {set}`",
-    "job": "read the job report in Alma (Monitor Jobs), fix the cause, then `hwf retry {set} --reason TEXT`",
-    "verify": "see `hwf report {set} --problems`, fix the registrations, then `hwf advance {set}` re-checks those",
-    "reconcile": "check the instances in Alma (Monitor Jobs), abort extras, then `hwf confirm {set} --instance ID`",
-    "quota": "wait for Alma's daily quota reset (midnight, institution time), then `hwf retry {set} --reason TEXT`",
-    "guard": "see `hwf check {set}` and `hwf history {set}`, then `hwf retry {set} --reason TEXT`",
-    "audit": "see `hwf audit {set}` (Alma's own job history for the set) and do what it says",
-}
 
 
 @dataclass(frozen=True)

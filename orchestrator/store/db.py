@@ -182,3 +182,53 @@ def open_database(url: str) -> sessionmaker[Session]:
         engine.dispose()
         raise
     return make_sessionmaker(engine)
+
+
+def _read_only_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+    cursor.execute("PRAGMA query_only=ON")  # any write through this connection fails
+    cursor.close()
+
+
+def _sqlite_begin_deferred(conn: Any) -> None:
+    # A reader takes no write lock (BEGIN IMMEDIATE would queue it behind every worker) and still
+    # sees one snapshot for the whole transaction.
+    conn.exec_driver_sql("BEGIN")
+
+
+def open_database_read_only(url: str) -> sessionmaker[Session]:
+    """A session factory that can only read, on a database that must exist at the current schema (the
+    dashboard). Nothing is created or upgraded. :raises DatabaseError: missing, or not at head (the message
+    says to run ``hwf db upgrade``), or unreachable."""
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            database = parsed.database
+            if not database or database == ":memory:" or not Path(database).expanduser().is_file():
+                raise DatabaseError(
+                    f"database {_safe_url(url)} does not exist: run `hwf db upgrade` (or `hwf demo`) first"
+                )
+            engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
+            event.listen(engine, "connect", _read_only_sqlite)
+            event.listen(engine, "begin", _sqlite_begin_deferred)
+        else:
+            engine = create_engine(
+                parsed, pool_pre_ping=True, connect_args={"options": "-c default_transaction_read_only=on"}
+            )
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise DatabaseError(f"cannot use database URL {_safe_url(url)}: {exc}") from None
+    try:
+        current = current_revision(engine)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise DatabaseError(f"cannot open database {_safe_url(url)}: {_first_line(exc)}") from None
+    if current != SCHEMA_HEAD:
+        engine.dispose()
+        found = f"is at schema {current}" if current else "has no hwf schema"
+        raise DatabaseError(
+            f"database {_safe_url(url)} {found}, this hwf needs {SCHEMA_HEAD}: run `hwf db upgrade` "
+            "(if that says it is from a newer hwf, upgrade hwf)"
+        )
+    return make_sessionmaker(engine)

@@ -1,0 +1,193 @@
+"""``hwf overview`` (the whole migration in the terminal) and ``hwf serve`` (the read-only web dashboard),
+registered on the main ``app``. Both show the one read model, ``overview.overview``."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.cli.base import app, config, context, errors, fail, out
+from orchestrator.wiring import read_only_context
+
+if TYPE_CHECKING:
+    from orchestrator.service.overview import Overview
+
+DEFAULT_PORT = 8155
+MIN_TOKEN_LENGTH = 16
+
+# ---------------------------------------------------------------------------------------------
+# hwf overview
+
+
+def _short(text: str, width: int) -> str:
+    from orchestrator.web.text import clean
+
+    text = " ".join(clean(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _stamp(ov: Overview) -> str:
+    return ov.generated_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def render_overview(ov: Overview) -> RenderableType:
+    """The overview for a terminal of 80 columns: ids whole, names and reasons shortened."""
+    lines: list[RenderableType] = []
+    pct = f" ({100 * ov.records_verified / ov.records:.1f} %)" if ov.records else ""
+    head = Text()
+    head.append(f"hwf overview, {_stamp(ov)}\n", style="bold")
+    head.append(f"Records verified: {ov.records_verified:,} of {ov.records:,}{pct}")
+    head.append(f", {ov.records_excluded:,} excluded\n" if ov.records_excluded else "\n")
+    states = ", ".join(f"{state} {n}" for state, n in ov.sets_by_state.items())
+    head.append(f"Sets: {ov.sets} ({states})\n")
+    eta = ov.eta.strftime("%Y-%m-%d %H:%M UTC") if ov.eta else ("done" if ov.done else "unknown")
+    head.append(f"ETA: {eta}", style="bold")
+    head.append(f" ({ov.eta_note})\n")
+    limits = ov.limits
+    runs = ", ".join(f"{step} {n}" for step, n in limits.runs_last_hour.items())
+    head.append(
+        f"Alma: {limits.running_now} of {limits.max_running_jobs} API jobs running; runs in the last hour "
+        f"(at most {limits.max_runs_per_job_hour} a job): {runs}\n"
+    )
+    oldest = ov.oldest_check
+    if oldest is not None:
+        head.append(f"Oldest full verification: set {oldest[0]}, {oldest[1].strftime('%Y-%m-%d %H:%M UTC')}\n")
+    if ov.durations:
+        measured = ", ".join(f"{step} {d.mean_seconds / 60:.1f} min ({d.runs})" for step, d in ov.durations.items())
+        head.append(f"Job durations measured (mean, runs): {measured}\n")
+    lines.append(head)
+    if ov.attention:
+        table = Table(title=f"Needs attention ({len(ov.attention)})", title_justify="left", expand=False)
+        table.add_column("set", no_wrap=True)
+        table.add_column("name", no_wrap=True, max_width=18)
+        table.add_column("reason / to go on", overflow="fold", ratio=1)
+        for a in ov.attention:
+            table.add_row(a.set, _short(a.name, 18), Text(f"{_short(a.reason, 90)}\n→ {a.command}"))
+        lines.append(table)
+    if ov.running:
+        table = Table(title=f"Running in Alma ({len(ov.running)})", title_justify="left")
+        table.add_column("set", no_wrap=True)
+        table.add_column("name", no_wrap=True, max_width=16)
+        table.add_column("step", no_wrap=True)
+        table.add_column("instance", no_wrap=True)
+        table.add_column("status", no_wrap=True, max_width=12)
+        table.add_column("%", justify="right", no_wrap=True)
+        for r in ov.running:
+            progress = f"{r.progress:.0f}" if r.progress is not None else ""
+            table.add_row(r.set, _short(r.name, 16), r.step, r.instance_id or "(submitting)", r.status or "", progress)
+        lines.append(table)
+    return Group(*lines)
+
+
+@app.command()
+def overview(
+    *,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object for scripts.")] = False,
+    watch: Annotated[
+        float | None, typer.Option(help="Redraw every SECONDS until interrupted.", metavar="SECONDS")
+    ] = None,
+) -> None:
+    """The whole migration at a glance: sets per state, records verified, attention, running jobs, ETA."""
+    from orchestrator.service import overview as read
+
+    if watch is not None and not watch > 0:
+        fail(f"--watch must be a positive number of seconds, not {watch:g}", 2)
+    with context(quiet=True) as ctx, errors():
+        ov = read.overview(ctx)
+        if json_output and watch is None:
+            typer.echo(json.dumps(ov.as_json(), indent=2, ensure_ascii=False))
+            return
+        if watch is None:
+            out.print(render_overview(ov), soft_wrap=False)
+            return
+        try:
+            if json_output:
+                while True:  # one JSON object per line, for a pipe
+                    typer.echo(json.dumps(ov.as_json(), ensure_ascii=False))
+                    time.sleep(watch)
+                    ov = read.overview(ctx)
+            with Live(render_overview(ov), console=out, auto_refresh=False, transient=False) as live:
+                while True:
+                    time.sleep(watch)
+                    live.update(render_overview(read.overview(ctx)), refresh=True)
+        except KeyboardInterrupt:
+            return
+
+
+# ---------------------------------------------------------------------------------------------
+# hwf serve
+
+
+def _display_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return socket.gethostname()
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+@app.command()
+def serve(
+    *,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on. Any other than 127.0.0.1/localhost needs a token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port).")] = DEFAULT_PORT,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HWF_SERVE_TOKEN",
+            help="Access token every request must carry (default off 127.0.0.1: one is generated and printed once).",
+        ),
+    ] = None,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the dashboard in a web browser.")] = False,
+    refresh: Annotated[float, typer.Option(help="How often the overview page updates itself, in seconds.")] = 5.0,
+) -> None:
+    """The read-only web dashboard of the migration, from the same database (workers may run meanwhile)."""
+    from orchestrator.web import bind, create_app, is_loopback
+    from orchestrator.web import serve as run_server
+
+    if not 0 <= port <= 65535:
+        fail(f"--port must be between 0 and 65535, not {port}", 2)
+    if not refresh > 0:
+        fail(f"--refresh must be a positive number of seconds, not {refresh:g}", 2)
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        fail(f"--token must be at least {MIN_TOKEN_LENGTH} characters long", 2)
+    loopback = is_loopback(host)
+    generated = token is None and not loopback
+    if generated:
+        token = secrets.token_urlsafe(24)
+    with errors():
+        ctx = read_only_context(config())
+        sock = bind(host, port)
+    try:
+        actual = sock.getsockname()[1]
+        base = f"http://{_display_host(host)}:{actual}/"
+        url = base + (f"?token={token}" if token else "")
+        typer.echo(f"hwf dashboard (read-only) on {base}", err=True)
+        if generated:
+            typer.echo("Access token (shown only now; every request needs it):", err=True)
+            typer.echo(f"  {token}", err=True)
+        if token:
+            typer.echo(f"Open {url} (the token then lives in a cookie) or send Authorization: Bearer TOKEN.", err=True)
+        typer.echo(url)
+        if open_browser:
+            import webbrowser
+
+            threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+        app_ = create_app(ctx, token=token, loopback=loopback, poll_seconds=refresh)
+        try:
+            run_server(app_, sock)
+        except KeyboardInterrupt:
+            pass
+    finally:
+        sock.close()
+        ctx.sessions.kw["bind"].dispose()

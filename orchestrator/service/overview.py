@@ -1,0 +1,524 @@
+"""The whole migration at a glance (``hwf overview``, the dashboard's overview and sets pages): sets per
+state, records verified of total, the attention list with what to do, the jobs running in Alma now, Alma's
+job limits and the job durations measured so far, an ETA from what is left, and verified records over time.
+
+The read side only: short read transactions of plain column reads, frozen dataclasses out, no rendering.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from orchestrator.domain.attention import advice, next_command
+from orchestrator.domain.machine import Stage, Step
+from orchestrator.service import views
+from orchestrator.service.context import Context
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Record
+
+JOB_STEPS = (Step.COPY_IDENTIFIERS, Step.MIGRATE, Step.INTEGRATE)
+_STEPS_FROM = {
+    Stage.CREATED: JOB_STEPS,
+    Stage.IDENTIFIERS_COPIED: (Step.MIGRATE, Step.INTEGRATE),
+    Stage.MIGRATED: (Step.INTEGRATE,),
+    Stage.INTEGRATED: (),
+    Stage.VERIFIED: (),
+}
+_ACTIVE = (AttemptState.SUBMITTING, AttemptState.SUBMITTED, AttemptState.WAITING_OPERATOR)
+SERIES_POINTS = 200
+
+
+def iso(at: datetime | None) -> str | None:
+    """ISO-8601 UTC with ``Z`` (None stays None)."""
+    return at.isoformat().replace("+00:00", "Z") if at is not None else None
+
+
+@dataclass(frozen=True)
+class AttentionItem:
+    set: str
+    name: str
+    state: str
+    kind: str | None
+    reason: str
+    command: str  # the command that gets the set going again
+    advice: str  # the whole sentence: what to look at, what to run
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "set": self.set,
+            "name": self.name,
+            "state": self.state,
+            "kind": self.kind,
+            "reason": self.reason,
+            "command": self.command,
+            "advice": self.advice,
+        }
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    set: str
+    name: str
+    step: str
+    job_id: str | None
+    instance_id: str | None
+    status: str | None
+    progress: float | None
+    submitted_at: datetime | None
+    elapsed_seconds: float | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "set": self.set,
+            "name": self.name,
+            "step": self.step,
+            "job_id": self.job_id,
+            "instance_id": self.instance_id,
+            "status": self.status,
+            "progress": self.progress,
+            "submitted_at": iso(self.submitted_at),
+            "elapsed_seconds": self.elapsed_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class StepDurations:
+    """How long a step's Alma job took, over the runs that finished (submission to end)."""
+
+    step: str
+    runs: int
+    mean_seconds: float
+    min_seconds: float
+    max_seconds: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "runs": self.runs,
+            "mean_seconds": round(self.mean_seconds, 1),
+            "min_seconds": round(self.min_seconds, 1),
+            "max_seconds": round(self.max_seconds, 1),
+        }
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    max_running_jobs: int
+    max_runs_per_job_hour: int
+    running_now: int
+    runs_last_hour: dict[str, int]  # step -> runs started in the last hour
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "max_running_jobs": self.max_running_jobs,
+            "max_runs_per_job_hour": self.max_runs_per_job_hour,
+            "running_now": self.running_now,
+            "runs_last_hour": dict(self.runs_last_hour),
+        }
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    at: datetime
+    records: int  # records verified OK by then (cumulative)
+
+
+@dataclass(frozen=True)
+class Overview:
+    generated_at: datetime
+    sets: int
+    sets_by_state: dict[str, int]
+    records: int
+    records_excluded: int
+    records_verified: int
+    attention: tuple[AttentionItem, ...]
+    running: tuple[RunningJob, ...]
+    waiting: int  # sets waiting (settle time, a job slot, a poll) without a job of theirs running
+    eta: datetime | None
+    eta_note: str
+    limits: JobLimits
+    durations: dict[str, StepDurations]
+    verified_over_time: tuple[SeriesPoint, ...]
+    last_checked: dict[str, datetime | None]  # set -> when every included record was last verified
+
+    @property
+    def oldest_check(self) -> tuple[str, datetime] | None:
+        """The set whose last full verification is the oldest, and when that was."""
+        checked = [(at, s) for s, at in self.last_checked.items() if at is not None]
+        return (min(checked)[1], min(checked)[0]) if checked else None
+
+    @property
+    def done(self) -> bool:
+        return self.sets > 0 and self.sets_by_state.get(Stage.VERIFIED.value, 0) == self.sets
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "generated_at": iso(self.generated_at),
+            "sets": self.sets,
+            "sets_by_state": dict(self.sets_by_state),
+            "records": self.records,
+            "records_excluded": self.records_excluded,
+            "records_verified": self.records_verified,
+            "attention": [a.as_json() for a in self.attention],
+            "running": [r.as_json() for r in self.running],
+            "waiting": self.waiting,
+            "eta": iso(self.eta),
+            "eta_note": self.eta_note,
+            "done": self.done,
+            "limits": self.limits.as_json(),
+            "durations": {step: d.as_json() for step, d in self.durations.items()},
+            "verified_over_time": [{"at": iso(p.at), "records": p.records} for p in self.verified_over_time],
+            "last_checked": {s: iso(at) for s, at in self.last_checked.items()},
+        }
+
+
+@dataclass(frozen=True)
+class SetRow:
+    """One line of the sets table: ``hwf status`` plus verified records, last change and last check."""
+
+    summary: views.SetSummary
+    verified: int
+    updated_at: datetime
+    last_checked: datetime | None
+
+    @property
+    def note(self) -> str:
+        s = self.summary
+        if s.attention:
+            return s.attention
+        if s.step:
+            progress = f" {s.progress:.0f}%" if s.progress is not None else ""
+            return f"{s.step}: job {s.instance_id or '(submitting)'} {s.job_status or ''}{progress}".strip()
+        return s.waiting or ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **self.summary.as_json(),
+            "verified": self.verified,
+            "updated_at": iso(self.updated_at),
+            "last_checked": iso(self.last_checked),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# the ETA
+
+
+def estimate_finish(
+    now: datetime,
+    remaining: list[tuple[float, list[str]]],
+    durations: dict[str, float],
+    *,
+    max_running: int,
+    per_hour: int,
+    runs_last_hour: dict[str, int],
+    settle_seconds: float,
+) -> datetime:
+    """The earliest moment Alma's job limits allow every moving set to finish, at the measured durations.
+
+    ``remaining`` holds, per set, the seconds its running job still needs and the job steps still to run
+    (in order). Three lower bounds, the largest wins: the longest chain of one set; all job time left
+    shared by ``max_running`` jobs at once; per job, ``per_hour`` starts an hour (counting the starts of
+    the last hour), followed by the later steps of the last set to start it. Settle time follows the
+    integration run; verification itself takes minutes and is not counted.
+    """
+    order = [s.value for s in JOB_STEPS]
+    chain = 0.0
+    work = 0.0
+    runs: Counter[str] = Counter()
+    for running_left, steps in remaining:
+        tail = settle_seconds if steps or running_left else 0.0
+        chain = max(chain, running_left + sum(durations[s] for s in steps) + tail)
+        work += running_left + sum(durations[s] for s in steps)
+        runs.update(steps)
+    hourly = 0.0
+    for step, n in runs.items():
+        free_now = max(per_hour - runs_last_hour.get(step, 0), 0)
+        hours = 0 if n <= free_now else math.ceil((n - free_now) / per_hour)
+        later = order[order.index(step) + 1 :]
+        hourly = max(hourly, hours * 3600.0 + durations[step] + sum(durations[s] for s in later) + settle_seconds)
+    return now + timedelta(seconds=max(chain, work / max_running, hourly))
+
+
+# ---------------------------------------------------------------------------------------------
+# the read
+
+
+def _mean_durations(rows: list[tuple[str, datetime | None, datetime | None, datetime]]) -> dict[str, StepDurations]:
+    seconds: dict[str, list[float]] = defaultdict(list)
+    for step, submitted, finished, started in rows:
+        if finished is not None:
+            seconds[step].append(max((finished - (submitted or started)).total_seconds(), 0.0))
+    return {
+        step: StepDurations(step, len(v), sum(v) / len(v), min(v), max(v))
+        for step in (s.value for s in JOB_STEPS)
+        if (v := seconds.get(step))
+    }
+
+
+def _series(times: list[datetime]) -> tuple[SeriesPoint, ...]:
+    """Cumulative verified records at each verification time, thinned to at most ``SERIES_POINTS``."""
+    if not times:
+        return ()
+    stride = max(1, math.ceil(len(times) / SERIES_POINTS))
+    points = [SeriesPoint(times[i], i + 1) for i in range(stride - 1, len(times), stride)]
+    if points[-1].records != len(times):
+        points.append(SeriesPoint(times[-1], len(times)))
+    return tuple(points)
+
+
+def overview(ctx: Context) -> Overview:
+    """The whole migration, read in one short transaction."""
+    now = ctx.clock()
+    cfg = ctx.config.alma
+    with ctx.sessions() as session:
+        facts = _read_facts(session)
+    latest = {a.set_id: a for a in facts.attempts}
+    durations = _mean_durations(
+        [
+            (a.step, a.submitted_at, a.finished_at, a.started_at)
+            for a in facts.attempts
+            if a.state is AttemptState.FINISHED
+        ]
+    )
+    hour_ago = now - timedelta(hours=1)
+    runs_last_hour = Counter(
+        a.step
+        for a in facts.attempts
+        if a.job_id and a.started_at >= hour_ago and a.state not in (AttemptState.ABANDONED, AttemptState.NOT_NEEDED)
+    )
+    tally = _Tally(now, durations)
+    for s in facts.sets:
+        tally.add(s, facts.per_set.get(s.id), latest.get(s.id))
+    eta, note = _eta(ctx, now, tally.remaining, durations, runs_last_hour, len(tally.attention), len(facts.sets))
+    return Overview(
+        generated_at=now,
+        sets=len(facts.sets),
+        sets_by_state=tally.by_state,
+        records=sum(s.record_count for s in facts.sets),
+        records_excluded=sum(c.excluded for c in facts.per_set.values()),
+        records_verified=sum(c.ok for c in facts.per_set.values()),
+        attention=tuple(tally.attention),
+        running=tuple(tally.running),
+        waiting=tally.waiting,
+        eta=eta,
+        eta_note=note,
+        limits=JobLimits(
+            max_running_jobs=cfg.max_running_jobs,
+            max_runs_per_job_hour=cfg.max_runs_per_job_hour,
+            running_now=sum(1 for r in tally.running if r.job_id),
+            runs_last_hour={step.value: runs_last_hour.get(step.value, 0) for step in JOB_STEPS},
+        ),
+        durations=durations,
+        verified_over_time=_series([t for t in facts.times if t is not None]),
+        last_checked=tally.last_checked,
+    )
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """The plain rows the overview is computed from."""
+
+    sets: list[Any]
+    per_set: dict[int, Any]
+    attempts: list[Any]
+    times: list[datetime | None]
+
+
+def _read_facts(session: Any) -> _Facts:
+    sets = session.execute(
+        select(
+            AlmaSet.id,
+            AlmaSet.alma_set_id,
+            AlmaSet.name,
+            AlmaSet.stage,
+            AlmaSet.attention,
+            AlmaSet.attention_kind,
+            AlmaSet.record_count,
+            AlmaSet.waiting,
+        ).order_by(AlmaSet.created_at, AlmaSet.id)
+    ).all()
+    per_set = {
+        row.set_id: row
+        for row in session.execute(
+            select(
+                Record.set_id,
+                func.count().filter(Record.excluded).label("excluded"),
+                func.count().filter(Record.verdict == "OK", ~Record.excluded).label("ok"),
+                func.count().filter(~Record.excluded).label("included"),
+                func.count().filter(~Record.excluded, Record.verified_at.is_not(None)).label("checked"),
+                func.min(Record.verified_at).filter(~Record.excluded).label("oldest_check"),
+                func.count().filter(Record.preflight == "NEEDS_COPY", ~Record.excluded).label("copy"),
+                func.count().filter(Record.preflight.is_not(None)).label("preflighted"),
+            ).group_by(Record.set_id)
+        )
+    }
+    attempts = session.execute(
+        select(
+            Attempt.set_id,
+            Attempt.step,
+            Attempt.job_id,
+            Attempt.instance_id,
+            Attempt.status,
+            Attempt.progress,
+            Attempt.state,
+            Attempt.started_at,
+            Attempt.submitted_at,
+            Attempt.finished_at,
+        ).order_by(Attempt.id)
+    ).all()
+    times = list(
+        session.scalars(
+            select(Record.verified_at)
+            .where(Record.verdict == "OK", ~Record.excluded, Record.verified_at.is_not(None))
+            .order_by(Record.verified_at)
+        )
+    )
+    return _Facts(list(sets), per_set, list(attempts), times)
+
+
+class _Tally:
+    """Sets per state, attention, running jobs and the work left, set by set."""
+
+    def __init__(self, now: datetime, durations: dict[str, StepDurations]) -> None:
+        self.now, self.durations = now, durations
+        self.by_state = {stage.value: 0 for stage in Stage}
+        self.attention: list[AttentionItem] = []
+        self.running: list[RunningJob] = []
+        self.remaining: list[tuple[float, list[str]]] = []
+        self.last_checked: dict[str, datetime | None] = {}
+        self.waiting = 0
+
+    def add(self, s: Any, counts: Any, a: Any) -> None:
+        self.by_state[s.stage.value] += 1
+        complete = counts is not None and counts.included > 0 and counts.checked == counts.included
+        self.last_checked[s.alma_set_id] = counts.oldest_check if complete and counts is not None else None
+        active = a if a is not None and a.state in _ACTIVE else None
+        if active is not None:
+            self.running.append(self._running(s, active))
+        elif s.waiting and not s.attention:
+            self.waiting += 1
+        if s.attention:
+            self.attention.append(
+                AttentionItem(
+                    set=s.alma_set_id,
+                    name=s.name,
+                    state=s.stage.value,
+                    kind=s.attention_kind,
+                    reason=s.attention,
+                    command=next_command(s.attention_kind, s.alma_set_id),
+                    advice=advice(s.attention_kind, s.alma_set_id),
+                )
+            )
+            return
+        if s.stage is Stage.VERIFIED:
+            return
+        steps = [step.value for step in _STEPS_FROM[s.stage]]
+        if s.stage is Stage.CREATED and counts is not None and counts.preflighted and not counts.copy:
+            steps.remove(Step.COPY_IDENTIFIERS.value)  # no record needs the copy job: it is skipped
+        running_left = 0.0
+        if active is not None and active.step in steps:
+            steps.remove(active.step)
+            elapsed = self.running[-1].elapsed_seconds or 0.0
+            running_left = _left(active.step, active.progress, elapsed, self.durations)
+        self.remaining.append((running_left, steps))
+
+    def _running(self, s: Any, active: Any) -> RunningJob:
+        start = active.submitted_at or active.started_at
+        return RunningJob(
+            set=s.alma_set_id,
+            name=s.name,
+            step=active.step,
+            job_id=active.job_id,
+            instance_id=active.instance_id,
+            status=active.status
+            or ("waiting for the operator's run" if active.state is AttemptState.WAITING_OPERATOR else None),
+            progress=active.progress,
+            submitted_at=start,
+            elapsed_seconds=round(max((self.now - start).total_seconds(), 0.0), 1),
+        )
+
+
+def _left(step: str, progress: float | None, elapsed: float, durations: dict[str, StepDurations]) -> float:
+    """Seconds a running job still needs: from its measured mean, its elapsed time and its progress."""
+    measured = durations.get(step)
+    if measured is None:
+        return 0.0
+    by_time = measured.mean_seconds - elapsed
+    by_progress = measured.mean_seconds * (1 - min(max(progress or 0.0, 0.0), 100.0) / 100.0)
+    return max(min(by_time, by_progress) if progress else by_time, 0.0)
+
+
+def _eta(
+    ctx: Context,
+    now: datetime,
+    remaining: list[tuple[float, list[str]]],
+    durations: dict[str, StepDurations],
+    runs_last_hour: Counter[str],
+    attention: int,
+    total: int,
+) -> tuple[datetime | None, str]:
+    held = f"; {attention} set(s) needing attention are not counted" if attention else ""
+    if not total:
+        return None, "no sets registered yet"
+    if not remaining:
+        if attention:
+            return None, f"nothing can move until someone acts: {attention} set(s) need attention"
+        return None, "every set is verified"
+    needed = {s for _, steps in remaining for s in steps}
+    means = {step: d.mean_seconds for step, d in durations.items()}
+    if needed - set(means):
+        if not means:
+            return None, "no Alma job has finished yet: no durations measured to estimate from" + held
+        fallback = sum(means.values()) / len(means)
+        means = {step.value: means.get(step.value, fallback) for step in JOB_STEPS}
+    cfg = ctx.config.alma
+    eta = estimate_finish(
+        now,
+        remaining,
+        means,
+        max_running=cfg.max_running_jobs,
+        per_hour=cfg.max_runs_per_job_hour,
+        runs_last_hour=dict(runs_last_hour),
+        settle_seconds=ctx.config.handles.settle_minutes * 60.0,
+    )
+    sets = len(remaining)
+    return eta, (
+        f"{sets} set(s) to go; the earliest Alma's limits ({cfg.max_running_jobs} jobs at once, "
+        f"{cfg.max_runs_per_job_hour} runs of a job an hour) allow at the job durations measured so far" + held
+    )
+
+
+def set_rows(ctx: Context) -> list[SetRow]:
+    """Every set, for the sets table: its status line, verified records, last change and last full check."""
+    summaries = views.status(ctx)
+    with ctx.sessions() as session:
+        extra = {
+            row.alma_set_id: row
+            for row in session.execute(
+                select(
+                    AlmaSet.alma_set_id,
+                    AlmaSet.updated_at,
+                    func.count(Record.id).filter(Record.verdict == "OK", ~Record.excluded).label("ok"),
+                    func.count(Record.id).filter(~Record.excluded).label("included"),
+                    func.count(Record.id).filter(~Record.excluded, Record.verified_at.is_not(None)).label("checked"),
+                    func.min(Record.verified_at).filter(~Record.excluded).label("oldest_check"),
+                )
+                .outerjoin(Record, Record.set_id == AlmaSet.id)
+                .group_by(AlmaSet.id)
+            )
+        }
+    rows = []
+    for s in summaries:
+        e = extra.get(s.set)
+        if e is None:  # registered between the two reads
+            continue
+        complete = e.included > 0 and e.checked == e.included
+        rows.append(
+            SetRow(summary=s, verified=e.ok, updated_at=e.updated_at, last_checked=e.oldest_check if complete else None)
+        )
+    return rows
