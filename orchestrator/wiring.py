@@ -102,3 +102,20 @@ def build_context(config: Config, *, reporter: Reporter | None = None, wiring: W
         reporter=reporter or NullReporter(),
         **extra,  # type: ignore[arg-type]
     )
+
+
+def install_log(config: Config) -> None:
+    """Send hwf's structured log to ``[log] file`` (JSON lines, rotated), the Alma key redacted from every
+    line. :raises ConfigError: the file cannot be written (one line naming it, exit 2)."""
+    from orchestrator import logs
+
+    if config.log.file is None:
+        return
+    secrets = [config.alma.api_key] if config.alma.api_key else []
+    logs.install(config.log.file, max_bytes=config.log.max_bytes, backups=config.log.backups, secrets=secrets)
+
+
+def uninstall_log() -> None:
+    from orchestrator import logs
+
+    logs.uninstall()
