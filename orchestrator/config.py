@@ -359,6 +359,24 @@ def _flag(reader: _Reader, key: str, default: bool) -> bool:
     return value
 
 
+def load_apprise() -> Any:
+    """The apprise module, imported only when notifications are configured (it is slow to import, and some
+    versions import the deprecated ``imghdr``: that warning is not the operator's business)."""
+    import importlib
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import apprise
+
+        for name in ("imghdr",):  # imported lazily by apprise's plugins; gone in Python 3.13
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+    return apprise
+
+
 def _notify(notify: _Reader) -> NotifyConfig:
     urls = notify.data.get("urls", [])
     if isinstance(urls, str):
@@ -366,8 +384,7 @@ def _notify(notify: _Reader) -> NotifyConfig:
     if not isinstance(urls, list) or not all(isinstance(u, str) and u.strip() for u in urls):
         raise notify.fail("urls", "must be a list of apprise URLs (strings)")
     if urls:
-        import apprise
-
+        apprise = load_apprise()
         for i, url in enumerate(urls):
             if not apprise.Apprise().add(url.strip()):
                 scheme = url.strip().split(":", 1)[0]

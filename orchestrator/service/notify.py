@@ -27,7 +27,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.config import Config, NotifyConfig
+from orchestrator.config import Config, NotifyConfig, load_apprise
 from orchestrator.domain.machine import Stage
 from orchestrator.store.models import AlmaSet, Notification
 
@@ -200,8 +200,7 @@ def _send(ctx: Context, claimed: tuple[int, int, str, str, str, bool], urls: tup
 def deliver(url: str, title: str, body: str, kind: str) -> str | None:
     """Send one message to one apprise URL; None when it went, else why not (never the URL: it may hold a
     token or a password)."""
-    import apprise
-
+    apprise = load_apprise()
     scheme = url.split(":", 1)[0]
     sender = apprise.Apprise()
     if not sender.add(url):
