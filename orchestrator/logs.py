@@ -51,6 +51,7 @@ class JsonLines(logging.Formatter):
 
 
 _installed: logging.Handler | None = None
+_level = logging.NOTSET  # the tree's level before install(), restored by uninstall()
 
 
 def install(file: Path, *, max_bytes: int, backups: int, secrets: Iterable[str] = ()) -> logging.Handler:
@@ -73,9 +74,10 @@ def install(file: Path, *, max_bytes: int, backups: int, secrets: Iterable[str] 
     handler.setLevel(logging.INFO)
     logger = logging.getLogger(ROOT)
     logger.addHandler(handler)
+    global _installed, _level
+    _level = logger.level
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)
-    global _installed
     _installed = handler
     return handler
 
@@ -84,6 +86,8 @@ def uninstall() -> None:
     """Detach and close the handler :func:`install` attached (tests, the end of an embedded command)."""
     global _installed
     if _installed is not None:
-        logging.getLogger(ROOT).removeHandler(_installed)
+        logger = logging.getLogger(ROOT)
+        logger.removeHandler(_installed)
+        logger.setLevel(_level)
         _installed.close()
         _installed = None

@@ -41,6 +41,8 @@ class Receiver:
     port: int
     received: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
+    hang: bool = False  # take the message, then keep the sender waiting until ``release`` is set
+    release: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -56,6 +58,8 @@ def http_receiver() -> Iterator[Receiver]:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if box.status == 200:
                 box.received.append(json.loads(body))
+            if box.hang:
+                box.release.wait(30)
             self.send_response(box.status)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -70,6 +74,7 @@ def http_receiver() -> Iterator[Receiver]:
     try:
         yield box
     finally:
+        box.release.set()
         server.shutdown()
         server.server_close()
 

@@ -6,12 +6,13 @@ the next hwf; a malformed URL is refused at start, exit 2."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import create_engine, select, text, update
 
 from orchestrator.config import load_config
 from orchestrator.service import notify
@@ -19,6 +20,10 @@ from orchestrator.simulator import Scenario, Simulator
 from orchestrator.store.models import Notification
 from orchestrator.wiring import build_context
 from tests.conftest import API_KEY, FakeClock, sim_wiring
+from tests.conftest import write_config as write_test_config
+from tests.crashkit import database_url, kill, query, serve, start, wait_for
+from tests.crashkit import write_config as crash_config
+from tests.e2e import hwf
 from tests.opskit import Receiver, http_receiver, run, runner, smtp_server, write_config
 
 
@@ -179,4 +184,43 @@ def test_no_urls_no_outbox_rows(tmp_path: Path, wired: Simulator) -> None:
     run(path, "add", set_id)
     run(path, "advance", set_id)
     assert _rows(path) == []
-    _ = timedelta
+
+
+def test_e2e_hwf_killed_inside_a_send_the_next_hwf_sends_it_again_once(tmp_path: Path, hook: Receiver) -> None:
+    """The real ``hwf`` against ``hwf sim serve``: SIGKILLed while apprise waits for the receiver's answer (the
+    message arrived, hwf never recorded it sent). The claim ages; the next hwf sends it once more, saying so."""
+    served = serve(tmp_path)
+    try:
+        path = crash_config(tmp_path, served.url)
+        data = tomllib.loads(path.read_text())
+        data["notify"] = {"urls": [hook.url]}
+        write_test_config(path, data)
+        set_id = served.make_set("Killed while sending", 6, profile="demo", seed=3)
+        assert hwf(path, "add", set_id).returncode == 0
+        hook.hang = True
+        proc = start(path, "advance", set_id)
+        try:
+            wait_for(lambda: len(hook.received) == 1, timeout=60, interval=0.05, what="the attention message")
+            time.sleep(0.2)
+        finally:
+            kill(proc)
+        hook.hang = False
+        hook.release.set()
+        url = database_url(path)
+        assert query(url, "SELECT count(*) FROM notifications WHERE sending_at IS NOT NULL AND sent_at IS NULL") == [
+            (1,)
+        ]
+        assert hwf(path, "status").returncode == 0  # claimed a moment ago: not sent again yet
+        assert len(hook.received) == 1
+        engine = create_engine(url)
+        with engine.begin() as conn:  # as if the claim were older than notify.STALE_SECONDS
+            conn.execute(text("UPDATE notifications SET sending_at = '2000-01-01 00:00:00'"))
+        engine.dispose()
+        assert hwf(path, "status").returncode == 0
+        assert hwf(path, "status").returncode == 0
+        assert len(hook.received) == 2
+        assert hook.received[0]["title"] == hook.received[1]["title"]
+        assert "interrupted" in hook.received[1]["message"] and "interrupted" not in hook.received[0]["message"]
+        assert query(url, "SELECT count(*) FROM notifications WHERE sent_at IS NULL") == [(0,)]
+    finally:
+        served.stop()
