@@ -102,8 +102,6 @@ class Context:
         """Send notifications still due, close the Alma client and release the database connections (a
         later use reconnects)."""
         if self.config.notify.urls:
-            from orchestrator.service.notify import send_pending
-
             send_pending(self)
         if self._alma is not None:
             self._alma.close()
