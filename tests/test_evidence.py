@@ -3,6 +3,7 @@ zone, and no key or other secret anywhere in it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -61,6 +62,7 @@ def test_the_bundle_holds_everything_a_support_case_needs(tmp_path: Path, wired:
         "backups.json",
         "config.json",
         "version.txt",
+        "manifest.json",
     ):
         assert expected in names, names
     assert names[0] == "README.txt"
@@ -88,6 +90,9 @@ def test_the_bundle_holds_everything_a_support_case_needs(tmp_path: Path, wired:
     config = json.loads(files["config.json"])
     assert config["alma"]["timezone"] == "America/Chicago" and config["notify"]["urls"] == ["json://***"]
     assert files["version.txt"].startswith(b"hwf ")
+    manifest = {m["file"]: m for m in json.loads(files["manifest.json"])}
+    assert set(manifest) == set(names) - {"manifest.json"}
+    assert all(hashlib.sha256(files[f]).hexdigest() == m["sha256"] for f, m in manifest.items())
     readme = files["README.txt"].decode()
     assert set_id in readme and "America/Chicago" in readme and "attempts.json" in readme
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -99,9 +100,12 @@ def build(ctx: Context, ref: str, output: Path) -> Evidence:
     files.update(_backups(ctx, set_id, times))
     files["config.json"] = _json(redacted_config(ctx.config))
     files["version.txt"] = f"hwf {__version__}\n".encode()
-    files = {"README.txt": _readme(alma_id, name, state, now, times, files), **files}
+    files = {"README.txt": _readme(alma_id, name, state, now, times, {**files, "manifest.json": b""}), **files}
     result = Evidence(path=output, set=alma_id, name=name)
     files, result.redacted = _scrub(files, _secrets(ctx.config))
+    files["manifest.json"] = _json(
+        [{"file": m, "bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()} for m, d in files.items()]
+    )
     _write_zip(output, files, now)
     result.files = {name_: len(data) for name_, data in files.items()}
     return result
@@ -248,6 +252,7 @@ _ABOUT = {
     "backups.json": "the records hwf fix changed; backups/ holds each <bib> before and after the repair",
     "config.json": "the configuration hwf ran with, without the API key or any other secret",
     "version.txt": "the hwf version that wrote this bundle",
+    "manifest.json": "every file with its size and SHA-256, to show the bundle arrived whole",
 }
 
 
