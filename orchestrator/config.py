@@ -54,6 +54,7 @@ class AlmaConfig:
     max_runs_per_job_hour: int = 5
     threshold_wait_seconds: float = 300.0
     max_retries: int = 6
+    timezone: str = "UTC"  # the institution's IANA time zone, for evidence and display
 
     @property
     def api_url(self) -> str:
@@ -82,6 +83,26 @@ class PrimoConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """The structured log (JSON lines): where, and how it rotates. ``file`` None means no log file."""
+
+    file: Path | None = None
+    max_bytes: int = 10_000_000
+    backups: int = 5
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Apprise URLs and which events are sent to them. The URLs may carry secrets: never print them."""
+
+    urls: tuple[str, ...] = field(default=(), repr=False)
+    on_attention: bool = True
+    on_quota: bool = True
+    on_verified: bool = False
+    on_done: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     database_url: str
@@ -89,6 +110,9 @@ class Config:
     handles: HandlesConfig
     primo: PrimoConfig
     lease_seconds: float = 120.0
+    log: LogConfig = field(default_factory=LogConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    operator: str | None = None  # [operator] name; $HWF_OPERATOR wins; else the OS user (service.context)
 
     def require_api_key(self) -> str:
         """The Alma API key, or a ConfigError saying where hwf looked for it."""
@@ -273,6 +297,7 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
             max_runs_per_job_hour=alma.integer("max_runs_per_job_hour", 5, minimum=1),
             threshold_wait_seconds=alma.number("threshold_wait_seconds", 300.0, minimum=0.01),
             max_retries=alma.integer("max_retries", 6),
+            timezone=_timezone(alma),
         ),
         handles=HandlesConfig(
             prefix=prefix,
@@ -285,6 +310,91 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
         ),
         primo=PrimoConfig(domain=primo.string("domain"), view=primo.string("view")),
         lease_seconds=workflow.number("lease_seconds", 120.0, minimum=5.0),
+        log=_log(root.table("log", required=False), database_url, path),
+        notify=_notify(root.table("notify", required=False)),
+        operator=(env.get("HWF_OPERATOR") or "").strip()
+        or root.table("operator", required=False).optional_string("name"),
+    )
+
+
+def _timezone(alma: _Reader) -> str:
+    """``[alma] timezone``: an IANA zone name that zoneinfo knows (``America/Chicago``)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = alma.string("timezone", "UTC")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise alma.fail("timezone", f"unknown time zone {name!r} (an IANA name like America/Chicago)") from None
+    return name
+
+
+def default_log_file(database_url: str) -> Path:
+    """Beside the database for SQLite on disk (``hwf.db`` -> ``hwf.log``), else the user log directory."""
+    match = re.match(r"^sqlite(?:\+\w+)?:///(?P<path>[^?]+)", database_url)
+    if match and match["path"] not in (":memory:", ""):
+        return Path(match["path"]).expanduser().with_suffix(".log")
+    import platformdirs
+
+    return Path(platformdirs.user_log_dir("hwf", appauthor=False)) / "hwf.log"
+
+
+def _log(log: _Reader, database_url: str, path: Path) -> LogConfig:
+    enabled = log.data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise log.fail("enabled", f"must be true or false, not {enabled!r}")
+    name = log.optional_string("file")
+    file = (path.parent / name).expanduser() if name else default_log_file(database_url)
+    return LogConfig(
+        file=file if enabled else None,
+        max_bytes=log.integer("max_bytes", 10_000_000, minimum=10_000),
+        backups=log.integer("backups", 5),
+    )
+
+
+def _flag(reader: _Reader, key: str, default: bool) -> bool:
+    value = reader.data.get(key, default)
+    if not isinstance(value, bool):
+        raise reader.fail(key, f"must be true or false, not {value!r}")
+    return value
+
+
+def load_apprise() -> Any:
+    """The apprise module, imported only when notifications are configured (it is slow to import, and some
+    versions import the deprecated ``imghdr``: that warning is not the operator's business)."""
+    import importlib
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import apprise
+
+        for name in ("imghdr",):  # imported lazily by apprise's plugins; gone in Python 3.13
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+    return apprise
+
+
+def _notify(notify: _Reader) -> NotifyConfig:
+    urls = notify.data.get("urls", [])
+    if isinstance(urls, str):
+        urls = [urls]
+    if not isinstance(urls, list) or not all(isinstance(u, str) and u.strip() for u in urls):
+        raise notify.fail("urls", "must be a list of apprise URLs (strings)")
+    if urls:
+        apprise = load_apprise()
+        for i, url in enumerate(urls):
+            if not apprise.Apprise().add(url.strip()):
+                scheme = url.strip().split(":", 1)[0]
+                raise notify.fail(f"urls[{i}]", f"not a usable apprise URL (scheme {scheme!r}); see apprise's docs")
+    return NotifyConfig(
+        urls=tuple(u.strip() for u in urls),
+        on_attention=_flag(notify, "on_attention", True),
+        on_quota=_flag(notify, "on_quota", True),
+        on_verified=_flag(notify, "on_verified", False),
+        on_done=_flag(notify, "on_done", True),
     )
 
 

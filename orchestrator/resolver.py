@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import random
 import threading
 import time
@@ -30,6 +31,8 @@ from orchestrator.domain.handles import (
     parse_handle,
 )
 from orchestrator.pacing import TokenBucket, backoff_delay, retry_after
+
+_http_log = logging.getLogger("orchestrator.http")
 
 _T = TypeVar("_T")
 
@@ -363,14 +366,19 @@ class Verifier:
         return self._send(self._http.build_request("GET", url), **kwargs)
 
     def _send(self, request: httpx.Request, *, follow_redirects: bool = False) -> httpx.Response:
+        started = time.monotonic()
         try:
-            return self._http.send(request, follow_redirects=follow_redirects)
+            response = self._http.send(request, follow_redirects=follow_redirects)
         except httpx.TimeoutException as exc:
+            _log_call(request, None, started, type(exc).__name__)
             raise _Transient(f"timeout ({type(exc).__name__})") from None
         except httpx.UnsupportedProtocol:
             raise
         except (httpx.TransportError, httpx.DecodingError) as exc:
+            _log_call(request, None, started, type(exc).__name__)
             raise _Transient(f"connection error ({type(exc).__name__}: {exc})") from None
+        _log_call(request, response.status_code, started)
+        return response
 
     def api_request(self, handle: str) -> httpx.Request:
         """The request that asks the proxy's JSON API for a handle's URL value (sent by a check, shown by
@@ -444,6 +452,16 @@ class Verifier:
                 continue
             return False, f"redirects ({status}) to {location.strip()}", hop
         return False, "redirects in a loop on the proxy", 2
+
+
+def _log_call(request: httpx.Request, status: int | None, started: float, error: str | None = None) -> None:
+    """One structured log line per HTTP exchange with the handle proxy (path only, no query)."""
+    ms = round((time.monotonic() - started) * 1000, 1)
+    path = request.url.path
+    fields: dict[str, object] = {"event": "http", "remote": "resolver", "method": request.method, "path": path}
+    fields["status"] = status
+    fields |= {"ms": ms, "error": error}
+    _http_log.info("resolver %s %s -> %s in %.0f ms", request.method, path, status or error, ms, extra={"hwf": fields})
 
 
 def _is_proxy_hop(current: str, target: str) -> bool:

@@ -7,13 +7,14 @@ monkeypatching anything.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, NoReturn
 
 from orchestrator import __version__
-from orchestrator.config import Config
+from orchestrator.config import Config, NotifyConfig
 from orchestrator.errors import ServeError
 from orchestrator.service.context import Context
 from orchestrator.service.reporting import NullReporter, Reporter
@@ -105,6 +106,23 @@ def build_context(config: Config, *, reporter: Reporter | None = None, wiring: W
     )
 
 
+def install_log(config: Config) -> None:
+    """Send hwf's structured log to ``[log] file`` (JSON lines, rotated), the Alma key redacted from every
+    line. :raises ConfigError: the file cannot be written (one line naming it, exit 2)."""
+    from orchestrator import logs
+
+    if config.log.file is None:
+        return
+    secrets = [config.alma.api_key] if config.alma.api_key else []
+    logs.install(config.log.file, max_bytes=config.log.max_bytes, backups=config.log.backups, secrets=secrets)
+
+
+def uninstall_log() -> None:
+    from orchestrator import logs
+
+    logs.uninstall()
+
+
 def _no_alma() -> NoReturn:
     raise ServeError("the dashboard reads the database only; it never calls Alma")
 
@@ -117,8 +135,9 @@ def read_only_context(config: Config) -> Context:
     """A context whose sessions cannot write and which has no Alma client or verifier to call."""
     from orchestrator.store.db import open_database_read_only
 
+    quiet = dataclasses.replace(config, notify=NotifyConfig())  # a reader never sends notifications
     return Context(
-        config=config,
+        config=quiet,
         sessions=open_database_read_only(config.database_url),
         alma_factory=_no_alma,
         verifier_factory=_no_verifier,

@@ -3,7 +3,7 @@ sets without overlap, and a set leased by a live process elsewhere is refused wi
 
 The proof of "no two processes ever advanced the same set at once" comes from PostgreSQL itself: a trigger
 (installed by the test, not part of hwf) checks, for every submission and transition hwf records, that the
-process recording it (the event's actor, ``host:pid``) holds the set's lease at that moment.
+process recording it (the event's ``host`` and ``pid``) holds the set's lease at that moment.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ DECLARE current_holder text;
 BEGIN
   IF NEW.kind IN ('submitting', 'submitted', 'reconciled', 'transition') THEN
     SELECT lease_owner INTO current_holder FROM sets WHERE id = NEW.set_id;
-    IF current_holder IS DISTINCT FROM NEW.actor THEN
-      INSERT INTO lease_violations VALUES (NEW.id, NEW.set_id, NEW.kind, NEW.actor, current_holder);
+    IF current_holder IS DISTINCT FROM (NEW.host || ':' || NEW.pid) THEN
+      INSERT INTO lease_violations VALUES (NEW.id, NEW.set_id, NEW.kind, NEW.host || ':' || NEW.pid, current_holder);
     END IF;
   END IF;
   RETURN NEW;
@@ -109,7 +109,9 @@ def test_four_resume_processes_share_twenty_sets(
     assert verdict.ok, str(verdict)
     assert verdict.runs == 2 * SETS  # each step of each set submitted once
     assert query(pg_url, "SELECT * FROM lease_violations") == []
-    actors = query(pg_url, "SELECT actor, count(*) FROM events WHERE kind = 'submitting' GROUP BY actor")
+    actors = query(
+        pg_url, "SELECT host || ':' || pid, count(*) FROM events WHERE kind = 'submitting' GROUP BY host, pid"
+    )
     assert sum(n for _, n in actors) >= 2 * SETS
     assert len(actors) >= 2, f"the sets were not shared between processes: {actors}"
     idle = codes.count(None)

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from orchestrator.cli import app
 from typer.testing import CliRunner
 
+from orchestrator.cli import app
 from orchestrator.service import overview
 from orchestrator.service.overview import estimate_finish
 from tests.conftest import write_minimal_config

@@ -20,12 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
-from orchestrator.cli import app as cli_app
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
+from orchestrator.cli import app as cli_app
 from orchestrator.errors import ServeError
 from orchestrator.store.models import AlmaSet, Record
 from orchestrator.web import TOKEN_COOKIE, create_app
@@ -121,7 +121,7 @@ def test_set_page_of_the_verified_set(client: TestClient, world: World) -> None:
     assert f'src="/sets/{world.verified}/verdicts.svg"' in page
     assert '<tr><td>OK</td><td class="n">39</td></tr>' in page
     assert '<tr><td>EXCLUDED</td><td class="n">1</td></tr>' in page
-    assert "withdrawn title" in page and "librarian@test-host:7" in page  # the exclusion, and who did it
+    assert "withdrawn title" in page and "librarian" in page  # the exclusion, and who did it
     assert "<td>fix</td>" in page and "Bib backups" in page  # the repair and its backups
     assert f'href="/sets/{world.verified}/report.csv"' in page
     assert "Last fully checked" in page and "not yet" not in page

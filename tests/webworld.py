@@ -53,9 +53,9 @@ def build_world(tmp_path: Path, url: str | None = None) -> World:
         clock=clock,
     )
     db = tmp_path / "hwf.db"
-    config = parse_config(
-        config_dict(db=url or f"sqlite:///{db}"), tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY}
-    )
+    data = config_dict(db=url or f"sqlite:///{db}")
+    data["operator"] = {"name": "librarian"}  # who acts: every event's actor
+    config = parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
     writer = make_context(config, sim, clock, owner="librarian@test-host:7")
     verified = sim.create_set(HOSTILE_NAME, sim.generate_records(40, profile="demo", seed=11))
     attention = sim.create_set("Problem titles", sim.generate_records(30, profile="problems", seed=12))

@@ -62,6 +62,7 @@ from orchestrator.xmlsafe import parse_xml
 __all__ = ["AlmaClient", "build_job_payload", "instance_id_from_link"]
 
 _log = logging.getLogger(__name__)
+_http_log = logging.getLogger("orchestrator.http")
 T = TypeVar("T")
 
 API_ROOT = "/almaws/v1"
@@ -365,8 +366,12 @@ class AlmaClient:
 
     def get_instance(self, job_id: str, instance_id: str) -> JobInstance:
         """``GET /conf/jobs/{job_id}/instances/{instance_id}``."""
+        return self.get_instance_reply(job_id, instance_id)[0]
+
+    def get_instance_reply(self, job_id: str, instance_id: str) -> tuple[JobInstance, bytes]:
+        """:meth:`get_instance` and the reply body exactly as Alma sent it (kept as evidence when a job ends)."""
         answer = self._exchange(self.instance_request(job_id, instance_id))
-        return parse_instance(answer.reply, job_id.strip(), answer.origin)
+        return parse_instance(answer.reply, job_id.strip(), answer.origin), answer.body
 
     def _instances_query(
         self, job_id: str, date_from: date, date_to: date, status: str | None
@@ -533,9 +538,11 @@ class AlmaClient:
             self._bucket.acquire()
             with self._lock:
                 self.calls += 1
+            started = time.monotonic()
             try:
                 response = self._http.send(request)
             except _NOT_SENT as exc:
+                self._log_call(method, path, None, started, error=type(exc).__name__)
                 # The connection was never made, so even a POST did not reach Alma: safe to try again.
                 if attempt < self._max_retries:
                     self._pause(attempt, None, method, path, type(exc).__name__)
@@ -549,6 +556,7 @@ class AlmaClient:
                     path=path,
                 ) from exc
             except httpx.RequestError as exc:
+                self._log_call(method, path, None, started, error=type(exc).__name__)
                 if idempotent and attempt < self._max_retries:
                     self._pause(attempt, None, method, path, type(exc).__name__)
                     attempt += 1
@@ -564,8 +572,12 @@ class AlmaClient:
             self._note_quota(response)
             status = response.status_code
             if status < 300:
+                self._log_call(method, path, status, started)
                 return response
             details = parse_error_body(response.content, response.headers.get("content-type", ""))
+            first = details[0] if details else None
+            code, tracking = (first.code, first.tracking_id) if first else (None, None)
+            self._log_call(method, path, status, started, code=code, tracking_id=tracking)
             codes = {detail.code for detail in details}
             if status == 429:
                 if "DAILY_THRESHOLD" in codes or b"DAILY_THRESHOLD" in response.content[:4096]:
@@ -607,6 +619,24 @@ class AlmaClient:
                 self.remaining = remaining
             if quota is not None:
                 self.quota = quota
+
+    def _log_call(
+        self,
+        method: str,
+        path: str,
+        status: int | None,
+        started: float,
+        *,
+        code: str | None = None,
+        tracking_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """One structured log line per HTTP exchange: no query string, no headers, never the key."""
+        ms = round((time.monotonic() - started) * 1000, 1)
+        fields: dict[str, object] = {"event": "http", "remote": "alma", "method": method, "path": path}
+        fields |= {"status": status, "ms": ms}
+        fields |= {"alma_code": code, "tracking_id": tracking_id, "error": error}
+        _http_log.info("Alma %s %s -> %s in %.0f ms", method, path, status or error, ms, extra={"hwf": fields})
 
     def _pause(self, attempt: int, retry_after: float | None, method: str, path: str, why: str) -> None:
         if retry_after is None:

@@ -100,12 +100,19 @@ def build_context(cfg: Config, *, quiet: bool = False) -> Context:
 @contextmanager
 def context(*, quiet: bool = False) -> Iterator[Context]:
     """A service context for one command, closed (Alma client included) when the command ends."""
+    from orchestrator.wiring import install_log, uninstall_log
+
     with errors():
-        ctx = build_context(config(), quiet=quiet)
+        cfg = config()
+        install_log(cfg)
         try:
-            yield ctx
+            ctx = build_context(cfg, quiet=quiet)
+            try:
+                yield ctx
+            finally:
+                ctx.close()
         finally:
-            ctx.close()
+            uninstall_log()
 
 
 def dump(data: Any) -> None:

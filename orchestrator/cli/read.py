@@ -58,7 +58,8 @@ def history(
             return
         for e in everything:
             at = e.at[:19] if isinstance(e.at, str) else e.at_utc.isoformat(sep=" ", timespec="seconds")[:19]
-            chunk.append(f"{at}Z  {e.kind:<16} {e.detail}\n")
+            who = e.who()
+            chunk.append(f"{at}Z  {e.kind:<16} {e.detail}{'  (' + who + ')' if who else ''}\n")
             if len(chunk) >= 5000:
                 write("".join(chunk))
                 chunk.clear()

@@ -6,17 +6,23 @@ open transactions.
 
 from __future__ import annotations
 
+import getpass
+import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.config import Config
 from orchestrator.errors import BadInputError
+from orchestrator.service.notify import NOTIFY, OUTBOX, queue_attention, queue_for_event, send_pending
 from orchestrator.service.reporting import NullReporter, Reporter
 from orchestrator.store.leases import default_owner
 from orchestrator.store.models import AlmaSet, Event, utcnow
@@ -24,6 +30,36 @@ from orchestrator.store.models import AlmaSet, Event, utcnow
 if TYPE_CHECKING:
     from orchestrator.alma.client import AlmaClient
     from orchestrator.resolver import Verifier
+
+_events_log = logging.getLogger("orchestrator.events")
+IDENTITY = "hwf_identity"  # Session.info key: the Identity that add_event stamps on every event
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who acts (the operator's name, else the OS user) and the process acting: every event carries all three."""
+
+    actor: str
+    host: str
+    pid: int | None
+
+    @classmethod
+    def of(cls, actor: str | None, owner: str | None = None) -> Identity:
+        """``actor`` (else the OS user) on the process named by a lease ``owner`` (``host:pid``; default this one)."""
+        host: str = socket.gethostname()
+        pid: int | None = os.getpid()
+        if owner:
+            name, _, number = owner.rpartition(":")
+            host, pid = (name, int(number)) if name and number.isdigit() else (owner, None)
+        return cls(actor=actor or os_user(), host=host, pid=pid)
+
+
+def os_user() -> str:
+    """The OS user running hwf (``unknown`` when the system cannot say)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 @dataclass
@@ -40,6 +76,22 @@ class Context:
     owner: str = field(default_factory=default_owner)
     _alma: AlmaClient | None = None
 
+    def __post_init__(self) -> None:
+        # A session factory of this context's own (same engine), so every session it opens knows who acts:
+        # add_event stamps actor, host and pid from it, and commits that queued a notification send it.
+        kw = {k: v for k, v in self.sessions.kw.items() if k != "info"}
+        info = {IDENTITY: self.identity, NOTIFY: self.config.notify}
+        self.sessions = sessionmaker(class_=self.sessions.class_, info=info, **kw)
+        sa_event.listen(self.sessions, "after_commit", self._after_commit)
+
+    @property
+    def identity(self) -> Identity:
+        return Identity.of(self.config.operator, self.owner)
+
+    def _after_commit(self, session: Session) -> None:
+        if session.info.pop(OUTBOX, False):
+            send_pending(self)
+
     @property
     def alma(self) -> AlmaClient:
         if self._alma is None:
@@ -47,7 +99,10 @@ class Context:
         return self._alma
 
     def close(self) -> None:
-        """Close the Alma client and release the database connections (a later use reconnects)."""
+        """Send notifications still due, close the Alma client and release the database connections (a
+        later use reconnects)."""
+        if self.config.notify.urls:
+            send_pending(self)
         if self._alma is not None:
             self._alma.close()
             self._alma = None
@@ -70,8 +125,33 @@ def add_event(
     actor: str | None = None,
     **data: Any,
 ) -> None:
-    """Append one audit event (inside the caller's transaction)."""
-    session.add(Event(set_id=set_row.id, at=at, kind=kind, detail=detail, data=data or None, actor=actor))
+    """Append one audit event (inside the caller's transaction), stamped with who acts and where: the
+    session's Identity (see Context), else this process and OS user. An ``actor`` given that is only the
+    lease owner (``host:pid``, as older callers passed) does not replace the operator's name."""
+    who = session.info.get(IDENTITY)
+    if not isinstance(who, Identity):
+        who = Identity.of(None)
+    name = actor if actor and actor != f"{who.host}:{who.pid}" else who.actor
+    session.add(
+        Event(
+            set_id=set_row.id,
+            at=at,
+            kind=kind,
+            detail=detail,
+            data=data or None,
+            actor=name,
+            host=who.host,
+            pid=who.pid,
+        )
+    )
+    fields = {"event": "audit", "kind": kind, "set": set_row.alma_set_id, "actor": name, "detail": detail}
+    _events_log.info("%s %s: %s", set_row.alma_set_id, kind, detail, extra={"hwf": fields | _loggable(data)})
+    queue_for_event(session, set_row, kind, detail, at, data)
+
+
+def _loggable(data: dict[str, Any]) -> dict[str, Any]:
+    """The event's data fields for the log line, without bulky lists (counters, alerts, record lists)."""
+    return {k: v for k, v in data.items() if isinstance(v, str | int | float | bool) or v is None}
 
 
 def find_set(session: Session, ref: str) -> AlmaSet:
@@ -86,6 +166,8 @@ def find_set(session: Session, ref: str) -> AlmaSet:
 
 
 def set_attention(session: Session, set_row: AlmaSet, kind: str, reason: str, now: datetime) -> None:
+    if set_row.attention != reason or set_row.attention_kind != kind:
+        queue_attention(session, set_row, kind, reason, now)  # one message per attention, not one per poll
     set_row.attention = reason
     set_row.attention_kind = kind
     set_row.waiting = None

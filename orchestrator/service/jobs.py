@@ -39,6 +39,9 @@ UNKNOWN_INSTANCE_CODES = frozenset({"402218"})  # "Invalid job instance id"
 INSTANCE_UNKNOWN = "instance_unknown"  # the attention kind: the instance a set waits on is gone from Alma
 
 
+RAW_REPLY_CAP = 1_000_000  # bytes of a finished job instance's reply kept as evidence
+
+
 def finished_ok(attempt: Attempt) -> bool:
     """The attempt's run finished well (:func:`orchestrator.domain.jobrules.run_ok`)."""
     return run_ok(attempt.status, attempt.counters)
@@ -341,7 +344,7 @@ def poll(ctx: Context, set_id: int, attempt_id: int) -> None:
             )
             return
     try:
-        inst = ctx.alma.get_instance(job_id, instance_id)
+        inst, body = ctx.alma.get_instance_reply(job_id, instance_id)
     except AlmaError as exc:
         if exc.status != 400 or exc.code not in UNKNOWN_INSTANCE_CODES:
             raise
@@ -357,11 +360,11 @@ def poll(ctx: Context, set_id: int, attempt_id: int) -> None:
                 ctx.clock(),
             )
         return
-    _record_instance(ctx, set_id, attempt_id, inst)
+    _record_instance(ctx, set_id, attempt_id, inst, body)
     ctx.reporter.job_progress(set_name, step, inst)
 
 
-def _record_instance(ctx: Context, set_id: int, attempt_id: int, inst: JobInstance) -> None:
+def _record_instance(ctx: Context, set_id: int, attempt_id: int, inst: JobInstance, body: bytes | None = None) -> None:
     now = ctx.clock()
     with ctx.sessions.begin() as session:
         row = session.get_one(AlmaSet, set_id)
@@ -377,6 +380,8 @@ def _record_instance(ctx: Context, set_id: int, attempt_id: int, inst: JobInstan
             return
         attempt.state = AttemptState.FINISHED
         attempt.finished_at = now
+        if body is not None:  # the instance as Alma returned it, for `hwf evidence` (capped)
+            attempt.raw_reply = body[:RAW_REPLY_CAP]
         desc = f" ({inst.status_desc})" if inst.status_desc else ""
         counters = describe_counters(attempt.counters)
         add_event(

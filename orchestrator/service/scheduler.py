@@ -7,6 +7,7 @@ earliest moment something can move (a poll, a settle time, a free slot).
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,6 +32,8 @@ class ResumeSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
+_log = logging.getLogger(__name__)
+_decided: dict[tuple[str, str], str] = {}  # (database, set) -> the last decision logged (a line when it changes)
 _RESCAN_SECONDS = 60.0  # the longest the scheduler sleeps: sets added, retried or fixed meanwhile move soon
 _TRANSIENT_WAIT_SECONDS = 60.0
 _TRANSIENT_PASSES = 10  # passes in a row where Alma failed every set before resume gives up
@@ -242,6 +245,7 @@ def _triage(
     alma_id = row.alma_set_id
 
     def waiting(reason: str, until: datetime | None) -> None:
+        _log_decision(ctx, row, "wait", reason, until)
         outcomes.put(
             alma_id, "result", AdvanceResult(alma_id, row.name, Outcome.WAITING, row.stage.value, reason, until)
         )
@@ -269,7 +273,21 @@ def _triage(
             waiting(reason, until)
             return
         slots.take(ctx, plan.step, now)
+    _log_decision(ctx, row, "run", f"{plan.action.value} {plan.step.value if plan.step else ''}".strip(), None)
     current.admitted.append((row.id, alma_id))
+
+
+def _log_decision(ctx: Context, row: AlmaSet, decision: str, reason: str, until: datetime | None) -> None:
+    """One log line per set each time the scheduler's decision about it changes (not one per pass)."""
+    key = (str(ctx.sessions.kw.get("bind")), row.alma_set_id)
+    said = f"{decision}: {reason}"
+    if _decided.get(key) == said:
+        return
+    _decided[key] = said
+    fields: dict[str, str | None] = {"event": "schedule", "set": row.alma_set_id, "decision": decision}
+    fields["reason"] = reason
+    fields["until"] = until.isoformat() if until else None
+    _log.info("%s %s: %s", row.alma_set_id, decision, reason, extra={"hwf": fields})
 
 
 def _drive_admitted(ctx: Context, current: _Pass, cap: int, outcomes: _Outcomes) -> bool:

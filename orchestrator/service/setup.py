@@ -718,6 +718,9 @@ max_running_jobs = 3
 max_runs_per_job_hour = 5
 # How long to wait before trying again when Alma answers 402222/402223 (execution threshold).
 threshold_wait_seconds = 300
+# The institution's time zone (an IANA name such as "America/Chicago"): `hwf evidence` gives every time in UTC
+# and in this zone. Unknown names are refused at start.
+timezone = "UTC"
 
 [alma.jobs]
 # Job ids from Alma (Admin > Monitor Jobs, or `hwf jobs`).
@@ -753,4 +756,32 @@ view = "@@VIEW@@"@@VIEW_NOTE@@
 [workflow]
 # A process's claim on a set lasts this long unless renewed (it renews every third of it while working).
 lease_seconds = 120
+[log]
+# A structured log, one JSON object a line: every HTTP call to Alma and to the handle proxy (method, path
+# without the query, status, milliseconds, Alma error code, tracking id), every event (transitions and
+# their reasons), every scheduler decision (why a set waits). Never the API key.
+enabled = true
+# Default: beside the SQLite database (hwf.db -> hwf.log), else the user log directory
+# (~/.local/state/hwf/log/hwf.log on Linux). A relative path is relative to this file.
+# file = "hwf.log"
+# Rotation: a new file every max_bytes, keeping this many old ones (hwf.log.1, hwf.log.2, ...).
+max_bytes = 10000000
+backups = 5
+
+[notify]
+# Apprise URLs (https://github.com/caronc/apprise/wiki): mailto://, slack://, msteams://, ntfy://, json://...
+# Each event sends one message to each URL. The URLs may hold tokens or passwords: they are never printed,
+# logged or put in `hwf evidence`. A URL apprise cannot use is refused at start (exit 2).
+urls = []
+# Which events: a set needs attention; Alma's daily API quota is spent (one message a day); a set is
+# verified (off: one message per set is a lot for 115 sets); every set is verified.
+on_attention = true
+on_quota = true
+on_verified = false
+on_done = true
+
+[operator]
+# Who acts: recorded as `actor` in every event (with host and pid). $HWF_OPERATOR wins over this key;
+# with neither, the OS user name.
+# name = "Ada Lovelace"
 """

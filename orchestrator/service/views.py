@@ -124,6 +124,8 @@ class EventView:
     detail: str
     actor: str | None
     raw_data: str | None = None
+    host: str | None = None
+    pid: int | None = None
 
     @property
     def data(self) -> dict[str, Any] | None:
@@ -138,9 +140,15 @@ class EventView:
     def _base(self) -> dict[str, Any]:
         out: dict[str, Any] = {"at": self.at_text(), "kind": self.kind}
         out["detail"] = self.detail
-        if self.actor:
-            out["actor"] = self.actor
+        out |= {"actor": self.actor, "host": self.host, "pid": self.pid}
         return out
+
+    def who(self) -> str:
+        """``by ACTOR on HOST pid PID`` for the readable history (what older rows do not know is left out)."""
+        parts = [f"by {self.actor}"] if self.actor else []
+        if self.host:
+            parts.append(f"on {self.host}" + (f" pid {self.pid}" if self.pid is not None else ""))
+        return " ".join(parts)
 
     def as_json(self) -> dict[str, Any]:
         out = self._base()
@@ -156,10 +164,11 @@ class EventView:
 
     def json_text(self) -> str:
         """``as_json`` serialised, without decoding the stored data: its members are spliced in (the
-        event's own keys, at/kind/detail/actor, are never data keys: ``add_event`` takes them apart)."""
+        event's own keys, at/kind/detail/actor/host/pid, are never data keys: ``add_event`` takes them apart)."""
         text = f'{{"at": "{self.at_text()}", "kind": {_quote(self.kind)}, "detail": {_quote(self.detail)}'
-        if self.actor:
-            text += f', "actor": {_quote(self.actor)}'
+        text += f', "actor": {_quote(self.actor) if self.actor is not None else "null"}'
+        text += f', "host": {_quote(self.host) if self.host is not None else "null"}'
+        text += f', "pid": {self.pid if self.pid is not None else "null"}'
         raw = (self.raw_data or "").strip()
         if len(raw) > 2 and raw.startswith("{"):
             return text + ", " + raw[1:]
@@ -178,7 +187,7 @@ def history(ctx: Context, ref: str, page: int = 5000) -> Iterator[EventView]:
     while True:
         with ctx.sessions() as session:
             rows = session.execute(
-                select(Event.id, at, Event.kind, Event.detail, Event.actor, raw)
+                select(Event.id, at, Event.kind, Event.detail, Event.actor, raw, Event.host, Event.pid)
                 .where(Event.set_id == set_id, Event.id > last)
                 .order_by(Event.id)
                 .limit(page)
@@ -187,7 +196,7 @@ def history(ctx: Context, ref: str, page: int = 5000) -> Iterator[EventView]:
             return
         last = rows[-1][0]
         for e in rows:
-            yield EventView(at=e[1], kind=e[2], detail=e[3], actor=e[4], raw_data=e[5])
+            yield EventView(at=e[1], kind=e[2], detail=e[3], actor=e[4], raw_data=e[5], host=e[6], pid=e[7])
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,7 @@ class Attempt(Base):
     next_poll_at: Mapped[datetime | None] = mapped_column()
     poll_interval: Mapped[float | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()  # Alma's end_time
+    raw_reply: Mapped[bytes | None] = mapped_column(LargeBinary)  # the instance as Alma returned it at the end
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -181,7 +182,9 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None] = mapped_column()
-    actor: Mapped[str | None] = mapped_column(String(255))
+    actor: Mapped[str | None] = mapped_column(String(255))  # the operator's name, else the OS user
+    host: Mapped[str | None] = mapped_column(String(255))  # where the process ran (None: older rows not known)
+    pid: Mapped[int | None] = mapped_column(Integer)
 
 
 class Backup(Base):
@@ -214,3 +217,29 @@ class SetCreation(Base):
     state: Mapped[str] = mapped_column(String(16))  # creating, created, populated, registered
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Notification(Base):
+    """The outbox of notifications: written in the transaction of the event it announces, sent after commit.
+
+    ``key`` is unique, so one event gives one message however often it is polled; ``sending_at`` is committed
+    before the send and ``sent_at`` after it, so a crash leaves a row that a later hwf sends (again, if the
+    crash fell inside the send itself).
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("key", "target", name="uq_notifications_key_target"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))  # attention, quota, verified, done
+    target: Mapped[int] = mapped_column(Integer)  # index into [notify] urls: each URL is sent (and retried) apart
+    set_id: Mapped[int | None] = mapped_column(ForeignKey("sets.id", ondelete="SET NULL"), index=True)
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sending_at: Mapped[datetime | None] = mapped_column()
+    sending_by: Mapped[str | None] = mapped_column(String(255))
+    sent_at: Mapped[datetime | None] = mapped_column()
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,213 @@
+"""Notifications through apprise, from an outbox table: one message per event, sent after its commit.
+
+An event that deserves a message (a set needs attention, Alma's daily quota is spent, a set is verified when
+``[notify] on_verified``, every set is verified) adds one ``notifications`` row per configured URL in the
+same transaction as the event (:func:`queue_for_event`, called by ``add_event``/``set_attention``), so the
+message exists exactly when the event does. After that transaction commits, :func:`send_pending` sends it:
+
+1. claim the row (a conditional UPDATE of ``sending_at``) and commit;
+2. send it with apprise, outside any transaction;
+3. commit ``sent_at`` (or, on failure, the error and a later retry, up to :data:`MAX_TRIES` sends).
+
+A crash before 3 leaves a claimed row; any later hwf command sends it once :data:`STALE_SECONDS` have
+passed, saying that an earlier send was interrupted (it may then arrive twice: never zero times). A failed
+send is logged and never stops the work. The quota message is keyed by day and the "done" message by the
+sets it covers, so many sets or many polls give one message.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.config import Config, NotifyConfig, load_apprise
+from orchestrator.domain.machine import Stage
+from orchestrator.store.models import AlmaSet, Notification
+
+_log = logging.getLogger(__name__)
+NOTIFY = "hwf_notify"  # Session.info key: the NotifyConfig of the context that opened the session
+OUTBOX = "hwf_outbox"  # Session.info key: this transaction queued a notification (sent after commit)
+MAX_TRIES = 5
+STALE_SECONDS = 300.0
+BATCH = 50
+
+
+def queue_attention(session: Session, row: AlmaSet, attention_kind: str, reason: str, at: datetime) -> None:
+    """A set entered attention (not: was told the same reason again): queue one message."""
+    notify = _settings(session)
+    if notify is None:
+        return
+    if attention_kind == "quota":
+        if notify.on_quota:
+            title = "hwf: Alma's daily API quota is spent"
+            body = f"{reason}\n\nNo new work starts until the quota resets. First seen on set {row.alma_set_id}."
+            _queue(session, notify, f"quota:{at.date().isoformat()}", "quota", None, title, body, at)
+        return
+    if notify.on_attention:
+        title = f"hwf: set {row.alma_set_id} ({_short(row.name)}) needs attention"
+        body = f"{reason}\n\nState: {row.stage.value}. Details: hwf status {row.alma_set_id}"
+        _queue(session, notify, f"attention:{row.id}:{uuid.uuid4().hex}", "attention", row.id, title, body, at)
+
+
+def queue_for_event(session: Session, row: AlmaSet, kind: str, detail: str, at: datetime, data: dict[str, Any]) -> None:
+    """Messages an event written by ``add_event`` calls for: a set verified, the whole migration done."""
+    if kind != "transition" or data.get("to") != Stage.VERIFIED.value:
+        return
+    notify = _settings(session)
+    if notify is None:
+        return
+    if notify.on_verified:
+        title = f"hwf: set {row.alma_set_id} ({_short(row.name)}) is verified"
+        body = f"Every included record's handle resolves to its own Primo page ({row.record_count} records)."
+        _queue(session, notify, f"verified:{row.id}:{uuid.uuid4().hex}", "verified", row.id, title, body, at)
+    if notify.on_done:
+        left = session.scalar(
+            select(func.count()).select_from(AlmaSet).where(AlmaSet.stage != Stage.VERIFIED, AlmaSet.id != row.id)
+        )
+        if left == 0:
+            total, newest = session.execute(select(func.count(), func.max(AlmaSet.id)).select_from(AlmaSet)).one()
+            title = f"hwf: the migration is done: all {total} sets are verified"
+            body = f"The last set verified was {row.alma_set_id} ({row.name}). See hwf status."
+            _queue(session, notify, f"done:{total}:{newest}", "done", None, title, body, at)
+
+
+def _settings(session: Session) -> NotifyConfig | None:
+    notify = session.info.get(NOTIFY)
+    return notify if isinstance(notify, NotifyConfig) and notify.urls else None
+
+
+def _short(name: str, width: int = 60) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def _queue(
+    session: Session,
+    notify: NotifyConfig,
+    key: str,
+    kind: str,
+    set_id: int | None,
+    title: str,
+    body: str,
+    at: datetime,
+) -> None:
+    if session.scalar(select(Notification.id).where(Notification.key == key).limit(1)) is not None:
+        return  # already queued (the quota of one day, one "done")
+    for target in range(len(notify.urls)):
+        session.add(
+            Notification(key=key, target=target, kind=kind, set_id=set_id, title=title, body=body, created_at=at)
+        )
+    session.info[OUTBOX] = True
+
+
+class Context(Protocol):
+    """What sending needs of the service Context (kept structural: the context module imports this one)."""
+
+    config: Config
+    owner: str
+
+    @property
+    def sessions(self) -> sessionmaker[Session]: ...
+
+    @property
+    def clock(self) -> Callable[[], datetime]: ...
+
+
+def send_pending(ctx: Context) -> int:
+    """Send every message due (after its commit); return how many went out. Never raises for a failed send
+    or a database problem: both are logged, and the rows stay for a later hwf."""
+    urls = ctx.config.notify.urls
+    if not urls:
+        return 0
+    sent = 0
+    try:
+        for note_id in _due(ctx):
+            claimed = _claim(ctx, note_id)
+            if claimed is not None:
+                sent += _send(ctx, claimed, urls)
+    except SQLAlchemyError as exc:
+        _log.warning("notifications not sent now: database error %s", type(exc).__name__, extra={"hwf": {}})
+    return sent
+
+
+def _due(ctx: Context) -> list[int]:
+    now = ctx.clock()
+    stale = now - timedelta(seconds=STALE_SECONDS)
+    with ctx.sessions() as session:
+        return list(
+            session.scalars(
+                select(Notification.id)
+                .where(Notification.sent_at.is_(None), Notification.tries < MAX_TRIES)
+                .where(or_(Notification.sending_at.is_(None), Notification.sending_at < stale))
+                .order_by(Notification.id)
+                .limit(BATCH)
+            )
+        )
+
+
+def _claim(ctx: Context, note_id: int) -> tuple[int, int, str, str, str, bool] | None:
+    """Take one row for this process (one conditional UPDATE): (id, target, kind, title, body, resent)."""
+    now = ctx.clock()
+    stale = now - timedelta(seconds=STALE_SECONDS)
+    with ctx.sessions.begin() as session:
+        note = session.get(Notification, note_id)
+        if note is None or note.sent_at is not None:
+            return None
+        resent = note.sending_at is not None
+        taken = session.execute(
+            update(Notification)
+            .where(Notification.id == note_id, Notification.sent_at.is_(None))
+            .where(or_(Notification.sending_at.is_(None), Notification.sending_at < stale))
+            .values(sending_at=now, sending_by=ctx.owner, tries=Notification.tries + 1)
+        )
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        return note.id, note.target, note.kind, note.title, note.body, resent
+
+
+def _send(ctx: Context, claimed: tuple[int, int, str, str, str, bool], urls: tuple[str, ...]) -> int:
+    note_id, target, kind, title, body, resent = claimed
+    if resent:
+        body += "\n\n(Sent again: an earlier attempt to send this was interrupted; it may have arrived already.)"
+    error = None
+    if target >= len(urls):
+        error = f"[notify] urls has no entry {target} any more"
+    else:
+        error = deliver(urls[target], title, body, kind)
+    now = ctx.clock()
+    with ctx.sessions.begin() as session:
+        note = session.get_one(Notification, note_id)
+        if error is None:
+            note.sent_at = now
+            note.last_error = None
+        else:
+            note.sending_at = None  # a later hwf tries again, up to MAX_TRIES sends
+            note.last_error = error
+    fields = {"event": "notify", "kind": kind, "target": target, "ok": error is None, "error": error}
+    if error is None:
+        _log.info("notification sent: %s", title, extra={"hwf": fields})
+        return 1
+    _log.warning("notification not sent (%s): %s", error, title, extra={"hwf": fields})
+    return 0
+
+
+def deliver(url: str, title: str, body: str, kind: str) -> str | None:
+    """Send one message to one apprise URL; None when it went, else why not (never the URL: it may hold a
+    token or a password)."""
+    apprise = load_apprise()
+    scheme = url.split(":", 1)[0]
+    sender = apprise.Apprise()
+    if not sender.add(url):
+        return f"{scheme}:// URL not usable"
+    notify_type = apprise.NotifyType.WARNING if kind in ("attention", "quota") else apprise.NotifyType.SUCCESS
+    try:
+        result = sender.notify(body=body, title=title, notify_type=notify_type, body_format=apprise.NotifyFormat.TEXT)
+    except Exception as exc:  # a plugin's bug must not stop the work: the message is retried later
+        return f"{scheme}:// {type(exc).__name__}"
+    return None if result else f"{scheme}:// send failed"

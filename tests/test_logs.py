@@ -1,0 +1,119 @@
+"""The structured log: JSON lines in ``[log] file`` (default beside the SQLite database), rotated by size,
+with each HTTP call (Alma and the handle proxy), each event (transitions with their reason), each scheduler
+decision, and never the Alma key."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.config import default_log_file
+from orchestrator.simulator import Simulator
+from tests.conftest import API_KEY, FakeClock, sim_wiring
+from tests.opskit import run, runner, write_config
+
+
+@pytest.fixture
+def wired(sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Simulator:
+    monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
+    monkeypatch.setattr(runner, "wiring", sim_wiring(sim, clock))
+    return sim
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_default_log_file_is_beside_the_sqlite_database(tmp_path: Path) -> None:
+    assert default_log_file(f"sqlite:///{tmp_path}/work/hwf.db") == tmp_path / "work" / "hwf.log"
+    assert default_log_file("postgresql+psycopg://u@h/db").name == "hwf.log"
+    assert default_log_file("postgresql+psycopg://u@h/db").parent != Path(".")
+
+
+def test_a_whole_run_is_in_the_log_and_the_key_never_is(tmp_path: Path, wired: Simulator) -> None:
+    path = write_config(tmp_path)
+    set_id = wired.create_set("Logged", wired.generate_records(12, profile="clean", seed=4))
+    other = wired.create_set("Waits", wired.generate_records(5, profile="clean", seed=6))
+    assert run(path, "add", set_id).exit_code == 0
+    assert run(path, "add", other).exit_code == 0
+    assert run(path, "resume", "--all", "--max-running", "1").exit_code == 0
+    assert run(path, "status").exit_code == 0
+    assert run(path, "history", set_id).exit_code == 0
+    log = tmp_path / "hwf.log"  # beside hwf.db
+    raw = log.read_text(encoding="utf-8")
+    assert API_KEY not in raw and API_KEY[:12] not in raw
+    lines = _lines(log)
+    http = [x for x in lines if x.get("event") == "http"]
+    alma = [x for x in http if x["remote"] == "alma"]
+    assert alma and all({"method", "path", "status", "ms", "alma_code", "tracking_id"} <= x.keys() for x in alma)
+    assert {"GET", "POST"} <= {x["method"] for x in alma}
+    assert any(x["path"].startswith("/conf/jobs/") and x["method"] == "POST" for x in alma)
+    assert all("?" not in x["path"] and "apikey" not in x["path"].lower() for x in http)
+    assert any(x["remote"] == "resolver" and x["path"].startswith("/api/handles/") for x in http)
+    transitions = [x for x in lines if x.get("event") == "audit" and x["kind"] == "transition"]
+    mine = [x["to"] for x in transitions if x["set"] == set_id]
+    assert mine == ["identifiers_copied", "migrated", "integrated", "verified"]
+    assert all(x["detail"] for x in transitions)
+    decisions = [x for x in lines if x.get("event") == "schedule"]
+    assert any(x["decision"] == "wait" and "slot" in x["reason"] for x in decisions), decisions
+    assert any(x["decision"] == "run" for x in decisions)
+    assert all(x["at"].endswith("Z") and x["level"] in ("info", "warning") for x in lines)
+
+
+def test_an_alma_error_is_logged_with_its_code_and_tracking_id(tmp_path: Path, wired: Simulator) -> None:
+    path = write_config(tmp_path)
+    assert run(path, "add", "999999999").exit_code != 0  # the simulator does not know this set
+    errors = [x for x in _lines(tmp_path / "hwf.log") if x.get("event") == "http" and x["status"] >= 400]
+    assert errors and errors[0]["alma_code"] and errors[0]["path"] == "/conf/sets/999999999"
+
+
+def test_the_log_rotates_by_size(tmp_path: Path, wired: Simulator) -> None:
+    path = write_config(tmp_path, log={"file": "logs/run.log", "max_bytes": 10_000, "backups": 2})
+    set_id = wired.create_set("Rotated", wired.generate_records(40, profile="clean", seed=5))
+    assert run(path, "add", set_id).exit_code == 0
+    assert run(path, "advance", set_id).exit_code == 0
+    names = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert names == ["run.log", "run.log.1", "run.log.2"], names
+    assert all(p.stat().st_size <= 10_000 + 4_000 for p in (tmp_path / "logs").iterdir())
+
+
+def test_no_log_file_when_disabled(tmp_path: Path, wired: Simulator) -> None:
+    path = write_config(tmp_path, log={"enabled": False})
+    assert run(path, "status").exit_code == 0
+    assert not (tmp_path / "hwf.log").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_an_unwritable_log_file_is_one_line_naming_it_exit_2(tmp_path: Path, wired: Simulator) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        path = write_config(tmp_path, log={"file": "locked/sub/hwf.log"})
+        result = run(path, "status")
+    finally:
+        locked.chmod(0o700)
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: cannot write the log file ") and str(locked / "sub") in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_log_path_that_is_a_directory_is_one_line_exit_2(tmp_path: Path, wired: Simulator) -> None:
+    (tmp_path / "adir").mkdir()
+    path = write_config(tmp_path, log={"file": "adir"})
+    result = run(path, "status")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: cannot write the log file ") and "adir" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_log_file_that_cannot_be_created_is_one_line_exit_2(tmp_path: Path, wired: Simulator) -> None:
+    path = write_config(tmp_path, log={"file": "/proc/hwf-test/hwf.log"})  # not even root can make it
+    result = run(path, "status")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: cannot write the log file /proc/hwf-test/hwf.log")
+    assert len(result.output.strip().splitlines()) == 1
