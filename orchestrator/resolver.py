@@ -20,6 +20,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
+from orchestrator.bounded import MB, ReplyTooLarge, ReplyTooSlow, load_json, send_bounded
 from orchestrator.config import PrimoConfig
 from orchestrator.domain.handles import (
     Verdict,
@@ -86,6 +87,10 @@ class VerifyStats:
         }
 
 
+class _Refused(Exception):
+    """One attempt got a reply hwf will not read (over the size cap): an ERROR verdict, no retry."""
+
+
 class _Transient(Exception):
     """One attempt failed in a way worth retrying."""
 
@@ -127,6 +132,8 @@ class Verifier:
         clock: Callable[[], float] = time.monotonic,
         circuit_threshold: int | None = None,
         rng: random.Random | None = None,
+        max_reply_bytes: int = MB,
+        deadline: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -141,6 +148,9 @@ class Verifier:
         self._backoff_cap = backoff_cap
         self._follow = follow
         self._rng = rng or random.Random()
+        # Each reply is read as a stream, at most max_reply_bytes, whole within ``deadline`` seconds.
+        self._max_reply_bytes = max_reply_bytes
+        self._deadline = deadline if deadline is not None else 4 * timeout
         self._limiter = TokenBucket(requests_per_second, clock, sleep, pacing=1.0)
         # After this many transient failures in a row (across workers) every worker pauses for
         # backoff_cap: an outage should cost a pause, not thousands of ERROR rows.
@@ -262,6 +272,8 @@ class Verifier:
     def _check_safely(self, item: VerifyItem) -> VerifyResult:
         try:
             return self._check(item)
+        except _Refused as exc:
+            return self._result(item, Verdict.ERROR, detail=f"the proxy's reply was refused: {exc}", attempts=1)
         except Exception as exc:  # one bad record must never stop the run
             return self._result(item, Verdict.ERROR, detail=f"internal error: {type(exc).__name__}: {exc}")
 
@@ -364,7 +376,18 @@ class Verifier:
 
     def _send(self, request: httpx.Request, *, follow_redirects: bool = False) -> httpx.Response:
         try:
-            return self._http.send(request, follow_redirects=follow_redirects)
+            return send_bounded(
+                self._http,
+                request,
+                max_bytes=self._max_reply_bytes,
+                deadline=self._deadline,
+                follow_redirects=follow_redirects,
+            )
+        except ReplyTooLarge as exc:
+            # A handle's reply is a few hundred bytes: a huge one is a broken proxy, not worth retrying.
+            raise _Refused(f"{exc} (handles.max_reply_kb)") from None
+        except ReplyTooSlow as exc:
+            raise _Transient(f"{exc} (handles.deadline_seconds)") from None
         except httpx.TimeoutException as exc:
             raise _Transient(f"timeout ({type(exc).__name__})") from None
         except httpx.UnsupportedProtocol:
@@ -453,8 +476,8 @@ def _is_proxy_hop(current: str, target: str) -> bool:
 
 def _json_object(resp: httpx.Response) -> dict[str, Any] | None:
     try:
-        data = resp.json()
-    except (ValueError, UnicodeDecodeError):
+        data = load_json(resp.content)
+    except (ValueError, UnicodeDecodeError):  # JsonTooDeep included: not a handle reply
         return None
     return data if isinstance(data, dict) else None
 

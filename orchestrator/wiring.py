@@ -53,6 +53,8 @@ def build_alma(config: Config, wiring: Wiring | None = None) -> AlmaClient:
         requests_per_second=config.alma.requests_per_second,
         daily_call_floor=config.alma.daily_call_floor,
         max_retries=config.alma.max_retries,
+        max_reply_bytes=int(config.alma.max_reply_mb * 1024 * 1024),
+        deadline=config.alma.deadline_seconds,
         user_agent=f"hwf/{__version__}",
         transport=wiring.alma_transport,
         **extra,  # type: ignore[arg-type]
@@ -75,6 +77,8 @@ def build_verifier(config: Config, follow: bool, wiring: Wiring | None = None) -
         requests_per_second=h.requests_per_second,
         retries=h.retries,
         timeout=h.timeout_seconds,
+        max_reply_bytes=int(h.max_reply_kb * 1024),
+        deadline=h.deadline_seconds,
         follow=follow,
         user_agent=f"hwf/{__version__} (handle verification)",
         transport=wiring.resolver_transport,
