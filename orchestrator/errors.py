@@ -96,3 +96,9 @@ class LeaseHeldError(HwfError):
     """Another hwf process holds the set."""
 
     exit_code = 4
+
+
+class OutputError(HwfError):
+    """A file hwf was asked to write could not be written (no space, no permission)."""
+
+    exit_code = 1
