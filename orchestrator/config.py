@@ -73,6 +73,7 @@ class HandlesConfig:
     timeout_seconds: float = 15.0
     max_reply_kb: float = 1024.0
     deadline_seconds: float = 60.0
+    public_cache_check: bool = True
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,7 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
             timeout_seconds=handles.number("timeout_seconds", 15.0, minimum=0.1),
             max_reply_kb=handles.number("max_reply_kb", 1024.0, minimum=1.0),
             deadline_seconds=handles.number("deadline_seconds", 60.0, minimum=0.1),
+            public_cache_check=handles.choice("public_cache_check", "on", ("on", "off")) == "on",
         ),
         primo=PrimoConfig(domain=primo.string("domain"), view=primo.string("view")),
         lease_seconds=workflow.number("lease_seconds", 120.0, minimum=5.0),

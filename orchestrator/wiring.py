@@ -79,6 +79,7 @@ def build_verifier(config: Config, follow: bool, wiring: Wiring | None = None) -
         timeout=h.timeout_seconds,
         max_reply_bytes=int(h.max_reply_kb * 1024),
         deadline=h.deadline_seconds,
+        check_public=h.public_cache_check,
         follow=follow,
         user_agent=f"hwf/{__version__} (handle verification)",
         transport=wiring.resolver_transport,

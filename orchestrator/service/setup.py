@@ -780,6 +780,10 @@ timeout_seconds = 15
 # whole within deadline_seconds counts as a timeout (retried).
 max_reply_kb = 1024
 deadline_seconds = 60
+# Verification asks the primary handle server (auth=true: the proxy's cache is bypassed); for handles that
+# are right there, "on" also asks what the public proxy answers (one more request each), so that a handle
+# the proxy still serves from its cache (up to 24 h) is STALE_CACHE with its expiry. "off": primary only.
+public_cache_check = "on"
 
 [primo]
 # Handles must resolve to https://{domain}/discovery/fulldisplay/alma{MMS ID}/{view}
