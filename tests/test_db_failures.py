@@ -138,3 +138,25 @@ def test_bugs_are_not_turned_into_database_errors():
 
     assert db.database_failure(IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed")), "sqlite://") is None
     assert db.database_failure(ProgrammingError("SELECT", {}, Exception("syntax error")), "sqlite://") is None
+
+
+def test_integrity_and_dropped_table_on_both_backends(db_url: str) -> None:
+    from sqlalchemy import select
+
+    from orchestrator.store.models import Event
+
+    sessions = db.open_database(db_url)
+    engine = sessions.kw["bind"]
+    try:
+        assert db.integrity_problems(engine) == []
+        with engine.begin() as conn:
+            conn.execute(
+                text("DROP TABLE events CASCADE" if engine.dialect.name == "postgresql" else "DROP TABLE events")
+            )
+        assert db.integrity_problems(engine) == ["table events is missing"]
+        with pytest.raises(DatabaseError, match="missing a table") as caught:
+            with sessions() as session:
+                session.scalars(select(Event)).all()
+        assert "\n" not in str(caught.value) and "events" in str(caught.value)
+    finally:
+        engine.dispose()
