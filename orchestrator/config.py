@@ -47,6 +47,8 @@ class AlmaConfig:
     requests_per_second: float = 10.0
     daily_call_floor: int = 5000
     timeout_seconds: float = 60.0
+    max_reply_mb: float = 20.0
+    deadline_seconds: float = 300.0
     format: str = "json"
     reconcile_grace_seconds: float = 120.0
     handle_integration_mode: str = "api"
@@ -70,6 +72,9 @@ class HandlesConfig:
     requests_per_second: float = 20.0
     retries: int = 4
     timeout_seconds: float = 15.0
+    max_reply_kb: float = 1024.0
+    deadline_seconds: float = 60.0
+    public_cache_check: bool = True
 
 
 @dataclass(frozen=True)
@@ -290,6 +295,8 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
             requests_per_second=alma.number("requests_per_second", 10.0, minimum=0.1),
             daily_call_floor=alma.integer("daily_call_floor", 5000),
             timeout_seconds=alma.number("timeout_seconds", 60.0, minimum=0.1),
+            max_reply_mb=alma.number("max_reply_mb", 20.0, minimum=0.01),
+            deadline_seconds=alma.number("deadline_seconds", 300.0, minimum=0.1),
             format=alma.choice("format", "json", ("json", "xml")),
             reconcile_grace_seconds=alma.number("reconcile_grace_seconds", 120.0),
             handle_integration_mode=mode,
@@ -307,6 +314,9 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
             requests_per_second=handles.number("requests_per_second", 20.0, minimum=0.1),
             retries=handles.integer("retries", 4),
             timeout_seconds=handles.number("timeout_seconds", 15.0, minimum=0.1),
+            max_reply_kb=handles.number("max_reply_kb", 1024.0, minimum=1.0),
+            deadline_seconds=handles.number("deadline_seconds", 60.0, minimum=0.1),
+            public_cache_check=handles.choice("public_cache_check", "on", ("on", "off")) == "on",
         ),
         primo=PrimoConfig(domain=primo.string("domain"), view=primo.string("view")),
         lease_seconds=workflow.number("lease_seconds", 120.0, minimum=5.0),

@@ -101,4 +101,8 @@ class LeaseHeldError(HwfError):
 class ServeError(HwfError):
     """The dashboard cannot start: the port is in use, the address is not this machine's."""
 
+
+class OutputError(HwfError):
+    """A file hwf was asked to write could not be written (no space, no permission)."""
+
     exit_code = 1

@@ -21,6 +21,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
+from orchestrator.bounded import MB, ReplyTooLarge, ReplyTooSlow, load_json, send_bounded
 from orchestrator.config import PrimoConfig
 from orchestrator.domain.handles import (
     Verdict,
@@ -29,6 +30,8 @@ from orchestrator.domain.handles import (
     explain,
     normalise_url,
     parse_handle,
+    stale_cache_detail,
+    stale_cache_expiry,
 )
 from orchestrator.pacing import TokenBucket, backoff_delay, retry_after
 
@@ -89,6 +92,10 @@ class VerifyStats:
         }
 
 
+class _Refused(Exception):
+    """One attempt got a reply hwf will not read (over the size cap): an ERROR verdict, no retry."""
+
+
 class _Transient(Exception):
     """One attempt failed in a way worth retrying."""
 
@@ -103,6 +110,8 @@ class _Answer:
     verdict: Verdict
     url: str | None = None
     detail: str | None = None
+    ttl: float | None = None  # the URL value's TTL (seconds), as the reply gives it
+    changed_at: datetime | None = None  # the URL value's timestamp (when it was last written)
 
 
 class Verifier:
@@ -130,6 +139,9 @@ class Verifier:
         clock: Callable[[], float] = time.monotonic,
         circuit_threshold: int | None = None,
         rng: random.Random | None = None,
+        max_reply_bytes: int = MB,
+        deadline: float | None = None,
+        check_public: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -144,6 +156,10 @@ class Verifier:
         self._backoff_cap = backoff_cap
         self._follow = follow
         self._rng = rng or random.Random()
+        # Each reply is read as a stream, at most max_reply_bytes, whole within ``deadline`` seconds.
+        self._check_public = check_public
+        self._max_reply_bytes = max_reply_bytes
+        self._deadline = deadline if deadline is not None else 4 * timeout
         self._limiter = TokenBucket(requests_per_second, clock, sleep, pacing=1.0)
         # After this many transient failures in a row (across workers) every worker pauses for
         # backoff_cap: an outage should cost a pause, not thousands of ERROR rows.
@@ -265,6 +281,8 @@ class Verifier:
     def _check_safely(self, item: VerifyItem) -> VerifyResult:
         try:
             return self._check(item)
+        except _Refused as exc:
+            return self._result(item, Verdict.ERROR, detail=f"the proxy's reply was refused: {exc}", attempts=1)
         except Exception as exc:  # one bad record must never stop the run
             return self._result(item, Verdict.ERROR, detail=f"internal error: {type(exc).__name__}: {exc}")
 
@@ -286,6 +304,9 @@ class Verifier:
                 detail=f"gave up after {attempts} attempts: {reason}",
                 attempts=attempts,
             )
+        if answer.verdict is Verdict.OK and self._check_public:
+            answer, more = self._public_view(handle, item.mms_id, expected, answer)
+            attempts += more
         verdict, detail, redirect_ok = answer.verdict, answer.detail, None
         if self._follow and answer.url is not None:
             seen, more, reason = self._retrying(lambda: self._follow_redirect(handle, expected))
@@ -315,6 +336,22 @@ class Verifier:
             attempts=attempts,
             redirect_ok=redirect_ok,
         )
+
+    def _public_view(self, handle: str, mms_id: str, expected: str, primary: _Answer) -> tuple[_Answer, int]:
+        """The primary server has the right URL: ask what the public proxy (its cache) answers.
+
+        Only asked when the authoritative answer is OK (a wrong handle needs no second request), so a
+        handle costs two requests when right and one otherwise. A public answer that differs gives
+        STALE_CACHE with the time the cached value expires; a public proxy that does not answer leaves
+        the verdict OK (the primary is what registration is about) with a note."""
+        public, attempts, reason = self._retrying(lambda: self._ask_api(handle, mms_id, expected, authoritative=False))
+        if public is None:
+            return _Answer(Verdict.OK, url=primary.url, detail=f"public proxy not checked: {reason}"), attempts
+        if public.verdict is Verdict.OK:
+            return primary, attempts
+        expires = stale_cache_expiry(datetime.now(UTC), primary.changed_at, public.ttl)
+        detail = stale_cache_detail(public.verdict, public.url, expires)
+        return _Answer(Verdict.STALE_CACHE, url=primary.url, detail=detail, ttl=public.ttl), attempts
 
     def _retrying(self, once: Callable[[], _T]) -> tuple[_T | None, int, str | None]:
         """Run ``once`` until it returns or raises _Transient ``retries + 1`` times."""
@@ -368,7 +405,20 @@ class Verifier:
     def _send(self, request: httpx.Request, *, follow_redirects: bool = False) -> httpx.Response:
         started = time.monotonic()
         try:
-            response = self._http.send(request, follow_redirects=follow_redirects)
+            response = send_bounded(
+                self._http,
+                request,
+                max_bytes=self._max_reply_bytes,
+                deadline=self._deadline,
+                follow_redirects=follow_redirects,
+            )
+        except ReplyTooLarge as exc:
+            # A handle's reply is a few hundred bytes: a huge one is a broken proxy, not worth retrying.
+            _log_call(request, None, started, "ReplyTooLarge")
+            raise _Refused(f"{exc} (handles.max_reply_kb)") from None
+        except ReplyTooSlow as exc:
+            _log_call(request, None, started, "ReplyTooSlow")
+            raise _Transient(f"{exc} (handles.deadline_seconds)") from None
         except httpx.TimeoutException as exc:
             _log_call(request, None, started, type(exc).__name__)
             raise _Transient(f"timeout ({type(exc).__name__})") from None
@@ -380,15 +430,17 @@ class Verifier:
         _log_call(request, response.status_code, started)
         return response
 
-    def api_request(self, handle: str) -> httpx.Request:
+    def api_request(self, handle: str, *, authoritative: bool = True) -> httpx.Request:
         """The request that asks the proxy's JSON API for a handle's URL value (sent by a check, shown by
-        ``--dry-run``)."""
+        ``--dry-run``). ``authoritative``: ``auth=true``, the proxy bypasses its cache and asks the primary
+        handle server; without it, the answer is what the public gets (possibly from the proxy's cache)."""
         url = f"{self._resolver}/api/handles/{quote(handle, safe='/')}"
-        return self._http.build_request("GET", url, params={"type": "URL"}, headers={"Accept": "application/json"})
+        params = {"type": "URL", "auth": "true"} if authoritative else {"type": "URL"}
+        return self._http.build_request("GET", url, params=params, headers={"Accept": "application/json"})
 
-    def _ask_api(self, handle: str, mms_id: str, expected: str) -> _Answer:
+    def _ask_api(self, handle: str, mms_id: str, expected: str, *, authoritative: bool = True) -> _Answer:
         # The API never redirects by itself; following is only for an http->https hop in front.
-        resp = self._send(self.api_request(handle), follow_redirects=True)
+        resp = self._send(self.api_request(handle, authoritative=authoritative), follow_redirects=True)
         status = resp.status_code
         body = _json_object(resp)
         rc = _response_code(body)
@@ -425,7 +477,8 @@ class Verifier:
         if value is None:
             return _Answer(Verdict.NO_URL, detail="the URL value has no readable data")
         verdict = classify_url(value, mms_id, self._primo)
-        return _Answer(verdict, url=value, detail=explain(verdict, value, expected))
+        ttl, changed_at = _url_value_times(body.get("values"))
+        return _Answer(verdict, url=value, detail=explain(verdict, value, expected), ttl=ttl, changed_at=changed_at)
 
     def _follow_redirect(self, handle: str, expected: str) -> tuple[bool, str | None, int]:
         """GET the proxy's user-facing URL without following: (Location is expected, what was seen,
@@ -471,8 +524,8 @@ def _is_proxy_hop(current: str, target: str) -> bool:
 
 def _json_object(resp: httpx.Response) -> dict[str, Any] | None:
     try:
-        data = resp.json()
-    except (ValueError, UnicodeDecodeError):
+        data = load_json(resp.content)
+    except (ValueError, UnicodeDecodeError):  # JsonTooDeep included: not a handle reply
         return None
     return data if isinstance(data, dict) else None
 
@@ -493,6 +546,29 @@ def _response_code(body: dict[str, Any] | None) -> int | None:
 def _message(body: dict[str, Any] | None) -> str:
     message = body.get("message") if body else None
     return f": {message}" if isinstance(message, str) and message else ""
+
+
+def _url_value_times(values: object) -> tuple[float | None, datetime | None]:
+    """The first URL value's ``ttl`` (seconds; negative TTLs are absolute times, ignored) and ``timestamp``."""
+    if not isinstance(values, list):
+        return None, None
+    for value in values:
+        if isinstance(value, dict) and str(value.get("type", "")).upper() == "URL":
+            ttl = value.get("ttl")
+            seconds = float(ttl) if isinstance(ttl, int | float) and not isinstance(ttl, bool) and ttl >= 0 else None
+            return seconds, _timestamp(value.get("timestamp"))
+    return None, None
+
+
+def _timestamp(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "zZ" else text)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _first_url_value(values: object) -> tuple[bool, str | None]:

@@ -186,7 +186,10 @@ def test_verification_requests_go_to_the_resolver_without_a_key(settling: tuple[
     with ctx.sessions() as s:
         handle = s.scalars(select(Record.handle).order_by(Record.id)).first()
     assert first.count == 7
-    assert (first.method, first.path) == ("GET", f"{ctx.config.handles.resolver_url}/api/handles/{handle}?type=URL")
+    assert (first.method, first.path) == (
+        "GET",
+        f"{ctx.config.handles.resolver_url}/api/handles/{handle}?type=URL&auth=true",
+    )
     assert dict(first.headers) == {"Accept": "application/json"}
     assert plan.transition is not None and plan.transition.startswith("integrated -> verified (verify)")
 

@@ -128,7 +128,13 @@ class Sleeps:
 
 
 def make_verifier(proxy: Callable[[httpx.Request], httpx.Response], **kwargs: object) -> Verifier:
-    options: dict[str, object] = {"requests_per_second": None, "sleep": Sleeps(), "concurrency": 4}
+    # The public-cache check (a second request per OK handle) has its own tests (test_stale_cache.py).
+    options: dict[str, object] = {
+        "requests_per_second": None,
+        "sleep": Sleeps(),
+        "concurrency": 4,
+        "check_public": False,
+    }
     options.update(kwargs)
     return Verifier(RESOLVER, PRIMO, transport=httpx.MockTransport(proxy), **options)  # type: ignore[arg-type]
 
@@ -353,7 +359,7 @@ def test_request_shape() -> None:
         (result,) = verifier.verify([VerifyItem("1", "11084/a#b?c_ü")])
     request = proxy.requests[0]
     assert request.method == "GET"
-    assert request.url.raw_path == b"/api/handles/11084/a%23b%3Fc_%C3%BC?type=URL"
+    assert request.url.raw_path == b"/api/handles/11084/a%23b%3Fc_%C3%BC?type=URL&auth=true"
     assert request.headers["Accept"] == "application/json"
     assert request.headers["User-Agent"] == "hwf-test/1 (ops@example.org)"
     assert result.verdict is Verdict.OK
@@ -716,4 +722,6 @@ def test_real_sockets_on_localhost(monkeypatch: pytest.MonkeyPatch) -> None:
         server.shutdown()
         server.server_close()
     assert len(results) == 40
-    assert {(r.verdict, r.redirect_ok, r.attempts) for r in results} == {(Verdict.OK, True, 2)}
+    assert {(r.verdict, r.redirect_ok, r.attempts) for r in results} == {
+        (Verdict.OK, True, 3)
+    }  # authoritative, public, redirect

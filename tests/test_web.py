@@ -27,9 +27,10 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app as cli_app
 from orchestrator.errors import ServeError
+from orchestrator.service.report import csv_safe as spreadsheet_safe
 from orchestrator.store.models import AlmaSet, Record
 from orchestrator.web import TOKEN_COOKIE, create_app
-from orchestrator.web.text import clean, spreadsheet_safe
+from orchestrator.web.text import clean
 from tests.conftest import write_minimal_config
 from tests.webworld import FORMULA_TITLE, HOSTILE_NAME, HOSTILE_TITLE, World, build_world
 
@@ -390,7 +391,7 @@ def test_a_database_that_breaks_meanwhile_is_a_503_page(tmp_path: Path) -> None:
             conn.execute("DROP TABLE events")
         c = TestClient(create_app(world.reader), base_url=LOCAL)
         r = c.get(f"/sets/{world.verified}")
-        assert r.status_code == 503 and "cannot read the database: no such table: events" in r.text
+        assert r.status_code == 503 and "is missing a table (no such table: events)" in r.text
         assert "Traceback" not in r.text
         assert c.get(f"/api/sets/{world.verified}").json()["status"] == 503
     finally:

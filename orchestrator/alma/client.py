@@ -47,6 +47,7 @@ from orchestrator.alma.wire import (
     one_line,
     parse_error_body,
 )
+from orchestrator.bounded import MB, ReplyTooLarge, ReplyTooSlow, send_bounded
 from orchestrator.errors import (
     AlmaBadReplyError,
     AlmaError,
@@ -165,6 +166,8 @@ class AlmaClient:
         monotonic: Callable[[], float] = time.monotonic,
         user_agent: str = "hwf/0.1",
         jitter: Callable[[], float] = random.random,
+        max_reply_bytes: int = 20 * MB,
+        deadline: float | None = None,
     ) -> None:
         """``base_url`` is the regional gateway (``/almaws/v1`` is appended unless present).
 
@@ -184,6 +187,11 @@ class AlmaClient:
         self._max_retries = max_retries
         self._sleep, self._jitter = sleep, jitter
         self._bucket = TokenBucket(requests_per_second, monotonic, sleep)
+        # Every reply is read as a stream: at most max_reply_bytes, whole within ``deadline`` seconds
+        # (default: 5 x the per-read timeout), so a 1-byte-a-second server cannot hold hwf forever.
+        self._max_reply_bytes = max_reply_bytes
+        self._deadline = deadline if deadline is not None else 5 * timeout
+        self._monotonic = monotonic
         self._lock = threading.Lock()
         self.remaining = None
         self.quota = None
@@ -540,7 +548,15 @@ class AlmaClient:
                 self.calls += 1
             started = time.monotonic()
             try:
-                response = self._http.send(request)
+                response = send_bounded(
+                    self._http,
+                    request,
+                    max_bytes=self._max_reply_bytes,
+                    deadline=self._deadline,
+                    monotonic=self._monotonic,
+                )
+            except ReplyTooLarge as exc:
+                raise self._too_large(method, path, idempotent, exc) from None
             except _NOT_SENT as exc:
                 self._log_call(method, path, None, started, error=type(exc).__name__)
                 # The connection was never made, so even a POST did not reach Alma: safe to try again.
@@ -555,7 +571,7 @@ class AlmaClient:
                     method=method,
                     path=path,
                 ) from exc
-            except httpx.RequestError as exc:
+            except (httpx.RequestError, ReplyTooSlow) as exc:
                 self._log_call(method, path, None, started, error=type(exc).__name__)
                 if idempotent and attempt < self._max_retries:
                     self._pause(attempt, None, method, path, type(exc).__name__)
@@ -599,6 +615,18 @@ class AlmaClient:
             if codes & JOB_THRESHOLD_CODES:
                 raise self._alma_error(method, path, response, details, JobThresholdError)
             raise self._alma_error(method, path, response, details)
+
+    def _too_large(self, method: str, path: str, idempotent: bool, exc: ReplyTooLarge) -> AlmaError:
+        """A reply over alma.max_reply_mb: a bad reply, or after a POST an unknown outcome (reconciled)."""
+        if idempotent:
+            return self._error(
+                AlmaBadReplyError,
+                f"Alma {method} {path}: bad reply: {exc} (alma.max_reply_mb)",
+                method=method,
+                path=path,
+            )
+        message = f"Alma {method} {path}: {exc} (alma.max_reply_mb); {_UNKNOWN_OUTCOME}"
+        return self._error(AlmaUnreachableError, message, method=method, path=path)
 
     def _check_floor(self, method: str, path: str) -> None:
         remaining = self.remaining

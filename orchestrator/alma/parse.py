@@ -8,6 +8,7 @@ sent: ``Bib.xml`` and ``Bib.record_xml`` are slices of the reply body, not re-se
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -38,7 +39,6 @@ from orchestrator.alma.wire import (
     short_repr,
     text_of,
     to_datetime,
-    to_float,
     to_int,
 )
 
@@ -190,36 +190,66 @@ def instance_from_tree(tree: Tree, job_id: str, where: str, origin: Origin) -> J
     if instance_id is None:
         raise origin.bad(f"{where}.id is missing or empty")
     job_info = tree.get("job_info")
-    counters = []
-    for path, entry in _objects(items(tree, "counters", "counter"), f"{where}.counter", origin):
-        counters.append(
-            Counter(
-                code=_required(entry, "type", path, origin),
-                desc=desc_of(entry.get("type")) or "",
-                # A counter sent without a value counts nothing; a non-numeric one is a broken reply.
-                value=_convert(to_int, entry.get("value"), f"{path}.value", origin) or 0,
-            )
-        )
+    counters = tuple(_counters(items(tree, "counters", "counter")))
     alerts = []
-    for index, entry in enumerate(items(tree, "alerts", "alert")):
+    for entry in items(tree, "alerts", "alert"):
         code = text_of(entry)
-        if code is None or not code.strip():
-            raise origin.bad(f"{where}.alert[{index}] is {short_repr(entry)}, not an alert code")
-        alerts.append(Alert(code=code.strip(), desc=desc_of(entry) or ""))
+        if code is not None and code.strip():  # anything else is not an alert hwf can name: ignored
+            alerts.append(Alert(code=code.strip(), desc=desc_of(entry) or ""))
     return JobInstance(
         id=instance_id,
         job_id=(_optional(job_info, "id") if isinstance(job_info, dict) else None) or job_id,
         name=_optional(tree, "name"),
         status=_required(tree, "status", where, origin),
         status_desc=desc_of(tree.get("status")),
-        progress=_convert(to_float, tree.get("progress"), f"{where}.progress", origin),
+        progress=progress_of(tree.get("progress")),
         submitted_by=_optional(tree, "submitted_by"),
         submit_time=_convert(to_datetime, tree.get("submit_time"), f"{where}.submit_time", origin),
         start_time=_convert(to_datetime, tree.get("start_time"), f"{where}.start_time", origin),
         end_time=_convert(to_datetime, tree.get("end_time"), f"{where}.end_time", origin),
-        counters=tuple(counters),
+        counters=counters,
         alerts=tuple(alerts),
     )
+
+
+def _counters(entries: list[Any]) -> list[Counter]:
+    """Counters as sent: a number stays a number, text stays text (Alma puts messages in counters);
+    entries that are not objects, or name no type, are ignored."""
+    found = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        code = _optional(entry, "type") or desc_of(entry.get("type"))
+        if code is None:
+            continue
+        found.append(Counter(code=code, desc=desc_of(entry.get("type")) or "", value=counter_value(entry.get("value"))))
+    return found
+
+
+def counter_value(value: Any) -> int | str:
+    """A counter's value: a whole number when it is one (``12``, ``"12"``, ``12.0``), otherwise its text
+    (0 when absent or empty: a counter sent without a value counts nothing)."""
+    try:
+        number = to_int(value)
+    except (TypeError, ValueError):
+        number = None
+    else:
+        return number or 0
+    text = text_of(value)
+    return text.strip() if text is not None and text.strip() else 0
+
+
+def progress_of(value: Any) -> float | None:
+    """Progress as Alma sends it: a number (fractional, or over 100), ``"42"``, ``"42.5%"``; None when absent
+    or text that is not a number (progress is informative only: it never decides anything)."""
+    text = text_of(value)
+    if text is None:
+        return None
+    try:
+        number = float(text.strip().rstrip("%").strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def parse_instance(reply: Reply, job_id: str, origin: Origin = Origin()) -> JobInstance:
@@ -304,7 +334,9 @@ def bib_from_json(tree: Tree, where: str, origin: Origin) -> Bib:
     # batch; dc.classify_bib parses it safely and classifies it BAD_XML.
     for value in as_list(tree.get("anies")):
         if isinstance(value, str) and value.strip():
-            record_xml = value.encode("utf-8")
+            # Alma's string keeps its encoding="UTF-16" declaration; these bytes are UTF-8, so the
+            # declaration goes, as the <record> sliced from an XML reply has none.
+            record_xml = _strip_declaration(value.encode("utf-8"))
             break
     fields = []
     for key, value in tree.items():
@@ -320,7 +352,7 @@ def bib_from_json(tree: Tree, where: str, origin: Origin) -> Bib:
         except ValueError:  # a key or value XML cannot carry; the rebuilt <bib> is informative only
             continue
         fields.append(etree.tostring(element, encoding="UTF-8", xml_declaration=False))
-    record_part = _strip_declaration(record_xml) if record_xml else b""
+    record_part = record_xml or b""
     return Bib(
         mms_id=mms_id,
         record_format=_optional(tree, "record_format"),

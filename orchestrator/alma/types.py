@@ -45,11 +45,14 @@ class SetMember:
 
 @dataclass(frozen=True)
 class Counter:
-    """A job-instance counter; ``code`` is job-specific, ``desc`` is the UI text."""
+    """A job-instance counter; ``code`` is job-specific, ``desc`` is the UI text.
+
+    ``value`` is a count, or text where Alma puts a message in a counter (real instances carry
+    ``{"type": {"value": "FTP has failed."}, "value": "Download zip file for manual FTP."}``)."""
 
     code: str
     desc: str
-    value: int
+    value: int | str
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ XML the same way, so the parsers in ``alma_xml.py`` read one shape whatever Alma
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from typing import Any
 
 from lxml import etree
 
+from orchestrator.bounded import JsonTooDeep, load_json
 from orchestrator.errors import AlmaBadReplyError, UnsafeXmlError
 from orchestrator.xmlsafe import MalformedXmlError, looks_unsafe, parse_xml
 
@@ -96,7 +96,9 @@ def decode(body: bytes, origin: Origin) -> Reply:
     kind = sniff(body)
     if kind == "json":
         try:
-            data = json.loads(body.decode("utf-8-sig"))
+            data = load_json(body)
+        except JsonTooDeep as exc:
+            raise origin.bad(str(exc)) from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise origin.bad(f"JSON is malformed ({exc})") from None
         if not isinstance(data, dict):
@@ -276,7 +278,7 @@ def parse_error_body(body: bytes, content_type: str = "") -> list[ErrorDetail]:
         if kind == "xml":
             tree = element_to_tree(parse_xml(body, "Alma error body"), is_root=True)
         else:
-            tree = json.loads(body.decode("utf-8-sig"))
+            tree = load_json(body)
     except (UnsafeXmlError, UnicodeDecodeError, ValueError):
         return []
     return errors_in(tree)

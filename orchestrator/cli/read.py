@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -73,34 +70,26 @@ def report(
     format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
     problems: Annotated[bool, typer.Option("--problems", help="Only records that are not OK.")] = False,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="CSV cells verbatim (no ' before =, +, -, @): for scripts, not spreadsheets.")
+    ] = False,
 ) -> None:
     """Per-record results: MMS ID, handle, preflight class, verdict, resolved and expected URL."""
-    from orchestrator.service import verification
+    from orchestrator.service import report as reports
 
-    if format not in ("csv", "json"):
-        fail(f"--format must be csv or json, not {format!r}", 2)
     with context(quiet=True) as ctx, errors():
-        rows = verification.report(ctx, set_ref, problems_only=problems)
-        buffer = io.StringIO()
-        if format == "csv":
-            writer = csv.writer(buffer, lineterminator="\n")
-            writer.writerow(verification.CSV_COLUMNS)
-            for r in rows:
-                writer.writerow(verification.csv_row(r))
+        chunks = reports.report_chunks(ctx, set_ref, format=format, problems_only=problems, raw=raw)
+        if output is not None:
+            reports.write_report(chunks, output)
         else:
-            json.dump([r.as_json() for r in rows], buffer, indent=2, ensure_ascii=False)
-            buffer.write("\n")
-    text = buffer.getvalue()
-    if output is None:
-        sys.stdout.write(text)
-        return
-    try:
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(output)
-    except OSError as exc:
-        fail(f"cannot write {output}: {exc.strerror}", 1)
-    err.print(f"Wrote {output}")
+            try:
+                for chunk in chunks:
+                    sys.stdout.write(chunk)
+                sys.stdout.flush()
+            except OSError as exc:  # `> /dev/full`, a closed pipe: one line, not a traceback
+                fail(f"cannot write the report to standard output: {exc.strerror or exc}", 1)
+    if output is not None:
+        err.print(f"Wrote {output}", markup=False)
 
 
 @app.command()

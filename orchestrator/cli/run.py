@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli.base import app, context, dump, err, errors, fail, out
+from orchestrator.domain.handles import VERIFIED_VALUES
 from orchestrator.service import scheduler, workflow
 
 
@@ -203,7 +204,7 @@ def verify(
         dump(counts)
     else:
         out.print("Verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    if set(counts) - {"OK"}:
+    if set(counts) - VERIFIED_VALUES:
         raise typer.Exit(3)
 
 

@@ -200,12 +200,16 @@ def _print_init(
 def ping(
     *,
     json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+    accept_unknown: Annotated[
+        bool,
+        typer.Option("--accept-unknown", help="A job for which Alma lists no parameters is a warning, not a failure."),
+    ] = False,
 ) -> None:
     """Check, with read-only calls, that the key, the jobs and the handle resolver are ready for a run."""
     from orchestrator.service import setup  # lazy: keeps other commands' start-up light
 
     with errors():
-        report = setup.ping(config())
+        report = setup.ping(config(), accept_unknown=accept_unknown)
     if json_output:
         typer.echo(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
     else:

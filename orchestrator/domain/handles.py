@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from orchestrator.config import PrimoConfig
 
@@ -120,6 +121,37 @@ class Verdict(enum.StrEnum):
     BAD_HANDLE = "BAD_HANDLE"  # syntax check failed locally, or 400 responseCode 102
     NO_HANDLE = "NO_HANDLE"  # the record has no handle to check
     ERROR = "ERROR"  # still transient after every retry, or an unexpected reply
+    # Right at the primary handle server (auth=true), but the public proxy still serves an older value
+    # from its cache: the set is verified; the public sees the new value once the cache expires.
+    STALE_CACHE = "STALE_CACHE"
+
+
+# Verdicts that count as verified: the handle is right where it is registered (the primary server).
+VERIFIED = frozenset({Verdict.OK, Verdict.STALE_CACHE})
+VERIFIED_VALUES = frozenset(v.value for v in VERIFIED)
+# The proxy's cache lifetime when the value names no TTL: "typically set to 24 hours" (handle.net).
+DEFAULT_PROXY_TTL = timedelta(hours=24)
+
+
+def stale_cache_expiry(checked_at: datetime, changed_at: datetime | None, ttl_seconds: float | None) -> datetime:
+    """The latest time the public proxy can still serve a stale cached value.
+
+    The proxy cached the old value at some moment before the check, and (since it holds the old value)
+    before the value was changed at the primary server, when that time (the value's ``timestamp``) is
+    known; it keeps it for the cached value's TTL. So it expires by ``min(checked_at, changed_at) + ttl``.
+    """
+    ttl = timedelta(seconds=ttl_seconds) if ttl_seconds is not None and ttl_seconds >= 0 else DEFAULT_PROXY_TTL
+    cached_by = min(checked_at, changed_at) if changed_at is not None else checked_at
+    return cached_by + ttl
+
+
+def stale_cache_detail(public_verdict: Verdict, public_url: str | None, expires: datetime) -> str:
+    """What a STALE_CACHE verdict means for this handle, in one line."""
+    seen = f"{public_verdict.value} ({public_url.strip()})" if public_url else public_verdict.value
+    return (
+        f"right at the primary server; the public proxy still serves its cached value, {seen}, until "
+        f"{expires.astimezone(UTC).strftime('%Y-%m-%d %H:%M UTC')} at the latest"
+    )
 
 
 def expected_url(primo: PrimoConfig, mms_id: str) -> str:

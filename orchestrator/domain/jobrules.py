@@ -38,11 +38,25 @@ def exception_count(counters: Iterable[Counter | Mapping[str, Any]] | None) -> i
     for counter in counters or ():
         code, desc, value = _counter_fields(counter)
         if any(word in f"{code} {desc}".lower() for word in _EXCEPTION_WORDS):
-            try:
-                total += int(value or 0)
-            except (TypeError, ValueError):
-                continue
+            total += counted(value, text_counts=1)
     return total
+
+
+def counted(value: Any, *, text_counts: int = 0) -> int:
+    """A counter's value as a count: numbers (and numeric text) as they are; a message Alma put in the
+    counter (``"Download zip file for manual FTP."``) counts ``text_counts``; nothing counts 0.
+
+    A text value in an exception counter counts as one exception: something went wrong, and hwf would
+    rather stop a set than call a run with a failure message clean."""
+    if value is None or isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return text_counts if str(value).strip() else 0
+    return int(number) if number == number and abs(number) != float("inf") else 0
 
 
 def run_ok(status: str | None, counters: Iterable[Counter | Mapping[str, Any]] | None) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from orchestrator.alma.types import JobInstance
-from orchestrator.domain.jobrules import HWF_NAME, names_set, run_ok, submitted_by_api
+from orchestrator.domain.jobrules import HWF_NAME, counted, names_set, run_ok, submitted_by_api
 from orchestrator.domain.machine import Stage, Step, StepFacts
 from orchestrator.errors import BadInputError
 from orchestrator.service import jobs, preflight, views, workflow
@@ -127,7 +127,7 @@ def _ok(inst: JobInstance) -> bool:
 
 
 def _counter(run: AuditRun, word: str) -> int | None:
-    values = [int(c.get("value") or 0) for c in run.counters if word in f"{c.get('code')} {c.get('desc')}".lower()]
+    values = [counted(c.get("value")) for c in run.counters if word in f"{c.get('code')} {c.get('desc')}".lower()]
     return sum(values) if values else None
 
 

@@ -125,9 +125,16 @@ def check_schema(url: str) -> tuple[Diagnosis, Engine | None]:
         current = db.current_revision(engine)
     except SQLAlchemyError as exc:
         engine.dispose()
-        raise DatabaseError(f"cannot read the database schema: {str(exc).splitlines()[0]}") from None
+        if db.database_failure(exc, url) is None:
+            raise DatabaseError(f"cannot read the database schema: {str(exc).splitlines()[0]}") from None
+        return _unreadable(head, [str(getattr(exc, "orig", None) or exc).splitlines()[0]]), None
     diagnosis = Diagnosis(schema=current, head=head)
     if current == head:
+        problems = db.integrity_problems(engine)
+        if problems:
+            engine.dispose()
+            diagnosis.findings.append(_corrupt_finding(problems))
+            return diagnosis, None
         return diagnosis, engine
     engine.dispose()
     script = ScriptDirectory.from_config(db.alembic_config())
@@ -157,6 +164,24 @@ def check_schema(url: str) -> tuple[Diagnosis, Engine | None]:
             )
         )
     return diagnosis, None
+
+
+def _corrupt_finding(problems: list[str]) -> DoctorFinding:
+    shown = "; ".join(problems[:3]) + (f"; +{len(problems) - 3} more" if len(problems) > 3 else "")
+    return DoctorFinding(
+        "database",
+        PROBLEM,
+        f"the database is damaged: {shown}",
+        "stop every hwf using it, keep a copy of the file, restore the latest backup (SQLite: or try "
+        "`sqlite3 FILE .recover`), then run `hwf doctor` again",
+        data={"integrity": problems[:20]},
+    )
+
+
+def _unreadable(head: str, problems: list[str]) -> Diagnosis:
+    diagnosis = Diagnosis(schema=None, head=head)
+    diagnosis.findings.append(_corrupt_finding(problems))
+    return diagnosis
 
 
 @dataclass(frozen=True)

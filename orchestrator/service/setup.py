@@ -454,7 +454,9 @@ def _template_parameter_names(data: bytes) -> set[str]:
     return {name for p in as_list(holder.get("parameter")) if isinstance(p, dict) and (name := text_of(p.get("name")))}
 
 
-def _check_job(report: PingReport, areas: _Areas, alma: AlmaClient, config: Config, role: str) -> None:
+def _check_job(
+    report: PingReport, areas: _Areas, alma: AlmaClient, config: Config, role: str, accept_unknown: bool = False
+) -> None:
     spec = config.alma.jobs[role]
     label = f"job {role}"
     if spec.id == PLACEHOLDER_JOB_ID:
@@ -502,7 +504,10 @@ def _check_job(report: PingReport, areas: _Areas, alma: AlmaClient, config: Conf
         if role == "handle_integration" and (config.alma.handle_integration_mode == "manual")
         else ""
     )
-    if empty:
+    manual = role == "handle_integration" and config.alma.handle_integration_mode == "manual"
+    if not job.parameters and not spec.parameters and spec.payload_file is None and not manual:
+        _unknown_parameters(report, label, spec.id, job.name, role, accept_unknown)
+    elif empty:
         report.add(
             label,
             FAIL,
@@ -521,6 +526,20 @@ def _check_job(report: PingReport, areas: _Areas, alma: AlmaClient, config: Conf
         )
     else:
         report.add(label, OK, f"{spec.id} {job.name!r}, a {kind.lower() or 'manual'} job{note}")
+
+
+def _unknown_parameters(report: PingReport, label: str, job_id: str, name: str, role: str, accept: bool) -> None:
+    """Alma listed no parameters and the config gives none: real Alma often lists none for a job that needs
+    task parameters, so this is not "OK" until the operator says so (or supplies them)."""
+    detail = (
+        f"{job_id} {name!r}: parameters unknown: paste the payload from the job's API Information (Alma lists "
+        "no parameters for this job, and it may need task parameters) into a file named by "
+        f'payload_file under [alma.jobs.{role}], or give them as parameters = {{ name = "value" }}'
+    )
+    if accept:
+        report.add(label, WARN, detail + "; accepted with --accept-unknown: only set_id and job_name will be sent")
+    else:
+        report.add(label, FAIL, detail + "; or run `hwf ping --accept-unknown` if the job truly needs none")
 
 
 def _probe_bibs(report: PingReport, areas: _Areas, alma: AlmaClient) -> None:
@@ -600,8 +619,17 @@ def _check_resolver(report: PingReport, config: Config, http: httpx.Client) -> N
     )
 
 
-def ping(config: Config, *, alma: AlmaClient | None = None, http: httpx.Client | None = None) -> PingReport:
+def ping(
+    config: Config,
+    *,
+    alma: AlmaClient | None = None,
+    http: httpx.Client | None = None,
+    accept_unknown: bool = False,
+) -> PingReport:
     """Check, with read-only calls only, that everything a run needs is in place.
+
+    ``accept_unknown``: a job for which Alma lists no parameters (and the config gives none) is a warning,
+    not a failure.
 
     ``alma`` and ``http`` (the handle resolver's client) default to new clients built from the
     configuration. Never raises for what it finds.
@@ -629,7 +657,7 @@ def ping(config: Config, *, alma: AlmaClient | None = None, http: httpx.Client |
         gateway_failed = areas.stop is not None
         jobs = PingReport(report.base_url, report.resolver_url)
         for role in STEP_JOB_KEYS:
-            _check_job(jobs, areas, alma, config, role)
+            _check_job(jobs, areas, alma, config, role, accept_unknown)
         if areas.conf is None and not areas.stop:
             _probe_conf(areas, alma)
         if areas.stop and not gateway_failed:
@@ -703,8 +731,12 @@ poll_max_interval_seconds = 300
 requests_per_second = 10
 # Stop starting new work when X-Exl-Api-Remaining falls under this many calls.
 daily_call_floor = 5000
-# Seconds before one Alma request times out.
+# Seconds before one Alma request times out (each read of the reply; see deadline_seconds).
 timeout_seconds = 60
+# Every reply is read as a stream and refused past this size (MB), and must arrive whole within
+# deadline_seconds of being sent (a server dripping bytes is cut off; reads are retried like timeouts).
+max_reply_mb = 20
+deadline_seconds = 300
 # Retries (with growing, jittered pauses) of reads that failed on the network or with a 5xx, and of 429
 # PER_SECOND_THRESHOLD. Job submissions are never retried blindly: a lost reply is reconciled instead.
 max_retries = 6
@@ -747,6 +779,14 @@ concurrency = 8
 requests_per_second = 20
 retries = 4
 timeout_seconds = 15
+# A handle reply is a few hundred bytes: larger than this (KB) is refused (an ERROR verdict); a reply not
+# whole within deadline_seconds counts as a timeout (retried).
+max_reply_kb = 1024
+deadline_seconds = 60
+# Verification asks the primary handle server (auth=true: the proxy's cache is bypassed); for handles that
+# are right there, "on" also asks what the public proxy answers (one more request each), so that a handle
+# the proxy still serves from its cache (up to 24 h) is STALE_CACHE with its expiry. "off": primary only.
+public_cache_check = "on"
 
 [primo]
 # Handles must resolve to https://{domain}/discovery/fulldisplay/alma{MMS ID}/{view}

@@ -15,7 +15,7 @@ from typing import cast
 from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from orchestrator.domain.handles import Verdict
+from orchestrator.domain.handles import VERIFIED_VALUES, Verdict
 from orchestrator.domain.jobrules import settle_until
 from orchestrator.domain.machine import Stage, Step, StepFacts
 from orchestrator.resolver import VerifyItem, VerifyResult
@@ -131,7 +131,7 @@ def run(ctx: Context, set_id: int, *, only_problems: bool = True, follow: bool =
         row = session.get_one(AlmaSet, set_id)
         verdicts = _verdicts(session, set_id)
         included = sum(verdicts.values())
-        ok = verdicts.get(Verdict.OK.value, 0)
+        ok = sum(verdicts.get(v, 0) for v in VERIFIED_VALUES)  # STALE_CACHE: right at the primary server
         counts = ", ".join(f"{v} {k}" for k, v in sorted(verdicts.items()) if k != Verdict.OK.value)
         add_event(
             session,
@@ -265,7 +265,7 @@ def report(ctx: Context, ref: str, *, problems_only: bool = False) -> Iterator[R
             return
         last = page[-1].id
         for rec in page:
-            problem = rec.excluded or rec.verdict != Verdict.OK.value
+            problem = rec.excluded or rec.verdict not in VERIFIED_VALUES
             if problems_only and not problem:
                 continue
             yield ReportRow(

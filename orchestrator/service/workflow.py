@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from orchestrator.domain.handles import VERIFIED_VALUES
 from orchestrator.domain.jobrules import settle_until
 from orchestrator.domain.machine import Stage, Step, StepFacts, next_step
 from orchestrator.errors import (
@@ -204,7 +205,7 @@ def step_facts(ctx: Context, session: Session, row: AlmaSet, step: Step, now: da
             select(func.count())
             .select_from(Record)
             .where(Record.set_id == row.id, Record.excluded.is_(False))
-            .where((Record.verdict.is_(None)) | (Record.verdict != "OK"))
+            .where((Record.verdict.is_(None)) | (Record.verdict.not_in(VERIFIED_VALUES)))
         )
         return StepFacts(settled=settled, all_verified=not not_ok)
     attempt = latest_attempt(session, row.id, step)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import DatabaseError as SqlDatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import DatabaseError
@@ -54,6 +55,8 @@ def make_engine(url: str) -> Engine:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
             database = parsed.database
+            if database and parsed.query.get("uri") == "true" and database.startswith("file:"):
+                database = database[len("file:") :]  # SQLite's URI form: sqlite:///file:PATH?mode=ro&uri=true
             if database and database != ":memory:":
                 folder = Path(database).expanduser().resolve().parent
                 if not folder.is_dir():
@@ -74,8 +77,87 @@ def _safe_url(url: str) -> str:
         return "(unparseable URL)"
 
 
+# What the database said -> what hwf tells the operator. Matched on the driver's message, lower case.
+_FAILURES = (
+    ("readonly database", "is read-only: hwf cannot write to it (check the permissions of the file and its folder)"),
+    ("read-only", "is read-only: hwf cannot write to it (check the permissions of the file and its folder)"),
+    ("database or disk is full", "is on a full disk: free some space, then run the command again"),
+    ("no space left", "is on a full disk: free some space, then run the command again"),
+    ("file is not a database", "is corrupt ({}): restore it from a backup; `hwf doctor` checks it"),
+    ("disk image is malformed", "is corrupt ({}): restore it from a backup; `hwf doctor` checks it"),
+    ("no such table", "is missing a table ({}): it is not a complete hwf database; `hwf doctor` checks it"),
+    ("does not exist", "is missing a table or column ({}): it is not a complete hwf database; `hwf doctor` checks it"),
+    ("unable to open database", "cannot be opened ({}): check that the file and its folder exist and are readable"),
+    ("disk i/o error", "could not be read or written (disk I/O error): check the disk"),
+)
+_UNDEFINED_OBJECT = ("42P01", "42703")  # PostgreSQL: undefined table, undefined column
+
+
+def database_failure(exc: BaseException, url: str) -> DatabaseError | None:
+    """The one-line DatabaseError for an error the database (not hwf's code) caused, or None.
+
+    Operational failures (locked, read-only, full, corrupt, gone, connection lost) qualify; so does a
+    missing table or column (a damaged or foreign database). Constraint violations and other programming
+    errors do not: those are bugs or races that the code handles where they happen.
+    """
+    if isinstance(exc, ProgrammingError):
+        code = getattr(getattr(exc, "orig", None), "sqlstate", None) or getattr(exc, "code", None)
+        if code not in _UNDEFINED_OBJECT and "does not exist" not in _first_line(exc).lower():
+            return None
+    elif not isinstance(exc, OperationalError) and type(exc) is not SqlDatabaseError:
+        return None
+    said = _first_line(exc)
+    lower = said.lower()
+    what = next((text_.format(said) for key, text_ in _FAILURES if key in lower), f"failed: {said}")
+    return DatabaseError(f"database {_safe_url(url)} {what}")
+
+
+class GuardedSession(Session):
+    """A Session whose ``with`` block turns the database's own failures into one-line DatabaseErrors.
+
+    Every ``with ctx.sessions() as session`` and ``with ctx.sessions.begin() as session`` ends in this
+    ``__exit__`` (commit and rollback included), so a read-only file, a full disk, corrupt pages or a
+    dropped table become ``Error: database ... is read-only ...`` (exit 1) instead of a traceback.
+    """
+
+    def __exit__(self, type_: Any, value: Any, traceback: Any) -> None:
+        super().__exit__(type_, value, traceback)
+        if isinstance(value, SQLAlchemyError):
+            failure = database_failure(value, str(self.bind.engine.url) if self.bind is not None else "")
+            if failure is not None:
+                raise failure from None
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    return sessionmaker(engine, class_=GuardedSession, expire_on_commit=False)
+
+
+HWF_TABLES = ("alembic_version", "sets", "attempts", "records", "events", "backups", "set_creations")
+
+
+def integrity_problems(engine: Engine) -> list[str]:
+    """What is wrong with the database's storage, in words (empty: nothing found).
+
+    SQLite: ``PRAGMA integrity_check`` (every page and index). PostgreSQL, which has no such check: every
+    hwf table is present and can be counted. :raises DatabaseError: the database cannot be read at all.
+    """
+    problems: list[str] = []
+    try:
+        with engine.connect() as conn:
+            present = set(inspect(conn).get_table_names())
+            problems += [f"table {name} is missing" for name in HWF_TABLES if name not in present]
+            if engine.dialect.name == "sqlite":
+                rows = [str(row[0]) for row in conn.exec_driver_sql("PRAGMA integrity_check(20)")]
+                problems += [row for row in rows if row.strip().lower() != "ok"]
+            for name in HWF_TABLES:
+                if name in present:
+                    conn.execute(text(f'SELECT count(*) FROM "{name}"')).scalar()
+    except SQLAlchemyError as exc:
+        failure = database_failure(exc, str(engine.url))
+        if failure is None:
+            raise
+        problems.append(_first_line(exc))
+    return problems
 
 
 def alembic_config(connection: Any | None = None) -> AlembicConfig:
@@ -155,6 +237,9 @@ def upgrade(engine: Engine) -> None:
             with engine.begin() as conn:
                 command.upgrade(alembic_config(conn), "head")
     except SQLAlchemyError as exc:
+        failure = database_failure(exc, str(engine.url))
+        if failure is not None:
+            raise failure from None
         raise DatabaseError(f"cannot open database {_safe_url(str(engine.url))}: {_first_line(exc)}") from None
 
 

@@ -6,10 +6,7 @@ SQLAlchemy, in short read transactions.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,10 +18,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 
 from orchestrator import __version__
 from orchestrator.errors import BadInputError
-from orchestrator.service import overview, setdetail, verification, views
+from orchestrator.service import overview, report, setdetail, views
 from orchestrator.service.context import Context
 from orchestrator.web import charts
-from orchestrator.web.text import clean, spreadsheet_safe
+from orchestrator.web.text import clean
 
 TEMPLATES = Path(__file__).parent / "templates"
 SORT_KEYS = ("set", "name", "state", "records", "verified", "excluded", "note", "updated", "checked")
@@ -172,23 +169,12 @@ class Pages:
             alma_id = views.status(self.ctx, set_id)[0].set
         except BadInputError as exc:
             return error_page(request, 404, str(exc))
-        rows = verification.report(self.ctx, alma_id, problems_only=problems)
-
-        def lines() -> Iterator[str]:
-            buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\r\n")
-            writer.writerow(verification.CSV_COLUMNS)
-            for i, row in enumerate(rows, 1):
-                writer.writerow([spreadsheet_safe(cell) for cell in verification.csv_row(row)])
-                if i % 500 == 0:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-            yield buffer.getvalue()
+        # The same CSV as `hwf report SET` (one rule for spreadsheet safety: service/report.csv_safe).
+        chunks = report.report_chunks(self.ctx, alma_id, format="csv", problems_only=problems)
 
         name = f"hwf-report-{_filename(alma_id)}{'-problems' if problems else ''}.csv"
         return StreamingResponse(
-            lines(),
+            chunks,
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )

@@ -20,11 +20,3 @@ def _picture(match: re.Match[str]) -> str:
 def clean(text: str) -> str:
     """``text`` with every control character (except tab and newline) replaced by a visible symbol."""
     return _CONTROL.sub(_picture, text)
-
-
-_CSV_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(cell: str) -> str:
-    """A CSV cell a spreadsheet will not run as a formula: a leading = + - @ tab or CR gets a quote."""
-    return "'" + cell if cell.startswith(_CSV_TRIGGERS) else cell
