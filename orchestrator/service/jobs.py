@@ -21,10 +21,11 @@ from sqlalchemy.orm import Session
 from orchestrator.alma.types import GOOD_STATUSES, JobInstance
 from orchestrator.config import JobSpec
 from orchestrator.domain.jobrules import (
+    SetMatch,
     exception_count,
     instance_window,
     job_name,
-    names_set,
+    match_instance,
     run_ok,
     submitted_by_api,
 )
@@ -245,7 +246,7 @@ def reconcile(ctx: Context, set_id: int, attempt_id: int) -> None:
         row = session.get_one(AlmaSet, set_id)
         attempt = session.get_one(Attempt, attempt_id)
         job_id, token, started = attempt.job_id, attempt.token, attempt.started_at
-        alma_set_id, set_name = row.alma_set_id, row.name
+        alma_set_id, set_name, step = row.alma_set_id, row.name, Step(attempt.step)
         taken = set(
             session.scalars(
                 select(Attempt.instance_id).where(Attempt.job_id == job_id, Attempt.instance_id.is_not(None))
@@ -255,7 +256,13 @@ def reconcile(ctx: Context, set_id: int, attempt_id: int) -> None:
     now = ctx.clock()
     date_from, date_to = instance_window(started, now)
     instances = list(ctx.alma.list_instances(job_id, date_from=date_from, date_to=date_to))
-    matches = [i for i in instances if token in (i.name or "")]
+    matches = [
+        i
+        for i in instances
+        if token in (i.name or "")
+        and i.id not in taken
+        and match_instance(i, job_id, step, alma_set_id, set_name)[0] is not SetMatch.OTHER
+    ]
     how = "reconciled"
     if not matches:
         how = "fallback"
@@ -267,7 +274,7 @@ def reconcile(ctx: Context, set_id: int, attempt_id: int) -> None:
             and submitted_by_api(i.submitted_by)
             and i.submit_time is not None
             and i.submit_time >= earliest
-            and names_set(i.name, alma_set_id, set_name)
+            and match_instance(i, job_id, step, alma_set_id, set_name)[0] is SetMatch.THIS
         ]
     if len(matches) == 1:
         _adopt(ctx, set_id, attempt_id, matches[0].id, how=how, submit_time=matches[0].submit_time)
@@ -452,7 +459,7 @@ def manual_integration(ctx: Context, set_id: int, attempt_id: int | None) -> Non
         if i.id not in taken
         and i.submit_time is not None
         and i.submit_time >= started - timedelta(minutes=5)
-        and names_set(i.name, alma_set_id, set_name)
+        and match_instance(i, spec.id, Step.INTEGRATE, alma_set_id, set_name)[0] is SetMatch.THIS
     ]
     if len(found) == 1:
         _adopt(ctx, set_id, attempt_id, found[0].id, how="operator", submit_time=found[0].submit_time)
@@ -481,9 +488,15 @@ def manual_instructions(set_name: str) -> str:
     )
 
 
-def confirm(ctx: Context, ref: str, instance_id: str) -> str:
-    """Adopt an instance the operator names for the set's waiting step (manual integration, or an
-    ambiguous reconciliation). :raises BadInputError: no step is waiting, or the instance is unknown."""
+def confirm(ctx: Context, ref: str, instance_id: str, *, force: bool = False) -> str:
+    """Adopt an instance the operator names for the set's waiting step (manual integration, an
+    ambiguous reconciliation, an instance Alma no longer knows). The instance must be a run of the
+    step's job, on this set, and not adopted by any other attempt; ``force`` adopts one whose reply
+    names no set at all (recorded in the event).
+
+    :raises BadInputError: no step is waiting, or the instance does not fit (what does not match is named).
+    """
+    instance_id = instance_id.strip()
     with ctx.sessions.begin() as session:
         row = find_set(session, ref)
         step = {Stage.CREATED: Step.COPY_IDENTIFIERS, Stage.IDENTIFIERS_COPIED: Step.MIGRATE}.get(
@@ -502,14 +515,48 @@ def confirm(ctx: Context, ref: str, instance_id: str) -> str:
         ):
             raise BadInputError(f"set {row.alma_set_id} is not waiting for a job instance to be confirmed")
         set_id, attempt_id, job_id = row.id, attempt.id, attempt.job_id
-        if session.scalar(select(Attempt).where(Attempt.job_id == job_id, Attempt.instance_id == instance_id)):
-            raise BadInputError(f"instance {instance_id} is already adopted by another attempt")
+        alma_set_id, set_name = row.alma_set_id, row.name
+        taken = adopted_by(session, instance_id)
+        if taken is not None:
+            raise BadInputError(f"instance {instance_id} is already adopted by {taken}; it cannot be this set's too")
     assert job_id is not None
-    inst = ctx.alma.get_instance(job_id, instance_id)
+    try:
+        inst = ctx.alma.get_instance(job_id, instance_id)
+    except AlmaError as exc:
+        if exc.status == 400 and exc.code in UNKNOWN_INSTANCE_CODES:
+            raise BadInputError(
+                f"Alma knows no instance {instance_id} of the {step.value} job {job_id} ({exc.code}): "
+                "check the Job ID in Monitor Jobs"
+            ) from None
+        raise
+    match, why = match_instance(inst, job_id, step, alma_set_id, set_name)
+    if match is SetMatch.OTHER:
+        raise BadInputError(f"instance {inst.id} is not set {alma_set_id}'s {step.value} run: {why}")
+    forced = match is SetMatch.UNKNOWN
+    if forced and not force:
+        raise BadInputError(
+            f"nothing ties instance {inst.id} to set {alma_set_id}: {why}. Check in Alma (Monitor Jobs) that "
+            f"it ran on set {set_name!r}, then add --force"
+        )
     with ctx.sessions.begin() as session:
         row = session.get_one(AlmaSet, set_id)
         row.attention = None
         row.attention_kind = None
-        add_event(session, row, "confirm", f"operator confirmed instance {inst.id} of job {job_id}", at=ctx.clock())
+        text = f"operator confirmed instance {inst.id} of job {job_id} for {step.value}: " + (
+            f"forced (--force): {why}" if forced else why
+        )
+        add_event(session, row, "confirm", text, at=ctx.clock(), actor=ctx.owner, instance_id=inst.id, forced=forced)
     _adopt(ctx, set_id, attempt_id, inst.id, how="operator", submit_time=inst.submit_time)
-    return f"adopted job {job_id} instance {inst.id} ({inst.status}) for set {ref}"
+    return f"adopted job {job_id} instance {inst.id} ({inst.status}) for set {ref}" + (" (forced)" if forced else "")
+
+
+def adopted_by(session: Session, instance_id: str) -> str | None:
+    """Which set and step already adopted ``instance_id`` (``"set 123's migrate attempt 1"``), or None."""
+    found = session.execute(
+        select(AlmaSet.alma_set_id, Attempt.step, Attempt.number)
+        .join(AlmaSet, AlmaSet.id == Attempt.set_id)
+        .where(Attempt.instance_id == instance_id)
+    ).first()
+    if found is None:
+        return None
+    return f"set {found[0]}'s {found[1]} attempt {found[2]}"
