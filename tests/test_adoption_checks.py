@@ -4,6 +4,7 @@ database forgot (item 12)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from orchestrator.domain.machine import Step
 from orchestrator.errors import BadInputError, NeedsAttentionError
 from orchestrator.service import audit, jobs, views, workflow
 from orchestrator.service.context import Context
-from orchestrator.simulator import Simulator
+from orchestrator.simulator import Scenario, Simulator
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
 from tests.conftest import API_KEY, FakeClock, config_dict, make_context
 
@@ -158,3 +159,64 @@ def test_add_adopt_refuses_a_run_another_set_adopted(ctx: Context, sim: Simulato
     with pytest.raises(BadInputError, match=f"already adopted by set {s2}'s migrate attempt 1"):
         audit.adopt(ctx, s1)
     assert [s.set for s in views.status(ctx)] == [s2]
+
+
+def fresh_database(tmp_path: Path, sim: Simulator, clock: FakeClock, name: str) -> Context:
+    data = config_dict(db=f"sqlite:///{tmp_path / name}")
+    return make_context(parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY}), sim, clock)
+
+
+def test_a_lost_database_does_not_run_a_step_twice(tmp_path: Path, sim: Simulator, clock: FakeClock) -> None:
+    first = fresh_database(tmp_path, sim, clock, "hwf.db")
+    set_id = new_set(sim, "Set one")
+    workflow.add_set(first, set_id)
+    for _ in range(10):  # through the migration, not further
+        workflow.advance(first, set_id, wait=False)
+        clock.advance(30)
+        if stage(first, set_id) == "migrated":
+            break
+    assert stage(first, set_id) == "migrated"
+    first.close()
+    (tmp_path / "hwf.db").unlink()  # the database is lost and re-created
+
+    second = fresh_database(tmp_path, sim, clock, "hwf.db")
+    try:
+        workflow.add_set(second, set_id)
+        assert workflow.advance(second, set_id).outcome is workflow.Outcome.VERIFIED
+        assert [r.kind for r in sim.runs_for(set_id)] == ["migration", "integration"]
+        found = [e for e in views.history(second, set_id) if e.kind == "reconciled"]
+        assert found and "already ran on this set" in found[0].detail
+    finally:
+        second.close()
+
+
+def test_alma_thirty_hours_behind_still_finds_the_run(tmp_path: Path, scenario: Scenario, clock: FakeClock) -> None:
+    behind = Simulator(scenario, clock=lambda: clock() - timedelta(hours=30))
+    ctx = fresh_database(tmp_path, behind, clock, "one.db")
+    set_id = new_set(behind, "Set one")
+    workflow.add_set(ctx, set_id)
+    assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
+    ctx.close()
+    clock.advance(20 * 3600)  # the database is lost the next day
+    again = fresh_database(tmp_path, behind, clock, "two.db")
+    try:
+        workflow.add_set(again, set_id)
+        assert workflow.advance(again, set_id).outcome is workflow.Outcome.VERIFIED
+        assert [r.kind for r in behind.runs_for(set_id)] == ["migration", "integration"]
+    finally:
+        again.close()
+
+
+def test_several_earlier_runs_stop_with_attention_and_confirm_picks_one(ctx: Context, sim: Simulator) -> None:
+    set_id = new_set(sim, "Set one")
+    runs = [
+        ctx.alma.run_job(MIGRATION, [("set_id", set_id), ("job_name", f"hwf migrate set {set_id} hwf-0{n}")])
+        for n in (1, 2)
+    ]
+    workflow.add_set(ctx, set_id)
+    with pytest.raises(NeedsAttentionError, match="already ran job .* 2 times"):
+        workflow.advance(ctx, set_id)
+    assert [r.kind for r in sim.runs_for(set_id)] == ["migration", "migration"]
+    jobs.confirm(ctx, set_id, runs[1].instance_id)
+    assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
+    assert [r.kind for r in sim.runs_for(set_id)] == ["migration", "migration", "integration"]

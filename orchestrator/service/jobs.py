@@ -23,6 +23,7 @@ from orchestrator.config import JobSpec
 from orchestrator.domain.jobrules import (
     SetMatch,
     exception_count,
+    history_window,
     instance_window,
     job_name,
     match_instance,
@@ -33,11 +34,12 @@ from orchestrator.domain.machine import Stage, Step
 from orchestrator.errors import AlmaError, AlmaUnreachableError, BadInputError, JobThresholdError, LeaseHeldError
 from orchestrator.service.context import Context, add_event, find_set, set_attention
 from orchestrator.store.leases import holder, try_claim
-from orchestrator.store.models import AlmaSet, Attempt, AttemptState
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event
 
 MAX_POLL_WAIT_SECONDS = 300.0
 UNKNOWN_INSTANCE_CODES = frozenset({"402218"})  # "Invalid job instance id"
 INSTANCE_UNKNOWN = "instance_unknown"  # the attention kind: the instance a set waits on is gone from Alma
+EARLIER_RUNS = "earlier_runs"  # the attention kind: several runs of a step hwf never submitted (a lost database)
 
 
 def finished_ok(attempt: Attempt) -> bool:
@@ -89,6 +91,8 @@ def submit(ctx: Context, set_id: int, step: Step) -> None:
     key = step.job_key
     assert key is not None
     spec, cfg = ctx.config.alma.jobs[key], ctx.config.alma
+    if _found_earlier_run(ctx, set_id, step, spec.id):
+        return
     begun = _begin_attempt(ctx, set_id, step, spec)
     if begun is None:
         return
@@ -108,6 +112,85 @@ def submit(ctx: Context, set_id: int, step: Step) -> None:
     else:
         _adopt(ctx, set_id, begun.attempt_id, run.instance_id, how="submitted", submit_time=None)
         ctx.reporter.note(begun.set_name, f"{step.value}: submitted job {spec.id}, instance {run.instance_id}")
+
+
+def _found_earlier_run(ctx: Context, set_id: int, step: Step, job_id: str) -> bool:
+    """Before the first submission of ``step`` on a set hwf has no attempt for (a new set, or a database
+    lost and re-created), look in Alma's recent history of the job for a run on this set: adopt the one
+    running or finished well, or stop with attention when there are several. True when the step must not
+    be submitted now.
+
+    :raises LeaseHeldError: this process lost the set's lease.
+    """
+    with ctx.sessions() as session:
+        tried = session.scalar(
+            select(func.count()).select_from(Attempt).where(Attempt.set_id == set_id, Attempt.step == step.value)
+        )
+        if tried:
+            return False
+        row = session.get_one(AlmaSet, set_id)
+        alma_set_id, set_name = row.alma_set_id, row.name
+        taken = set(session.scalars(select(Attempt.instance_id).where(Attempt.instance_id.is_not(None))))
+        # Runs `add --adopt` already judged (and did not count) are not found again here.
+        for data in session.scalars(select(Event.data).where(Event.set_id == set_id, Event.kind == "audit")):
+            taken.update(str(run.get("instance_id")) for run in (data or {}).get("runs") or ())
+    date_from, date_to = history_window(ctx.clock())
+    found = [
+        i
+        for i in ctx.alma.list_instances(job_id, date_from=date_from, date_to=date_to)
+        if i.id not in taken
+        and match_instance(i, job_id, step, alma_set_id, set_name)[0] is SetMatch.THIS
+        and (not i.terminal or run_ok(i.status, i.counters))
+    ]
+    if not found:
+        return False
+    now = ctx.clock()
+    with ctx.sessions.begin() as session:
+        row = session.get_one(AlmaSet, set_id)
+        if not try_claim(session, set_id, ctx.owner, now, ctx.config.lease_seconds):
+            owner, _ = holder(session, set_id)
+            raise LeaseHeldError(f"lost the lease on set {alma_set_id} to {owner}; not adopting")
+        if len(found) > 1:
+            set_attention(
+                session,
+                row,
+                EARLIER_RUNS,
+                f"{step.value}: hwf has no attempt for this step, but Alma already ran job {job_id} on this set "
+                f"{len(found)} times ({', '.join(i.id for i in found)}); hwf will not guess or run it again. "
+                f"Check them in Alma (Monitor Jobs), then `hwf confirm {alma_set_id} --instance ID`",
+                now,
+            )
+            return True
+        inst = found[0]
+        attempt = Attempt(
+            set_id=set_id,
+            step=step.value,
+            number=next_attempt_number(session, set_id, step),
+            token="found-" + secrets.token_hex(6),
+            job_id=job_id,
+            job_name=(inst.name or "")[:255] or None,
+            instance_id=inst.id,
+            state=AttemptState.SUBMITTED,
+            started_at=inst.submit_time or now,
+            submitted_at=inst.submit_time or now,
+            poll_interval=ctx.config.alma.poll_interval_seconds,
+            next_poll_at=now,
+            note="found in Alma's job history before a first submission; not submitted again",
+        )
+        session.add(attempt)
+        add_event(
+            session,
+            row,
+            "reconciled",
+            f"{step.value}: job {job_id} already ran on this set (instance {inst.id}, {inst.status}, "
+            f"name {inst.name!r}) although hwf had no attempt for it; adopted, not submitted again",
+            at=now,
+            actor=ctx.owner,
+            job_id=job_id,
+            instance_id=inst.id,
+        )
+    ctx.reporter.note(set_name, f"{step.value}: found an earlier run, instance {inst.id}; not submitting again")
+    return True
 
 
 @dataclass(frozen=True)
@@ -505,6 +588,8 @@ def confirm(ctx: Context, ref: str, instance_id: str, *, force: bool = False) ->
         attempt = session.scalar(
             select(Attempt).where(Attempt.set_id == row.id, Attempt.step == step.value).order_by(Attempt.number.desc())
         )
+        if attempt is None and row.attention_kind == EARLIER_RUNS and step.job_key is not None:
+            attempt = _operator_attempt(session, row.id, step, ctx.config.alma.jobs[step.job_key].id, ctx.clock())
         if (
             row.stage not in (Stage.CREATED, Stage.IDENTIFIERS_COPIED, Stage.MIGRATED)
             or attempt is None
@@ -548,6 +633,22 @@ def confirm(ctx: Context, ref: str, instance_id: str, *, force: bool = False) ->
         add_event(session, row, "confirm", text, at=ctx.clock(), actor=ctx.owner, instance_id=inst.id, forced=forced)
     _adopt(ctx, set_id, attempt_id, inst.id, how="operator", submit_time=inst.submit_time)
     return f"adopted job {job_id} instance {inst.id} ({inst.status}) for set {ref}" + (" (forced)" if forced else "")
+
+
+def _operator_attempt(session: Session, set_id: int, step: Step, job_id: str, now: datetime) -> Attempt:
+    """The attempt an operator's pick among several earlier runs is recorded on (nothing is submitted)."""
+    attempt = Attempt(
+        set_id=set_id,
+        step=step.value,
+        number=next_attempt_number(session, set_id, step),
+        token="hwf-" + secrets.token_hex(6),
+        job_id=job_id,
+        state=AttemptState.WAITING_OPERATOR,
+        started_at=now,
+    )
+    session.add(attempt)
+    session.flush()
+    return attempt
 
 
 def adopted_by(session: Session, instance_id: str) -> str | None:
