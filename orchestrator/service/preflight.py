@@ -374,6 +374,12 @@ def _set_excluded(
     unknown = [m for m in mms_ids if m not in records]
     if unknown:
         raise BadInputError(f"not members of set {alma_id}: {', '.join(unknown[:10])}")
+    never = "" if excluded else _not_excluded(records)
+    if never:
+        records = {m: state for m, state in records.items() if state[0]}
+        mms_ids = [m for m in mms_ids if m in records]
+        if not records:
+            return f"nothing included in set {alma_id}: {never}"
     # The jobs run on the Alma set, not on hwf's list: an excluded record left in the set still goes
     # through them (a MARC record fails its whole bulk of 100). So the Alma set follows, first.
     changed_in_alma = _follow_in_alma(ctx, alma_id, mms_ids, records, excluded, keep_in_alma_set)
@@ -411,7 +417,17 @@ def _set_excluded(
             row.attention = None
             row.attention_kind = None
             cleared = "; attention cleared, run `hwf advance` again"
-        return f"{len(records)} records {verb} in set {alma_id}{alma_note}{cleared}"
+        return f"{len(records)} records {verb} in set {alma_id}{alma_note}{cleared}" + (f"; {never}" if never else "")
+
+
+def _not_excluded(records: dict[str, tuple[bool, bool]]) -> str:
+    """ "not excluded (left as they are): 991..., 991..." for the records an include names that were
+    never excluded, or ""."""
+    never = sorted(m for m, (was_excluded, _) in records.items() if not was_excluded)
+    if not never:
+        return ""
+    more = f" and {len(never) - 10} more" if len(never) > 10 else ""
+    return f"{len(never)} not excluded (left as they are): {', '.join(never[:10])}{more}"
 
 
 def exclude(ctx: Context, ref: str, mms_ids: Sequence[str], reason: str, *, keep_in_alma_set: bool = False) -> str:
