@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from orchestrator.cli import app
 from orchestrator.config import parse_config
 from orchestrator.domain.jobrules import SetMatch, match_set
 from orchestrator.domain.machine import Step
@@ -220,3 +221,44 @@ def test_several_earlier_runs_stop_with_attention_and_confirm_picks_one(ctx: Con
     jobs.confirm(ctx, set_id, runs[1].instance_id)
     assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
     assert [r.kind for r in sim.runs_for(set_id)] == ["migration", "migration", "integration"]
+
+
+def test_cli_confirm_refuses_in_one_line_and_forces(tmp_path: Path, sim: Simulator, clock: FakeClock) -> None:
+    from tests.conftest import WiredRunner, minimal_config, sim_wiring, write_config
+
+    data = minimal_config(f"sqlite:///{tmp_path / 'hwf.db'}", "http://alma.test", poll_interval_seconds=2)
+    data["handles"].update(resolver_url="http://alma.test", settle_minutes=0)
+    path = write_config(tmp_path / "hwf.toml", data)
+    ctx = make_context(parse_config(data, path, environ={"HWF_ALMA_API_KEY": API_KEY}), sim, clock)
+    runner = WiredRunner()
+    runner.wiring = sim_wiring(sim, clock)
+    try:
+        s1 = lost_migration(ctx, sim)
+        s2 = new_set(sim, "Set two", seed=6)
+        stray = ctx.alma.run_job(MIGRATION, [("set_id", s2), ("job_name", f"hwf migrate set {s2} hwf-0123456789ab")])
+        bare = ctx.alma.run_job(MIGRATION, [("set_id", s1)])
+        env = {"HWF_ALMA_API_KEY": API_KEY}
+        args = ["--config", str(path), "confirm", s1, "--instance"]
+        refused = runner.invoke(app, [*args, stray.instance_id], env=env)
+        assert refused.exit_code == 2
+        assert refused.stderr.startswith("Error: instance ") and refused.stderr.count("\n") == 1
+        assert f"names set {s2}, not {s1}" in refused.stderr
+        unforced = runner.invoke(app, [*args, bare.instance_id], env=env)
+        assert unforced.exit_code == 2 and "--force" in unforced.stderr
+        forced = runner.invoke(app, [*args, bare.instance_id, "--force"], env=env)
+        assert forced.exit_code == 0, forced.output
+        assert "(forced)" in forced.stdout
+    finally:
+        ctx.close()
+
+
+def test_dry_run_says_it_looks_before_a_first_submission(ctx: Context, sim: Simulator) -> None:
+    from orchestrator.service import dryrun
+    from tests.test_dryrun import dry_context
+
+    fresh = new_set(sim, "Set two", seed=6)
+    workflow.add_set(ctx, fresh)
+    plan = dryrun.describe_advance(dry_context(ctx), fresh)
+    submit = next(a for a in plan.actions if a.action == "submit")
+    looks = "first, as hwf has no attempt for this step yet, GET /almaws/v1/conf/jobs/M1234567890000561/instances?"
+    assert any(n.startswith(looks) for n in submit.notes)
