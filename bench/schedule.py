@@ -54,6 +54,7 @@ ALMA_RPS = 25.0
 def make_config(workdir: Path, *, poll: float, alma_rps: float) -> Config:
     """hwf's configuration for the run: real-world poll interval, Alma's limits, no settle time."""
     data: dict[str, Any] = {
+        "allow_insecure_http": True,  # alma.bench is the in-process simulator
         "database": {"url": f"sqlite:///{workdir / 'hwf.db'}"},
         "alma": {
             "base_url": "http://alma.bench",

@@ -8,6 +8,9 @@ from the TOML file itself. Every error names the file and the key.
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
+import math
 import os
 import re
 import stat
@@ -16,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from orchestrator.errors import ConfigError
 
@@ -23,6 +27,7 @@ DEFAULT_CONFIG_NAME = "hwf.toml"
 STEP_JOB_KEYS = ("copy_identifiers", "handle_migration", "handle_integration")
 _JOB_ID = re.compile(r"^[MSO]\d+$")
 _INSTITUTION = re.compile(r"^[A-Za-z0-9_]+$")
+KEY_FILE_MAX_BYTES = 4096  # an Alma API key is ~36 characters; anything this big is not a key file
 
 
 @dataclass(frozen=True)
@@ -140,29 +145,51 @@ def find_config_path(explicit: Path | None, environ: Mapping[str, str] | None = 
 
 
 class _Reader:
-    """Typed access to one TOML table that names the file and dotted key in every error."""
+    """Typed access to one TOML table that names the file and dotted key in every error, and remembers
+    which keys were read, so that :meth:`check_unknown` can refuse the ones nobody reads (a misspelt
+    key is an error, not a silently used default)."""
 
     def __init__(self, path: Path, data: Mapping[str, Any], prefix: str) -> None:
         self.path, self.data, self.prefix = path, data, prefix
+        self.seen: set[str] = set()
+        self.tables: list[_Reader] = []
 
     def _name(self, key: str) -> str:
         return f"{self.prefix}.{key}" if self.prefix else key
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The raw value of ``key`` (marking it as known)."""
+        self.seen.add(key)
+        return self.data.get(key, default)
 
     def fail(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.path}: key {self._name(key)}: {problem}")
 
     def table(self, key: str, required: bool = True) -> _Reader:
-        value = self.data.get(key)
+        value = self.get(key)
         if value is None:
             if required:
                 raise ConfigError(f"{self.path}: missing table [{self._name(key)}]")
             value = {}
         if not isinstance(value, dict):
             raise self.fail(key, "must be a table")
-        return _Reader(self.path, value, self._name(key))
+        child = _Reader(self.path, value, self._name(key))
+        self.tables.append(child)
+        return child
+
+    def check_unknown(self) -> None:
+        """:raises ConfigError: naming the first key no one read, and the closest known one."""
+        for key in self.data:
+            if key not in self.seen:
+                close = difflib.get_close_matches(key, sorted(self.seen), n=1, cutoff=0.6)
+                hint = f"; did you mean {self._name(close[0])}?" if close else ""
+                where = f"[{self.prefix}]" if self.prefix else "the top level"
+                raise ConfigError(f"{self.path}: unknown key {self._name(key)} in {where}{hint}")
+        for child in self.tables:
+            child.check_unknown()
 
     def string(self, key: str, default: str | None = None) -> str:
-        value = self.data.get(key, default)
+        value = self.get(key, default)
         if value is None:
             raise self.fail(key, "is missing")
         if not isinstance(value, str) or not value.strip():
@@ -170,24 +197,32 @@ class _Reader:
         return value.strip()
 
     def optional_string(self, key: str) -> str | None:
-        if self.data.get(key) is None:
+        if self.get(key) is None:
             return None
         return self.string(key)
 
-    def number(self, key: str, default: float, minimum: float = 0.0) -> float:
-        value = self.data.get(key, default)
+    def number(self, key: str, default: float, minimum: float = 0.0, maximum: float = 86400.0) -> float:
+        value = self.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(key, f"must be a number, not {value!r}")
-        if value < minimum:
-            raise self.fail(key, f"must be at least {minimum:g}, not {value!r}")
+        if not math.isfinite(value):
+            raise self.fail(key, f"must be a finite number, not {value!r}")
+        if value < minimum or value > maximum:
+            raise self.fail(key, f"must be between {minimum:g} and {maximum:g}, not {value!r}")
         return float(value)
 
-    def integer(self, key: str, default: int, minimum: int = 0) -> int:
-        value = self.data.get(key, default)
+    def integer(self, key: str, default: int, minimum: int = 0, maximum: int = 1000) -> int:
+        value = self.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(key, f"must be a whole number, not {value!r}")
-        if value < minimum:
-            raise self.fail(key, f"must be at least {minimum}, not {value!r}")
+        if value < minimum or value > maximum:
+            raise self.fail(key, f"must be between {minimum} and {maximum}, not {value!r}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false, not {value!r}")
         return value
 
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
@@ -197,17 +232,44 @@ class _Reader:
         return value
 
 
-def _url(reader: _Reader, key: str, default: str | None = None) -> str:
-    value = reader.string(key, default).rstrip("/")
+def _url(reader: _Reader, key: str, default: str | None = None, *, value: str | None = None) -> str:
+    """A base URL from ``key`` (or ``value``, from the environment, checked the same way)."""
+    value = (reader.string(key, default) if value is None else value.strip()).rstrip("/")
     if not re.match(r"^https?://[^/\s]+", value):
         raise reader.fail(key, f"must be an http(s) URL, not {value!r}")
     if "apikey" in value.lower():
         raise reader.fail(key, "must not carry an API key; hwf sends the key only in a header")
+    try:
+        urlsplit(value).port  # noqa: B018 (a port out of range raises)
+    except ValueError:
+        raise reader.fail(key, f"{value!r} has no valid port") from None
     return value
 
 
+def is_loopback(url: str) -> bool:
+    """The URL's host is this machine (localhost, 127.0.0.0/8, ::1): nothing it carries leaves it."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _secure(reader: _Reader, key: str, url: str, allow_http: bool, why: str) -> str:
+    """Refuse plain ``http://`` to another host unless ``allow_insecure_http = true``."""
+    if url.lower().startswith("http://") and not allow_http and not is_loopback(url):
+        raise reader.fail(
+            key,
+            f"{url} is plain http to another host: {why} would travel in clear. Use https://, "
+            "or set allow_insecure_http = true at the top of the file (a test server on a trusted network only)",
+        )
+    return url
+
+
 def _job(jobs: _Reader, key: str) -> JobSpec:
-    raw = jobs.data.get(key)
+    raw = jobs.get(key)
     if raw is None:
         raise jobs.fail(key, 'is missing (the Alma job id, e.g. "M1234567890000561"; see `hwf jobs`)')
     params: tuple[tuple[str, str], ...] = ()
@@ -217,7 +279,7 @@ def _job(jobs: _Reader, key: str) -> JobSpec:
     elif isinstance(raw, dict):
         table = jobs.table(key)
         job_id = table.string("id")
-        given = table.data.get("parameters", {})
+        given = table.get("parameters", {})
         if not isinstance(given, dict) or not all(isinstance(v, str | int) for v in given.values()):
             raise table.fail("parameters", 'must be a table of name = "value" pairs')
         params = tuple((str(k), str(v)) for k, v in given.items())
@@ -234,18 +296,46 @@ def _job(jobs: _Reader, key: str) -> JobSpec:
 
 
 def _read_key_file(path: Path, config_path: Path) -> str:
+    """The key from a regular, private file of this user's. The file is looked at (``stat``) before it
+    is opened, and opened without blocking, so a FIFO or a device never hangs hwf."""
+
+    def refuse(problem: str) -> ConfigError:
+        return ConfigError(f"{config_path}: key alma.api_key_file: {path} {problem}")
+
     try:
         info = path.stat()
     except OSError as exc:
-        raise ConfigError(f"{config_path}: key alma.api_key_file: cannot read {path}: {exc.strerror}") from None
+        raise refuse(f"cannot be read: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise refuse("is a directory, not a key file")
+    if not stat.S_ISREG(info.st_mode):
+        raise refuse("is not a regular file (a FIFO, socket or device); put the key in a plain file")
+    if info.st_uid != os.geteuid():
+        raise refuse(f"is owned by uid {info.st_uid}, not by the user running hwf (uid {os.geteuid()})")
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"{config_path}: key alma.api_key_file: {path} is readable by others "
-            f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}"
-        )
-    key = path.read_text(encoding="utf-8").strip()
+        raise refuse(f"is readable by others (mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}")
+    if info.st_size > KEY_FILE_MAX_BYTES:
+        raise refuse(f"is {info.st_size} bytes: not a key file (an Alma API key is one short line)")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise refuse(f"cannot be read: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between stat and open
+            raise refuse("is not a regular file")
+        raw = os.read(fd, KEY_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise refuse(f"cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    try:
+        key = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise refuse("is not a text file (it holds bytes that are not UTF-8)") from None
     if not key:
-        raise ConfigError(f"{config_path}: key alma.api_key_file: {path} is empty")
+        raise refuse("is empty")
+    if any(not ch.isprintable() or ch.isspace() for ch in key):
+        raise refuse("does not hold one key on one line (it has spaces, line breaks or control characters)")
     return key
 
 
@@ -254,10 +344,14 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
     env = os.environ if environ is None else environ
     root = _Reader(path, data, "")
     db = root.table("database", required=False)
-    database_url = env.get("HWF_DATABASE_URL") or db.string("url", "sqlite:///hwf.db")
+    database_url = db.string("url", "sqlite:///hwf.db")
+    database_url = env.get("HWF_DATABASE_URL") or database_url
 
+    allow_http = root.boolean("allow_insecure_http", False)
     alma = root.table("alma")
-    base_url = env.get("HWF_ALMA_BASE_URL") or _url(alma, "base_url")
+    base_url = _url(alma, "base_url", value=env.get("HWF_ALMA_BASE_URL") or None)
+    alma.seen.add("base_url")
+    _secure(alma, "base_url", base_url, allow_http, "the Alma API key")
     institution = alma.string("institution_code")
     if not _INSTITUTION.match(institution):
         raise alma.fail("institution_code", f"{institution!r} is not an Alma institution code (like 01GCL_INST)")
@@ -267,6 +361,7 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
 
     api_key_env = alma.string("api_key_env", "HWF_ALMA_API_KEY")
     if "api_key" in alma.data:
+        alma.seen.add("api_key")
         raise alma.fail("api_key", "the key must not be written in the file; use api_key_env or api_key_file")
     key_file_name = alma.optional_string("api_key_file")
     key_file = (path.parent / key_file_name).expanduser() if key_file_name else None
@@ -280,50 +375,70 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
         raise handles.fail("prefix", f"{prefix!r} is not a handle prefix (digits, like 11084)")
     primo = root.table("primo")
     workflow = root.table("workflow", required=False)
-    return Config(
+    operator = root.table("operator", required=False).optional_string("name")  # read even when $HWF_OPERATOR wins
+    config = Config(
         path=path,
         database_url=database_url,
-        alma=AlmaConfig(
-            base_url=base_url,
-            institution_code=institution,
-            jobs=jobs,
-            api_key_env=api_key_env,
-            api_key_file=key_file,
-            api_key=api_key,
-            poll_interval_seconds=alma.number("poll_interval_seconds", 15.0, minimum=0.01),
-            poll_max_interval_seconds=alma.number("poll_max_interval_seconds", 300.0, minimum=0.01),
-            requests_per_second=alma.number("requests_per_second", 10.0, minimum=0.1),
-            daily_call_floor=alma.integer("daily_call_floor", 5000),
-            timeout_seconds=alma.number("timeout_seconds", 60.0, minimum=0.1),
-            max_reply_mb=alma.number("max_reply_mb", 20.0, minimum=0.01),
-            deadline_seconds=alma.number("deadline_seconds", 300.0, minimum=0.1),
-            format=alma.choice("format", "json", ("json", "xml")),
-            reconcile_grace_seconds=alma.number("reconcile_grace_seconds", 120.0),
-            handle_integration_mode=mode,
-            max_running_jobs=alma.integer("max_running_jobs", 3, minimum=1),
-            max_runs_per_job_hour=alma.integer("max_runs_per_job_hour", 5, minimum=1),
-            threshold_wait_seconds=alma.number("threshold_wait_seconds", 300.0, minimum=0.01),
-            max_retries=alma.integer("max_retries", 6),
-            timezone=_timezone(alma),
-        ),
-        handles=HandlesConfig(
-            prefix=prefix,
-            resolver_url=_url(handles, "resolver_url", "https://hdl.handle.net"),
-            settle_minutes=handles.number("settle_minutes", 15.0),
-            concurrency=handles.integer("concurrency", 8, minimum=1),
-            requests_per_second=handles.number("requests_per_second", 20.0, minimum=0.1),
-            retries=handles.integer("retries", 4),
-            timeout_seconds=handles.number("timeout_seconds", 15.0, minimum=0.1),
-            max_reply_kb=handles.number("max_reply_kb", 1024.0, minimum=1.0),
-            deadline_seconds=handles.number("deadline_seconds", 60.0, minimum=0.1),
-            public_cache_check=handles.choice("public_cache_check", "on", ("on", "off")) == "on",
-        ),
+        alma=_alma_config(alma, base_url, institution, jobs, mode, api_key_env, key_file, api_key),
+        handles=_handles_config(handles, prefix),
         primo=PrimoConfig(domain=primo.string("domain"), view=primo.string("view")),
         lease_seconds=workflow.number("lease_seconds", 120.0, minimum=5.0),
         log=_log(root.table("log", required=False), database_url, path),
         notify=_notify(root.table("notify", required=False)),
-        operator=(env.get("HWF_OPERATOR") or "").strip()
-        or root.table("operator", required=False).optional_string("name"),
+        operator=(env.get("HWF_OPERATOR") or "").strip() or operator,
+    )
+    _secure(handles, "resolver_url", config.handles.resolver_url, allow_http, "what the proxy answers (unchecked)")
+    root.check_unknown()
+    return config
+
+
+def _alma_config(
+    alma: _Reader,
+    base_url: str,
+    institution: str,
+    jobs: dict[str, JobSpec],
+    mode: str,
+    api_key_env: str,
+    key_file: Path | None,
+    api_key: str | None,
+) -> AlmaConfig:
+    return AlmaConfig(
+        base_url=base_url,
+        institution_code=institution,
+        jobs=jobs,
+        api_key_env=api_key_env,
+        api_key_file=key_file,
+        api_key=api_key,
+        poll_interval_seconds=alma.number("poll_interval_seconds", 15.0, minimum=0.01, maximum=3600.0),
+        poll_max_interval_seconds=alma.number("poll_max_interval_seconds", 300.0, minimum=0.01),
+        requests_per_second=alma.number("requests_per_second", 10.0, minimum=0.1, maximum=1e6),
+        daily_call_floor=alma.integer("daily_call_floor", 5000, maximum=10_000_000),
+        timeout_seconds=alma.number("timeout_seconds", 60.0, minimum=0.1, maximum=3600.0),
+        max_reply_mb=alma.number("max_reply_mb", 20.0, minimum=0.01, maximum=10_000.0),
+        deadline_seconds=alma.number("deadline_seconds", 300.0, minimum=0.1, maximum=86_400.0),
+        format=alma.choice("format", "json", ("json", "xml")),
+        reconcile_grace_seconds=alma.number("reconcile_grace_seconds", 120.0),
+        handle_integration_mode=mode,
+        max_running_jobs=alma.integer("max_running_jobs", 3, minimum=1, maximum=100),
+        max_runs_per_job_hour=alma.integer("max_runs_per_job_hour", 5, minimum=1),
+        threshold_wait_seconds=alma.number("threshold_wait_seconds", 300.0, minimum=0.01),
+        max_retries=alma.integer("max_retries", 6, maximum=100),
+        timezone=_timezone(alma),
+    )
+
+
+def _handles_config(handles: _Reader, prefix: str) -> HandlesConfig:
+    return HandlesConfig(
+        prefix=prefix,
+        resolver_url=_url(handles, "resolver_url", "https://hdl.handle.net"),
+        settle_minutes=handles.number("settle_minutes", 15.0, maximum=10080.0),
+        concurrency=handles.integer("concurrency", 8, minimum=1, maximum=256),
+        requests_per_second=handles.number("requests_per_second", 20.0, minimum=0.1, maximum=1e6),
+        retries=handles.integer("retries", 4, maximum=100),
+        timeout_seconds=handles.number("timeout_seconds", 15.0, minimum=0.1, maximum=3600.0),
+        max_reply_kb=handles.number("max_reply_kb", 1024.0, minimum=1.0, maximum=1_000_000.0),
+        deadline_seconds=handles.number("deadline_seconds", 60.0, minimum=0.1, maximum=86_400.0),
+        public_cache_check=handles.choice("public_cache_check", "on", ("on", "off")) == "on",
     )
 
 
@@ -350,20 +465,20 @@ def default_log_file(database_url: str) -> Path:
 
 
 def _log(log: _Reader, database_url: str, path: Path) -> LogConfig:
-    enabled = log.data.get("enabled", True)
+    enabled = log.get("enabled", True)
     if not isinstance(enabled, bool):
         raise log.fail("enabled", f"must be true or false, not {enabled!r}")
     name = log.optional_string("file")
     file = (path.parent / name).expanduser() if name else default_log_file(database_url)
     return LogConfig(
         file=file if enabled else None,
-        max_bytes=log.integer("max_bytes", 10_000_000, minimum=10_000),
-        backups=log.integer("backups", 5),
+        max_bytes=log.integer("max_bytes", 10_000_000, minimum=10_000, maximum=10_000_000_000),
+        backups=log.integer("backups", 5, maximum=1000),
     )
 
 
 def _flag(reader: _Reader, key: str, default: bool) -> bool:
-    value = reader.data.get(key, default)
+    value = reader.get(key, default)
     if not isinstance(value, bool):
         raise reader.fail(key, f"must be true or false, not {value!r}")
     return value
@@ -388,7 +503,7 @@ def load_apprise() -> Any:
 
 
 def _notify(notify: _Reader) -> NotifyConfig:
-    urls = notify.data.get("urls", [])
+    urls = notify.get("urls", [])
     if isinstance(urls, str):
         urls = [urls]
     if not isinstance(urls, list) or not all(isinstance(u, str) and u.strip() for u in urls):

@@ -17,7 +17,7 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from orchestrator.config import Config, parse_config
+from orchestrator.config import Config, is_loopback, parse_config
 from orchestrator.service.context import Context
 from orchestrator.service.reporting import CollectingReporter
 from orchestrator.simulator import Scenario, Simulator
@@ -62,6 +62,7 @@ def config_dict(
     base: str = BASE, resolver: str | None = None, db: str = "sqlite:///hwf.db", **alma: Any
 ) -> dict[str, Any]:
     return {
+        "allow_insecure_http": True,  # the simulator's http://alma.test never leaves the process
         "database": {"url": db},
         "alma": {
             "base_url": base,
@@ -170,8 +171,11 @@ def write_config(path: Path, data: dict[str, Any]) -> Path:
 def minimal_config(
     database_url: str, base_url: str = "http://127.0.0.1:9", jobs: dict[str, str] | None = None, **alma: Any
 ) -> dict[str, Any]:
-    """Only the required keys (plus ``alma``), for tests that drive the real CLI."""
+    """Only the required keys (plus ``alma``), for tests that drive the real CLI; plain http to a host
+    that is not this machine (the in-process simulator's ``alma.test``) also needs allow_insecure_http."""
+    insecure = {} if is_loopback(base_url) or base_url.startswith("https:") else {"allow_insecure_http": True}
     return {
+        **insecure,
         "database": {"url": database_url},
         "alma": {"base_url": base_url, "institution_code": "01GCL_INST", **alma, "jobs": dict(jobs or DEFAULT_JOBS)},
         "handles": {"prefix": "11084"},

@@ -299,10 +299,20 @@ def test_a_batch_alma_rejects_entirely_is_not_registered(ctx: Context, sim: Simu
     assert [s.name for s in summaries] == ["Half bad (batch 1/2)"]
     assert [(n, state) for n, state, _ in batches.iter_batches(ctx, "Half bad")] == [
         ("Half bad (batch 1/2)", "registered"),
-        ("Half bad (batch 2/2)", "empty"),
     ]
+    assert "Half bad (batch 2/2)" not in sim.set_ids()  # the empty Alma set was deleted
     notes = [m for _, m in ctx.reporter.notes]  # type: ignore[attr-defined]
-    assert any("not registered: Alma rejected all 2 MMS IDs (lines 3-4" in m for m in notes)
+    assert any("not registered: Alma rejected all 2 MMS IDs (lines 3-4" in m and "was deleted" in m for m in notes)
+
+
+def test_a_csv_alma_rejects_entirely_exits_2_and_leaves_nothing(ctx: Context, sim: Simulator, tmp_path: Path) -> None:
+    before = sim.set_ids()
+    rows = ["991234567890004641", "991234567890104641", "991234567890204641"]
+    with pytest.raises(BadInputError, match="Alma rejected every one of the 3 MMS IDs") as raised:
+        batches.add_from_csv(ctx, write(tmp_path, "\n".join(rows) + "\n"), "All bad", batch_size=2)
+    assert raised.value.exit_code == 2
+    assert sim.set_ids() == before  # no empty set left in Alma
+    assert list(batches.iter_batches(ctx, "All bad")) == [] and views.status(ctx) == []
 
 
 def test_name_alma_already_has_is_refused_and_named(ctx: Context, sim: Simulator, tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def test_malformed_toml_names_file(tmp_path: Path) -> None:
         ),
         (lambda d: d["alma"].update(api_key="l7xx"), "key alma.api_key: the key must not be written"),
         (lambda d: d["handles"].update(prefix="hdl"), "key handles.prefix"),
-        (lambda d: d["handles"].update(concurrency=0), "key handles.concurrency: must be at least 1"),
+        (lambda d: d["handles"].update(concurrency=0), "key handles.concurrency: must be between 1 and 256"),
         (lambda d: d.pop("primo"), r"missing table \[primo\]"),
         (lambda d: d["alma"].update(format="yaml"), "key alma.format: must be one of json, xml"),
         (lambda d: d["alma"]["jobs"].update(handle_integration_mode="auto"), "handle_integration_mode"),

@@ -241,6 +241,11 @@ class AlmaClient:
         answer = self._call("GET", f"/conf/sets/{_segment(set_id, 'set id')}")
         return parse_set(answer.reply, answer.origin)
 
+    def delete_set(self, set_id: str) -> None:
+        """``DELETE /conf/sets/{set_id}`` (Alma answers 204 with no body). :raises AlmaError: refused."""
+        request = self.build_request("DELETE", f"/conf/sets/{_segment(set_id, 'set id')}")
+        self._send(request, request.method, self._api_path(request), True)
+
     def iter_set_members(self, set_id: str, page_size: int = PAGE_SIZE) -> Iterator[SetMember]:
         """Every member of a set, fetched ``page_size`` (≤ 100) at a time."""
         path = f"/conf/sets/{_segment(set_id, 'set id')}/members"

@@ -77,6 +77,9 @@ class JobInstance:
     end_time: datetime | None = None
     counters: tuple[Counter, ...] = ()
     alerts: tuple[Alert, ...] = ()
+    # The set the run was on, when a reply carries it (a set_id parameter or the instance's own set
+    # information); None when it does not, as in every reply seen so far (reference/alma-api.md §4.5).
+    set_id: str | None = None
 
     @property
     def terminal(self) -> bool:

@@ -225,9 +225,15 @@ def confirm(
     set_ref: Annotated[str, typer.Argument(metavar="SET")],
     *,
     instance: Annotated[str, typer.Option(help="The job instance id (Alma's Job ID / Process ID).")],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Adopt an instance whose reply names no set (checked by you in Monitor Jobs)."),
+    ] = False,
 ) -> None:
-    """Adopt a job instance for the set's waiting step (manual integration, ambiguous reconciliation)."""
+    """Adopt a job instance for the set's waiting step (manual integration, ambiguous reconciliation).
+
+    The instance must be a run of the step's job, on this set, and not adopted by another set or step."""
     from orchestrator.service import jobs
 
     with context(quiet=True) as ctx, errors():
-        out.print(jobs.confirm(ctx, set_ref, instance))
+        out.print(jobs.confirm(ctx, set_ref, instance, force=force))

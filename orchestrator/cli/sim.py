@@ -21,6 +21,10 @@ def demo(
     """The whole workflow end to end against the built-in simulator: no Alma account needed."""
     from orchestrator.cli.demo import run_demo
 
+    if not 1 <= records <= 100_000:
+        fail(f"--records must be between 1 and 100000, not {records}", 2)
+    if not 0 <= job_seconds <= 3600:  # also refuses nan
+        fail(f"--job-seconds must be between 0 and 3600, not {job_seconds}", 2)
     with errors():
         run_demo(out, err, directory=directory, records=records, job_seconds=job_seconds)
 
@@ -35,6 +39,8 @@ def sim_serve(
     """Serve the Alma + handle proxy simulator over HTTP until interrupted."""
     from orchestrator.simulator import SimServer, Simulator, load_scenario
 
+    if not 0 <= port <= 65535:
+        fail(f"--port must be between 0 and 65535 (0 = any free port), not {port}", 2)
     with errors():
         sim = Simulator(load_scenario(scenario) if scenario else None)
         try:

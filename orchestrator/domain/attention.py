@@ -14,6 +14,12 @@ ATTENTION_ADVICE = {
     "quota": "wait for Alma's daily quota reset (midnight, institution time), then `hwf retry {set} --reason TEXT`",
     "guard": "see `hwf check {set}` and `hwf history {set}`, then `hwf retry {set} --reason TEXT`",
     "audit": "see `hwf audit {set}` (Alma's own job history for the set) and do what it says",
+    "fault": "see the reason and `hwf history {set}` (the log has the details), fix the cause or report the fault, "
+    "then `hwf retry {set} --reason TEXT`",
+    "earlier_runs": "check the runs in Alma (Monitor Jobs), then `hwf confirm {set} --instance ID` for the one "
+    "that counts",
+    "instance_unknown": "check the job in Alma (Monitor Jobs), then `hwf confirm {set} --instance ID`, or "
+    "`hwf retry {set} --reason TEXT` to run the step again",
 }
 _FALLBACK = "see `hwf status {set}` and `hwf history {set}`, fix the cause, then `hwf retry {set} --reason TEXT`"
 _COMMAND = re.compile(r"`(hwf [^`]+)`")

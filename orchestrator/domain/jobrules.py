@@ -7,12 +7,13 @@ Pure functions on plain values: the service layer applies them to attempts (rows
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from orchestrator.alma.types import GOOD_STATUSES, Counter
+from orchestrator.alma.types import GOOD_STATUSES, Counter, JobInstance
 from orchestrator.domain.machine import Step
 
 API_SUBMITTERS = ("exl_api", "api")
@@ -69,24 +70,74 @@ def submitted_by_api(submitted_by: str | None) -> bool:
     return (submitted_by or "").strip().lower() in API_SUBMITTERS
 
 
-def names_set(instance_name: str | None, alma_set_id: str, set_name: str) -> bool:
-    """The instance's name names this set: hwf's token form (exactly this set id), the set id on its
-    own, or the UI's ``<job> - <set name> - <timestamp>``."""
+class SetMatch(enum.Enum):
+    """What a job instance says about the set it ran on."""
+
+    THIS = "this"  # it names this set (and, in hwf's form, this step)
+    OTHER = "other"  # it names another set or another step
+    UNKNOWN = "unknown"  # nothing in it ties the run to a set
+
+
+def match_set(
+    instance_name: str | None,
+    alma_set_id: str,
+    set_name: str,
+    *,
+    step: Step | None = None,
+    set_param: str | None = None,
+) -> tuple[SetMatch, str]:
+    """Whether an instance ran on this set, and why: the set parameter or the instance's own set
+    information if the reply carries one (``set_param``), else hwf's token form (exactly this set id,
+    and ``step`` when given), else the set id on its own or the UI's ``<job> - <set name> - <timestamp>``
+    in the name. A name that names nothing is UNKNOWN, never THIS."""
     name = instance_name or ""
+    if set_param is not None and set_param.strip():
+        if set_param.strip() == alma_set_id:
+            return SetMatch.THIS, f"its set parameter is {alma_set_id}"
+        return SetMatch.OTHER, f"it ran on set {set_param.strip()}, not {alma_set_id}"
     hwf = HWF_NAME.search(name)
     if hwf:
-        return hwf.group(2) == alma_set_id
+        if hwf.group(2) != alma_set_id:
+            return SetMatch.OTHER, f"its name {name!r} names set {hwf.group(2)}, not {alma_set_id}"
+        if step is not None and hwf.group(1) != step.value:
+            return SetMatch.OTHER, f"its name {name!r} names the {hwf.group(1)} step, not {step.value}"
+        return SetMatch.THIS, f"its name {name!r} carries hwf's name for set {alma_set_id}"
     if re.search(rf"(?<!\d){re.escape(alma_set_id)}(?!\d)", name):
-        return True
-    if not set_name:
-        return False
-    return f" - {set_name} - " in name or name.endswith(f" - {set_name}") or name.startswith(f"{set_name} - ")
+        return SetMatch.THIS, f"its name {name!r} carries the set id {alma_set_id}"
+    if set_name and (
+        f" - {set_name} - " in name or name.endswith(f" - {set_name}") or name.startswith(f"{set_name} - ")
+    ):
+        return SetMatch.THIS, f"its name {name!r} carries the set name {set_name!r}"
+    return SetMatch.UNKNOWN, f"neither its name {name!r} nor anything else in Alma's reply names a set"
+
+
+def match_instance(inst: JobInstance, job_id: str, step: Step, alma_set_id: str, set_name: str) -> tuple[SetMatch, str]:
+    """Whether ``inst`` may be adopted for ``step`` of this set, as far as the instance itself tells:
+    it must be a run of the step's job and ran on this set (:func:`match_set`)."""
+    if inst.job_id != job_id:
+        return SetMatch.OTHER, f"instance {inst.id} is a run of job {inst.job_id}, not of the {step.value} job {job_id}"
+    return match_set(inst.name, alma_set_id, set_name, step=step, set_param=inst.set_id)
+
+
+def names_set(instance_name: str | None, alma_set_id: str, set_name: str, *, set_param: str | None = None) -> bool:
+    """The instance names this set (:func:`match_set` is THIS)."""
+    return match_set(instance_name, alma_set_id, set_name, set_param=set_param)[0] is SetMatch.THIS
 
 
 def instance_window(started: datetime, now: datetime) -> tuple[date, date]:
     """The ``submit_date_from/to`` to list instances in: Alma's date filter has an undocumented time
     zone, so widen by a day on both sides."""
     return (started - timedelta(days=1)).date(), (max(now, started) + timedelta(days=1)).date()
+
+
+# Alma's clock has been seen ~30 hours behind the local one: look back at least this far for runs that
+# a lost database no longer knows about (DESIGN.md §3, issue 13 item 12).
+HISTORY_LOOKBACK = timedelta(days=3)
+
+
+def history_window(now: datetime) -> tuple[date, date]:
+    """The ``submit_date_from/to`` to look for a step's earlier runs in, before its first submission."""
+    return (now - HISTORY_LOOKBACK).date(), (now + timedelta(days=1)).date()
 
 
 def settle_until(integration_ended: datetime, settle_minutes: float) -> datetime:

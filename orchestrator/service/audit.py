@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from orchestrator.alma.types import JobInstance
-from orchestrator.domain.jobrules import HWF_NAME, counted, names_set, run_ok, submitted_by_api
+from orchestrator.domain.jobrules import HWF_NAME, SetMatch, counted, match_instance, run_ok, submitted_by_api
 from orchestrator.domain.machine import Stage, Step, StepFacts
 from orchestrator.errors import BadInputError
 from orchestrator.service import jobs, preflight, views, workflow
@@ -166,7 +166,7 @@ def audit_set(ctx: Context, ref: str, *, days: int = DEFAULT_DAYS) -> AuditRepor
         assert key is not None
         job_id = ctx.config.alma.jobs[key].id
         for inst in ctx.alma.list_instances(job_id, date_from=date_from, date_to=date_to):
-            if names_set(inst.name, alma_id, set_name):
+            if match_instance(inst, job_id, step, alma_id, set_name)[0] is SetMatch.THIS:
                 instances.append((step, inst))
     with ctx.sessions() as session:
         skipped_by_hwf = registered and bool(
@@ -486,6 +486,14 @@ def adopt(ctx: Context, alma_set_id: str, name: str | None = None) -> views.SetS
                     f"see `hwf audit {alma_set_id}` and `hwf history {alma_set_id}`"
                 )
     report = audit_set(ctx, alma_set_id)
+    taken = [r for r in report.runs if r.known_to_hwf]
+    if taken:
+        with ctx.sessions() as session:
+            owner = jobs.adopted_by(session, taken[0].instance_id)
+        raise BadInputError(
+            f"the {taken[0].step} run {taken[0].instance_id} on set {alma_set_id} is already adopted by {owner}; "
+            "one run cannot count for two sets: see `hwf history` of that set"
+        )
     stray = [r for r in report.runs if not r.terminal and r is not report.frontier]
     if stray:
         raise BadInputError(

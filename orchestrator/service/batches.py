@@ -78,6 +78,7 @@ def read_ids(path: Path) -> IdList:
     """
     found = IdList()
     first: dict[str, int] = {}
+    reader = None
     try:
         with path.open("r", encoding="utf-8-sig", newline="") as handle:
             head = handle.readline()
@@ -118,7 +119,13 @@ def read_ids(path: Path) -> IdList:
     except UnicodeDecodeError:
         raise BadInputError(f"{path} is not UTF-8 text (save the CSV as UTF-8)") from None
     except csv.Error as exc:
-        raise BadInputError(f"{path}: not a readable CSV: {exc}") from None
+        where = f" line {reader.line_num}:" if reader is not None else ""
+        if "field larger than field limit" in str(exc):
+            raise BadInputError(
+                f"{path}:{where} a cell is longer than {csv.field_size_limit():,} characters: "
+                "not a CSV of MMS IDs (is a quote left open?)"
+            ) from None
+        raise BadInputError(f"{path}:{where} not a readable CSV: {exc}") from None
     return found
 
 
@@ -190,6 +197,11 @@ def add_from_csv(ctx: Context, path: Path, name: str, *, batch_size: int = 500) 
         summary = _register(ctx, path, batch, len(batches), info, ids)
         if summary is not None:
             summaries.append(summary)
+    if not summaries:
+        raise BadInputError(
+            f"Alma rejected every one of the {len(ids.ids)} MMS IDs in {path} (are they titles of this "
+            "institution, in this environment?); no set was registered and the empty Alma sets were deleted"
+        )
     return summaries
 
 
@@ -357,11 +369,11 @@ def _register(
         done = session.scalar(select(AlmaSet.id).where(AlmaSet.alma_set_id == info.id))
     if done is None:
         if ctx.alma.count_set_members(info.id) == 0:
-            _save(ctx, batch.name, state="empty")
+            _drop_empty(ctx, batch, info.id)
             ctx.reporter.note(
                 batch.name,
                 f"not registered: Alma rejected all {len(batch.ids)} MMS IDs (lines {first}-{last} of {path}); "
-                f"are they titles of this institution? The empty Alma set {info.id} can be deleted",
+                f"are they titles of this institution? The empty Alma set {info.id} was deleted",
             )
             return None
         workflow.add_set(ctx, info.id, batch.name)
@@ -401,6 +413,20 @@ def _register(
             creation.updated_at = now
         alma_set_id = row.alma_set_id
     return views.status(ctx, alma_set_id)[0]
+
+
+def _drop_empty(ctx: Context, batch: _Batch, alma_set_id: str) -> None:
+    """Delete the Alma set a batch created when Alma took none of its ids, and forget the plan's row,
+    so that nothing empty is left behind and a re-run plans the batch afresh."""
+    try:
+        ctx.alma.delete_set(alma_set_id)
+    except AlmaError as exc:
+        _save(ctx, batch.name, state="empty")
+        ctx.reporter.note(batch.name, f"the empty Alma set {alma_set_id} could not be deleted ({exc}); delete it")
+        return
+    with ctx.sessions.begin() as session:
+        row = session.scalars(select(SetCreation).where(SetCreation.name == batch.name)).one()
+        session.delete(row)
 
 
 def _lines(rejected: list[tuple[int, str]]) -> str:

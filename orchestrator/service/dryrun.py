@@ -17,14 +17,14 @@ from typing import Any
 from urllib.parse import unquote
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orchestrator.alma.client import MAX_BIBS_PER_CALL, AlmaClient
 from orchestrator.domain.attention import ATTENTION_ADVICE as _ADVICE
 from orchestrator.domain.dc import BLOCKING, Preflight
 from orchestrator.domain.handles import Verdict
-from orchestrator.domain.jobrules import instance_window, job_name
+from orchestrator.domain.jobrules import history_window, instance_window, job_name
 from orchestrator.domain.machine import TRANSITIONS, Stage, Step
 from orchestrator.resolver import Verifier
 from orchestrator.service import jobs
@@ -302,6 +302,16 @@ class _Describer:
             note=f"{TOKEN_PLACEHOLDER} is a new random token, committed with the attempt before the POST",
         )
         poll_path = unquote(self.alma.instance_request(spec.id, INSTANCE_PLACEHOLDER).url.raw_path.decode("ascii"))
+        first: tuple[str, ...] = ()
+        if not self.session.scalar(
+            select(func.count()).select_from(Attempt).where(Attempt.set_id == self.row.id, Attempt.step == step.value)
+        ):
+            date_from, date_to = history_window(self.now)
+            listing = self.alma.instances_request(spec.id, date_from=date_from, date_to=date_to)
+            first = (
+                f"first, as hwf has no attempt for this step yet, GET {unquote(listing.url.raw_path.decode('ascii'))}: "
+                "a run already on this set (a lost database) is adopted instead of submitting",
+            )
         self.actions.append(
             PlannedAction(
                 when,
@@ -309,6 +319,7 @@ class _Describer:
                 f"submit {step.value}: run job {spec.id} on set {self.row.alma_set_id} (once; never re-sent blindly)",
                 (submit,),
                 (
+                    *first,
                     "if the reply is lost, hwf does not resubmit: it looks for the token in the job's instances",
                     f"then polls GET {poll_path} "
                     f"every {self.cfg.alma.poll_interval_seconds:g} s, growing to "

@@ -21,10 +21,12 @@ from sqlalchemy.orm import Session
 from orchestrator.alma.types import GOOD_STATUSES, JobInstance
 from orchestrator.config import JobSpec
 from orchestrator.domain.jobrules import (
+    SetMatch,
     exception_count,
+    history_window,
     instance_window,
     job_name,
-    names_set,
+    match_instance,
     run_ok,
     submitted_by_api,
 )
@@ -32,11 +34,12 @@ from orchestrator.domain.machine import Stage, Step
 from orchestrator.errors import AlmaError, AlmaUnreachableError, BadInputError, JobThresholdError, LeaseHeldError
 from orchestrator.service.context import Context, add_event, find_set, set_attention
 from orchestrator.store.leases import holder, try_claim
-from orchestrator.store.models import AlmaSet, Attempt, AttemptState
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event
 
 MAX_POLL_WAIT_SECONDS = 300.0
 UNKNOWN_INSTANCE_CODES = frozenset({"402218"})  # "Invalid job instance id"
 INSTANCE_UNKNOWN = "instance_unknown"  # the attention kind: the instance a set waits on is gone from Alma
+EARLIER_RUNS = "earlier_runs"  # the attention kind: several runs of a step hwf never submitted (a lost database)
 
 
 RAW_REPLY_CAP = 1_000_000  # bytes of a finished job instance's reply kept as evidence
@@ -91,6 +94,8 @@ def submit(ctx: Context, set_id: int, step: Step) -> None:
     key = step.job_key
     assert key is not None
     spec, cfg = ctx.config.alma.jobs[key], ctx.config.alma
+    if _found_earlier_run(ctx, set_id, step, spec.id):
+        return
     begun = _begin_attempt(ctx, set_id, step, spec)
     if begun is None:
         return
@@ -110,6 +115,85 @@ def submit(ctx: Context, set_id: int, step: Step) -> None:
     else:
         _adopt(ctx, set_id, begun.attempt_id, run.instance_id, how="submitted", submit_time=None)
         ctx.reporter.note(begun.set_name, f"{step.value}: submitted job {spec.id}, instance {run.instance_id}")
+
+
+def _found_earlier_run(ctx: Context, set_id: int, step: Step, job_id: str) -> bool:
+    """Before the first submission of ``step`` on a set hwf has no attempt for (a new set, or a database
+    lost and re-created), look in Alma's recent history of the job for a run on this set: adopt the one
+    running or finished well, or stop with attention when there are several. True when the step must not
+    be submitted now.
+
+    :raises LeaseHeldError: this process lost the set's lease.
+    """
+    with ctx.sessions() as session:
+        tried = session.scalar(
+            select(func.count()).select_from(Attempt).where(Attempt.set_id == set_id, Attempt.step == step.value)
+        )
+        if tried:
+            return False
+        row = session.get_one(AlmaSet, set_id)
+        alma_set_id, set_name = row.alma_set_id, row.name
+        taken = set(session.scalars(select(Attempt.instance_id).where(Attempt.instance_id.is_not(None))))
+        # Runs `add --adopt` already judged (and did not count) are not found again here.
+        for data in session.scalars(select(Event.data).where(Event.set_id == set_id, Event.kind == "audit")):
+            taken.update(str(run.get("instance_id")) for run in (data or {}).get("runs") or ())
+    date_from, date_to = history_window(ctx.clock())
+    found = [
+        i
+        for i in ctx.alma.list_instances(job_id, date_from=date_from, date_to=date_to)
+        if i.id not in taken
+        and match_instance(i, job_id, step, alma_set_id, set_name)[0] is SetMatch.THIS
+        and (not i.terminal or run_ok(i.status, i.counters))
+    ]
+    if not found:
+        return False
+    now = ctx.clock()
+    with ctx.sessions.begin() as session:
+        row = session.get_one(AlmaSet, set_id)
+        if not try_claim(session, set_id, ctx.owner, now, ctx.config.lease_seconds):
+            owner, _ = holder(session, set_id)
+            raise LeaseHeldError(f"lost the lease on set {alma_set_id} to {owner}; not adopting")
+        if len(found) > 1:
+            set_attention(
+                session,
+                row,
+                EARLIER_RUNS,
+                f"{step.value}: hwf has no attempt for this step, but Alma already ran job {job_id} on this set "
+                f"{len(found)} times ({', '.join(i.id for i in found)}); hwf will not guess or run it again. "
+                f"Check them in Alma (Monitor Jobs), then `hwf confirm {alma_set_id} --instance ID`",
+                now,
+            )
+            return True
+        inst = found[0]
+        attempt = Attempt(
+            set_id=set_id,
+            step=step.value,
+            number=next_attempt_number(session, set_id, step),
+            token="found-" + secrets.token_hex(6),
+            job_id=job_id,
+            job_name=(inst.name or "")[:255] or None,
+            instance_id=inst.id,
+            state=AttemptState.SUBMITTED,
+            started_at=inst.submit_time or now,
+            submitted_at=inst.submit_time or now,
+            poll_interval=ctx.config.alma.poll_interval_seconds,
+            next_poll_at=now,
+            note="found in Alma's job history before a first submission; not submitted again",
+        )
+        session.add(attempt)
+        add_event(
+            session,
+            row,
+            "reconciled",
+            f"{step.value}: job {job_id} already ran on this set (instance {inst.id}, {inst.status}, "
+            f"name {inst.name!r}) although hwf had no attempt for it; adopted, not submitted again",
+            at=now,
+            actor=ctx.owner,
+            job_id=job_id,
+            instance_id=inst.id,
+        )
+    ctx.reporter.note(set_name, f"{step.value}: found an earlier run, instance {inst.id}; not submitting again")
+    return True
 
 
 @dataclass(frozen=True)
@@ -248,7 +332,7 @@ def reconcile(ctx: Context, set_id: int, attempt_id: int) -> None:
         row = session.get_one(AlmaSet, set_id)
         attempt = session.get_one(Attempt, attempt_id)
         job_id, token, started = attempt.job_id, attempt.token, attempt.started_at
-        alma_set_id, set_name = row.alma_set_id, row.name
+        alma_set_id, set_name, step = row.alma_set_id, row.name, Step(attempt.step)
         taken = set(
             session.scalars(
                 select(Attempt.instance_id).where(Attempt.job_id == job_id, Attempt.instance_id.is_not(None))
@@ -258,7 +342,13 @@ def reconcile(ctx: Context, set_id: int, attempt_id: int) -> None:
     now = ctx.clock()
     date_from, date_to = instance_window(started, now)
     instances = list(ctx.alma.list_instances(job_id, date_from=date_from, date_to=date_to))
-    matches = [i for i in instances if token in (i.name or "")]
+    matches = [
+        i
+        for i in instances
+        if token in (i.name or "")
+        and i.id not in taken
+        and match_instance(i, job_id, step, alma_set_id, set_name)[0] is not SetMatch.OTHER
+    ]
     how = "reconciled"
     if not matches:
         how = "fallback"
@@ -270,7 +360,7 @@ def reconcile(ctx: Context, set_id: int, attempt_id: int) -> None:
             and submitted_by_api(i.submitted_by)
             and i.submit_time is not None
             and i.submit_time >= earliest
-            and names_set(i.name, alma_set_id, set_name)
+            and match_instance(i, job_id, step, alma_set_id, set_name)[0] is SetMatch.THIS
         ]
     if len(matches) == 1:
         _adopt(ctx, set_id, attempt_id, matches[0].id, how=how, submit_time=matches[0].submit_time)
@@ -457,7 +547,7 @@ def manual_integration(ctx: Context, set_id: int, attempt_id: int | None) -> Non
         if i.id not in taken
         and i.submit_time is not None
         and i.submit_time >= started - timedelta(minutes=5)
-        and names_set(i.name, alma_set_id, set_name)
+        and match_instance(i, spec.id, Step.INTEGRATE, alma_set_id, set_name)[0] is SetMatch.THIS
     ]
     if len(found) == 1:
         _adopt(ctx, set_id, attempt_id, found[0].id, how="operator", submit_time=found[0].submit_time)
@@ -486,9 +576,15 @@ def manual_instructions(set_name: str) -> str:
     )
 
 
-def confirm(ctx: Context, ref: str, instance_id: str) -> str:
-    """Adopt an instance the operator names for the set's waiting step (manual integration, or an
-    ambiguous reconciliation). :raises BadInputError: no step is waiting, or the instance is unknown."""
+def confirm(ctx: Context, ref: str, instance_id: str, *, force: bool = False) -> str:
+    """Adopt an instance the operator names for the set's waiting step (manual integration, an
+    ambiguous reconciliation, an instance Alma no longer knows). The instance must be a run of the
+    step's job, on this set, and not adopted by any other attempt; ``force`` adopts one whose reply
+    names no set at all (recorded in the event).
+
+    :raises BadInputError: no step is waiting, or the instance does not fit (what does not match is named).
+    """
+    instance_id = instance_id.strip()
     with ctx.sessions.begin() as session:
         row = find_set(session, ref)
         step = {Stage.CREATED: Step.COPY_IDENTIFIERS, Stage.IDENTIFIERS_COPIED: Step.MIGRATE}.get(
@@ -497,6 +593,8 @@ def confirm(ctx: Context, ref: str, instance_id: str) -> str:
         attempt = session.scalar(
             select(Attempt).where(Attempt.set_id == row.id, Attempt.step == step.value).order_by(Attempt.number.desc())
         )
+        if attempt is None and row.attention_kind == EARLIER_RUNS and step.job_key is not None:
+            attempt = _operator_attempt(session, row.id, step, ctx.config.alma.jobs[step.job_key].id, ctx.clock())
         if (
             row.stage not in (Stage.CREATED, Stage.IDENTIFIERS_COPIED, Stage.MIGRATED)
             or attempt is None
@@ -507,14 +605,64 @@ def confirm(ctx: Context, ref: str, instance_id: str) -> str:
         ):
             raise BadInputError(f"set {row.alma_set_id} is not waiting for a job instance to be confirmed")
         set_id, attempt_id, job_id = row.id, attempt.id, attempt.job_id
-        if session.scalar(select(Attempt).where(Attempt.job_id == job_id, Attempt.instance_id == instance_id)):
-            raise BadInputError(f"instance {instance_id} is already adopted by another attempt")
+        alma_set_id, set_name = row.alma_set_id, row.name
+        taken = adopted_by(session, instance_id)
+        if taken is not None:
+            raise BadInputError(f"instance {instance_id} is already adopted by {taken}; it cannot be this set's too")
     assert job_id is not None
-    inst = ctx.alma.get_instance(job_id, instance_id)
+    try:
+        inst = ctx.alma.get_instance(job_id, instance_id)
+    except AlmaError as exc:
+        if exc.status == 400 and exc.code in UNKNOWN_INSTANCE_CODES:
+            raise BadInputError(
+                f"Alma knows no instance {instance_id} of the {step.value} job {job_id} ({exc.code}): "
+                "check the Job ID in Monitor Jobs"
+            ) from None
+        raise
+    match, why = match_instance(inst, job_id, step, alma_set_id, set_name)
+    if match is SetMatch.OTHER:
+        raise BadInputError(f"instance {inst.id} is not set {alma_set_id}'s {step.value} run: {why}")
+    forced = match is SetMatch.UNKNOWN
+    if forced and not force:
+        raise BadInputError(
+            f"nothing ties instance {inst.id} to set {alma_set_id}: {why}. Check in Alma (Monitor Jobs) that "
+            f"it ran on set {set_name!r}, then add --force"
+        )
     with ctx.sessions.begin() as session:
         row = session.get_one(AlmaSet, set_id)
         row.attention = None
         row.attention_kind = None
-        add_event(session, row, "confirm", f"operator confirmed instance {inst.id} of job {job_id}", at=ctx.clock())
+        text = f"operator confirmed instance {inst.id} of job {job_id} for {step.value}: " + (
+            f"forced (--force): {why}" if forced else why
+        )
+        add_event(session, row, "confirm", text, at=ctx.clock(), actor=ctx.owner, instance_id=inst.id, forced=forced)
     _adopt(ctx, set_id, attempt_id, inst.id, how="operator", submit_time=inst.submit_time)
-    return f"adopted job {job_id} instance {inst.id} ({inst.status}) for set {ref}"
+    return f"adopted job {job_id} instance {inst.id} ({inst.status}) for set {ref}" + (" (forced)" if forced else "")
+
+
+def _operator_attempt(session: Session, set_id: int, step: Step, job_id: str, now: datetime) -> Attempt:
+    """The attempt an operator's pick among several earlier runs is recorded on (nothing is submitted)."""
+    attempt = Attempt(
+        set_id=set_id,
+        step=step.value,
+        number=next_attempt_number(session, set_id, step),
+        token="hwf-" + secrets.token_hex(6),
+        job_id=job_id,
+        state=AttemptState.WAITING_OPERATOR,
+        started_at=now,
+    )
+    session.add(attempt)
+    session.flush()
+    return attempt
+
+
+def adopted_by(session: Session, instance_id: str) -> str | None:
+    """Which set and step already adopted ``instance_id`` (``"set 123's migrate attempt 1"``), or None."""
+    found = session.execute(
+        select(AlmaSet.alma_set_id, Attempt.step, Attempt.number)
+        .join(AlmaSet, AlmaSet.id == Attempt.set_id)
+        .where(Attempt.instance_id == instance_id)
+    ).first()
+    if found is None:
+        return None
+    return f"set {found[0]}'s {found[1]} attempt {found[2]}"

@@ -211,9 +211,45 @@ _ADVICE = {
 }
 
 
-def _describe(classes: Counter[str], keep: Iterable[str], set_id: str) -> str:
-    parts = [f"{classes[c]} {c} ({_ADVICE.get(c, '').format(set=set_id)})" for c in sorted(classes) if c in set(keep)]
-    return "; ".join(parts)
+NAMED_MMS_IDS = 5  # an attention reason names this many MMS IDs, then "+N more: `hwf check SET`"
+
+
+def _problem_ids(session: Session, set_id: int, keep: Iterable[str]) -> dict[str, list[str]]:
+    """The included records' MMS IDs per problem class in ``keep``, in MMS ID order."""
+    wanted = set(keep)
+    found: dict[str, list[str]] = {}
+    rows = session.execute(
+        select(Record.preflight, Record.mms_id)
+        .where(Record.set_id == set_id, Record.excluded.is_(False))
+        .order_by(Record.mms_id)
+    )
+    for cls, mms in rows:
+        if (cls or "UNCHECKED") in wanted:
+            found.setdefault(cls or "UNCHECKED", []).append(mms)
+    return found
+
+
+def _describe(by_class: dict[str, list[str]], set_id: str) -> tuple[str, str]:
+    """("1 NOT_DC (991011597314004641: not a Dublin Core record ...)", "991011597314004641"): each class
+    with its first MMS IDs (at most :data:`NAMED_MMS_IDS` in all, then "+N more"), and the named IDs."""
+    shown: dict[str, list[str]] = {cls: [] for cls in sorted(by_class)}
+    named: list[str] = []
+    depth = 0
+    while len(named) < NAMED_MMS_IDS and any(len(ids) > depth for ids in by_class.values()):
+        for cls in shown:  # one of each class first, so that every class is named
+            if len(by_class[cls]) > depth and len(named) < NAMED_MMS_IDS:
+                shown[cls].append(by_class[cls][depth])
+                named.append(by_class[cls][depth])
+        depth += 1
+    parts = []
+    for cls in shown:
+        ids = by_class[cls]
+        advice = _ADVICE.get(cls, "").format(set=set_id)
+        inside = "; ".join(x for x in (", ".join(shown[cls]), advice) if x)
+        parts.append(f"{len(ids)} {cls} ({inside})" if inside else f"{len(ids)} {cls}")
+    hidden = sum(len(ids) for ids in by_class.values()) - len(named)
+    text = "; ".join(parts) + (f"; +{hidden} more: `hwf check {set_id}`" if hidden else "")
+    return text, " ".join(named)
 
 
 def precheck_step(ctx: Context, set_id: int, step: Step) -> None:
@@ -228,13 +264,14 @@ def precheck_step(ctx: Context, set_id: int, step: Step) -> None:
             blocking = [p.value for p in BLOCKING]
             if any(c in classes for c in blocking):
                 bad = sum(classes[c] for c in blocking)
+                text, named = _describe(_problem_ids(session, set_id, blocking), row.alma_set_id)
                 set_attention(
                     session,
                     row,
                     "records",
-                    f"{bad} of {total} records cannot go through the workflow: "
-                    f"{_describe(classes, blocking, row.alma_set_id)}. Fix them in Alma or "
-                    f"`hwf exclude {row.alma_set_id} MMS... --reason TEXT`, then `hwf advance` again",
+                    f"{bad} of {total} records cannot go through the workflow: {text}. Fix them in Alma or "
+                    f"`hwf exclude {row.alma_set_id} {named} --reason TEXT`, then "
+                    f"`hwf advance {row.alma_set_id}` again",
                     now,
                 )
                 return
@@ -248,7 +285,7 @@ def precheck_step(ctx: Context, set_id: int, step: Step) -> None:
                 row,
                 "records",
                 f"{bad} of {total} records are not ready for the Handle Migration job: "
-                f"{_describe(classes, set(classes) - {'READY'}, row.alma_set_id)}. "
+                f"{_describe(_problem_ids(session, set_id, set(classes) - {'READY'}), row.alma_set_id)[0]}. "
                 "The migration would skip them silently",
                 now,
             )
@@ -337,6 +374,12 @@ def _set_excluded(
     unknown = [m for m in mms_ids if m not in records]
     if unknown:
         raise BadInputError(f"not members of set {alma_id}: {', '.join(unknown[:10])}")
+    never = "" if excluded else _not_excluded(records)
+    if never:
+        records = {m: state for m, state in records.items() if state[0]}
+        mms_ids = [m for m in mms_ids if m in records]
+        if not records:
+            return f"nothing included in set {alma_id}: {never}"
     # The jobs run on the Alma set, not on hwf's list: an excluded record left in the set still goes
     # through them (a MARC record fails its whole bulk of 100). So the Alma set follows, first.
     changed_in_alma = _follow_in_alma(ctx, alma_id, mms_ids, records, excluded, keep_in_alma_set)
@@ -374,7 +417,17 @@ def _set_excluded(
             row.attention = None
             row.attention_kind = None
             cleared = "; attention cleared, run `hwf advance` again"
-        return f"{len(records)} records {verb} in set {alma_id}{alma_note}{cleared}"
+        return f"{len(records)} records {verb} in set {alma_id}{alma_note}{cleared}" + (f"; {never}" if never else "")
+
+
+def _not_excluded(records: dict[str, tuple[bool, bool]]) -> str:
+    """ "not excluded (left as they are): 991..., 991..." for the records an include names that were
+    never excluded, or ""."""
+    never = sorted(m for m, (was_excluded, _) in records.items() if not was_excluded)
+    if not never:
+        return ""
+    more = f" and {len(never) - 10} more" if len(never) > 10 else ""
+    return f"{len(never)} not excluded (left as they are): {', '.join(never[:10])}{more}"
 
 
 def exclude(ctx: Context, ref: str, mms_ids: Sequence[str], reason: str, *, keep_in_alma_set: bool = False) -> str:

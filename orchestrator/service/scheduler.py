@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.machine import Stage, Step, next_step
-from orchestrator.errors import LeaseHeldError, NeedsAttentionError
+from orchestrator.errors import AlmaError, LeaseHeldError, NeedsAttentionError
 from orchestrator.service import jobs
-from orchestrator.service.context import Context, add_event, format_utc
+from orchestrator.service.context import Context, add_event, format_utc, set_attention
 from orchestrator.service.workflow import Action, AdvanceResult, Outcome, Plan, drive_leased, plan_step
 from orchestrator.store.leases import candidate_ids
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
@@ -39,6 +39,10 @@ _TRANSIENT_WAIT_SECONDS = 60.0
 _TRANSIENT_PASSES = 10  # passes in a row where Alma failed every set before resume gives up
 SLOT_WAIT = "waiting for a job slot"
 _NEEDS_SLOT = (Action.PRECHECK, Action.SUBMIT)
+
+
+log = logging.getLogger(__name__)
+FAULT = "fault"  # the attention kind: an error on this set alone (a bad reply, a 4xx, a bug in hwf)
 
 
 class _QuotaSpentError(NeedsAttentionError):
@@ -310,16 +314,70 @@ def _drive_admitted(ctx: Context, current: _Pass, cap: int, outcomes: _Outcomes)
             outcomes.put(alma_id, "attention", str(exc))
             continue
         except (AlmaUnreachableError, RateLimitedError) as exc:
-            current.transient += 1
-            later_at = ctx.clock() + timedelta(seconds=_TRANSIENT_WAIT_SECONDS)
-            outcomes.put(alma_id, "skipped", f"Alma did not answer ({exc}); trying again at {format_utc(later_at)}")
-            current.wakes.append(later_at)
+            _transient(ctx, current, outcomes, alma_id, exc)
+            continue
+        except AlmaError as exc:
+            if concerns_everyone(exc):
+                raise
+            if exc.status is not None and exc.status >= 500:
+                _transient(ctx, current, outcomes, alma_id, exc)
+                continue
+            outcomes.put(alma_id, "attention", _isolate(ctx, set_id, alma_id, exc))
+            continue
+        except Exception as exc:
+            if concerns_everyone(exc):
+                raise
+            outcomes.put(alma_id, "attention", _isolate(ctx, set_id, alma_id, exc))
             continue
         current.moved += 1
         outcomes.put(alma_id, "result", result)
         if result.outcome is Outcome.WAITING:
             current.wakes.append(result.wait_until or ctx.clock() + timedelta(seconds=_RESCAN_SECONDS))
     return True
+
+
+def _transient(ctx: Context, current: _Pass, outcomes: _Outcomes, alma_id: str, exc: Exception) -> None:
+    current.transient += 1
+    later_at = ctx.clock() + timedelta(seconds=_TRANSIENT_WAIT_SECONDS)
+    outcomes.put(alma_id, "skipped", f"Alma did not answer ({exc}); trying again at {format_utc(later_at)}")
+    current.wakes.append(later_at)
+
+
+def concerns_everyone(exc: BaseException) -> bool:
+    """An error that stops every set, not just the one it happened on: the key refused (401, 403,
+    400 UNAUTHORIZED), or the database gone (hwf's DatabaseError, SQLAlchemy's)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from orchestrator.errors import DailyQuotaError, DatabaseError
+
+    if isinstance(exc, DailyQuotaError):
+        return True
+    if isinstance(exc, AlmaError):
+        return exc.status in (401, 403) or exc.code == "UNAUTHORIZED"
+    return isinstance(exc, DatabaseError | SQLAlchemyError | KeyboardInterrupt | MemoryError)
+
+
+def _isolate(ctx: Context, set_id: int, alma_id: str, exc: Exception) -> str:
+    """Stop this set alone with a one-line reason (the traceback goes to the log); the others go on."""
+    from orchestrator.errors import HwfError
+
+    bug = not isinstance(exc, HwfError)
+    what = f"{type(exc).__name__}: {exc}" if bug else str(exc)
+    what = " ".join(what.split())[:500] or type(exc).__name__
+    if bug:
+        reason = (
+            f"an unexpected error in hwf stopped this set ({what}); the traceback is in hwf's log. "
+            f"Report it; `hwf retry {alma_id}` tries again"
+        )
+    elif isinstance(exc, AlmaError):
+        reason = f"Alma's reply stopped this set: {what}; `hwf retry {alma_id}` once the cause is fixed"
+    else:
+        reason = f"this set stopped: {what}; `hwf retry {alma_id}` once the cause is fixed"
+    log.error("set %s: %s", alma_id, reason, exc_info=exc)
+    with ctx.sessions.begin() as session:
+        row = session.get_one(AlmaSet, set_id)
+        set_attention(session, row, FAULT, reason, ctx.clock())
+        return f"set {alma_id} ({row.name}) needs attention: {reason}"
 
 
 def _advance_once(ctx: Context, set_id: int, max_running: int | None = None) -> AdvanceResult:

@@ -708,6 +708,11 @@ _TEMPLATE = """\
 # hwf configuration, written by `hwf init`. Every key is here with its default; edit freely.
 # hwf reads --config FILE, else $HWF_CONFIG, else ./hwf.toml. This file never holds the API key.
 # Lines marked TODO still hold placeholders: fill them in, then run `hwf ping`.
+# Every key is checked: an unknown or misspelt key is an error naming the closest known one.
+
+# Plain http:// is refused for alma.base_url and handles.resolver_url unless the host is this machine: the API
+# key would travel in clear. Set true only for a test server on a trusted network.
+allow_insecure_http = false
 
 [database]
 # Any SQLAlchemy URL. SQLite (WAL) for one machine; PostgreSQL for a team sharing the work:

@@ -52,6 +52,10 @@ def add_set(ctx: Context, alma_set_id: str, name: str | None = None) -> SetSumma
     alma_set_id = alma_set_id.strip()
     if not _SET_ID.match(alma_set_id):
         raise BadInputError(f"{alma_set_id!r} is not an Alma set id (digits only)")
+    if name is not None:
+        name = name.strip()
+        if not name:
+            raise BadInputError("--name must not be empty")
     with ctx.sessions.begin() as session:
         if session.scalar(select(AlmaSet).where(AlmaSet.alma_set_id == alma_set_id)) is not None:
             raise BadInputError(f"set {alma_set_id} is already registered (see `hwf status {alma_set_id}`)")
