@@ -89,6 +89,7 @@ class Config:
     handles: HandlesConfig
     primo: PrimoConfig
     lease_seconds: float = 120.0
+    display_utc: bool = False  # [display] utc: times on screen in UTC instead of local time
 
     def require_api_key(self) -> str:
         """The Alma API key, or a ConfigError saying where hwf looked for it."""
@@ -159,6 +160,12 @@ class _Reader:
             raise self.fail(key, f"must be a whole number, not {value!r}")
         if value < minimum:
             raise self.fail(key, f"must be at least {minimum}, not {value!r}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false, not {value!r}")
         return value
 
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
@@ -285,6 +292,7 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
         ),
         primo=PrimoConfig(domain=primo.string("domain"), view=primo.string("view")),
         lease_seconds=workflow.number("lease_seconds", 120.0, minimum=5.0),
+        display_utc=root.table("display", required=False).boolean("utc", False),
     )
 
 

@@ -13,17 +13,21 @@ from typing import Annotated
 import typer
 
 from orchestrator import __version__
-from orchestrator.cli.base import app, context, dump, err, errors, fail, out
+from orchestrator.cli.base import app, context, dump, err, errors, fail, out, time_display, verbosity
+from orchestrator.cli.text import safe
 from orchestrator.service import views
 
 
 @app.command()
 def status(
-    set_ref: Annotated[str | None, typer.Argument(metavar="[SET]", help="One set (default: all).")] = None,
+    set_ref: Annotated[
+        str | None, typer.Argument(metavar="SET", help="Alma set id or local name (default: every set).")
+    ] = None,
     *,
     json_output: Annotated[bool, typer.Option("--json", help="JSON array for scripts.")] = False,
 ) -> None:
-    """Where each set stands."""
+    """Where each set stands. On a terminal, long names and reasons are shortened to one line;
+    `hwf status SET` shows one set in full. Piped, the output is tab-separated and never shortened."""
     from orchestrator.cli.render import print_status
 
     with context(quiet=True) as ctx, errors():
@@ -31,16 +35,25 @@ def status(
     if json_output:
         dump([r.as_json() for r in rows])
     else:
-        print_status(out, rows)
+        print_status(out, rows, full=set_ref is not None)
 
 
 @app.command()
 def history(
-    set_ref: Annotated[str, typer.Argument(metavar="SET")],
+    set_ref: Annotated[str, typer.Argument(metavar="SET", help="Alma set id or local name.")],
     *,
     json_output: Annotated[bool, typer.Option("--json", help="JSON array for scripts.")] = False,
+    steps: Annotated[
+        bool, typer.Option("--steps", help="The Steps table instead: one row per job run, with its time.")
+    ] = False,
 ) -> None:
-    """The audit trail: every transition, submission, job result and operator action, oldest first."""
+    """The audit trail: every transition, submission, job result and operator action, oldest first.
+    Times are local with their zone (--utc: UTC); a job's line says how long it ran."""
+    if steps:
+        _steps(set_ref, json_output)
+        return
+    from orchestrator.cli.render import HistoryLines
+
     with context(quiet=True) as ctx, errors():
         events = iter(views.history(ctx, set_ref))
         first = next(events, None)  # an unknown set fails here, before anything is written
@@ -56,26 +69,47 @@ def history(
                     chunk.clear()
             write("".join(chunk) + "\n]\n")
             return
+        lines = HistoryLines(time_display(ctx.config))
         for e in everything:
-            at = e.at[:19] if isinstance(e.at, str) else e.at_utc.isoformat(sep=" ", timespec="seconds")[:19]
-            chunk.append(f"{at}Z  {e.kind:<16} {e.detail}\n")
+            line = lines.line(e)
+            if line is not None:
+                chunk.append(line)
             if len(chunk) >= 5000:
                 write("".join(chunk))
                 chunk.clear()
+        chunk.append(lines.flush() or "")
         write("".join(chunk))
+
+
+def _steps(set_ref: str, json_output: bool) -> None:
+    from orchestrator.cli.render import print_steps
+
+    with context(quiet=True) as ctx, errors():
+        steps = views.attempts(ctx, set_ref)
+        times = time_display(ctx.config)
+    if json_output:
+        dump([a.as_json() for a in steps])
+    elif not steps:
+        out.print(f"No job has run on set {safe(set_ref)} yet.")
+    else:
+        print_steps(out, steps, times, f"Steps of set {safe(set_ref)}")
 
 
 @app.command()
 def report(
-    set_ref: Annotated[str, typer.Argument(metavar="SET")],
+    set_ref: Annotated[str, typer.Argument(metavar="SET", help="Alma set id or local name.")],
     *,
-    format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    format: Annotated[str | None, typer.Option("--format", help="csv (default) or json.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
     problems: Annotated[bool, typer.Option("--problems", help="Only records that are not OK.")] = False,
 ) -> None:
     """Per-record results: MMS ID, handle, preflight class, verdict, resolved and expected URL."""
     from orchestrator.service import verification
 
+    if json_output and format not in (None, "json"):
+        fail(f"--json means --format json, not --format {format}: give one of them", 2)
+    format = "json" if json_output else format or "csv"
     if format not in ("csv", "json"):
         fail(f"--format must be csv or json, not {format!r}", 2)
     with context(quiet=True) as ctx, errors():
@@ -99,7 +133,8 @@ def report(
         tmp.replace(output)
     except OSError as exc:
         fail(f"cannot write {output}: {exc.strerror}", 1)
-    err.print(f"Wrote {output}")
+    if verbosity() >= 0:
+        err.print(f"Wrote {safe(output)}")
 
 
 @app.command()
@@ -112,5 +147,5 @@ def graph() -> None:
 
 @app.command()
 def version() -> None:
-    """Print hwf's version."""
+    """Print hwf's version (also: hwf --version)."""
     typer.echo(__version__)

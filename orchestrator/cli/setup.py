@@ -12,8 +12,8 @@ import typer
 from rich.table import Table
 
 from orchestrator.alma.types import JobInfo
-from orchestrator.cli.base import app, config, err, errors, fail, out
-from orchestrator.config import STEP_JOB_KEYS, find_config_path
+from orchestrator.cli.base import app, config, config_path, err, errors, fail, out
+from orchestrator.config import STEP_JOB_KEYS
 from orchestrator.errors import AlmaError
 
 if TYPE_CHECKING:
@@ -42,17 +42,12 @@ def _choose(role: str, candidates: tuple[JobInfo, ...]) -> str:
         err.print(f"Not one of 1-{len(candidates)} or the ids above.")
 
 
-def _config_path(click_ctx: typer.Context, output: Path | None) -> Path:
-    if output is not None:
-        return output
-    root = click_ctx.find_root()
-    explicit = root.params.get("config") if root is not None else None
-    return find_config_path(explicit if isinstance(explicit, Path) else None)
+def _config_path(output: Path | None) -> Path:
+    return output if output is not None else config_path()
 
 
 @app.command()
 def init(
-    click_ctx: typer.Context,
     *,
     region: Annotated[
         str, typer.Option(help="Alma region: na, eu, ap, aps, ca or cn (cn uses the .com.cn gateway).")
@@ -87,7 +82,7 @@ def init(
             role: setup.check_job_id(value, setup.ROLE_OPTIONS[role]) if value else None
             for role, value in given.items()
         }
-        path = _config_path(click_ctx, output)
+        path = _config_path(output)
         setup.refuse_overwrite(path, force)
         names: dict[str, str] = {}
         key = os.environ.get(key_env, "").strip()

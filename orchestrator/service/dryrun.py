@@ -27,7 +27,7 @@ from orchestrator.domain.jobrules import instance_window, job_name
 from orchestrator.domain.machine import TRANSITIONS, Stage, Step
 from orchestrator.resolver import Verifier
 from orchestrator.service import jobs
-from orchestrator.service.context import Context, find_set
+from orchestrator.service.context import Context, find_set, require_match
 from orchestrator.service.workflow import Action, Plan, plan_step, step_facts
 from orchestrator.store.models import AlmaSet, Attempt, Record
 
@@ -508,6 +508,7 @@ def describe_all(ctx: Context, only: str | None = None) -> list[DryRunPlan]:
     now = ctx.clock()
     with ctx.sessions() as session:
         try:
+            require_match(session, pattern, only)
             rows = session.scalars(
                 select(AlmaSet).where(AlmaSet.stage != Stage.VERIFIED).order_by(AlmaSet.created_at, AlmaSet.id)
             ).all()

@@ -37,6 +37,11 @@ class CheckSummary:
     excluded: int
     total: int
 
+    def blocking(self) -> dict[str, int]:
+        """The classes of included records the workflow cannot take as they are (all but READY and
+        NEEDS_COPY, which the copy job is for): ``hwf check`` exits 3 when there is any."""
+        return {c: n for c, n in sorted(self.counts.items()) if n and c not in _CAN_GO_ON}
+
     def as_json(self) -> dict[str, object]:
         return {
             "set": self.set,
@@ -44,8 +49,13 @@ class CheckSummary:
             "total": self.total,
             "excluded": self.excluded,
             "counts": self.counts,
+            "can_go_on": not self.blocking(),
+            "blocking": self.blocking(),
             "problems": self.problems,
         }
+
+
+_CAN_GO_ON = frozenset({Preflight.READY.value, Preflight.NEEDS_COPY.value})
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

@@ -753,4 +753,8 @@ view = "@@VIEW@@"@@VIEW_NOTE@@
 [workflow]
 # A process's claim on a set lasts this long unless renewed (it renews every third of it while working).
 lease_seconds = 120
+
+[display]
+# Times on the terminal: local time with its zone (false), or UTC (true; the same as --utc on a command).
+utc = false
 """
