@@ -231,27 +231,39 @@ def print_fix(console: Console, report: FixReport) -> None:
         console.print(f"Run `hwf fix {report.set} --apply` to write these changes (originals are backed up).")
 
 
+def _counters_text(counters: Sequence[Mapping[str, object]] | None) -> str:
+    parts = []
+    for c in counters or []:
+        label = str(c.get("desc") or c.get("code") or "").removeprefix("Records ").removeprefix("with ").lower()
+        parts.append(f"{label} {c.get('value')}")
+    return ", ".join(parts)
+
+
 def print_steps(console: Console, steps: Sequence[AttemptView], times: TimeDisplay, title: str) -> None:
-    """The Steps table (the demo's summary, and ``hwf history SET --steps``): one row per job attempt."""
+    """The Steps table (the demo's summary, and ``hwf history SET --steps``): one row per job attempt. Under
+    110 columns the start time is left out (``hwf history`` has it) and the counters go below the table,
+    one line per step, so no cell wraps or is cut."""
+    wide = console.width >= 110
     table = Table(title=title, title_justify="left")
-    for column in ("step", "instance", "status", "started", "took"):
+    for column in ("step", "instance", "status", *(("started",) if wide else ()), "took"):
         table.add_column(column, no_wrap=True)
-    table.add_column("counters", overflow="fold", ratio=1)
+    if wide:
+        table.add_column("counters", ratio=1)
+    below = []
     for a in steps:
-        counters = ", ".join(
-            f"{(c.get('desc') or c.get('code') or '').removeprefix('Records ').lower()} {c.get('value')}"
-            for c in a.counters or []
-        )
+        counters = _counters_text(a.counters)
         took = duration((a.finished_at - a.started_at).total_seconds()) if a.finished_at else "-"
-        table.add_row(
-            a.step,
-            safe(a.instance_id or "-"),
-            safe(a.status or a.state),
-            times.stamp(a.started_at),
-            took,
-            safe(counters),
-        )
+        cells = [a.step, safe(a.instance_id or "-"), safe(a.status or a.state)]
+        if wide:
+            cells += [times.stamp(a.started_at), took, safe(counters)]
+        else:
+            cells.append(took)
+        table.add_row(*cells)
+        if counters and not wide:
+            below.append(f"  {a.step}: {safe(counters)}")
     console.print(table)
+    for line in below:
+        console.print(line)
 
 
 _JOB_START_KINDS = ("submitted", "reconciled")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli.base import app, config, db_app, err, errors, fail, out, sim_app
+from orchestrator.cli.base import app, config, db_app, err, errors, fail, out, sim_app, time_display
 
 
 @app.command()
@@ -22,7 +22,7 @@ def demo(
     from orchestrator.cli.demo import run_demo
 
     with errors():
-        run_demo(out, err, directory=directory, records=records, job_seconds=job_seconds)
+        run_demo(out, err, directory=directory, records=records, job_seconds=job_seconds, times=time_display())
 
 
 @sim_app.command("serve")

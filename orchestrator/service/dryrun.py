@@ -25,6 +25,7 @@ from orchestrator.domain.dc import BLOCKING, Preflight
 from orchestrator.domain.handles import Verdict
 from orchestrator.domain.jobrules import instance_window, job_name
 from orchestrator.domain.machine import TRANSITIONS, Stage, Step
+from orchestrator.domain.wording import plural, verb
 from orchestrator.resolver import Verifier
 from orchestrator.service import jobs
 from orchestrator.service.context import Context, find_set, require_match
@@ -251,7 +252,7 @@ class _Describer:
                 PlannedRequest.of(
                     self.alma.bibs_request(ids[:MAX_BIBS_PER_CALL]),
                     count=batches,
-                    note=f"{len(ids)} records, {MAX_BIBS_PER_CALL} MMS IDs per request",
+                    note=f"{plural(len(ids), 'record')}, {MAX_BIBS_PER_CALL} MMS IDs per request",
                 ),
             )
         classes = Counter(
@@ -380,7 +381,7 @@ class _Describer:
                     when,
                     "manual",
                     "manual integration: tell you what to run in Alma, then wait for your run",
-                    notes=(jobs.manual_instructions(self.row.name),),
+                    notes=(jobs.manual_instructions(self.row.name, self.row.alma_set_id),),
                 )
             )
             started = self.now
@@ -442,12 +443,13 @@ class _Describer:
             )
         notes = []
         if len(handles) > len(with_handle):
-            notes.append(f"{len(handles) - len(with_handle)} records have no handle: NO_HANDLE, no request")
+            missing = len(handles) - len(with_handle)
+            notes.append(f"{plural(missing, 'record')} {verb(missing, 'has')} no handle: NO_HANDLE, no request")
         self.actions.append(
             PlannedAction(
                 when,
                 "verify",
-                f"verify: resolve the handles of {len(handles)} records not yet OK at the handle proxy",
+                f"verify: resolve the handles of {plural(len(handles), 'record')} not yet OK at the handle proxy",
                 requests,
                 tuple(notes),
             )

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from orchestrator.domain import dc
 from orchestrator.domain.dc import BLOCKING, Preflight, RecordCheck
-from orchestrator.domain.machine import Stage, Step
+from orchestrator.domain.machine import Stage, Step, next_step
+from orchestrator.domain.wording import plural, verb
 from orchestrator.errors import AlmaBadReplyError, AlmaError, BadInputError, HwfError, UnsafeXmlError
 from orchestrator.service.context import Context, add_event, find_set, set_attention
 from orchestrator.service.jobs import next_attempt_number
@@ -242,9 +243,9 @@ def precheck_step(ctx: Context, set_id: int, step: Step) -> None:
                     session,
                     row,
                     "records",
-                    f"{bad} of {total} records cannot go through the workflow: "
+                    f"{bad} of {plural(total, 'record')} cannot go through the workflow: "
                     f"{_describe(classes, blocking, row.alma_set_id)}. Fix them in Alma or "
-                    f"`hwf exclude {row.alma_set_id} MMS... --reason TEXT`, then `hwf advance` again",
+                    f"`hwf exclude {row.alma_set_id} MMS... --reason TEXT`, then `hwf advance {row.alma_set_id}` again",
                     now,
                 )
                 return
@@ -257,7 +258,7 @@ def precheck_step(ctx: Context, set_id: int, step: Step) -> None:
                 session,
                 row,
                 "records",
-                f"{bad} of {total} records are not ready for the Handle Migration job: "
+                f"{bad} of {plural(total, 'record')} {verb(bad, 'is')} not ready for the Handle Migration job: "
                 f"{_describe(classes, set(classes) - {'READY'}, row.alma_set_id)}. "
                 "The migration would skip them silently",
                 now,
@@ -360,7 +361,7 @@ def _set_excluded(
                 rec.removed_from_alma_set = True
             if not excluded:
                 rec.removed_from_alma_set = False
-        verb = "excluded" if excluded else "included again"
+        done = "excluded" if excluded else "included again"
         alma_note = ""
         if changed_in_alma:
             alma_note = (
@@ -370,7 +371,7 @@ def _set_excluded(
             session,
             row,
             "exclude" if excluded else "include",
-            f"{len(records)} records {verb}: {', '.join(sorted(records)[:20])}; reason: {reason}{alma_note}",
+            f"{plural(len(records), 'record')} {done}: {', '.join(sorted(records)[:20])}; reason: {reason}{alma_note}",
             at=now,
             actor=ctx.owner,
             mms_ids=sorted(records),
@@ -379,12 +380,22 @@ def _set_excluded(
         )
         row.record_count = row.record_count  # unchanged: excluded records stay listed and reported
         cleared = ""
-        if row.attention and row.attention_kind in RECORD_ATTENTION:
-            add_event(session, row, "attention_cleared", f"cleared by {verb}: {row.attention}", at=now)
+        if row.attention and row.attention_kind in RECORD_ATTENTION and _resolves(session, row, excluded):
+            add_event(session, row, "attention_cleared", f"cleared by {done}: {row.attention}", at=now)
             row.attention = None
             row.attention_kind = None
-            cleared = "; attention cleared, run `hwf advance` again"
-        return f"{len(records)} records {verb} in set {alma_id}{alma_note}{cleared}"
+            cleared = f"; attention cleared, run `hwf advance {alma_id}` again"
+        elif row.attention:
+            cleared = f"; the set still needs attention (`hwf status {alma_id}`)"
+        return f"{plural(len(records), 'record')} {done} in set {alma_id}{alma_note}{cleared}"
+
+
+def _resolves(session: Session, row: AlmaSet, excluded: bool) -> bool:
+    """Whether leaving records out has resolved the set's records attention: the included records now
+    meet the record guard of the set's next step. Taking records back in never resolves one."""
+    session.flush()
+    step = next_step(row.stage)
+    return excluded and step is not None and records_ready(session, row, step)
 
 
 def exclude(ctx: Context, ref: str, mms_ids: Sequence[str], reason: str, *, keep_in_alma_set: bool = False) -> str:
@@ -477,7 +488,7 @@ def fix(ctx: Context, ref: str, *, apply: bool = False) -> FixReport:
                 session,
                 row,
                 "fix",
-                f"fix --apply: {len(report.changed)} records repaired, {len(report.refused)} refused, "
+                f"fix --apply: {plural(len(report.changed), 'record')} repaired, {len(report.refused)} refused, "
                 f"{len(report.failed)} failed",
                 at=ctx.clock(),
                 actor=ctx.owner,
@@ -601,7 +612,7 @@ def undo(ctx: Context, ref: str) -> FixReport:
             session,
             row,
             "fix_undo",
-            f"fix --undo: {len(report.changed)} records restored, {len(report.refused)} refused, "
+            f"fix --undo: {plural(len(report.changed), 'record')} restored, {len(report.refused)} refused, "
             f"{len(report.failed)} failed",
             at=ctx.clock(),
             actor=ctx.owner,
