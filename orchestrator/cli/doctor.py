@@ -6,9 +6,9 @@ import json
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from orchestrator.cli.base import app, build_context, config, errors, out
+from orchestrator.cli.text import safe
 from orchestrator.domain.wording import plural
 
 
@@ -39,8 +39,8 @@ def doctor(
         )
         for finding in diagnosis.findings:
             label = "[bold red]PROBLEM[/bold red]" if finding.severity == checks.PROBLEM else "[dim]note[/dim]"
-            out.print(f"{label} {escape(finding.problem)}")
-            out.print(f"    what to do: {escape(finding.action)}")
+            out.print(f"{label} {safe(finding.problem)}")
+            out.print(f"    what to do: {safe(finding.action)}")
         out.print("Healthy: nothing to do." if diagnosis.healthy else f"{len(diagnosis.problems)} to fix.")
     if not diagnosis.healthy:
         raise typer.Exit(1)

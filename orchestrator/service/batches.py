@@ -127,7 +127,8 @@ def _bad_input_message(path: Path, ids: IdList) -> str:
     shown = "; ".join(f"line {line}: {_problem(value)}" for line, value in ids.bad[:MAX_REPORTED])
     more = f"; and {len(ids.bad) - MAX_REPORTED} more" if len(ids.bad) > MAX_REPORTED else ""
     return (
-        f"{path}: {plural(len(ids.bad), 'value')} {verb(len(ids.bad), 'is')} not MMS IDs (digits only): {shown}{more}. "
+        f"{path}: {plural(len(ids.bad), 'value')} {verb(len(ids.bad), 'is')} not "
+        f"{'an MMS ID' if len(ids.bad) == 1 else 'MMS IDs'} (digits only): {shown}{more}. "
         "Nothing was created; correct the file and run again"
     )
 
