@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
@@ -24,9 +25,17 @@ class RichReporter:
     bar, elapsed time); a finished step drops into the scroll-back as one line. Elsewhere (a pipe, a log):
     one line per change. Times are local with their zone (or UTC), with the date once the day changes."""
 
-    def __init__(self, console: Console, *, times: TimeDisplay | None = None, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        console: Console,
+        *,
+        times: TimeDisplay | None = None,
+        verbose: bool = False,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.console = console
         self.times = times or TimeDisplay()
+        self.now = now
         self.verbose = verbose
         self._progress: Progress | None = None
         self._tasks: dict[str, TaskID] = {}  # one live row per set
@@ -61,7 +70,7 @@ class RichReporter:
                 self._progress = None
 
     def note(self, set_name: str, message: str) -> None:
-        stamp = self.times.stamp(datetime.now(UTC))
+        stamp = self.times.stamp(self.now())
         self.console.print(f"[dim]{stamp}[/dim] [bold]{safe(set_name)}[/bold]: {safe(message)}")
 
     def job_progress(self, set_name: str, step: str, instance: JobInstance) -> None:
@@ -104,15 +113,13 @@ def _status_note(r: SetSummary) -> str:
     return ""
 
 
-PLAIN_ABOVE = 200  # rows; a rich table of 10,000 sets takes seconds to lay out
 STATUS_COLUMNS = ("set", "name", "state", "records", "excluded", "waiting for / attention")
-NAME_ON_SCREEN = 28  # characters of a set name in the status table; `hwf status SET` shows all of it
 
 
 def print_status(console: Console, rows: Sequence[SetSummary], *, full: bool = False) -> None:
-    """Where the sets stand. On a terminal: a table whose ids never wrap, long names and reasons shortened
-    to one line (the full text: ``hwf status SET``, or ``full``). Piped: tab-separated, never shortened.
-    One set asked for by name: every field, in full."""
+    """Where the sets stand. On a terminal: aligned lines whose ids never wrap, long names and reasons
+    shortened to one line (``full``, as ``hwf status SET`` asks: every field in full). Piped:
+    tab-separated, never shortened."""
     if not rows:
         console.print("No sets registered yet: `hwf add ALMA_SET_ID` (or try `hwf demo`).")
         return
@@ -130,41 +137,33 @@ def print_status(console: Console, rows: Sequence[SetSummary], *, full: bool = F
         for r in rows:
             _print_one_set(console, r)
         return
-    if len(rows) > PLAIN_ABOVE:
-        _print_status_plain(console, rows)
-        return
-    table = Table(title="hwf sets", title_justify="left")
-    table.add_column("set", no_wrap=True)
-    table.add_column("name", no_wrap=True, overflow="ellipsis", max_width=NAME_ON_SCREEN)
-    table.add_column("state", no_wrap=True)
-    table.add_column("records", justify="right", no_wrap=True)
-    table.add_column("excl", justify="right", no_wrap=True)
-    table.add_column("waiting for / attention", no_wrap=True, overflow="ellipsis", ratio=1)
+    _print_status_lines(console, rows)
+
+
+def _print_status_lines(console: Console, rows: Sequence[SetSummary]) -> None:
+    """One line per set (id, state, records, excluded, name shortened to fit), and under it, indented, its
+    attention or what it waits for, shortened to one line: nothing wraps, an id is never split."""
+    id_width = max(3, *(len(r.set) for r in rows))
+    state_width = max(5, *(len(r.state) for r in rows))
+    name_width = max(console.width - id_width - state_width - 7 - 4 - 6, 10)
+    note_width = max(console.width - id_width - 2, 10)
+    head = f"{'set':<{id_width}}  {'state':<{state_width}} {'records':>7} {'excl':>4}  name"
+    lines = [f"[bold]{head}[/bold]"]
+    shortened = False
     for r in rows:
-        note = safe(_status_note(r))
-        table.add_row(
-            r.set,
-            safe(r.name),
-            r.state,
-            str(r.records),
-            str(r.excluded or ""),
-            f"[red]{note}[/red]" if r.attention else note,
+        name, note = clean(r.name), clean(_status_note(r))
+        shortened = shortened or len(name) > name_width or len(note) > note_width
+        excl = str(r.excluded or "")
+        lines.append(
+            f"{r.set:<{id_width}}  {r.state:<{state_width}} {r.records:>7} {excl:>4}  "
+            f"{escape(shorten(name, name_width))}"
         )
-    console.print(table)
-    if any(len(r.name) > NAME_ON_SCREEN or len(_status_note(r)) > 30 for r in rows):
-        console.print("[dim]Shortened to fit: `hwf status SET` shows a set in full (`--json` for scripts).[/dim]")
-
-
-def _print_status_plain(console: Console, rows: Sequence[SetSummary]) -> None:
-    """Many sets on a terminal: aligned lines (a rich table of 10,000 rows takes seconds), one per set."""
-    id_width = max(len(r.set) for r in rows)
-    room = max(console.width - id_width - 44, 10)
-    lines = [f"{'set':<{id_width}} {'name':<{NAME_ON_SCREEN}} {'state':<18} {'records':>7}  note"]
-    for r in rows:
-        name = shorten(clean(r.name), NAME_ON_SCREEN)
-        note = shorten(clean(_status_note(r)), room)
-        lines.append(f"{r.set:<{id_width}} {name:<{NAME_ON_SCREEN}} {r.state:<18} {r.records:>7}  {note}".rstrip())
-    console.file.write("\n".join(lines) + "\n")
+        if note:
+            style = "red" if r.attention else "dim"
+            lines.append(f"{'':<{id_width}}  [{style}]{escape(shorten(note, note_width))}[/{style}]")
+    if shortened:
+        lines.append("[dim]Shortened to fit: `hwf status SET` shows one set in full.[/dim]")
+    console.print("\n".join(lines), soft_wrap=True, highlight=False)
 
 
 def _print_one_set(console: Console, r: SetSummary) -> None:
@@ -182,13 +181,18 @@ def _print_one_set(console: Console, r: SetSummary) -> None:
         fields.append(("held by", r.lease_owner))
     if r.attention:
         fields.append(("ATTENTION", r.attention))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(justify="right", no_wrap=True)
+    grid.add_column(ratio=1)
     for label, value in fields:
         style = "bold red" if label == "ATTENTION" else "bold"
-        console.print(f"[{style}]{label:>12}[/{style}]  {safe(value)}")
+        grid.add_row(f"[{style}]{label}[/{style}]", safe(value))
+    console.print(grid)
 
 
 def print_check(console: Console, summary: CheckSummary) -> None:
-    table = Table(title=f"Preflight of set {summary.set} ({safe(summary.name)})", title_justify="left")
+    console.print(f"[bold]Preflight of set {summary.set}[/bold] ({safe(summary.name)})")
+    table = Table()
     table.add_column("class", no_wrap=True)
     table.add_column("records", justify="right", no_wrap=True)
     for cls, count in sorted(summary.counts.items()):
@@ -197,7 +201,8 @@ def print_check(console: Console, summary: CheckSummary) -> None:
         table.add_row("(excluded)", str(summary.excluded))
     console.print(table)
     if summary.problems:
-        problems = Table(title="Records that need something", title_justify="left")
+        console.print("[bold]Records that need something[/bold]")
+        problems = Table()
         problems.add_column("MMS ID", no_wrap=True)
         problems.add_column("class", no_wrap=True)
         problems.add_column("handle", overflow="fold")
@@ -240,26 +245,21 @@ def _counters_text(counters: Sequence[Mapping[str, object]] | None) -> str:
 
 
 def print_steps(console: Console, steps: Sequence[AttemptView], times: TimeDisplay, title: str) -> None:
-    """The Steps table (the demo's summary, and ``hwf history SET --steps``): one row per job attempt. Under
-    110 columns the start time is left out (``hwf history`` has it) and the counters go below the table,
-    one line per step, so no cell wraps or is cut."""
+    """The Steps table (the demo's summary, and ``hwf history SET --steps``): one row per job attempt, its
+    counters below the table, one line per step, so no cell wraps; the start time from 110 columns up
+    (``hwf history`` always has it)."""
     wide = console.width >= 110
-    table = Table(title=title, title_justify="left")
+    console.print(f"[bold]{title}[/bold]")
+    table = Table()
     for column in ("step", "instance", "status", *(("started",) if wide else ()), "took"):
         table.add_column(column, no_wrap=True)
-    if wide:
-        table.add_column("counters", ratio=1)
     below = []
     for a in steps:
         counters = _counters_text(a.counters)
         took = duration((a.finished_at - a.started_at).total_seconds()) if a.finished_at else "-"
-        cells = [a.step, safe(a.instance_id or "-"), safe(a.status or a.state)]
-        if wide:
-            cells += [times.stamp(a.started_at), took, safe(counters)]
-        else:
-            cells.append(took)
-        table.add_row(*cells)
-        if counters and not wide:
+        started = (times.stamp(a.started_at),) if wide else ()
+        table.add_row(a.step, safe(a.instance_id or "-"), safe(a.status or a.state), *started, took)
+        if counters:
             below.append(f"  {a.step}: {safe(counters)}")
     console.print(table)
     for line in below:
