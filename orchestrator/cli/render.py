@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
@@ -140,6 +139,9 @@ def print_status(console: Console, rows: Sequence[SetSummary], *, full: bool = F
     _print_status_lines(console, rows)
 
 
+PLAIN_ABOVE = 200  # sets: more are written as plain lines (rich would take seconds over 10,000 of them)
+
+
 def _print_status_lines(console: Console, rows: Sequence[SetSummary]) -> None:
     """One line per set (id, state, records, excluded, name shortened to fit), and under it, indented, its
     attention or what it waits for, shortened to one line: nothing wraps, an id is never split."""
@@ -147,23 +149,29 @@ def _print_status_lines(console: Console, rows: Sequence[SetSummary]) -> None:
     state_width = max(5, *(len(r.state) for r in rows))
     name_width = max(console.width - id_width - state_width - 7 - 4 - 6, 10)
     note_width = max(console.width - id_width - 2, 10)
-    head = f"{'set':<{id_width}}  {'state':<{state_width}} {'records':>7} {'excl':>4}  name"
-    lines = [f"[bold]{head}[/bold]"]
+    lines: list[tuple[str, str]] = [
+        (f"{'set':<{id_width}}  {'state':<{state_width}} {'records':>7} {'excl':>4}  name", "bold")
+    ]
     shortened = False
     for r in rows:
         name, note = clean(r.name), clean(_status_note(r))
         shortened = shortened or len(name) > name_width or len(note) > note_width
         excl = str(r.excluded or "")
         lines.append(
-            f"{r.set:<{id_width}}  {r.state:<{state_width}} {r.records:>7} {excl:>4}  "
-            f"{escape(shorten(name, name_width))}"
+            (
+                f"{r.set:<{id_width}}  {r.state:<{state_width}} {r.records:>7} {excl:>4}  {shorten(name, name_width)}",
+                "",
+            )
         )
         if note:
-            style = "red" if r.attention else "dim"
-            lines.append(f"{'':<{id_width}}  [{style}]{escape(shorten(note, note_width))}[/{style}]")
+            lines.append((f"{'':<{id_width}}  {shorten(note, note_width)}", "red" if r.attention else "dim"))
     if shortened:
-        lines.append("[dim]Shortened to fit: `hwf status SET` shows one set in full.[/dim]")
-    console.print("\n".join(lines), soft_wrap=True, highlight=False)
+        lines.append(("Shortened to fit: `hwf status SET` shows one set in full.", "dim"))
+    if len(rows) > PLAIN_ABOVE:
+        console.file.write("\n".join(text for text, _ in lines) + "\n")
+        return
+    for text, style in lines:
+        console.print(text, style=style or None, markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_one_set(console: Console, r: SetSummary) -> None:
