@@ -41,6 +41,8 @@ def doctor(
             label = "[bold red]PROBLEM[/bold red]" if finding.severity == checks.PROBLEM else "[dim]note[/dim]"
             out.print(f"{label} {safe(finding.problem)}")
             out.print(f"    what to do: {safe(finding.action)}")
-        out.print("Healthy: nothing to do." if diagnosis.healthy else f"{len(diagnosis.problems)} to fix.")
+        out.print(
+            "Healthy: nothing to do." if diagnosis.healthy else f"{plural(len(diagnosis.problems), 'problem')} to fix."
+        )
     if not diagnosis.healthy:
         raise typer.Exit(1)

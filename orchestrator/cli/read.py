@@ -14,7 +14,7 @@ import typer
 
 from orchestrator import __version__
 from orchestrator.cli.base import app, context, dump, err, errors, fail, out, time_display, verbosity
-from orchestrator.cli.text import safe
+from orchestrator.cli.text import clean, safe
 from orchestrator.service import views
 
 
@@ -125,7 +125,7 @@ def report(
             buffer.write("\n")
     text = buffer.getvalue()
     if output is None:
-        sys.stdout.write(text)
+        sys.stdout.write(clean(text, keep_newlines=True) if sys.stdout.isatty() else text)  # a file gets the data
         return
     try:
         tmp = output.with_name(output.name + ".tmp")
