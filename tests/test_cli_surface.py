@@ -84,7 +84,7 @@ def test_help_at_80_columns(command: list[str]) -> None:
     for part in command:
         click_command = click_command.commands[part]  # type: ignore[attr-defined]
     for param in click_command.params:
-        for opt in getattr(param, "opts", []):
+        for opt in [*getattr(param, "opts", []), *getattr(param, "secondary_opts", [])]:
             if opt.startswith("-"):
                 assert opt in text, f"{opt} cut or missing in:\n{text}"
         if param.param_type_name == "argument":

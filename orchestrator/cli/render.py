@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -291,9 +291,20 @@ class HistoryLines:
 
     def _stamp(self, e: EventView) -> tuple[str, str]:
         raw = e.at[:19] if isinstance(e.at, str) else e.at_utc.isoformat(timespec="seconds")[:19]
-        if raw not in self._stamps:
-            self._stamps = {raw: self.times.full(e.at_utc)}  # events come in order: one second cached
-        return raw, self._stamps[raw]
+        hour = raw[:13]
+        if hour not in self._stamps:
+            # Events come in order: the zone's offset is looked up once an hour, not per event (100,000
+            # events). Offsets of whole hours keep minutes and seconds: ``raw`` gives them as they are.
+            at = e.at_utc
+            whole = (self.times.local(at).utcoffset() or timedelta()) % timedelta(hours=1) == timedelta()
+            start = at.replace(minute=0, second=0, microsecond=0)
+            local = self.times.full(start)
+            self._stamps = {hour: local[:13] + "\0" + local[19:] if whole else ""}
+        template = self._stamps[hour]
+        if not template:
+            return raw, self.times.full(e.at_utc)
+        head, zone = template.split("\0")
+        return raw, head + raw[13:19] + zone
 
     def _extra(self, e: EventView) -> str:
         if e.kind not in (*_JOB_START_KINDS, "job_finished"):
