@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from orchestrator.cli.base import app, context, errors, out
+from orchestrator.cli.base import app, context, errors, out, time_display
 from orchestrator.cli.text import safe
 
 if TYPE_CHECKING:
@@ -48,12 +48,13 @@ def _print_audit(report: AuditReport) -> None:
             f"Alma job history of set {report.set} {report.name!r}{registered}, {report.date_from} to {report.date_to}"
         )
     )
-    for column in ("submitted (UTC)", "step", "instance", "by", "status", "counters", "verdict"):
+    times = time_display()
+    for column in ("submitted", "step", "instance", "by", "status", "counters", "verdict"):
         table.add_column(column, overflow="fold")
     for r in report.runs:
         counters = ", ".join(f"{c.get('desc') or c.get('code')} {c.get('value')}" for c in r.counters)
         cells = (
-            r.submit_time.strftime("%Y-%m-%d %H:%M") if r.submit_time else "?",
+            times.full(r.submit_time) if r.submit_time else "?",
             r.step,
             r.instance_id,
             r.by,
