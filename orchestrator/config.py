@@ -123,6 +123,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     operator: str | None = None  # [operator] name; $HWF_OPERATOR wins; else the OS user (service.context)
+    display_utc: bool = False  # [display] utc: times on screen in UTC instead of local time
 
     def require_api_key(self) -> str:
         """The Alma API key, or a ConfigError saying where hwf looked for it."""
@@ -386,6 +387,7 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
         log=_log(root.table("log", required=False), database_url, path),
         notify=_notify(root.table("notify", required=False)),
         operator=(env.get("HWF_OPERATOR") or "").strip() or operator,
+        display_utc=root.table("display", required=False).boolean("utc", False),
     )
     _secure(handles, "resolver_url", config.handles.resolver_url, allow_http, "what the proxy answers (unchecked)")
     root.check_unknown()

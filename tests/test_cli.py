@@ -243,9 +243,13 @@ def test_database_that_is_not_a_database(tmp_path: Path, monkeypatch: pytest.Mon
     assert "hwf.db" in result.stderr and "not a database" in result.stderr
 
 
-def test_resume_requires_all(wired: tuple[Path, Simulator]) -> None:
-    path, _ = wired
-    assert run("--config", str(path), "resume").exit_code == 2
+def test_resume_without_all_resumes_every_set(wired: tuple[Path, Simulator]) -> None:
+    path, sim = wired
+    set_id = sim.create_set("Implicit all", sim.generate_records(5, profile="clean", seed=2))
+    assert run("--config", str(path), "add", set_id).exit_code == 0
+    result = run("--config", str(path), "resume")
+    assert result.exit_code == 0, result.output
+    assert f"Set {set_id} (Implicit all): verified" in result.output
 
 
 def test_retry_on_set_that_needs_nothing(wired: tuple[Path, Simulator]) -> None:

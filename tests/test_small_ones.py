@@ -39,7 +39,7 @@ def test_include_of_a_record_never_excluded_says_so(ctx: Context, sim: Simulator
     preflight.exclude(ctx, set_id, [ids[1]], reason="MARC record")
     message = preflight.include(ctx, set_id, [ids[0], ids[1]], reason="fixed in Alma")
     assert (
-        message.startswith(f"1 records included again in set {set_id}")
+        message.startswith(f"1 record included again in set {set_id}")
         and f"not excluded (left as they are): {ids[0]}" in message
     )
     event = [e for e in views.history(ctx, set_id) if e.kind == "include"][-1]

@@ -8,8 +8,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.cli.render import RichReporter, print_fix
+from orchestrator.cli.render import RichReporter, print_fix, print_steps
+from orchestrator.cli.text import TimeDisplay, safe
 from orchestrator.config import load_config
+from orchestrator.domain.wording import plural
 from orchestrator.errors import NeedsAttentionError
 from orchestrator.service import preflight, verification, views, workflow
 from orchestrator.service.context import Context
@@ -55,7 +57,15 @@ view = "01GCL_INST:GCL"
     )
 
 
-def run_demo(out: Console, err: Console, *, directory: Path, records: int, job_seconds: float) -> None:
+def run_demo(
+    out: Console,
+    err: Console,
+    *,
+    directory: Path,
+    records: int,
+    job_seconds: float,
+    times: TimeDisplay | None = None,
+) -> None:
     """Start the simulator, create a set of realistic titles, and drive it to ``verified``."""
     from orchestrator.wiring import build_context
 
@@ -83,12 +93,13 @@ def run_demo(out: Console, err: Console, *, directory: Path, records: int, job_s
         config = load_config(config_path, environ={DEMO_KEY_ENV: "demo-key-not-secret"})
         mms_ids = sim.generate_records(records, profile="demo", seed=7)
         set_id = sim.create_set(DEMO_SET_NAME, mms_ids)
-        out.print(f"[bold]hwf demo[/bold]: simulator on {server.url}; database {database}")
+        out.print(f"[bold]hwf demo[/bold]: simulator on {server.url}; database {safe(database)}")
         out.print(
             f"Alma set {set_id} {DEMO_SET_NAME!r}: {len(mms_ids)} digital titles shaped like Grinnell's; "
             f"each simulated job runs {job_seconds:g} s.\n"
         )
-        ctx = build_context(config, reporter=RichReporter(out))
+        times = times or TimeDisplay()
+        ctx = build_context(config, reporter=RichReporter(out, times=times))
         try:
             workflow.add_set(ctx, set_id)
             summary = preflight.check_set(ctx, set_id)
@@ -98,7 +109,7 @@ def run_demo(out: Console, err: Console, *, directory: Path, records: int, job_s
                     workflow.advance(ctx, set_id, wait=True)
                     break
                 except NeedsAttentionError as exc:
-                    out.print(f"[yellow]{exc}[/yellow]")
+                    out.print(f"[yellow]{safe(exc)}[/yellow]")
                     dry = preflight.fix(ctx, set_id, apply=False)
                     if not dry.diffs:
                         raise
@@ -111,10 +122,10 @@ def run_demo(out: Console, err: Console, *, directory: Path, records: int, job_s
                     print_fix(out, preflight.FixReport(set=dry.set, mode="dry-run", diffs={first: dry.diffs[first]}))
                     applied = preflight.fix(ctx, set_id, apply=True)
                     out.print(
-                        f"`hwf fix {set_id} --apply`: {len(applied.changed)} records repaired "
+                        f"`hwf fix {set_id} --apply`: {plural(len(applied.changed), 'record')} repaired "
                         "(each original <bib> backed up first; `hwf fix --undo` restores them).\n"
                     )
-            _summary(out, ctx, set_id)
+            _summary(out, ctx, set_id, times)
         finally:
             ctx.close()
     out.print(
@@ -127,21 +138,11 @@ def run_demo(out: Console, err: Console, *, directory: Path, records: int, job_s
     )
 
 
-def _summary(out: Console, ctx: Context, set_id: str) -> None:
-    table = Table(title="Steps (job ids and timings: hwf history)")
-    for column in ("step", "instance", "status"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("counters", overflow="fold")
-    for a in views.attempts(ctx, set_id):
-        counters = ", ".join(
-            f"{(c.get('desc') or c.get('code') or '').removeprefix('Records ').lower()} {c.get('value')}"
-            for c in a.counters or []
-        )
-        table.add_row(a.step, a.instance_id or "-", a.status or a.state, counters)
-    out.print(table)
+def _summary(out: Console, ctx: Context, set_id: str, times: TimeDisplay) -> None:
+    print_steps(out, views.attempts(ctx, set_id), times, "Steps (`hwf history SET --steps` shows this for any set)")
     verdicts = Counter(r.verdict or "UNCHECKED" for r in verification.report(ctx, set_id))
     state = views.status(ctx, set_id)[0]
-    result = Table(title=f"Set {state.set}: {state.state}")
+    result = Table(title=f"Set {state.set}: {state.state}", title_justify="left")
     result.add_column("verdict")
     result.add_column("records", justify="right")
     for verdict, count in sorted(verdicts.items()):

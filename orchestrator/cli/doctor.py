@@ -6,9 +6,10 @@ import json
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from orchestrator.cli.base import app, build_context, config, errors, out
+from orchestrator.cli.text import safe
+from orchestrator.domain.wording import plural
 
 
 @app.command()
@@ -32,13 +33,16 @@ def doctor(
         typer.echo(json.dumps(diagnosis.as_json(), indent=2, ensure_ascii=False, default=str))
     else:
         out.print(
-            f"Schema {diagnosis.schema or '(none)'} (this hwf: {diagnosis.head}); {diagnosis.sets} sets, "
-            f"{diagnosis.attempts} job attempts, {diagnosis.instances_checked} instances checked in Alma"
+            f"Schema {diagnosis.schema or '(none)'} (this hwf: {diagnosis.head}); {plural(diagnosis.sets, 'set')}, "
+            f"{plural(diagnosis.attempts, 'job attempt')}, "
+            f"{plural(diagnosis.instances_checked, 'instance')} checked in Alma"
         )
         for finding in diagnosis.findings:
             label = "[bold red]PROBLEM[/bold red]" if finding.severity == checks.PROBLEM else "[dim]note[/dim]"
-            out.print(f"{label} {escape(finding.problem)}")
-            out.print(f"    what to do: {escape(finding.action)}")
-        out.print("Healthy: nothing to do." if diagnosis.healthy else f"{len(diagnosis.problems)} to fix.")
+            out.print(f"{label} {safe(finding.problem)}")
+            out.print(f"    what to do: {safe(finding.action)}")
+        out.print(
+            "Healthy: nothing to do." if diagnosis.healthy else f"{plural(len(diagnosis.problems), 'problem')} to fix."
+        )
     if not diagnosis.healthy:
         raise typer.Exit(1)

@@ -6,10 +6,10 @@ import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.cli.base import app, context, errors, out
+from orchestrator.cli.base import app, context, errors, out, time_display
+from orchestrator.cli.text import safe
 
 if TYPE_CHECKING:
     from orchestrator.service.audit import AuditReport
@@ -44,16 +44,17 @@ def audit(
 def _print_audit(report: AuditReport) -> None:
     registered = "" if report.registered else " (not registered in hwf)"
     table = Table(
-        title=escape(
+        title=safe(
             f"Alma job history of set {report.set} {report.name!r}{registered}, {report.date_from} to {report.date_to}"
         )
     )
-    for column in ("submitted (UTC)", "step", "instance", "by", "status", "counters", "verdict"):
+    times = time_display()
+    for column in ("submitted", "step", "instance", "by", "status", "counters", "verdict"):
         table.add_column(column, overflow="fold")
     for r in report.runs:
         counters = ", ".join(f"{c.get('desc') or c.get('code')} {c.get('value')}" for c in r.counters)
         cells = (
-            r.submit_time.strftime("%Y-%m-%d %H:%M") if r.submit_time else "?",
+            times.full(r.submit_time) if r.submit_time else "?",
             r.step,
             r.instance_id,
             r.by,
@@ -61,12 +62,12 @@ def _print_audit(report: AuditReport) -> None:
             counters,
             r.verdict,
         )
-        table.add_row(*(escape(c) for c in cells))
+        table.add_row(*(safe(c) for c in cells))
     out.print(table)
     for f in report.findings:
         style = _SEVERITY_STYLE.get(f.severity, "")
-        out.print(f"[{style}]{f.severity.upper()}[/{style}] {f.code}: {escape(f.message)}")
-        out.print(f"  What to do: {f.action}", markup=False)
+        out.print(f"[{style}]{f.severity.upper()}[/{style}] {f.code}: {safe(f.message)}")
+        out.print(f"  What to do: {safe(f.action)}")
     if report.valid:
         out.print(f"Order: valid. The history proves the set reached {report.proven_stage}.")
     else:

@@ -10,17 +10,21 @@ from typing import Annotated
 import typer
 
 from orchestrator import __version__
-from orchestrator.cli.base import app, context, dump, err, errors, fail, out
+from orchestrator.cli.base import app, context, dump, err, errors, fail, out, time_display, verbosity
+from orchestrator.cli.text import clean, safe
 from orchestrator.service import views
 
 
 @app.command()
 def status(
-    set_ref: Annotated[str | None, typer.Argument(metavar="[SET]", help="One set (default: all).")] = None,
+    set_ref: Annotated[
+        str | None, typer.Argument(metavar="SET", help="Alma set id or local name (default: every set).")
+    ] = None,
     *,
     json_output: Annotated[bool, typer.Option("--json", help="JSON array for scripts.")] = False,
 ) -> None:
-    """Where each set stands."""
+    """Where each set stands. On a terminal, long names and reasons are shortened to one line;
+    `hwf status SET` shows one set in full. Piped, the output is tab-separated and never shortened."""
     from orchestrator.cli.render import print_status
 
     with context(quiet=True) as ctx, errors():
@@ -28,16 +32,25 @@ def status(
     if json_output:
         dump([r.as_json() for r in rows])
     else:
-        print_status(out, rows)
+        print_status(out, rows, full=set_ref is not None)
 
 
 @app.command()
 def history(
-    set_ref: Annotated[str, typer.Argument(metavar="SET")],
+    set_ref: Annotated[str, typer.Argument(metavar="SET", help="Alma set id or local name.")],
     *,
     json_output: Annotated[bool, typer.Option("--json", help="JSON array for scripts.")] = False,
+    steps: Annotated[
+        bool, typer.Option("--steps", help="The Steps table instead: one row per job run, with its time.")
+    ] = False,
 ) -> None:
-    """The audit trail: every transition, submission, job result and operator action, oldest first."""
+    """The audit trail: every transition, submission, job result and operator action, oldest first.
+    Times are local with their zone (--utc: UTC); a job's line says how long it ran."""
+    if steps:
+        _steps(set_ref, json_output)
+        return
+    from orchestrator.cli.render import HistoryLines
+
     with context(quiet=True) as ctx, errors():
         events = iter(views.history(ctx, set_ref))
         first = next(events, None)  # an unknown set fails here, before anything is written
@@ -53,21 +66,38 @@ def history(
                     chunk.clear()
             write("".join(chunk) + "\n]\n")
             return
+        lines = HistoryLines(time_display(ctx.config))
         for e in everything:
-            at = e.at[:19] if isinstance(e.at, str) else e.at_utc.isoformat(sep=" ", timespec="seconds")[:19]
-            who = e.who()
-            chunk.append(f"{at}Z  {e.kind:<16} {e.detail}{'  (' + who + ')' if who else ''}\n")
+            line = lines.line(e)
+            if line is not None:
+                chunk.append(line)
             if len(chunk) >= 5000:
                 write("".join(chunk))
                 chunk.clear()
+        chunk.append(lines.flush() or "")
         write("".join(chunk))
+
+
+def _steps(set_ref: str, json_output: bool) -> None:
+    from orchestrator.cli.render import print_steps
+
+    with context(quiet=True) as ctx, errors():
+        steps = views.attempts(ctx, set_ref)
+        times = time_display(ctx.config)
+    if json_output:
+        dump([a.as_json() for a in steps])
+    elif not steps:
+        out.print(f"No job has run on set {safe(set_ref)} yet.")
+    else:
+        print_steps(out, steps, times, f"Steps of set {safe(set_ref)}")
 
 
 @app.command()
 def report(
-    set_ref: Annotated[str, typer.Argument(metavar="SET")],
+    set_ref: Annotated[str, typer.Argument(metavar="SET", help="Alma set id or local name.")],
     *,
-    format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    format: Annotated[str | None, typer.Option("--format", help="csv (default) or json.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
     problems: Annotated[bool, typer.Option("--problems", help="Only records that are not OK.")] = False,
     raw: Annotated[
@@ -77,19 +107,23 @@ def report(
     """Per-record results: MMS ID, handle, preflight class, verdict, resolved and expected URL."""
     from orchestrator.service import report as reports
 
+    if json_output and format not in (None, "json"):
+        fail(f"--json means --format json, not --format {format}: give one of them", 2)
+    format = "json" if json_output else format or "csv"
     with context(quiet=True) as ctx, errors():
         chunks = reports.report_chunks(ctx, set_ref, format=format, problems_only=problems, raw=raw)
         if output is not None:
             reports.write_report(chunks, output)
         else:
+            tty = sys.stdout.isatty()
             try:
                 for chunk in chunks:
-                    sys.stdout.write(chunk)
+                    sys.stdout.write(clean(chunk, keep_newlines=True) if tty else chunk)  # a file gets the data
                 sys.stdout.flush()
             except OSError as exc:  # `> /dev/full`, a closed pipe: one line, not a traceback
                 fail(f"cannot write the report to standard output: {exc.strerror or exc}", 1)
-    if output is not None:
-        err.print(f"Wrote {output}", markup=False)
+    if output is not None and verbosity() >= 0:
+        err.print(f"Wrote {safe(output)}")
 
 
 @app.command()
@@ -102,5 +136,5 @@ def graph() -> None:
 
 @app.command()
 def version() -> None:
-    """Print hwf's version."""
+    """Print hwf's version (also: hwf --version)."""
     typer.echo(__version__)

@@ -2,90 +2,104 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from orchestrator.alma.types import JobInstance
+from orchestrator.cli.text import TimeDisplay, clean, duration, safe, shorten
+from orchestrator.domain.wording import plural
 
 if TYPE_CHECKING:
     from orchestrator.service.preflight import CheckSummary, FixReport
-    from orchestrator.service.views import SetSummary
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%H:%M:%S")
+    from orchestrator.service.views import AttemptView, EventView, SetSummary
 
 
 class RichReporter:
-    """Reports progress to a console: a line per event, a bar for jobs and for verification."""
+    """Reports progress to a console. On a terminal: one live row per running set (its step, job status,
+    bar, elapsed time); a finished step drops into the scroll-back as one line. Elsewhere (a pipe, a log):
+    one line per change. Times are local with their zone (or UTC), with the date once the day changes."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(
+        self,
+        console: Console,
+        *,
+        times: TimeDisplay | None = None,
+        verbose: bool = False,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.console = console
+        self.times = times or TimeDisplay()
+        self.now = now
+        self.verbose = verbose
         self._progress: Progress | None = None
-        self._tasks: dict[tuple[str, str], TaskID] = {}
+        self._tasks: dict[str, TaskID] = {}  # one live row per set
         self._last: dict[tuple[str, str], str] = {}
 
     def _bar(self) -> Progress:
         if self._progress is None:
             self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.percentage:>3.0f}%"),
-                TimeElapsedColumn(),
+                TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+                BarColumn(bar_width=16),
+                TextColumn("{task.percentage:>3.0f}%", table_column=Column(no_wrap=True)),
+                TimeElapsedColumn(table_column=Column(no_wrap=True)),
                 console=self.console,
-                transient=False,
+                transient=True,
+                expand=True,
             )
             self._progress.start()
         return self._progress
 
-    def _stop(self, key: tuple[str, str]) -> None:
-        if self._progress is not None and key in self._tasks:
-            self._progress.stop_task(self._tasks.pop(key))
+    def _row(self, set_name: str, description: str, completed: float, total: float) -> None:
+        bar = self._bar()
+        if set_name not in self._tasks:
+            self._tasks[set_name] = bar.add_task(description, total=total)
+        bar.update(self._tasks[set_name], completed=completed, total=total, description=description)
+
+    def _drop(self, set_name: str) -> None:
+        """The set's live row ends; the line that says how it ended goes to the scroll-back."""
+        if self._progress is not None and set_name in self._tasks:
+            self._progress.remove_task(self._tasks.pop(set_name))
             if not self._tasks:
                 self._progress.stop()
                 self._progress = None
 
     def note(self, set_name: str, message: str) -> None:
-        self.console.print(f"[dim]{_now()}[/dim] [bold]{set_name}[/bold]: {message}")
+        stamp = self.times.stamp(self.now())
+        self.console.print(f"[dim]{stamp}[/dim] [bold]{safe(set_name)}[/bold]: {safe(message)}")
 
     def job_progress(self, set_name: str, step: str, instance: JobInstance) -> None:
         key = (set_name, step)
         progress = max(0.0, min(float(instance.progress or 0.0), 100.0))
-        description = f"{set_name}: {step} {instance.id} {instance.status}"
-        if not self.console.is_terminal:
-            line = f"{instance.status} {progress:.0f}%"
-            if self._last.get(key) != line:
-                self._last[key] = line
+        line = f"{instance.status} {progress:.0f}%"
+        changed = self._last.get(key) != line
+        self._last[key] = line
+        if not self.console.is_terminal or self.verbose:
+            if changed:
                 self.note(set_name, f"{step}: instance {instance.id} {line}")
-        else:
-            bar = self._bar()
-            if key not in self._tasks:
-                self._tasks[key] = bar.add_task(description, total=100)
-            bar.update(self._tasks[key], completed=100 if instance.terminal else progress, description=description)
+        if self.console.is_terminal:
+            description = f"{safe(set_name)}: {step} {safe(instance.id)} {safe(instance.status)}"
+            self._row(set_name, description, 100 if instance.terminal else progress, 100)
         if instance.terminal:
-            self._stop(key)
+            self._drop(set_name)
+            self._last.pop(key, None)
             counters = ", ".join(f"{c.desc or c.code}: {c.value}" for c in instance.counters)
             self.note(set_name, f"{step}: job ended {instance.status}" + (f" ({counters})" if counters else ""))
 
     def verify_progress(self, set_name: str, done: int, total: int, tally: Mapping[str, int]) -> None:
-        key = (set_name, "verify")
         text = ", ".join(f"{k} {v}" for k, v in sorted(tally.items()))
         if not self.console.is_terminal:
             if done == total or done % 500 == 0:
                 self.note(set_name, f"verify: {done}/{total} ({text})")
             return
-        bar = self._bar()
-        if key not in self._tasks:
-            self._tasks[key] = bar.add_task(f"{set_name}: verify", total=max(total, 1))
-        bar.update(self._tasks[key], completed=done, description=f"{set_name}: verify ({text})")
+        self._row(set_name, f"{safe(set_name)}: verify {done}/{total} {safe(text)}", done, max(total, 1))
         if done >= total:
-            self._stop(key)
+            self._drop(set_name)
+            self.note(set_name, f"verify: {done}/{total} checked ({text})")
 
 
 def _status_note(r: SetSummary) -> str:
@@ -98,67 +112,229 @@ def _status_note(r: SetSummary) -> str:
     return ""
 
 
-PLAIN_ABOVE = 200  # rows; a rich table of 10,000 sets takes seconds to lay out
+STATUS_COLUMNS = ("set", "name", "state", "records", "excluded", "waiting for / attention")
 
 
-def print_status(console: Console, rows: Sequence[SetSummary]) -> None:
+def print_status(console: Console, rows: Sequence[SetSummary], *, full: bool = False) -> None:
+    """Where the sets stand. On a terminal: aligned lines whose ids never wrap, long names and reasons
+    shortened to one line (``full``, as ``hwf status SET`` asks: every field in full). Piped:
+    tab-separated, never shortened."""
     if not rows:
         console.print("No sets registered yet: `hwf add ALMA_SET_ID` (or try `hwf demo`).")
         return
-    if len(rows) > PLAIN_ABOVE or not console.is_terminal:
-        name_width = min(max(len(r.name) for r in rows), 40)
-        lines = [
-            f"{'set':<18} {'name':<{name_width}} {'state':<18} {'records':>7} {'excl':>5}  waiting for / attention"
-        ]
+    if not console.is_terminal:
+        lines = ["\t".join(STATUS_COLUMNS)]
         lines += [
-            f"{r.set:<18} {r.name[:name_width]:<{name_width}} {r.state:<18} {r.records:>7} {r.excluded or '':>5}  "
-            f"{_status_note(r)}".rstrip()
+            "\t".join(clean(v) for v in (r.set, r.name, r.state, r.records, r.excluded or "", _status_note(r))).rstrip(
+                "\t"
+            )
             for r in rows
         ]
         console.file.write("\n".join(lines) + "\n")
         return
-    table = Table(title="hwf sets")
-    for column in ("set", "name", "state", "records", "excluded", "waiting for / attention"):
-        table.add_column(column, overflow="fold")
+    if full:
+        for r in rows:
+            _print_one_set(console, r)
+        return
+    _print_status_lines(console, rows)
+
+
+PLAIN_ABOVE = 200  # sets: more are written as plain lines (rich would take seconds over 10,000 of them)
+
+
+def _print_status_lines(console: Console, rows: Sequence[SetSummary]) -> None:
+    """One line per set (id, state, records, excluded, name shortened to fit), and under it, indented, its
+    attention or what it waits for, shortened to one line: nothing wraps, an id is never split."""
+    id_width = max(3, *(len(r.set) for r in rows))
+    state_width = max(5, *(len(r.state) for r in rows))
+    name_width = max(console.width - id_width - state_width - 7 - 4 - 6, 10)
+    note_width = max(console.width - id_width - 2, 10)
+    lines: list[tuple[str, str]] = [
+        (f"{'set':<{id_width}}  {'state':<{state_width}} {'records':>7} {'excl':>4}  name", "bold")
+    ]
+    shortened = False
     for r in rows:
-        note = _status_note(r)
-        if r.attention:
-            note = f"[red]{escape(note)}[/red]"
-        table.add_row(r.set, escape(r.name), r.state, str(r.records), str(r.excluded or ""), note)
-    console.print(table)
+        name, note = clean(r.name), clean(_status_note(r))
+        shortened = shortened or len(name) > name_width or len(note) > note_width
+        excl = str(r.excluded or "")
+        lines.append(
+            (
+                f"{r.set:<{id_width}}  {r.state:<{state_width}} {r.records:>7} {excl:>4}  {shorten(name, name_width)}",
+                "",
+            )
+        )
+        if note:
+            lines.append((f"{'':<{id_width}}  {shorten(note, note_width)}", "red" if r.attention else "dim"))
+    if shortened:
+        lines.append(("Shortened to fit: `hwf status SET` shows one set in full.", "dim"))
+    if len(rows) > PLAIN_ABOVE:
+        console.file.write("\n".join(text for text, _ in lines) + "\n")
+        return
+    for text, style in lines:
+        console.print(text, style=style or None, markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_one_set(console: Console, r: SetSummary) -> None:
+    fields = [
+        ("set", r.set),
+        ("name", r.name),
+        ("state", r.state),
+        ("records", f"{r.records}" + (f" ({r.excluded} excluded)" if r.excluded else "")),
+    ]
+    if r.step:
+        fields.append(("job", f"{r.step} instance {r.instance_id or '-'} {r.job_status or ''}".rstrip()))
+    if r.waiting:
+        fields.append(("waiting for", r.waiting))
+    if r.lease_owner:
+        fields.append(("held by", r.lease_owner))
+    if r.attention:
+        fields.append(("ATTENTION", r.attention))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(justify="right", no_wrap=True)
+    grid.add_column(ratio=1)
+    for label, value in fields:
+        style = "bold red" if label == "ATTENTION" else "bold"
+        grid.add_row(f"[{style}]{label}[/{style}]", safe(value))
+    console.print(grid)
 
 
 def print_check(console: Console, summary: CheckSummary) -> None:
-    table = Table(title=f"Preflight of set {summary.set} ({summary.name})")
-    table.add_column("class")
-    table.add_column("records", justify="right")
+    console.print(f"[bold]Preflight of set {summary.set}[/bold] ({safe(summary.name)})")
+    table = Table()
+    table.add_column("class", no_wrap=True)
+    table.add_column("records", justify="right", no_wrap=True)
     for cls, count in sorted(summary.counts.items()):
         table.add_row(cls, str(count))
     if summary.excluded:
         table.add_row("(excluded)", str(summary.excluded))
     console.print(table)
     if summary.problems:
-        problems = Table(title="Records that need something")
-        for column in ("MMS ID", "class", "handle", "detail"):
-            problems.add_column(column, overflow="fold")
+        console.print("[bold]Records that need something[/bold]")
+        problems = Table()
+        problems.add_column("MMS ID", no_wrap=True)
+        problems.add_column("class", no_wrap=True)
+        problems.add_column("handle", overflow="fold")
+        problems.add_column("detail", overflow="fold", ratio=1)
         for p in summary.problems[:200]:
-            problems.add_row(p["mms_id"] or "", p["class"] or "", p["handle"] or "", p["detail"] or "")
+            problems.add_row(*(safe(p[key] or "") for key in ("mms_id", "class", "handle", "detail")))
         console.print(problems)
         if len(summary.problems) > 200:
-            console.print(f"... and {len(summary.problems) - 200} more (`hwf check --json` lists all)")
+            console.print(f"... and {len(summary.problems) - 200} more (`hwf check {summary.set} --json` lists all)")
+    blocking = summary.blocking()
+    if blocking:
+        listed = ", ".join(f"{n} {c}" for c, n in blocking.items())
+        console.print(f"[bold red]Cannot go on as it is:[/bold red] {listed} (exit 3).")
+    else:
+        console.print("Can go on: `hwf advance " + summary.set + "`.")
 
 
 def print_fix(console: Console, report: FixReport) -> None:
     for mms, diff in report.diffs.items():
         if report.mode == "dry-run" or mms in report.changed:
-            console.print(f"[bold]{mms}[/bold]")
-            console.print(diff, markup=False, highlight=False)
+            console.print(f"[bold]{safe(mms)}[/bold]")
+            console.print(clean(diff, keep_newlines=True), markup=False, highlight=False)
     verb = {"dry-run": "would change", "apply": "changed", "undo": "restored"}[report.mode]
     count = len(report.diffs) if report.mode == "dry-run" else len(report.changed)
-    console.print(f"{verb} {count} records in set {report.set}")
+    console.print(f"{verb} {plural(count, 'record')} in set {report.set}")
     for mms, why in report.refused.items():
-        console.print(f"[yellow]refused {mms}: {why}[/yellow]")
+        console.print(f"[yellow]refused {safe(mms)}: {safe(why)}[/yellow]")
     for mms, why in report.failed.items():
-        console.print(f"[red]failed {mms}: {why}[/red]")
+        console.print(f"[red]failed {safe(mms)}: {safe(why)}[/red]")
     if report.mode == "dry-run" and report.diffs:
         console.print(f"Run `hwf fix {report.set} --apply` to write these changes (originals are backed up).")
+
+
+def _counters_text(counters: Sequence[Mapping[str, object]] | None) -> str:
+    parts = []
+    for c in counters or []:
+        label = str(c.get("desc") or c.get("code") or "").removeprefix("Records ").removeprefix("with ").lower()
+        parts.append(f"{label} {c.get('value')}")
+    return ", ".join(parts)
+
+
+def print_steps(console: Console, steps: Sequence[AttemptView], times: TimeDisplay, title: str) -> None:
+    """The Steps table (the demo's summary, and ``hwf history SET --steps``): one row per job attempt, its
+    counters below the table, one line per step, so no cell wraps; the start time from 110 columns up
+    (``hwf history`` always has it)."""
+    wide = console.width >= 110
+    console.print(f"[bold]{title}[/bold]")
+    table = Table()
+    for column in ("step", "instance", "status", *(("started",) if wide else ()), "took"):
+        table.add_column(column, no_wrap=True)
+    below = []
+    for a in steps:
+        counters = _counters_text(a.counters)
+        took = duration((a.finished_at - a.started_at).total_seconds()) if a.finished_at else "-"
+        started = (times.stamp(a.started_at),) if wide else ()
+        table.add_row(a.step, safe(a.instance_id or "-"), safe(a.status or a.state), *started, took)
+        if counters:
+            below.append(f"  {a.step}: {safe(counters)}")
+    console.print(table)
+    for line in below:
+        console.print(line)
+
+
+_JOB_START_KINDS = ("submitted", "reconciled")
+
+
+class HistoryLines:
+    """``hwf history`` as text, streamed: one line per event with its time (local with zone, or UTC), the
+    job's run time (submitted -> ended) on its ``job_finished`` line, who acted, and one line (``(2x)``)
+    for an event repeated in the same second (``--json`` keeps every event as stored)."""
+
+    def __init__(self, times: TimeDisplay) -> None:
+        self.times = times
+        self._started: dict[str, datetime] = {}
+        self._pending: tuple[str, str] | None = None  # (key, line)
+        self._repeats = 0
+        self._stamps: dict[str, str] = {}
+
+    def _stamp(self, e: EventView) -> tuple[str, str]:
+        raw = e.at[:19] if isinstance(e.at, str) else e.at_utc.isoformat(timespec="seconds")[:19]
+        hour = raw[:13]
+        if hour not in self._stamps:
+            # Events come in order: the zone's offset is looked up once an hour, not per event (100,000
+            # events). Offsets of whole hours keep minutes and seconds: ``raw`` gives them as they are.
+            at = e.at_utc
+            whole = (self.times.local(at).utcoffset() or timedelta()) % timedelta(hours=1) == timedelta()
+            start = at.replace(minute=0, second=0, microsecond=0)
+            local = self.times.full(start)
+            self._stamps = {hour: local[:13] + "\0" + local[19:] if whole else ""}
+        template = self._stamps[hour]
+        if not template:
+            return raw, self.times.full(e.at_utc)
+        head, zone = template.split("\0")
+        return raw, head + raw[13:19] + zone
+
+    def _extra(self, e: EventView) -> str:
+        if e.kind not in (*_JOB_START_KINDS, "job_finished"):
+            return ""
+        data = e.data or {}
+        instance = str(data.get("instance_id") or "")
+        if e.kind in _JOB_START_KINDS:
+            self._started.setdefault(instance, e.at_utc)
+            return ""
+        began = self._started.get(instance)
+        return f" (ran {duration((e.at_utc - began).total_seconds())})" if began is not None else ""
+
+    def line(self, e: EventView) -> str | None:
+        """The finished line the previous event makes, now that ``e`` follows it (None: not yet)."""
+        raw, stamp = self._stamp(e)
+        who = e.who()
+        actor = f"  ({clean(who)})" if who else ""
+        text = f"{stamp}  {e.kind:<16} {clean(e.detail)}{self._extra(e)}{actor}"
+        key = f"{raw}\0{e.kind}\0{e.detail}"
+        if self._pending is not None and self._pending[0] == key:
+            self._repeats += 1
+            return None
+        done = self.flush()
+        self._pending = (key, text)
+        return done
+
+    def flush(self) -> str | None:
+        """The last line held back (to see whether the next event repeats it)."""
+        if self._pending is None:
+            return None
+        text = self._pending[1] + (f" ({self._repeats + 1}x)" if self._repeats else "")
+        self._pending, self._repeats = None, 0
+        return text + "\n"

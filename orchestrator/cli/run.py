@@ -3,19 +3,53 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.cli.base import app, context, dump, err, errors, fail, out
+from orchestrator.cli.base import app, context, dump, err, errors, fail, out, say
+from orchestrator.cli.text import clean, safe
 from orchestrator.domain.handles import VERIFIED_VALUES
+from orchestrator.domain.wording import plural
 from orchestrator.service import scheduler, workflow
+
+if TYPE_CHECKING:
+    from orchestrator.service.workflow import AdvanceResult
+
+SET_HELP = "Alma set id or the local name given at `hwf add`."
+
+
+def _said(command: str, set_ref: str, message: str, json_output: bool) -> None:
+    """A command's one-line outcome: the line, or ``{"command", "set", "message"}`` with --json."""
+    if json_output:
+        dump({"command": command, "set": set_ref, "message": message})
+    else:
+        out.print(safe(message))
+
+
+def result_line(r: AdvanceResult) -> str:
+    """``Set 123 (name): verified`` or ``Set 123 (name): migrated; waiting for ...`` (never the state twice)."""
+    head = f"Set {r.set} ({safe(r.name)})"
+    if r.message in (r.state, "verified") or r.message.startswith(f"already {r.state}"):
+        return f"{head}: {safe(r.message)}"
+    return f"{head}: {r.state}; {safe(r.message)}"
+
+
+def result_json(r: AdvanceResult) -> dict[str, object]:
+    return {
+        "set": r.set,
+        "name": r.name,
+        "outcome": r.outcome.value,
+        "state": r.state,
+        "message": r.message,
+        "wait_until": r.wait_until.isoformat().replace("+00:00", "Z") if r.wait_until else None,
+    }
 
 
 @app.command()
 def add(
     alma_set_id: Annotated[
-        str | None, typer.Argument(metavar="[ALMA_SET_ID]", help="The Alma set id (digits).", show_default=False)
+        str | None, typer.Argument(metavar="ALMA_SET_ID", help="The Alma set id (digits).", show_default=False)
     ] = None,
     *,
     name: Annotated[str | None, typer.Option(help="A local name (default: the Alma set's name).")] = None,
@@ -52,16 +86,22 @@ def add(
         dump([s.as_json() for s in summaries] if from_csv else summaries[0].as_json())
         return
     for summary in summaries:
-        out.print(f"Registered set {summary.set} ({summary.name}): {summary.records} records, state {summary.state}")
+        out.print(
+            f"Registered set {summary.set} ({safe(summary.name)}): {plural(summary.records, 'record')}, "
+            f"state {summary.state}"
+        )
 
 
 @app.command()
 def check(
-    set_ref: Annotated[str, typer.Argument(metavar="SET")],
+    set_ref: Annotated[str, typer.Argument(metavar="SET", help=SET_HELP)],
     *,
     json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
-    """Preflight: read every record's Dublin Core and classify it (READY, NEEDS_COPY, NEEDS_FIX, ...)."""
+    """Preflight: read every record's Dublin Core and classify it (READY, NEEDS_COPY, NEEDS_FIX, ...).
+
+    Exit 0 when the set can go on as it is (every included record READY or NEEDS_COPY), 3 when it
+    cannot (NEEDS_FIX, NO_HANDLE, BAD_HANDLE, DUPLICATE_HANDLE, NOT_DC, BAD_XML, MISSING)."""
     from orchestrator.cli.render import print_check
     from orchestrator.service import preflight
 
@@ -71,43 +111,49 @@ def check(
         dump(summary.as_json())
     else:
         print_check(out, summary)
+    if summary.blocking():
+        raise typer.Exit(3)
 
 
 @app.command()
 def exclude(
-    set_ref: Annotated[str, typer.Argument(metavar="SET")],
+    set_ref: Annotated[str, typer.Argument(metavar="SET", help=SET_HELP)],
     mms_ids: Annotated[list[str], typer.Argument(metavar="MMS...", help="MMS IDs to leave out.")],
     *,
     reason: Annotated[str, typer.Option(help="Why (goes into the audit trail).")],
     keep_in_alma_set: Annotated[
         bool, typer.Option(help="Leave them in the Alma set (the jobs will still process them).")
     ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
     """Leave records out of the workflow: out of every later guard, of verification, and (unless
     --keep-in-alma-set) out of the Alma set the jobs run on (audited)."""
     from orchestrator.service import preflight
 
     with context(quiet=True) as ctx, errors():
-        out.print(preflight.exclude(ctx, set_ref, mms_ids, reason, keep_in_alma_set=keep_in_alma_set))
+        message = preflight.exclude(ctx, set_ref, mms_ids, reason, keep_in_alma_set=keep_in_alma_set)
+    _said("exclude", set_ref, message, json_output)
 
 
 @app.command()
 def include(
-    set_ref: Annotated[str, typer.Argument(metavar="SET")],
+    set_ref: Annotated[str, typer.Argument(metavar="SET", help=SET_HELP)],
     mms_ids: Annotated[list[str], typer.Argument(metavar="MMS...", help="MMS IDs to take back in.")],
     *,
     reason: Annotated[str, typer.Option(help="Why (goes into the audit trail).")],
+    json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
     """Take excluded records back into the workflow (audited)."""
     from orchestrator.service import preflight
 
     with context(quiet=True) as ctx, errors():
-        out.print(preflight.include(ctx, set_ref, mms_ids, reason))
+        message = preflight.include(ctx, set_ref, mms_ids, reason)
+    _said("include", set_ref, message, json_output)
 
 
 @app.command()
 def fix(
-    set_ref: Annotated[str, typer.Argument(metavar="SET")],
+    set_ref: Annotated[str, typer.Argument(metavar="SET", help=SET_HELP)],
     *,
     apply: Annotated[bool, typer.Option("--apply", help="Write the changes to Alma (default: dry run).")] = False,
     undo: Annotated[bool, typer.Option("--undo", help="Restore every record hwf changed from its backup.")] = False,
@@ -131,29 +177,42 @@ def fix(
 
 @app.command()
 def advance(
-    set_ref: Annotated[str, typer.Argument(metavar="SET", help="Alma set id or local name.")],
+    set_ref: Annotated[str, typer.Argument(metavar="SET", help=SET_HELP)],
     *,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for running jobs (default) or exit 0.")] = True,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the requests hwf would send and the transition; change nothing.")
     ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="The outcome as JSON (no progress display).")] = False,
 ) -> None:
-    """Run the set forward, step after step, until verified, or until it must wait or needs attention."""
+    """Run the set forward, step after step, until verified, or until it must wait or needs attention.
+
+    Exit 0 when verified (or waiting, with --no-wait), 3 when the set needs attention (the reason is on
+    stderr), 4 when another hwf process holds it."""
     if dry_run:
         from orchestrator.service import dryrun
 
         with context(quiet=True) as ctx, errors():
-            typer.echo(dryrun.describe_advance(ctx, set_ref).text())
+            plan = dryrun.describe_advance(ctx, set_ref)
+        if json_output:
+            dump(plan.as_json())
+        else:
+            typer.echo(clean(plan.text(), keep_newlines=True))
         return
-    with context() as ctx, errors():
+    with context(quiet=json_output) as ctx, errors():
         result = workflow.advance(ctx, set_ref, wait=wait)
-    out.print(f"Set {result.set} ({result.name}): {result.state}: {result.message}")
+    if json_output:
+        dump(result_json(result))
+    else:
+        out.print(result_line(result))
 
 
 @app.command()
 def resume(
     *,
-    all_sets: Annotated[bool, typer.Option("--all", help="Every set that is not verified.")] = False,
+    all_sets: Annotated[
+        bool, typer.Option("--all", help="Every set that is not verified (the default; kept for scripts).")
+    ] = True,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Keep going until nothing can move.")] = True,
     only: Annotated[str | None, typer.Option(help="Only sets whose name matches this pattern (* wildcard).")] = None,
     max_running: Annotated[
@@ -162,34 +221,57 @@ def resume(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print, per set, the requests hwf would send; change nothing.")
     ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="The outcome of every set as JSON.")] = False,
 ) -> None:
-    """Advance every unfinished set, re-attaching to Alma jobs already running: a scheduler within Alma's limits."""
-    if not all_sets:
-        fail("say --all (resume every set that is not verified), or use `hwf advance SET`", 2)
+    """Advance every unfinished set (`hwf resume` and `hwf resume --all` are the same), re-attaching to
+    Alma jobs already running: a scheduler within Alma's limits. One set: `hwf advance SET`.
+
+    Exit 0 when no set needs attention, 3 when one does (each reason on stderr), 2 when --only matches
+    no set."""
     if max_running is not None and max_running < 1:
         fail("--max-running must be at least 1", 2)
     if dry_run:
         from orchestrator.service import dryrun
 
         with context(quiet=True) as ctx, errors():
-            for plan in dryrun.describe_all(ctx, only=only):
-                typer.echo(plan.text())
+            plans = dryrun.describe_all(ctx, only=only)
+        if json_output:
+            dump([plan.as_json() for plan in plans])
+        for plan in [] if json_output else plans:
+            typer.echo(clean(plan.text(), keep_newlines=True))
+        if not plans and not json_output:
+            say("Nothing to resume: every set is verified.")
         return
-    with context() as ctx, errors():
+    with context(quiet=json_output) as ctx, errors():
         summary = scheduler.resume_all(ctx, wait=wait, only=only, max_running=max_running)
-    for r in summary.results:
-        out.print(f"Set {r.set} ({r.name}): {r.state}: {r.message}")
-    for set_id, why in summary.skipped:
-        out.print(f"Set {set_id}: skipped: {why}")
-    for _set_id, why in summary.attention:
-        err.print(f"Needs attention: {why}")
+    if json_output:
+        dump(
+            {
+                "results": [result_json(r) for r in summary.results],
+                "attention": [{"set": s, "reason": why} for s, why in summary.attention],
+                "skipped": [{"set": s, "reason": why} for s, why in summary.skipped],
+            }
+        )
+    else:
+        _print_resume(summary)
     if summary.attention:
         raise typer.Exit(3)
 
 
+def _print_resume(summary: scheduler.ResumeSummary) -> None:
+    for r in summary.results:
+        out.print(result_line(r))
+    for set_id, why in summary.skipped:
+        out.print(f"Set {set_id}: skipped: {safe(why)}")
+    for _set_id, why in summary.attention:
+        err.print(safe(why))  # "set 123 (name) needs attention: ..." already
+    if not (summary.results or summary.skipped or summary.attention):
+        say("Nothing to resume: every set is verified.")
+
+
 @app.command()
 def verify(
-    set_ref: Annotated[str, typer.Argument(metavar="SET")],
+    set_ref: Annotated[str, typer.Argument(metavar="SET", help=SET_HELP)],
     *,
     recheck_all: Annotated[bool, typer.Option("--all", help="Re-check every record, not only those not OK.")] = False,
     follow: Annotated[bool, typer.Option("--follow", help="Also check the plain redirect and its Location.")] = False,
@@ -203,32 +285,35 @@ def verify(
     if json_output:
         dump(counts)
     else:
-        out.print("Verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        out.print("Verdicts: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing to check"))
     if set(counts) - VERIFIED_VALUES:
         raise typer.Exit(3)
 
 
 @app.command()
 def retry(
-    set_ref: Annotated[str, typer.Argument(metavar="SET")],
+    set_ref: Annotated[str, typer.Argument(metavar="SET", help=SET_HELP)],
     *,
     reason: Annotated[str, typer.Option(help="What was fixed (goes into the audit trail).")],
     step: Annotated[str | None, typer.Option(help="The step to retry (must be the set's next step).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
     """Clear a set's attention after fixing the cause, so `hwf advance` runs the step again (audited)."""
     with context(quiet=True) as ctx, errors():
-        out.print(workflow.retry(ctx, set_ref, reason=reason, step=step))
+        message = workflow.retry(ctx, set_ref, reason=reason, step=step)
+    _said("retry", set_ref, message, json_output)
 
 
 @app.command()
 def confirm(
-    set_ref: Annotated[str, typer.Argument(metavar="SET")],
+    set_ref: Annotated[str, typer.Argument(metavar="SET", help=SET_HELP)],
     *,
     instance: Annotated[str, typer.Option(help="The job instance id (Alma's Job ID / Process ID).")],
     force: Annotated[
         bool,
         typer.Option("--force", help="Adopt an instance whose reply names no set (checked by you in Monitor Jobs)."),
     ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
     """Adopt a job instance for the set's waiting step (manual integration, ambiguous reconciliation).
 
@@ -236,4 +321,5 @@ def confirm(
     from orchestrator.service import jobs
 
     with context(quiet=True) as ctx, errors():
-        out.print(jobs.confirm(ctx, set_ref, instance, force=force))
+        message = jobs.confirm(ctx, set_ref, instance, force=force)
+    _said("confirm", set_ref, message, json_output)

@@ -12,8 +12,9 @@ import typer
 from rich.table import Table
 
 from orchestrator.alma.types import JobInfo
-from orchestrator.cli.base import app, config, err, errors, fail, out
-from orchestrator.config import STEP_JOB_KEYS, find_config_path
+from orchestrator.cli.base import app, config, config_path, err, errors, fail, out
+from orchestrator.cli.text import safe
+from orchestrator.config import STEP_JOB_KEYS
 from orchestrator.errors import AlmaError
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def _choose(role: str, candidates: tuple[JobInfo, ...]) -> str:
 
     err.print(f"Several manual jobs could be {role} ({setup.ROLE_TITLES[role]}):")
     for number, job in enumerate(candidates, start=1):
-        err.print(f"  {number}. {job.id}  {job.name}  [{job.category or '-'}]")
+        err.print(f"  {number}. {safe(job.id)}  {safe(job.name)}  ({safe(job.category or '-')})")
     while True:
         answer = str(typer.prompt(f"Which one is {role}? (number or job id)", err=True)).strip()
         if answer.isdigit() and 1 <= int(answer) <= len(candidates):
@@ -42,17 +43,12 @@ def _choose(role: str, candidates: tuple[JobInfo, ...]) -> str:
         err.print(f"Not one of 1-{len(candidates)} or the ids above.")
 
 
-def _config_path(click_ctx: typer.Context, output: Path | None) -> Path:
-    if output is not None:
-        return output
-    root = click_ctx.find_root()
-    explicit = root.params.get("config") if root is not None else None
-    return find_config_path(explicit if isinstance(explicit, Path) else None)
+def _config_path(output: Path | None) -> Path:
+    return output if output is not None else config_path()
 
 
 @app.command()
 def init(
-    click_ctx: typer.Context,
     *,
     region: Annotated[
         str, typer.Option(help="Alma region: na, eu, ap, aps, ca or cn (cn uses the .com.cn gateway).")
@@ -87,7 +83,7 @@ def init(
             role: setup.check_job_id(value, setup.ROLE_OPTIONS[role]) if value else None
             for role, value in given.items()
         }
-        path = _config_path(click_ctx, output)
+        path = _config_path(output)
         setup.refuse_overwrite(path, force)
         names: dict[str, str] = {}
         key = os.environ.get(key_env, "").strip()
@@ -120,7 +116,7 @@ def jobs_command(
     if json_output:
         typer.echo(json.dumps([listing.as_json() for listing in listings], indent=2, ensure_ascii=False))
         return
-    table = Table(title=f"Manual jobs{f' matching {search!r}' if search else ''}: {len(listings)}")
+    table = Table(title=safe(f"Manual jobs{f' matching {search!r}' if search else ''}: {len(listings)}"))
     for column in ("id", "name", "category", "hwf"):
         table.add_column(column, overflow="fold")
     for listing in listings:
@@ -129,7 +125,7 @@ def jobs_command(
             role = "configured as " + ", ".join(listing.configured_as)
         elif listing.looks_like:
             role = "could be " + ", ".join(listing.looks_like)
-        table.add_row(listing.job.id, listing.job.name, listing.job.category or "", role)
+        table.add_row(safe(listing.job.id), safe(listing.job.name), safe(listing.job.category or ""), role)
     out.print(table)
 
 
@@ -156,7 +152,7 @@ def _look_jobs_up(
         if chosen[role] is not None:
             known = found.by_id(chosen[role] or "")
             if known is None:
-                err.print(f"Note: {chosen[role]} is not among this Alma's manual jobs (see `hwf jobs`).")
+                err.print(f"Note: {safe(chosen[role])} is not among this Alma's manual jobs (see `hwf jobs`).")
             else:
                 names[role] = known.name
             continue
@@ -179,21 +175,21 @@ def _look_jobs_up(
 def _print_init(
     result: setup.InitResult, names: dict[str, str], found: setup.JobDiscovery | None, key: str, key_env: str
 ) -> None:
-    out.print(f"Wrote {result.path} (Alma gateway {result.base_url})")
+    out.print(f"Wrote {safe(result.path)} (Alma gateway {safe(result.base_url)})")
     for role in STEP_JOB_KEYS:
         job_id = result.jobs.get(role)
         if job_id:
-            out.print(f"  {role:<19} {job_id}  {names.get(role, '')}".rstrip())
+            out.print(safe(f"  {role:<19} {job_id}  {names.get(role, '')}".rstrip()))
         elif found is not None:
             out.print(f"  {role:<19} not found by name: pick it with `hwf jobs`")
     if not key:
         out.print(
             f"No API key in ${key_env}: the job ids are placeholders. Set the key "
-            f"(Bibs and Configuration, Read/write), run `hwf jobs` to find the ids, and edit {result.path}"
+            f"(Bibs and Configuration, Read/write), run `hwf jobs` to find the ids, and edit {safe(result.path)}"
         )
     if result.placeholders:
         out.print("Still to fill in (marked TODO): " + ", ".join(result.placeholders))
-    out.print(f"Then check everything with: hwf --config {result.path} ping")
+    out.print(f"Then check everything with: hwf --config {safe(result.path)} ping")
 
 
 @app.command()
@@ -213,15 +209,15 @@ def ping(
     if json_output:
         typer.echo(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
     else:
-        table = Table(title=f"hwf ping: {report.base_url}")
+        table = Table(title=f"hwf ping: {safe(report.base_url)}")
         for column in ("check", "result", "detail"):
             table.add_column(column, overflow="fold")
         for check in report.checks:
             style = _STATUS_STYLE.get(check.status, "")
-            table.add_row(check.name, f"[{style}]{check.status}[/{style}]", check.detail)
+            table.add_row(safe(check.name), f"[{style}]{safe(check.status)}[/{style}]", safe(check.detail))
         out.print(table)
         if report.remaining is not None:
-            out.print(f"X-Exl-Api-Remaining: {report.remaining}")
+            out.print(f"X-Exl-Api-Remaining: {safe(report.remaining)}")
         out.print(
             "Ready for a run." if report.ok else "Not ready: fix the lines marked fail, then run `hwf ping` again."
         )

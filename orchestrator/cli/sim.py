@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli.base import app, config, db_app, err, errors, fail, out, sim_app
+from orchestrator.cli.base import app, config, db_app, err, errors, fail, out, sim_app, time_display
 
 
 @app.command()
@@ -26,7 +26,7 @@ def demo(
     if not 0 <= job_seconds <= 3600:  # also refuses nan
         fail(f"--job-seconds must be between 0 and 3600, not {job_seconds}", 2)
     with errors():
-        run_demo(out, err, directory=directory, records=records, job_seconds=job_seconds)
+        run_demo(out, err, directory=directory, records=records, job_seconds=job_seconds, times=time_display())
 
 
 @sim_app.command("serve")

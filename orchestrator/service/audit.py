@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from orchestrator.alma.types import JobInstance
 from orchestrator.domain.jobrules import HWF_NAME, SetMatch, counted, match_instance, run_ok, submitted_by_api
 from orchestrator.domain.machine import Stage, Step, StepFacts
+from orchestrator.domain.wording import plural
 from orchestrator.errors import BadInputError
 from orchestrator.service import jobs, preflight, views, workflow
 from orchestrator.service.context import Context, add_event, find_set, set_attention
@@ -223,8 +224,8 @@ _INTEGRATION_FIRST = (
 _INTEGRATION_FIRST_ACTION = (
     "Run no more jobs on this set. Open a case with Ex Libris support to remove the Alma-minted handle "
     "identifiers from its records (quote the instance ids), then run the Handle Migration job, then the "
-    "integration profile (Create and Update, Do not add to metadata), then `hwf verify`. `hwf retry SET` "
-    "lets hwf go on once that is done."
+    "integration profile (Create and Update, Do not add to metadata), then `hwf verify {set}`. "
+    "`hwf retry {set} --reason TEXT` lets hwf go on once that is done."
 )
 
 
@@ -263,6 +264,7 @@ class _Walk:
         self.out.append(AuditRun(**{**asdict(run), "verdict": verdict}))
 
     def add(self, severity: str, code: str, message: str, action: str, *instances: str) -> None:
+        action = action.replace("{set}", self.report.set)
         self.report.findings.append(AuditFinding(severity, code, message, action, tuple(instances)))
 
     def count(self, idx: int, run: AuditRun, following: int) -> None:
@@ -418,7 +420,7 @@ class _Walk:
         self.count(0, run, 1)
         self.counted[1].clear()
         self.counted[2].clear()
-        changed = f"changed {modified} records" if modified is not None else "may have changed records"
+        changed = f"changed {plural(modified, 'record')}" if modified is not None else "may have changed records"
         self.add(
             "warning",
             "copy_after_migration",
@@ -540,7 +542,8 @@ def _record_adoption(ctx: Context, set_id: int, report: AuditReport) -> None:
             session,
             row,
             "audit",
-            f"adopting from Alma's job history ({report.date_from} to {report.date_to}): {len(report.runs)} runs; "
+            f"adopting from Alma's job history ({report.date_from} to {report.date_to}): "
+            f"{plural(len(report.runs), 'run')}; "
             f"the history proves {report.proven_stage}" + ("" if report.valid else "; the order is INVALID"),
             at=now,
             actor=ctx.owner,
@@ -560,7 +563,7 @@ def _record_adoption(ctx: Context, set_id: int, report: AuditReport) -> None:
                     row,
                     "adopt_stopped",
                     f"adopted at {row.stage.value}: the {step.value} job ran in Alma, but the records are not "
-                    "ready for it now (see `hwf check`); hwf will run it again once they are",
+                    f"ready for it now (see `hwf check {row.alma_set_id}`); hwf will run it again once they are",
                     at=now,
                 )
                 break
@@ -665,6 +668,7 @@ def _frontier(session: Any, ctx: Context, row: AlmaSet, report: AuditReport, now
             row,
             "job",
             f"{step.value} job {run.job_id} instance {run.instance_id} (run by {run.by} before hwf adopted the set) "
-            f"ended {run.status}; see its report in Alma, fix the cause, then `hwf retry {row.alma_set_id}`",
+            f"ended {run.status}; see its report in Alma, fix the cause, then "
+            f"`hwf retry {row.alma_set_id} --reason TEXT`",
             now,
         )

@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from orchestrator.alma.types import AlmaSetInfo
+from orchestrator.domain.wording import plural, verb
 from orchestrator.errors import AlmaError, AlmaUnreachableError, BadInputError
 from orchestrator.service import views, workflow
 from orchestrator.service.context import Context, add_event
@@ -133,7 +134,8 @@ def _bad_input_message(path: Path, ids: IdList) -> str:
     shown = "; ".join(f"line {line}: {_problem(value)}" for line, value in ids.bad[:MAX_REPORTED])
     more = f"; and {len(ids.bad) - MAX_REPORTED} more" if len(ids.bad) > MAX_REPORTED else ""
     return (
-        f"{path}: {len(ids.bad)} values are not MMS IDs (digits only): {shown}{more}. "
+        f"{path}: {plural(len(ids.bad), 'value')} {verb(len(ids.bad), 'is')} not "
+        f"{'an MMS ID' if len(ids.bad) == 1 else 'MMS IDs'} (digits only): {shown}{more}. "
         "Nothing was created; correct the file and run again"
     )
 

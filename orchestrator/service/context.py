@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -163,6 +164,14 @@ def find_set(session: Session, ref: str) -> AlmaSet:
     if row is None:
         raise BadInputError(f"unknown set {ref!r}: not registered (see `hwf status`, or `hwf add ALMA_SET_ID`)")
     return row
+
+
+def require_match(session: Session, pattern: re.Pattern[str] | None, only: str | None) -> None:
+    """``--only PATTERN`` must name at least one registered set. :raises BadInputError: none matches."""
+    if pattern is None:
+        return
+    if not any(pattern.search(name) for name in session.scalars(select(AlmaSet.name))):
+        raise BadInputError(f"no registered set's name matches --only {only!r} (see `hwf status`)")
 
 
 def set_attention(session: Session, set_row: AlmaSet, kind: str, reason: str, now: datetime) -> None:

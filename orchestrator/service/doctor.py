@@ -343,8 +343,9 @@ def diagnose(ctx: Context, *, check_alma: bool = True, schema: Diagnosis | None 
                         PROBLEM,
                         f"set {row.alma_set_id}: attempt {a.number} of {a.step} (row {a.id}) is inconsistent: "
                         + "; ".join(wrong),
-                        "compare with `hwf attempts` / `hwf history` and Alma's Monitor Jobs, then correct the row "
-                        "by hand (or remove it if the job never ran); hwf cannot safely go on with this set",
+                        f"compare with `hwf history {row.alma_set_id} --steps` and Alma's Monitor Jobs, then "
+                        "correct the row by hand (or remove it if the job never ran); "
+                        "hwf cannot safely go on with this set",
                         set=row.alma_set_id,
                         data={"attempt_row": a.id, "problems": wrong},
                     )
@@ -397,7 +398,7 @@ def _ask_alma(ctx: Context, diagnosis: Diagnosis, to_ask: list[tuple[_SetRow, _A
                         f"{attempt.instance_id}, which Alma no longer knows ({exc.code})",
                         f"look for the run in Alma (Monitor Jobs > History): if it ran under another id, "
                         f"`hwf confirm {row.alma_set_id} --instance ID`; if it never ran, "
-                        f"`hwf retry {row.alma_set_id} --reason ...` submits the step again",
+                        f"`hwf retry {row.alma_set_id} --reason TEXT` submits the step again",
                         set=row.alma_set_id,
                         data={"job_id": attempt.job_id, "instance_id": attempt.instance_id},
                     )

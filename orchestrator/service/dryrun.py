@@ -26,9 +26,10 @@ from orchestrator.domain.dc import BLOCKING, Preflight
 from orchestrator.domain.handles import Verdict
 from orchestrator.domain.jobrules import history_window, instance_window, job_name
 from orchestrator.domain.machine import TRANSITIONS, Stage, Step
+from orchestrator.domain.wording import plural, verb
 from orchestrator.resolver import Verifier
 from orchestrator.service import jobs
-from orchestrator.service.context import Context, find_set
+from orchestrator.service.context import Context, find_set, require_match
 from orchestrator.service.workflow import Action, Plan, plan_step, step_facts
 from orchestrator.store.models import AlmaSet, Attempt, Record
 
@@ -242,7 +243,7 @@ class _Describer:
                 PlannedRequest.of(
                     self.alma.bibs_request(ids[:MAX_BIBS_PER_CALL]),
                     count=batches,
-                    note=f"{len(ids)} records, {MAX_BIBS_PER_CALL} MMS IDs per request",
+                    note=f"{plural(len(ids), 'record')}, {MAX_BIBS_PER_CALL} MMS IDs per request",
                 ),
             )
         classes = Counter(
@@ -382,7 +383,7 @@ class _Describer:
                     when,
                     "manual",
                     "manual integration: tell you what to run in Alma, then wait for your run",
-                    notes=(jobs.manual_instructions(self.row.name),),
+                    notes=(jobs.manual_instructions(self.row.name, self.row.alma_set_id),),
                 )
             )
             started = self.now
@@ -444,12 +445,13 @@ class _Describer:
             )
         notes = []
         if len(handles) > len(with_handle):
-            notes.append(f"{len(handles) - len(with_handle)} records have no handle: NO_HANDLE, no request")
+            missing = len(handles) - len(with_handle)
+            notes.append(f"{plural(missing, 'record')} {verb(missing, 'has')} no handle: NO_HANDLE, no request")
         self.actions.append(
             PlannedAction(
                 when,
                 "verify",
-                f"verify: resolve the handles of {len(handles)} records not yet OK at the handle proxy",
+                f"verify: resolve the handles of {plural(len(handles), 'record')} not yet OK at the handle proxy",
                 requests,
                 tuple(notes),
             )
@@ -510,6 +512,7 @@ def describe_all(ctx: Context, only: str | None = None) -> list[DryRunPlan]:
     now = ctx.clock()
     with ctx.sessions() as session:
         try:
+            require_match(session, pattern, only)
             rows = session.scalars(
                 select(AlmaSet).where(AlmaSet.stage != Stage.VERIFIED).order_by(AlmaSet.created_at, AlmaSet.id)
             ).all()

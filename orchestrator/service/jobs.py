@@ -446,7 +446,7 @@ def poll(ctx: Context, set_id: int, attempt_id: int) -> None:
                 INSTANCE_UNKNOWN,
                 f"{step}: Alma no longer knows job {job_id} instance {instance_id} ({exc.code}). Look for the run "
                 f"in Monitor Jobs: if it ran under another id, `hwf confirm {row.alma_set_id} --instance ID`; "
-                f"if it never ran, `hwf retry {row.alma_set_id}` submits the step again",
+                f"if it never ran, `hwf retry {row.alma_set_id} --reason TEXT` submits the step again",
                 ctx.clock(),
             )
         return
@@ -495,7 +495,7 @@ def _record_instance(ctx: Context, set_id: int, attempt_id: int, inst: JobInstan
                 row,
                 "job",
                 f"{attempt.step} job {attempt.job_id} instance {inst.id} {why} ({counters}); "
-                f"see the job report in Alma, fix the cause, then `hwf retry {row.alma_set_id}`",
+                f"see the job report in Alma, fix the cause, then `hwf retry {row.alma_set_id} --reason TEXT`",
                 now,
             )
 
@@ -519,7 +519,7 @@ def manual_integration(ctx: Context, set_id: int, attempt_id: int | None) -> Non
                     started_at=now,
                 )
             )
-            text = manual_instructions(row.name)
+            text = manual_instructions(row.name, row.alma_set_id)
             add_event(session, row, "operator_action", text, at=now)
             _wait(
                 session,
@@ -567,12 +567,12 @@ def manual_integration(ctx: Context, set_id: int, attempt_id: int | None) -> Non
         row.wait_until = now + timedelta(seconds=ctx.config.alma.poll_interval_seconds)
 
 
-def manual_instructions(set_name: str) -> str:
+def manual_instructions(set_name: str, set_id: str = "SET") -> str:
     return (
         "In Alma: Configuration > General > External Systems > Integration Profiles > the Handle profile > "
         f"Actions tab: Set name = {set_name!r}; Action = Create and Update; DC METADATA Upon Create = "
         "Do not add to metadata; press Run (not Save). hwf will find the run, or give it the Job ID from the "
-        "toast with `hwf confirm SET --instance ID`."
+        f"toast with `hwf confirm {set_id} --instance ID`."
     )
 
 

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from orchestrator.domain import dc
 from orchestrator.domain.dc import BLOCKING, Preflight, RecordCheck
-from orchestrator.domain.machine import Stage, Step
+from orchestrator.domain.machine import Stage, Step, next_step
+from orchestrator.domain.wording import plural, verb
 from orchestrator.errors import AlmaBadReplyError, AlmaError, BadInputError, HwfError, UnsafeXmlError
 from orchestrator.service.context import Context, add_event, find_set, set_attention
 from orchestrator.service.jobs import next_attempt_number
@@ -37,6 +38,11 @@ class CheckSummary:
     excluded: int
     total: int
 
+    def blocking(self) -> dict[str, int]:
+        """The classes of included records the workflow cannot take as they are (all but READY and
+        NEEDS_COPY, which the copy job is for): ``hwf check`` exits 3 when there is any."""
+        return {c: n for c, n in sorted(self.counts.items()) if n and c not in _CAN_GO_ON}
+
     def as_json(self) -> dict[str, object]:
         return {
             "set": self.set,
@@ -44,8 +50,13 @@ class CheckSummary:
             "total": self.total,
             "excluded": self.excluded,
             "counts": self.counts,
+            "can_go_on": not self.blocking(),
+            "blocking": self.blocking(),
             "problems": self.problems,
         }
+
+
+_CAN_GO_ON = frozenset({Preflight.READY.value, Preflight.NEEDS_COPY.value})
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
@@ -269,7 +280,7 @@ def precheck_step(ctx: Context, set_id: int, step: Step) -> None:
                     session,
                     row,
                     "records",
-                    f"{bad} of {total} records cannot go through the workflow: {text}. Fix them in Alma or "
+                    f"{bad} of {plural(total, 'record')} cannot go through the workflow: {text}. Fix them in Alma or "
                     f"`hwf exclude {row.alma_set_id} {named} --reason TEXT`, then "
                     f"`hwf advance {row.alma_set_id}` again",
                     now,
@@ -284,7 +295,7 @@ def precheck_step(ctx: Context, set_id: int, step: Step) -> None:
                 session,
                 row,
                 "records",
-                f"{bad} of {total} records are not ready for the Handle Migration job: "
+                f"{bad} of {plural(total, 'record')} {verb(bad, 'is')} not ready for the Handle Migration job: "
                 f"{_describe(_problem_ids(session, set_id, set(classes) - {'READY'}), row.alma_set_id)[0]}. "
                 "The migration would skip them silently",
                 now,
@@ -393,7 +404,7 @@ def _set_excluded(
                 rec.removed_from_alma_set = True
             if not excluded:
                 rec.removed_from_alma_set = False
-        verb = "excluded" if excluded else "included again"
+        done = "excluded" if excluded else "included again"
         alma_note = ""
         if changed_in_alma:
             alma_note = (
@@ -403,7 +414,7 @@ def _set_excluded(
             session,
             row,
             "exclude" if excluded else "include",
-            f"{len(records)} records {verb}: {', '.join(sorted(records)[:20])}; reason: {reason}{alma_note}",
+            f"{plural(len(records), 'record')} {done}: {', '.join(sorted(records)[:20])}; reason: {reason}{alma_note}",
             at=now,
             actor=ctx.owner,
             mms_ids=sorted(records),
@@ -412,12 +423,23 @@ def _set_excluded(
         )
         row.record_count = row.record_count  # unchanged: excluded records stay listed and reported
         cleared = ""
-        if row.attention and row.attention_kind in RECORD_ATTENTION:
-            add_event(session, row, "attention_cleared", f"cleared by {verb}: {row.attention}", at=now)
+        if row.attention and row.attention_kind in RECORD_ATTENTION and _resolves(session, row, excluded):
+            add_event(session, row, "attention_cleared", f"cleared by {done}: {row.attention}", at=now)
             row.attention = None
             row.attention_kind = None
-            cleared = "; attention cleared, run `hwf advance` again"
-        return f"{len(records)} records {verb} in set {alma_id}{alma_note}{cleared}" + (f"; {never}" if never else "")
+            cleared = f"; attention cleared, run `hwf advance {alma_id}` again"
+        elif row.attention:
+            cleared = f"; the set still needs attention (`hwf status {alma_id}`)"
+        never_note = f"; {never}" if never else ""
+        return f"{plural(len(records), 'record')} {done} in set {alma_id}{alma_note}{cleared}{never_note}"
+
+
+def _resolves(session: Session, row: AlmaSet, excluded: bool) -> bool:
+    """Whether leaving records out has resolved the set's records attention: the included records now
+    meet the record guard of the set's next step. Taking records back in never resolves one."""
+    session.flush()
+    step = next_step(row.stage)
+    return excluded and step is not None and records_ready(session, row, step)
 
 
 def _not_excluded(records: dict[str, tuple[bool, bool]]) -> str:
@@ -520,7 +542,7 @@ def fix(ctx: Context, ref: str, *, apply: bool = False) -> FixReport:
                 session,
                 row,
                 "fix",
-                f"fix --apply: {len(report.changed)} records repaired, {len(report.refused)} refused, "
+                f"fix --apply: {plural(len(report.changed), 'record')} repaired, {len(report.refused)} refused, "
                 f"{len(report.failed)} failed",
                 at=ctx.clock(),
                 actor=ctx.owner,
@@ -644,7 +666,7 @@ def undo(ctx: Context, ref: str) -> FixReport:
             session,
             row,
             "fix_undo",
-            f"fix --undo: {len(report.changed)} records restored, {len(report.refused)} refused, "
+            f"fix --undo: {plural(len(report.changed), 'record')} restored, {len(report.refused)} refused, "
             f"{len(report.failed)} failed",
             at=ctx.clock(),
             actor=ctx.owner,

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from orchestrator.domain.machine import Stage, Step, next_step
 from orchestrator.errors import AlmaError, LeaseHeldError, NeedsAttentionError
 from orchestrator.service import jobs
-from orchestrator.service.context import Context, add_event, format_utc, set_attention
+from orchestrator.service.context import Context, add_event, format_utc, require_match, set_attention
 from orchestrator.service.workflow import Action, AdvanceResult, Outcome, Plan, drive_leased, plan_step
 from orchestrator.store.leases import candidate_ids
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
@@ -149,6 +149,8 @@ def resume_all(
     pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE) if only else None
     cfg = ctx.config.alma
     cap = min(max_running, cfg.max_running_jobs) if max_running else cfg.max_running_jobs
+    with ctx.sessions() as session:
+        require_match(session, pattern, only)
     outcomes = _Outcomes()
     rounds = failing = 0
     while True:

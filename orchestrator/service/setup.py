@@ -829,4 +829,8 @@ on_done = true
 # Who acts: recorded as `actor` in every event (with host and pid). $HWF_OPERATOR wins over this key;
 # with neither, the OS user name.
 # name = "Ada Lovelace"
+
+[display]
+# Times on the terminal: local time with its zone (false), or UTC (true; the same as --utc on a command).
+utc = false
 """

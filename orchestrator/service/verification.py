@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from orchestrator.domain.handles import VERIFIED_VALUES, Verdict
 from orchestrator.domain.jobrules import settle_until
 from orchestrator.domain.machine import Stage, Step, StepFacts
+from orchestrator.domain.wording import plural
 from orchestrator.resolver import VerifyItem, VerifyResult
 from orchestrator.service.context import Context, add_event, find_set, set_attention
 from orchestrator.service.steps import fire_step, holding_lease, latest_attempt
@@ -137,7 +138,7 @@ def run(ctx: Context, set_id: int, *, only_problems: bool = True, follow: bool =
             session,
             row,
             "verification",
-            f"verification: {ok} of {included} handles resolve to their own record"
+            f"verification: {ok} of {plural(included, 'handle')} resolve to their own record"
             + (f"; {counts}" if counts else "")
             + f" ({done} checked now)",
             at=now,
@@ -151,7 +152,7 @@ def run(ctx: Context, set_id: int, *, only_problems: bool = True, follow: bool =
                 session,
                 row,
                 "verify",
-                f"{included - ok} of {included} handles do not resolve to their own record ({counts}); "
+                f"{included - ok} of {plural(included, 'handle')} do not resolve to their own record ({counts}); "
                 f"see `hwf report {row.alma_set_id} --problems`; fix the cause (or wait for the proxy's cache), "
                 f"then `hwf verify {row.alma_set_id}` re-checks only those",
                 now,

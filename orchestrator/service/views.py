@@ -212,6 +212,28 @@ class AttemptView:
     finished_at: datetime | None
     note: str | None
 
+    def as_json(self) -> dict[str, Any]:
+        def stamp(at: datetime | None) -> str | None:
+            if at is None:
+                return None
+            return (
+                (at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)).isoformat().replace("+00:00", "Z")
+            )
+
+        return {
+            "step": self.step,
+            "attempt": self.number,
+            "state": self.state,
+            "job_id": self.job_id,
+            "instance_id": self.instance_id,
+            "status": self.status,
+            "counters": self.counters or [],
+            "started_at": stamp(self.started_at),
+            "finished_at": stamp(self.finished_at),
+            "seconds": (self.finished_at - self.started_at).total_seconds() if self.finished_at else None,
+            "note": self.note,
+        }
+
 
 def attempts(ctx: Context, ref: str) -> list[AttemptView]:
     """Every submission of every step of a set, in order."""

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from orchestrator.domain.handles import VERIFIED_VALUES
 from orchestrator.domain.jobrules import settle_until
 from orchestrator.domain.machine import Stage, Step, StepFacts, next_step
+from orchestrator.domain.wording import plural
 from orchestrator.errors import (
     AlmaError,
     BadInputError,
@@ -85,7 +86,7 @@ def add_set(ctx: Context, alma_set_id: str, name: str | None = None) -> SetSumma
                 session,
                 row,
                 "added",
-                f"registered Alma set {alma_set_id} {info.name!r} with {len(unique)} members",
+                f"registered Alma set {alma_set_id} {info.name!r} with {plural(len(unique), 'member')}",
                 at=now,
                 actor=ctx.owner,
                 alma_name=info.name,
@@ -102,7 +103,7 @@ def add_set(ctx: Context, alma_set_id: str, name: str | None = None) -> SetSumma
                 )
     except IntegrityError:
         raise BadInputError(f"set {alma_set_id} or name {name or info.name!r} is already registered") from None
-    ctx.reporter.note(name or info.name, f"registered with {len(unique)} members")
+    ctx.reporter.note(name or info.name, f"registered with {plural(len(unique), 'member')}")
     return status(ctx, alma_set_id)[0]
 
 
@@ -230,7 +231,10 @@ def _fire(ctx: Context, set_id: int, step: Step) -> str:
         facts = step_facts(ctx, session, row, step, now)
         before = row.stage
         if not fire_step(ctx, session, row, step, facts, now):
-            reason = f"{step.value}: guard not met ({facts}); see `hwf check` and `hwf history`"
+            reason = (
+                f"{step.value}: guard not met ({facts}); see `hwf check {row.alma_set_id}` and "
+                f"`hwf history {row.alma_set_id}`"
+            )
             set_attention(session, row, "guard", reason, now)
             return reason
         return f"{before.value} -> {row.stage.value}"
@@ -360,7 +364,7 @@ def _quota_pause(ctx: Context, set_id: int, exc: AlmaError) -> None:
             "quota",
             f"Alma's daily API quota is spent or under the floor ({exc}); new work stops. "
             f"It can go on after Alma's midnight reset (about {format_utc(tomorrow)}): "
-            f"run `hwf retry {row.alma_set_id}`",
+            f"run `hwf retry {row.alma_set_id} --reason TEXT`",
             now,
         )
 

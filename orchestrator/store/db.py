@@ -66,7 +66,12 @@ def make_engine(url: str) -> Engine:
             event.listen(engine, "begin", _sqlite_begin)
             return engine
         return create_engine(parsed, pool_pre_ping=True)
-    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+    except ImportError as exc:
+        hint = ": pip install 'hwf[postgres]'" if url.startswith("postgresql") else ""
+        raise DatabaseError(
+            f"cannot use database URL {_safe_url(url)}: its driver is not installed ({exc}){hint}"
+        ) from None
+    except (ArgumentError, NoSuchModuleError) as exc:
         raise DatabaseError(f"cannot use database URL {_safe_url(url)}: {exc}") from None
 
 
