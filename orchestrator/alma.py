@@ -370,6 +370,28 @@ class AlmaClient:
         returned = {bib.mms_id for bib in bibs}
         return BibBatch(bibs=tuple(bibs), missing=tuple(i for i in ids if i not in returned))
 
+    def get_bibs_xml(self, mms_ids: Sequence[str]) -> BibBatch:
+        """Up to 100 bibs in one call as XML for editing: each ``Bib.xml`` is that ``<bib>`` as Alma sent it.
+
+        What ``hwf fix`` reads before it backs up and writes (``GET /bibs?mms_id=``, ``Accept: application/xml``).
+        :raises AlmaBadReplyError: the reply is not XML, or not readable as a whole.
+        """
+        ids = _clean_ids(mms_ids, "get_bibs_xml")
+        if len(ids) > MAX_BIBS_PER_CALL:
+            raise ValueError(f"get_bibs_xml takes at most {MAX_BIBS_PER_CALL} MMS IDs per call, not {len(ids)}")
+        if not ids:
+            return BibBatch(bibs=())
+        answer = self._call("GET", "/bibs", params={"mms_id": ",".join(ids), "view": "full"}, accept=_MEDIA["xml"])
+        if answer.reply.xml is None:
+            raise answer.origin.bad("expected XML <bibs> (Accept: application/xml) but got JSON")
+        bibs = parse_bibs(answer.body, answer.reply, answer.origin)
+        wanted = set(ids)
+        stray = [bib.mms_id for bib in bibs if bib.mms_id not in wanted]
+        if stray:
+            raise answer.origin.bad(f"asked for {len(ids)} bibs but got bib {stray[0]}, which was not asked for")
+        returned = {bib.mms_id for bib in bibs}
+        return BibBatch(bibs=tuple(bibs), missing=tuple(i for i in ids if i not in returned))
+
     def get_bib_xml(self, mms_id: str) -> Bib:
         """One bib as XML for editing: ``Bib.xml`` is exactly the body Alma sent."""
         path = f"/bibs/{_segment(mms_id, 'MMS ID')}"

@@ -379,20 +379,31 @@ def fix(
     *,
     apply: Annotated[bool, typer.Option("--apply", help="Write the changes to Alma (default: dry run).")] = False,
     undo: Annotated[bool, typer.Option("--undo", help="Restore every record hwf changed from its backup.")] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Show the full unified diff of each record.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
-    """Remove xsi:type from the handle dc:identifier of NEEDS_FIX records; dry run unless --apply."""
+    """Remove xsi:type from the handle dc:identifier of NEEDS_FIX records; a dry run (a line each) unless --apply."""
     from . import preflight
-    from .render import print_fix
+    from .render import FixProgress, print_fix
 
     if apply and undo:
         fail("--apply and --undo cannot be used together", 2)
-    with _context(quiet=True) as ctx, _errors():
-        result = preflight.undo(ctx, set_ref) if undo else preflight.fix(ctx, set_ref, apply=apply)
+    if undo and diff:
+        fail("--diff shows what --apply would change; it does not go with --undo", 2)
+    progress = None if json_output else FixProgress(err, "undo" if undo else "fix")
+    try:
+        with _context(quiet=True) as ctx, _errors():
+            if undo:
+                result = preflight.undo(ctx, set_ref, progress=progress)
+            else:
+                result = preflight.fix(ctx, set_ref, apply=apply, diff=diff, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
     if json_output:
         _dump(result.as_json())
     else:
-        print_fix(out, result)
+        print_fix(out, result, diff=diff)
     if result.failed or result.refused:
         raise typer.Exit(1)
 

@@ -99,7 +99,7 @@ def run_demo(out: Console, err: Console, *, directory: Path, records: int, job_s
                     break
                 except NeedsAttentionError as exc:
                     out.print(f"[yellow]{exc}[/yellow]")
-                    dry = preflight.fix(ctx, set_id, apply=False)
+                    dry = preflight.fix(ctx, set_id, apply=False, diff=True)
                     if not dry.diffs:
                         raise
                     first = next(iter(dry.diffs))
@@ -108,7 +108,13 @@ def run_demo(out: Console, err: Console, *, directory: Path, records: int, job_s
                         "onto dc:identifier, and the Handle Migration job would skip those records while "
                         "reporting success. `hwf fix` removes only that attribute (diff of one record):"
                     )
-                    print_fix(out, preflight.FixReport(set=dry.set, mode="dry-run", diffs={first: dry.diffs[first]}))
+                    one = preflight.FixReport(
+                        set=dry.set,
+                        mode="dry-run",
+                        summaries={first: dry.summaries[first]},
+                        diffs={first: dry.diffs[first]},
+                    )
+                    print_fix(out, one, diff=True)
                     applied = preflight.fix(ctx, set_id, apply=True)
                     out.print(
                         f"`hwf fix {set_id} --apply`: {len(applied.changed)} records repaired "
