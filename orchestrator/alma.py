@@ -211,6 +211,11 @@ class AlmaClient:
         """Close the connection pool."""
         self._http.close()
 
+    @property
+    def pacing_rate(self) -> float:
+        """Requests a second the shared token bucket allows now (cut after a 429, recovering slowly)."""
+        return self._bucket.current_rate()
+
     # Sets
 
     def get_set(self, set_id: str) -> AlmaSetInfo:
