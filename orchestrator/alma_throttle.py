@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -22,6 +23,10 @@ CUT_WINDOW_SECONDS = 1.0
 # Pace a little under the configured rate, one request at a time (no saved-up burst): a sliding one-second
 # window then never sees more than ``requests_per_second`` (a bucket of capacity `rate` allowed twice that).
 PACING = 0.95
+# Threads sharing the bucket can be held up between their turn and their send (the GIL, a busy core), then
+# send together: besides the bucket, at most this fraction of the rate is sent in any one-second window,
+# counted when each request really leaves.
+WINDOW_SECONDS = 1.0
 
 
 def backoff_delay(attempt: int, jitter: float) -> float:
@@ -46,6 +51,8 @@ class TokenBucket:
         self._last = monotonic()
         self._cut_rate = rate
         self._cut_at: float | None = None
+        self._window = 0 if self._unlimited else max(1, math.ceil(rate))
+        self._sent: deque[float] = deque()
 
     def current_rate(self, now: float | None = None) -> float:
         """The rate in force now: the base rate, or a cut rate on its way back up."""
@@ -65,7 +72,8 @@ class TokenBucket:
         return rate
 
     def acquire(self) -> None:
-        """Take one token, sleeping (outside the lock) until it is due."""
+        """Take one token, sleeping (outside the lock) until it is due; then wait, if need be, until fewer
+        than ``ceil(rate)`` requests left in the last second (threads that were held up do not bunch)."""
         if self._unlimited:
             return
         with self._lock:
@@ -73,6 +81,16 @@ class TokenBucket:
             self._tokens -= 1.0
             wait = -self._tokens / rate if self._tokens < 0 else 0.0
         if wait > 0:
+            self._sleep(wait)
+        while True:
+            with self._lock:
+                now = self._monotonic()
+                while self._sent and now - self._sent[0] >= WINDOW_SECONDS:
+                    self._sent.popleft()
+                if len(self._sent) < self._window:
+                    self._sent.append(now)
+                    return
+                wait = self._sent[0] + WINDOW_SECONDS - now
             self._sleep(wait)
 
     def slow_down(self) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import json
+import math
 import threading
+import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -760,3 +763,32 @@ def test_ping():
         "remaining": 77,
         "quota": None,
     }
+
+
+def test_threads_held_up_after_their_turn_do_not_bunch_up():
+    # Twelve threads wake 0.6 s late from their turn (a busy core), then all send at once with those
+    # whose turn comes on time: the one-second window counted at send time keeps them under the rate.
+    lock = threading.Lock()
+    late = iter([0.6] * 12)
+    stamps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        with lock:
+            extra = next(late, 0.0)
+        time.sleep(seconds + extra)
+
+    bucket = alma_throttle.TokenBucket(20.0, time.monotonic, sleep)
+
+    def send() -> None:
+        bucket.acquire()
+        with lock:
+            stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=send) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stamps.sort()
+    most = max(bisect.bisect_left(stamps, start + 0.99) - i for i, start in enumerate(stamps))
+    assert most <= math.ceil(20.0 * alma_throttle.PACING)
