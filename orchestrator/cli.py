@@ -14,17 +14,20 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 # Commands import the service modules they use when they run: `hwf status` should not pay for lxml,
-# httpx and the verifier at start-up (start-up is most of a status call).
-from . import __version__, scheduler, views, workflow
+# httpx and the verifier at start-up, nor `hwf verify` for the Alma client and the workflow (start-up is
+# most of a status call, and a tenth of a verification of 3,000 handles).
+from . import __version__
 from .config import Config, find_config_path, load_config
 from .errors import HwfError
-from .service import Context
+
+if TYPE_CHECKING:
+    from .service import Context
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -78,12 +81,17 @@ def _config() -> Config:
 
 def build_context(config: Config, *, reporter: Any = None) -> Context:
     """The one place where the database, the Alma client and the verifier are wired together."""
-    from .alma import AlmaClient
     from .db import open_database
-    from .handles import Verifier
     from .render import RichReporter
+    from .service import Context
+
+    if TYPE_CHECKING:
+        from .alma import AlmaClient
+        from .handles import Verifier
 
     def alma() -> AlmaClient:
+        from .alma import AlmaClient
+
         return AlmaClient(
             config.alma.base_url,
             config.require_api_key(),
@@ -96,6 +104,8 @@ def build_context(config: Config, *, reporter: Any = None) -> Context:
         )
 
     def verifier(follow: bool) -> Verifier:
+        from .handles import Verifier
+
         h = config.handles
         return Verifier(
             h.resolver_url,
@@ -172,6 +182,8 @@ def add(
 
                 summaries = [audit.adopt(ctx, alma_set_id, name)]
             else:
+                from . import workflow
+
                 summaries = [workflow.add_set(ctx, alma_set_id, name)]
     if json_output:
         _dump([s.as_json() for s in summaries] if from_csv else summaries[0].as_json())
@@ -196,6 +208,8 @@ def advance(
         with _context(quiet=True) as ctx, _errors():
             typer.echo(dryrun.describe_advance(ctx, set_ref).text())
         return
+    from . import workflow
+
     with _context() as ctx, _errors():
         result = workflow.advance(ctx, set_ref, wait=wait)
     out.print(f"Set {result.set} ({result.name}): {result.state}: {result.message}")
@@ -226,6 +240,8 @@ def resume(
             for plan in dryrun.describe_all(ctx, only=only):
                 typer.echo(plan.text())
         return
+    from . import scheduler
+
     with _context() as ctx, _errors():
         summary = scheduler.resume_all(ctx, wait=wait, only=only, max_running=max_running)
     for r in summary.results:
@@ -245,6 +261,7 @@ def status(
     json_output: Annotated[bool, typer.Option("--json", help="JSON array for scripts.")] = False,
 ) -> None:
     """Where each set stands."""
+    from . import views
     from .render import print_status
 
     with _context(quiet=True) as ctx, _errors():
@@ -262,6 +279,8 @@ def history(
     json_output: Annotated[bool, typer.Option("--json", help="JSON array for scripts.")] = False,
 ) -> None:
     """The audit trail: every transition, submission, job result and operator action, oldest first."""
+    from . import views
+
     with _context(quiet=True) as ctx, _errors():
         events = iter(views.history(ctx, set_ref))
         first = next(events, None)  # an unknown set fails here, before anything is written
@@ -437,6 +456,8 @@ def retry(
     step: Annotated[str | None, typer.Option(help="The step to retry (must be the set's next step).")] = None,
 ) -> None:
     """Clear a set's attention after fixing the cause, so `hwf advance` runs the step again (audited)."""
+    from . import workflow
+
     with _context(quiet=True) as ctx, _errors():
         out.print(workflow.retry(ctx, set_ref, reason=reason, step=step))
 
