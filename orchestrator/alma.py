@@ -498,7 +498,10 @@ class AlmaClient:
             with self._lock:
                 self.calls += 1
             try:
-                response = self._http.request(method, path, params=params, content=body, headers=headers)
+                try:
+                    response = self._http.request(method, path, params=params, content=body, headers=headers)
+                finally:
+                    self._bucket.release()
             except _NOT_SENT as exc:
                 # The connection was never made, so even a POST did not reach Alma: safe to try again.
                 if attempt < self._max_retries:

@@ -23,9 +23,11 @@ CUT_WINDOW_SECONDS = 1.0
 # Pace a little under the configured rate, one request at a time (no saved-up burst): a sliding one-second
 # window then never sees more than ``requests_per_second`` (a bucket of capacity `rate` allowed twice that).
 PACING = 0.95
-# Threads sharing the bucket can be held up between their turn and their send (the GIL, a busy core), then
-# send together: besides the bucket, at most this fraction of the rate is sent in any one-second window,
-# counted when each request really leaves.
+# Threads sharing the bucket can be held up between their turn and their send (the GIL, a busy core), and a
+# server can be held up before it counts what arrived: either way requests bunch where Alma counts them.
+# Besides the bucket, a request holds one of ``floor(requests_per_second)`` places from its turn until one
+# second after its reply: however it was delayed, Alma saw it inside that span, so no one-second window at
+# Alma can hold more requests than there are places.
 WINDOW_SECONDS = 1.0
 
 
@@ -51,8 +53,9 @@ class TokenBucket:
         self._last = monotonic()
         self._cut_rate = rate
         self._cut_at: float | None = None
-        self._window = 0 if self._unlimited else max(1, math.ceil(rate))
-        self._sent: deque[float] = deque()
+        self._places = 0 if self._unlimited else max(1, math.floor(rate / PACING + 1e-9))
+        self._in_flight = 0
+        self._ended: deque[float] = deque()  # when each recent request's reply came, oldest first
 
     def current_rate(self, now: float | None = None) -> float:
         """The rate in force now: the base rate, or a cut rate on its way back up."""
@@ -72,8 +75,10 @@ class TokenBucket:
         return rate
 
     def acquire(self) -> None:
-        """Take one token, sleeping (outside the lock) until it is due; then wait, if need be, until fewer
-        than ``ceil(rate)`` requests left in the last second (threads that were held up do not bunch)."""
+        """Take one token, sleeping (outside the lock) until it is due, then a place (see WINDOW_SECONDS).
+
+        Every ``acquire`` must be followed by one ``release`` once the request's reply (or failure) is in.
+        """
         if self._unlimited:
             return
         with self._lock:
@@ -85,13 +90,22 @@ class TokenBucket:
         while True:
             with self._lock:
                 now = self._monotonic()
-                while self._sent and now - self._sent[0] >= WINDOW_SECONDS:
-                    self._sent.popleft()
-                if len(self._sent) < self._window:
-                    self._sent.append(now)
+                while self._ended and now - self._ended[0] >= WINDOW_SECONDS:
+                    self._ended.popleft()
+                if self._in_flight + len(self._ended) < self._places:
+                    self._in_flight += 1
                     return
-                wait = self._sent[0] + WINDOW_SECONDS - now
-            self._sleep(wait)
+                # Every place is taken by a request in flight or answered less than a second ago.
+                wait = self._ended[0] + WINDOW_SECONDS - now if self._ended else 1.0 / self._base
+            self._sleep(max(wait, 0.001))
+
+    def release(self) -> None:
+        """The request of the last ``acquire`` has its reply (or failed): its place frees in a second."""
+        if self._unlimited:
+            return
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            self._ended.append(self._monotonic())
 
     def slow_down(self) -> None:
         """Alma said we are too fast: halve the current rate and drop any saved-up burst."""

@@ -35,6 +35,7 @@ HANDLE_PROXY_HOSTS = frozenset({"hdl.handle.net"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 TRANSIENT_RESPONSE_CODES = frozenset({2, 3, 7})  # RC_ERROR, RC_SERVER_TOO_BUSY, RC_SERVER_BACKUP
 MAX_RETRY_AFTER = 600.0
+_ACCEPT_JSON = {"Accept": "application/json"}
 
 _URL_FORM = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<host>[^/?#]*)(?P<rest>.*)$", re.DOTALL)
 _HDL_FORM = re.compile(r"^hdl:(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
@@ -573,9 +574,9 @@ class Verifier:
             raise _Transient(f"connection error ({type(exc).__name__}: {exc})") from None
 
     def _ask_api(self, handle: str, mms_id: str, expected: str) -> _Answer:
-        url = f"{self._resolver}/api/handles/{quote(handle, safe='/')}"
+        url = f"{self._resolver}/api/handles/{quote(handle, safe='/')}?type=URL"
         # The API never redirects by itself; following is only for an http->https hop in front.
-        resp = self._get(url, params={"type": "URL"}, headers={"Accept": "application/json"}, follow_redirects=True)
+        resp = self._get(url, headers=_ACCEPT_JSON, follow_redirects=True)
         status = resp.status_code
         body = _json_object(resp)
         rc = _response_code(body)
