@@ -141,6 +141,15 @@ def bench_case(res: Results, hwf: str, n: int, rps: float, latency_ms: float, la
     )
 
 
+def run(cases: list[tuple[int, float]], *, latency_ms: float, hwf: str = DEFAULT_HWF) -> Results:
+    """Each (N, rate cap) case in turn; the figures and target verdicts."""
+    res = Results("fix_bench")
+    print(f"machine: {machine()}; hwf: {hwf}", flush=True)
+    for n, rps in cases:
+        bench_case(res, hwf, n, rps, latency_ms, f"{n}@{rps:g}")
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=12_000)
@@ -151,12 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hwf", default=DEFAULT_HWF, help="the hwf executable to time")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
-    res = Results("fix_bench")
-    print(f"machine: {machine()}; hwf: {args.hwf}", flush=True)
-    if args.small_n:
-        bench_case(res, args.hwf, args.small_n, args.small_rps, args.latency_ms, f"{args.small_n}@{args.small_rps:g}")
-    if args.n:
-        bench_case(res, args.hwf, args.n, args.rps, args.latency_ms, f"{args.n}@{args.rps:g}")
+    cases = [(args.small_n, args.small_rps), (args.n, args.rps)]
+    res = run([(n, rps) for n, rps in cases if n], latency_ms=args.latency_ms, hwf=args.hwf)
     res.summary()
     if args.json:
         args.json.write_text(json.dumps(res.values, indent=2, default=str))

@@ -79,6 +79,31 @@ def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
     return time.perf_counter() - start, done
 
 
+def start_server(handles: Path, latency_ms: float) -> tuple[subprocess.Popen[str], str]:
+    """``bench/handle_server.py`` in a process of its own; returns it and its URL."""
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("handle_server.py")),
+            str(handles),
+            "--latency-ms",
+            str(latency_ms),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert server.stdout is not None
+    return server, server.stdout.readline().strip()
+
+
+def stop_server(server: subprocess.Popen[str]) -> None:
+    server.terminate()
+    server.wait(timeout=10)
+    if server.stdout is not None:
+        server.stdout.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=3000)
@@ -101,16 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         handles = workdir / "handles.json"
         handles.write_text("{}")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "bench.handle_server", str(handles), "--latency-ms", str(args.latency_ms)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=Path(__file__).resolve().parents[1],
-        )
+        server, resolver = start_server(handles, args.latency_ms)
         try:
-            assert server.stdout is not None
-            resolver = server.stdout.readline().strip()
             config = write_config(workdir, alma.url, resolver, args.concurrency, args.rps)
             hwf = [args.hwf, "--config", str(config)]
             for step in (["add", set_id], ["check", set_id]):
@@ -122,20 +139,12 @@ def main(argv: list[str] | None = None) -> int:
                 rows = conn.execute(text("SELECT mms_id, handle FROM records WHERE handle IS NOT NULL")).all()
             engine.dispose()
             table = {handle: sim.primo_url(mms) for mms, handle in rows}
-            server.terminate()
-            server.wait(timeout=10)
+            stop_server(server)
             handles.write_text(json.dumps(table))
-            server = subprocess.Popen(
-                [sys.executable, "-m", "bench.handle_server", str(handles), "--latency-ms", str(args.latency_ms)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                cwd=Path(__file__).resolve().parents[1],
-            )
-            assert server.stdout is not None
-            resolver = server.stdout.readline().strip()
+            server, resolver = start_server(handles, args.latency_ms)
             config = write_config(workdir, alma.url, resolver, args.concurrency, args.rps)
-            script = [sys.executable, "-m", "bench.verify_script", str(handles), resolver, "--threads"]
+            script = [sys.executable, str(Path(__file__).with_name("verify_script.py")), str(handles), resolver]
+            script.append("--threads")
             script.append(str(args.concurrency))
             startup = min(timed([args.hwf, "version"])[0] for _ in range(3))
             hwf_times: list[float] = []
@@ -150,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError(f"script: {done.stdout} {done.stderr[-500:]}")
                 script_times.append(took)
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            stop_server(server)
     n = len(table)
     bound = args.latency_ms / 1000 * n / args.concurrency
     best, best_script = min(hwf_times), min(script_times)
