@@ -28,6 +28,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import httpx
 
 from .config import PrimoConfig
+from .proxy_http import DirectClient, ProxyRequestError, Reply, usable_for
 
 _T = TypeVar("_T")
 
@@ -341,15 +342,28 @@ class Verifier:
         self._consecutive_transient = 0
         self._lock = threading.Lock()
         self.stats = VerifyStats()
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self._http = httpx.Client(
-            transport=transport or httpx.HTTPTransport(limits=limits),
-            limits=limits,
-            timeout=timeout,
-            headers={"User-Agent": user_agent},
-            follow_redirects=False,
-        )
+        self._transport, self._timeout, self._user_agent = transport, timeout, user_agent
+        self._client: httpx.Client | None = None
+        # The JSON API call of each handle goes over http.client when nothing needs httpx (proxy_http.py);
+        # the httpx client is then made only if a redirect or the --follow check needs it.
+        self._direct: DirectClient | None = None
+        if transport is None and usable_for(self._resolver):
+            self._direct = DirectClient(self._resolver, timeout=timeout, user_agent=user_agent)
         self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def _http(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                limits = httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency)
+                self._client = httpx.Client(
+                    transport=self._transport or httpx.HTTPTransport(limits=limits),
+                    limits=limits,
+                    timeout=self._timeout,
+                    headers={"User-Agent": self._user_agent},
+                    follow_redirects=False,
+                )
+            return self._client
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -366,7 +380,12 @@ class Verifier:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        self._http.close()
+        if self._direct is not None:
+            self._direct.close()
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     # -- the stream --------------------------------------------------------------------------
 
@@ -574,9 +593,16 @@ class Verifier:
             raise _Transient(f"connection error ({type(exc).__name__}: {exc})") from None
 
     def _ask_api(self, handle: str, mms_id: str, expected: str) -> _Answer:
-        url = f"{self._resolver}/api/handles/{quote(handle, safe='/')}?type=URL"
-        # The API never redirects by itself; following is only for an http->https hop in front.
-        resp = self._get(url, headers=_ACCEPT_JSON, follow_redirects=True)
+        path = f"/api/handles/{quote(handle, safe='/')}?type=URL"
+        resp: httpx.Response | Reply | None = None
+        if self._direct is not None:
+            try:
+                resp = self._direct.get(path)
+            except ProxyRequestError as exc:
+                raise _Transient(str(exc)) from None
+        if resp is None or resp.status_code in REDIRECT_STATUSES:
+            # The API never redirects by itself; following is only for an http->https hop in front.
+            resp = self._get(self._resolver + path, headers=_ACCEPT_JSON, follow_redirects=True)
         status = resp.status_code
         body = _json_object(resp)
         rc = _response_code(body)
@@ -648,7 +674,7 @@ def _is_proxy_hop(current: str, target: str) -> bool:
     return a.path == b.path and (a.scheme, a.netloc.lower()) != (b.scheme, b.netloc.lower())
 
 
-def _json_object(resp: httpx.Response) -> dict[str, Any] | None:
+def _json_object(resp: httpx.Response | Reply) -> dict[str, Any] | None:
     try:
         data = resp.json()
     except (ValueError, UnicodeDecodeError):
