@@ -22,13 +22,14 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
-
-import httpx
 
 from .config import PrimoConfig
 from .proxy_http import DirectClient, ProxyRequestError, Reply, usable_for
+
+if TYPE_CHECKING:
+    import httpx  # imported where used: the usual verification never needs it (see proxy_http.py)
 
 _T = TypeVar("_T")
 
@@ -353,6 +354,8 @@ class Verifier:
 
     @property
     def _http(self) -> httpx.Client:
+        import httpx
+
         with self._lock:
             if self._client is None:
                 limits = httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency)
@@ -583,6 +586,8 @@ class Verifier:
     # -- HTTP --------------------------------------------------------------------------------
 
     def _get(self, url: str, **kwargs: Any) -> httpx.Response:
+        import httpx
+
         try:
             return self._http.get(url, **kwargs)
         except httpx.TimeoutException as exc:
