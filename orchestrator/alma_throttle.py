@@ -1,5 +1,6 @@
 """Pacing requests to Alma: a token bucket that halves its rate when Alma says 429 and recovers slowly
-(AIMD), the full-jitter exponential backoff between retries, and reading ``Retry-After``.
+(AIMD), with a cap on the requests any one-second window at Alma can see however threads or the network delay
+them (see WINDOW_SECONDS), the full-jitter exponential backoff between retries, and reading ``Retry-After``.
 """
 
 from __future__ import annotations
