@@ -1,12 +1,15 @@
 """Pacing requests, for Alma and for the handle resolver alike: one rate gate (request starts spaced
 ``1/rate`` apart, the rate halved when the server says 429 and recovering slowly: AIMD; every caller
-paused at once by ``hold``), the one full-jitter exponential backoff, and the one ``Retry-After`` parser.
+paused at once by ``hold``; optionally a cap on the requests any one-second window at the server can see,
+however threads or the network delay them: see WINDOW_SECONDS), the one full-jitter exponential backoff,
+and the one ``Retry-After`` parser.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -23,6 +26,12 @@ CUT_WINDOW_SECONDS = 1.0
 # Pace a little under the configured rate, one request at a time (no saved-up burst): a sliding one-second
 # window then never sees more than ``requests_per_second`` (a bucket of capacity `rate` allowed twice that).
 PACING = 0.95
+# Threads sharing the bucket can be held up between their turn and their send (the GIL, a busy core), and a
+# server can be held up before it counts what arrived: either way requests bunch where Alma counts them.
+# With ``window=True``, a request also holds one of ``floor(requests_per_second)`` places from its turn until
+# one second after its reply: however it was delayed, the server saw it inside that span, so no one-second
+# window there can hold more requests than there are places.
+WINDOW_SECONDS = 1.0
 
 
 def backoff_delay(attempt: int, jitter: float, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
@@ -45,6 +54,7 @@ class TokenBucket:
         sleep: Callable[[float], None],
         *,
         pacing: float = PACING,
+        window: bool = False,
     ) -> None:
         rate = math.inf if rate is None else rate
         if not rate > 0:
@@ -59,6 +69,9 @@ class TokenBucket:
         self._hold_until = float("-inf")
         self._cut_rate = rate
         self._cut_at: float | None = None
+        self._places = max(1, math.floor(rate / pacing + 1e-9)) if window and not self._unlimited else 0
+        self._in_flight = 0
+        self._ended: deque[float] = deque()  # when each recent request's reply came, oldest first
 
     def current_rate(self, now: float | None = None) -> float:
         """The rate in force now: the base rate, or a cut rate on its way back up."""
@@ -81,13 +94,42 @@ class TokenBucket:
         return start - now
 
     def acquire(self) -> float:
-        """Wait (outside the lock) until the caller may start a request; return the time waited."""
+        """Wait (outside the lock) until the caller may start a request; return the time waited.
+
+        With ``window=True`` every ``acquire`` must be followed by one ``release`` once the request's reply
+        (or failure) is in.
+        """
         if self._unlimited and self._hold_until == float("-inf"):
             return 0.0
         wait = self.reserve()
         if wait > 0:
             self._sleep(wait)
-        return max(wait, 0.0)
+        return max(wait, 0.0) + self._take_place()
+
+    def _take_place(self) -> float:
+        waited = 0.0
+        while self._places:
+            with self._lock:
+                now = self._monotonic()
+                while self._ended and now - self._ended[0] >= WINDOW_SECONDS:
+                    self._ended.popleft()
+                if self._in_flight + len(self._ended) < self._places:
+                    self._in_flight += 1
+                    return waited
+                # Every place is taken by a request in flight or answered less than a second ago.
+                wait = self._ended[0] + WINDOW_SECONDS - now if self._ended else 1.0 / self._base
+            wait = max(wait, 0.001)
+            self._sleep(wait)
+            waited += wait
+        return waited
+
+    def release(self) -> None:
+        """The request of the last ``acquire`` has its reply (or failed): its place frees in a second."""
+        if not self._places:
+            return
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            self._ended.append(self._monotonic())
 
     def slow_down(self) -> None:
         """The server said we are too fast: halve the current rate and drop any saved-up start."""

@@ -8,11 +8,12 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -209,12 +210,20 @@ class Verifier:
             self._pool = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="hwf-verify")
         pool = self._pool
         window = 2 * self._concurrency
+        # Workers hand each result over through one queue: the caller's thread sleeps on it alone, instead
+        # of waiting on every future in flight (which took a lock per future per result, all under the GIL).
+        done: queue.SimpleQueue[VerifyResult] = queue.SimpleQueue()
+        outstanding: set[Future[None]] = set()
+
+        def check(item: VerifyItem) -> None:
+            done.put(self._check_safely(item))
+
         source = iter(items)
-        pending: set[Future[VerifyResult]] = set()
+        in_flight = 0
         exhausted = False
         try:
             while True:
-                while not exhausted and len(pending) < window:
+                while not exhausted and in_flight < window:
                     try:
                         item = next(source)
                     except StopIteration:
@@ -223,18 +232,21 @@ class Verifier:
                     if item.handle is None:
                         yield self._deliver(self._no_handle(item), on_result)
                     else:
-                        pending.add(pool.submit(self._check_safely, item))
-                if not pending:
+                        future = pool.submit(check, item)
+                        outstanding.add(future)
+                        future.add_done_callback(outstanding.discard)
+                        in_flight += 1
+                if not in_flight:
                     return
-                done, still = wait(pending, return_when=FIRST_COMPLETED)
-                pending = set(still)
-                for future in done:
-                    yield self._deliver(future.result(), on_result)
+                result = done.get()
+                in_flight -= 1
+                yield self._deliver(result, on_result)
         finally:
             # The caller stopped early (or an error): drop queued checks, let running ones end.
-            for future in pending:
+            left = list(outstanding)
+            for future in left:
                 future.cancel()
-            wait(pending)
+            wait(left)
 
     def run(self, items: Iterable[VerifyItem], on_result: Callable[[VerifyResult], None] | None = None) -> VerifyStats:
         """Check every item, calling ``on_result`` for each; return the statistics."""

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
+import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 import httpx
 import pytest
-
-from orchestrator import pacing as alma_throttle
 from orchestrator.alma.client import AlmaClient
 from orchestrator.alma.types import AlmaSetInfo
+
+from orchestrator import pacing as alma_throttle
 from orchestrator.errors import (
     AlmaBadReplyError,
     AlmaError,
@@ -760,3 +762,33 @@ def test_ping():
         "remaining": 77,
         "quota": None,
     }
+
+
+def test_threads_held_up_after_their_turn_do_not_bunch_up():
+    # Twelve threads wake 0.6 s late from their turn (a busy core), then all send at once with those
+    # whose turn comes on time: the places held until a second after each reply keep them under the rate.
+    lock = threading.Lock()
+    late = iter([0.6] * 12)
+    stamps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        with lock:
+            extra = next(late, 0.0)
+        time.sleep(seconds + extra)
+
+    bucket = alma_throttle.TokenBucket(20.0, time.monotonic, sleep, window=True)
+
+    def send() -> None:
+        bucket.acquire()
+        with lock:
+            stamps.append(time.monotonic())
+        bucket.release()
+
+    threads = [threading.Thread(target=send) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stamps.sort()
+    most = max(bisect.bisect_left(stamps, start + 0.99) - i for i, start in enumerate(stamps))
+    assert most <= 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import check_bench, verify_bench
+from bench import check_bench, fix_bench, verify_bench, verify_e2e
 
 
 def _passed(res: object, prefix: str) -> list[bool]:
@@ -54,3 +54,15 @@ def test_dashboard_bench_at_toy_size(capsys: pytest.CaptureFixture[str]) -> None
     assert "12 sets of 5 records written" in out
     for path in ("/sets", "/api/sets", "/", "/api/overview"):
         assert f"GET {path} " in out
+
+
+def test_fix_bench_runs_the_cli_and_counts_calls_at_toy_size(capsys: pytest.CaptureFixture[str]) -> None:
+    res = fix_bench.run([(130, 1000.0)], latency_ms=0)
+    out = capsys.readouterr().out
+    for name in ("Alma calls", "never above the cap", "every record repaired"):
+        assert _passed(res, f"130@1000: {name}") == [True], out
+    assert res.values["130@1000.calls"] == 130 + 3 * 2
+
+
+def test_verify_e2e_runs_hwf_and_the_script_against_the_stdlib_server(capsys: pytest.CaptureFixture[str]) -> None:
+    assert verify_e2e.main(["--n", "40", "--runs", "1", "--latency-ms", "1"]) in (0, 1), capsys.readouterr().out

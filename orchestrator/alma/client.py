@@ -186,7 +186,7 @@ class AlmaClient:
         self._floor = daily_call_floor
         self._max_retries = max_retries
         self._sleep, self._jitter = sleep, jitter
-        self._bucket = TokenBucket(requests_per_second, monotonic, sleep)
+        self._bucket = TokenBucket(requests_per_second, monotonic, sleep, window=True)
         # Every reply is read as a stream: at most max_reply_bytes, whole within ``deadline`` seconds
         # (default: 5 x the per-read timeout), so a 1-byte-a-second server cannot hold hwf forever.
         self._max_reply_bytes = max_reply_bytes
@@ -233,6 +233,11 @@ class AlmaClient:
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
+
+    @property
+    def pacing_rate(self) -> float:
+        """Requests a second the shared token bucket allows now (cut after a 429, recovering slowly)."""
+        return self._bucket.current_rate()
 
     # Sets
 
@@ -432,6 +437,28 @@ class AlmaClient:
         returned = {bib.mms_id for bib in bibs}
         return BibBatch(bibs=tuple(bibs), missing=tuple(i for i in ids if i not in returned))
 
+    def get_bibs_xml(self, mms_ids: Sequence[str]) -> BibBatch:
+        """Up to 100 bibs in one call as XML for editing: each ``Bib.xml`` is that ``<bib>`` as Alma sent it.
+
+        What ``hwf fix`` reads before it backs up and writes (``GET /bibs?mms_id=``, ``Accept: application/xml``).
+        :raises AlmaBadReplyError: the reply is not XML, or not readable as a whole.
+        """
+        ids = _clean_ids(mms_ids, "get_bibs_xml")
+        if len(ids) > MAX_BIBS_PER_CALL:
+            raise ValueError(f"get_bibs_xml takes at most {MAX_BIBS_PER_CALL} MMS IDs per call, not {len(ids)}")
+        if not ids:
+            return BibBatch(bibs=())
+        answer = self._call("GET", "/bibs", params={"mms_id": ",".join(ids), "view": "full"}, accept=_MEDIA["xml"])
+        if answer.reply.xml is None:
+            raise answer.origin.bad("expected XML <bibs> (Accept: application/xml) but got JSON")
+        bibs = parse_bibs(answer.body, answer.reply, answer.origin)
+        wanted = set(ids)
+        stray = [bib.mms_id for bib in bibs if bib.mms_id not in wanted]
+        if stray:
+            raise answer.origin.bad(f"asked for {len(ids)} bibs but got bib {stray[0]}, which was not asked for")
+        returned = {bib.mms_id for bib in bibs}
+        return BibBatch(bibs=tuple(bibs), missing=tuple(i for i in ids if i not in returned))
+
     def get_bib_xml(self, mms_id: str) -> Bib:
         """One bib as XML for editing: ``Bib.xml`` is exactly the body Alma sent."""
         path = f"/bibs/{_segment(mms_id, 'MMS ID')}"
@@ -553,13 +580,16 @@ class AlmaClient:
                 self.calls += 1
             started = time.monotonic()
             try:
-                response = send_bounded(
-                    self._http,
-                    request,
-                    max_bytes=self._max_reply_bytes,
-                    deadline=self._deadline,
-                    monotonic=self._monotonic,
-                )
+                try:
+                    response = send_bounded(
+                        self._http,
+                        request,
+                        max_bytes=self._max_reply_bytes,
+                        deadline=self._deadline,
+                        monotonic=self._monotonic,
+                    )
+                finally:
+                    self._bucket.release()
             except ReplyTooLarge as exc:
                 raise self._too_large(method, path, idempotent, exc) from None
             except _NOT_SENT as exc:

@@ -110,21 +110,8 @@ def run_demo(
                     break
                 except NeedsAttentionError as exc:
                     out.print(f"[yellow]{safe(exc)}[/yellow]")
-                    dry = preflight.fix(ctx, set_id, apply=False)
-                    if not dry.diffs:
+                    if not _show_and_fix_the_trap(out, ctx, set_id):
                         raise
-                    first = next(iter(dry.diffs))
-                    out.print(
-                        '\nThis is the trap from the real case: the copy job carried xsi:type="dcterms:URI" '
-                        "onto dc:identifier, and the Handle Migration job would skip those records while "
-                        "reporting success. `hwf fix` removes only that attribute (diff of one record):"
-                    )
-                    print_fix(out, preflight.FixReport(set=dry.set, mode="dry-run", diffs={first: dry.diffs[first]}))
-                    applied = preflight.fix(ctx, set_id, apply=True)
-                    out.print(
-                        f"`hwf fix {set_id} --apply`: {plural(len(applied.changed), 'record')} repaired "
-                        "(each original <bib> backed up first; `hwf fix --undo` restores them).\n"
-                    )
             _summary(out, ctx, set_id, times)
         finally:
             ctx.close()
@@ -136,6 +123,29 @@ def run_demo(
         f"The dashboard on this database (read-only; then open http://127.0.0.1:8155/):\n"
         f"  hwf --config {config_path} serve --open"
     )
+
+
+def _show_and_fix_the_trap(out: Console, ctx: Context, set_id: str) -> bool:
+    """The seed case's trap: show one record's diff, then repair every record (False: nothing to fix)."""
+    dry = preflight.fix(ctx, set_id, apply=False, diff=True)
+    if not dry.diffs:
+        return False
+    first = next(iter(dry.diffs))
+    out.print(
+        '\nThis is the trap from the real case: the copy job carried xsi:type="dcterms:URI" '
+        "onto dc:identifier, and the Handle Migration job would skip those records while "
+        "reporting success. `hwf fix` removes only that attribute (diff of one record):"
+    )
+    one = preflight.FixReport(
+        set=dry.set, mode="dry-run", summaries={first: dry.summaries[first]}, diffs={first: dry.diffs[first]}
+    )
+    print_fix(out, one, diff=True)
+    applied = preflight.fix(ctx, set_id, apply=True)
+    out.print(
+        f"`hwf fix {set_id} --apply`: {plural(len(applied.changed), 'record')} repaired "
+        "(each original <bib> backed up first; `hwf fix --undo` restores them).\n"
+    )
+    return True
 
 
 def _summary(out: Console, ctx: Context, set_id: str, times: TimeDisplay) -> None:

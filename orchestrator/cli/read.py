@@ -12,7 +12,6 @@ import typer
 from orchestrator import __version__
 from orchestrator.cli.base import app, context, dump, err, errors, fail, out, time_display, verbosity
 from orchestrator.cli.text import clean, safe
-from orchestrator.service import views
 
 
 @app.command()
@@ -28,6 +27,8 @@ def status(
     from orchestrator.cli.render import print_status
 
     with context(quiet=True) as ctx, errors():
+        from orchestrator.service import views
+
         rows = views.status(ctx, set_ref)
     if json_output:
         dump([r.as_json() for r in rows])
@@ -52,6 +53,8 @@ def history(
     from orchestrator.cli.render import HistoryLines
 
     with context(quiet=True) as ctx, errors():
+        from orchestrator.service import views
+
         events = iter(views.history(ctx, set_ref))
         first = next(events, None)  # an unknown set fails here, before anything is written
         everything = itertools.chain([first], events) if first is not None else iter(())
@@ -82,6 +85,8 @@ def _steps(set_ref: str, json_output: bool) -> None:
     from orchestrator.cli.render import print_steps
 
     with context(quiet=True) as ctx, errors():
+        from orchestrator.service import views
+
         steps = views.attempts(ctx, set_ref)
         times = time_display(ctx.config)
     if json_output:

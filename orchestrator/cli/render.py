@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Column, Table
 
 from orchestrator.alma.types import JobInstance
@@ -228,20 +238,90 @@ def print_check(console: Console, summary: CheckSummary) -> None:
         console.print("Can go on: `hwf advance " + summary.set + "`.")
 
 
-def print_fix(console: Console, report: FixReport) -> None:
-    for mms, diff in report.diffs.items():
-        if report.mode == "dry-run" or mms in report.changed:
-            console.print(f"[bold]{safe(mms)}[/bold]")
-            console.print(clean(diff, keep_newlines=True), markup=False, highlight=False)
+def print_fix(console: Console, report: FixReport, *, diff: bool = False) -> None:
+    """A line per record for a dry run (the unified diff with ``diff``), counts, then refusals and failures."""
+    if report.mode == "dry-run" or diff:
+        for mms, line in report.summaries.items():
+            if report.mode != "dry-run" and mms not in report.changed:
+                continue
+            if diff and mms in report.diffs:
+                console.print(f"[bold]{safe(mms)}[/bold]")
+                console.print(clean(report.diffs[mms], keep_newlines=True), markup=False, highlight=False)
+            else:
+                console.print(clean(line), markup=False, highlight=False)
     verb = {"dry-run": "would change", "apply": "changed", "undo": "restored"}[report.mode]
-    count = len(report.diffs) if report.mode == "dry-run" else len(report.changed)
-    console.print(f"{verb} {plural(count, 'record')} in set {report.set}")
+    count = len(report.summaries) if report.mode == "dry-run" else len(report.changed)
+    took = f" in {report.seconds:.1f} s" if report.mode != "dry-run" and report.seconds else ""
+    console.print(f"{verb} {plural(count, 'record')} in set {report.set}{took}")
     for mms, why in report.refused.items():
         console.print(f"[yellow]refused {safe(mms)}: {safe(why)}[/yellow]")
     for mms, why in report.failed.items():
         console.print(f"[red]failed {safe(mms)}: {safe(why)}[/red]")
-    if report.mode == "dry-run" and report.diffs:
+    if report.mode == "dry-run" and report.summaries:
         console.print(f"Run `hwf fix {report.set} --apply` to write these changes (originals are backed up).")
+
+
+class FixProgress:
+    """``progress(done, total)`` for ``hwf fix``: a bar with records, rate and ETA on a terminal; plain lines
+    (every 10 % or 10 s) otherwise. Safe to call from several threads."""
+
+    def __init__(self, console: Console, label: str) -> None:
+        self.console = console
+        self.label = label
+        self._lock = threading.Lock()
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        self._started = time.monotonic()
+        self._last_line = self._started
+        self._last_done = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        with self._lock:
+            if self.console.is_terminal:
+                self._draw(done, total)
+            else:
+                self._line(done, total)
+
+    def _draw(self, done: int, total: int) -> None:
+        if self._bar is None:
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=20),
+                MofNCompleteColumn(),
+                TextColumn("records"),
+                TextColumn("{task.fields[rate]}"),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=max(total, 1), rate="")
+        assert self._task is not None
+        self._bar.update(self._task, completed=done, total=max(total, 1), rate=f"{self._rate(done):.1f}/s")
+        if done >= total:
+            self.close()
+
+    def _rate(self, done: int) -> float:
+        elapsed = time.monotonic() - self._started
+        return done / elapsed if elapsed > 0 else 0.0
+
+    def _line(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        step = max(1, total // 10)
+        crossed = done // step != max(self._last_done, 0) // step
+        if done == self._last_done or not (done >= total or crossed or now - self._last_line >= 10):
+            return
+        self._last_done, self._last_line = done, now
+        rate = self._rate(done)
+        eta = f", ETA {duration((total - done) / rate)}" if 0 < rate and done < total else ""
+        self.console.print(f"{self.label}: {done}/{total} records, {rate:.1f}/s{eta}", markup=False, highlight=False)
+
+    def close(self) -> None:
+        """Stop the bar (idempotent)."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 def _counters_text(counters: Sequence[Mapping[str, object]] | None) -> str:

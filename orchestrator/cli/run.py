@@ -11,9 +11,9 @@ from orchestrator.cli.base import app, context, dump, err, errors, fail, out, sa
 from orchestrator.cli.text import clean, safe
 from orchestrator.domain.handles import VERIFIED_VALUES
 from orchestrator.domain.wording import plural
-from orchestrator.service import scheduler, workflow
 
 if TYPE_CHECKING:
+    from orchestrator.service import scheduler
     from orchestrator.service.workflow import AdvanceResult
 
 SET_HELP = "Alma set id or the local name given at `hwf add`."
@@ -81,6 +81,8 @@ def add(
 
                 summaries = [audit.adopt(ctx, alma_set_id, name)]
             else:
+                from orchestrator.service import workflow
+
                 summaries = [workflow.add_set(ctx, alma_set_id, name)]
     if json_output:
         dump([s.as_json() for s in summaries] if from_csv else summaries[0].as_json())
@@ -157,20 +159,33 @@ def fix(
     *,
     apply: Annotated[bool, typer.Option("--apply", help="Write the changes to Alma (default: dry run).")] = False,
     undo: Annotated[bool, typer.Option("--undo", help="Restore every record hwf changed from its backup.")] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Show the full unified diff of each record.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
-    """Remove xsi:type from the handle dc:identifier of NEEDS_FIX records; dry run unless --apply."""
-    from orchestrator.cli.render import print_fix
+    """Remove xsi:type from the handle dc:identifier of NEEDS_FIX records; a dry run (a line each) unless
+    --apply. Records are read 100 at a time and written concurrently within the rate cap, each original
+    backed up first."""
+    from orchestrator.cli.render import FixProgress, print_fix
     from orchestrator.service import preflight
 
     if apply and undo:
         fail("--apply and --undo cannot be used together", 2)
-    with context(quiet=True) as ctx, errors():
-        result = preflight.undo(ctx, set_ref) if undo else preflight.fix(ctx, set_ref, apply=apply)
+    if undo and diff:
+        fail("--diff shows what --apply would change; it does not go with --undo", 2)
+    progress = None if json_output else FixProgress(err, "undo" if undo else "fix")
+    try:
+        with context(quiet=True) as ctx, errors():
+            if undo:
+                result = preflight.undo(ctx, set_ref, progress=progress)
+            else:
+                result = preflight.fix(ctx, set_ref, apply=apply, diff=diff, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
     if json_output:
         dump(result.as_json())
     else:
-        print_fix(out, result)
+        print_fix(out, result, diff=diff)
     if result.failed or result.refused:
         raise typer.Exit(1)
 
@@ -200,6 +215,8 @@ def advance(
             typer.echo(clean(plan.text(), keep_newlines=True))
         return
     with context(quiet=json_output) as ctx, errors():
+        from orchestrator.service import workflow
+
         result = workflow.advance(ctx, set_ref, wait=wait)
     if json_output:
         dump(result_json(result))
@@ -243,6 +260,8 @@ def resume(
             say("Nothing to resume: every set is verified.")
         return
     with context(quiet=json_output) as ctx, errors():
+        from orchestrator.service import scheduler
+
         summary = scheduler.resume_all(ctx, wait=wait, only=only, max_running=max_running)
     if json_output:
         dump(
@@ -300,6 +319,8 @@ def retry(
 ) -> None:
     """Clear a set's attention after fixing the cause, so `hwf advance` runs the step again (audited)."""
     with context(quiet=True) as ctx, errors():
+        from orchestrator.service import workflow
+
         message = workflow.retry(ctx, set_ref, reason=reason, step=step)
     _said("retry", set_ref, message, json_output)
 

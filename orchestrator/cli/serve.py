@@ -17,7 +17,6 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli.base import app, config, context, errors, fail, out
-from orchestrator.wiring import read_only_context
 
 if TYPE_CHECKING:
     from orchestrator.service.overview import Overview
@@ -166,6 +165,8 @@ def serve(
     if generated:
         token = secrets.token_urlsafe(24)
     with errors():
+        from orchestrator.wiring import read_only_context
+
         ctx = read_only_context(config())
         sock = bind(host, port)
     try:

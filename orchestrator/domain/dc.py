@@ -86,6 +86,12 @@ class Repair:
     repaired: bytes
     diff: str
     removed: tuple[str, ...] = ()  # the attribute texts cut out, e.g. 'xsi:type="dcterms:URI"'
+    identifiers: tuple[str, ...] = ()  # the text of each repaired dc:identifier (the handle URL)
+
+    def summary(self) -> str:
+        """One line: ``MMS: dc:identifier http://hdl.handle.net/P/S: remove xsi:type="dcterms:URI"``."""
+        what = ", ".join(self.identifiers) or "?"
+        return f"{self.mms_id}: dc:identifier {what}: remove {', '.join(self.removed) or 'xsi:type'}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,10 +377,10 @@ def _encoding(root: etree._Element) -> str:
     return root.getroottree().docinfo.encoding or "UTF-8"
 
 
-def remove_handle_xsi_type(bib_xml: bytes, prefix: str, mms_id: str = "") -> Repair | None:
+def remove_handle_xsi_type(bib_xml: bytes, prefix: str, mms_id: str = "", *, with_diff: bool = True) -> Repair | None:
     """Cut ``xsi:type`` out of the handle ``dc:identifier`` start tag(s); every other byte stays.
 
-    Returns None when no handle ``dc:identifier`` carries ``xsi:type``.
+    Returns None when no handle ``dc:identifier`` carries ``xsi:type``; ``with_diff=False`` skips the diff.
     :raises RepairError: the bytes cannot be edited safely or the result differs in anything else.
     :raises UnsafeXmlError: the document cannot be parsed safely.
     """
@@ -423,8 +429,9 @@ def remove_handle_xsi_type(bib_xml: bytes, prefix: str, mms_id: str = "") -> Rep
         mms_id=mms_id,
         original=bib_xml,
         repaired=repaired,
-        diff=_diff(bib_xml, repaired, encoding, mms_id),
+        diff=_diff(bib_xml, repaired, encoding, mms_id) if with_diff else "",
         removed=tuple(removed),
+        identifiers=tuple((elements[i].text or "").strip() for i in targets),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -20,10 +20,13 @@ from orchestrator.domain import dc
 from orchestrator.domain.dc import BLOCKING, Preflight, RecordCheck
 from orchestrator.domain.machine import Stage, Step, next_step
 from orchestrator.domain.wording import plural, verb
-from orchestrator.errors import AlmaBadReplyError, AlmaError, BadInputError, HwfError, UnsafeXmlError
+from orchestrator.errors import AlmaBadReplyError, BadInputError, UnsafeXmlError
+from orchestrator.service import repair
 from orchestrator.service.context import Context, add_event, find_set, set_attention
 from orchestrator.service.jobs import next_attempt_number
-from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Backup, Record
+from orchestrator.service.repair import FixReport as FixReport
+from orchestrator.service.repair import Progress
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Record
 
 BATCH = 100
 RECORD_ATTENTION = ("records", "verify", "guard")
@@ -467,210 +470,17 @@ def include(ctx: Context, ref: str, mms_ids: Sequence[str], reason: str) -> str:
 # fix
 
 
-@dataclass
-class FixReport:
-    set: str
-    mode: str  # dry-run, apply, undo
-    changed: list[str] = field(default_factory=list)
-    diffs: dict[str, str] = field(default_factory=dict)
-    refused: dict[str, str] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)
-    unchanged: list[str] = field(default_factory=list)
+def fix(
+    ctx: Context, ref: str, *, apply: bool = False, diff: bool = False, progress: Progress | None = None
+) -> FixReport:
+    """Remove ``xsi:type`` from the handle ``dc:identifier`` of every NEEDS_FIX record (``repair.fix``).
 
-    def as_json(self) -> dict[str, object]:
-        return {
-            "set": self.set,
-            "mode": self.mode,
-            "changed": self.changed,
-            "refused": self.refused,
-            "failed": self.failed,
-            "unchanged": self.unchanged,
-            "diffs": self.diffs,
-        }
-
-
-def fix(ctx: Context, ref: str, *, apply: bool = False) -> FixReport:
-    """Remove ``xsi:type`` from the handle ``dc:identifier`` of every NEEDS_FIX record.
-
-    Dry run by default (diffs only). With ``apply``: back up, re-read, PUT, re-read and confirm.
+    Dry run by default (a line per record, diffs with ``diff``). With ``apply``: back up, re-read, PUT,
+    confirm, in bulk batches with concurrent PUTs.
     """
-    with ctx.sessions.begin() as session:
-        row = find_set(session, ref)
-        set_id, alma_id = row.id, row.alma_set_id
-        targets = list(
-            session.scalars(
-                select(Record.mms_id).where(
-                    Record.set_id == set_id,
-                    Record.preflight == Preflight.NEEDS_FIX.value,
-                    Record.excluded.is_(False),
-                )
-            )
-        )
-        pending = {
-            b.mms_id: b.id
-            for b in session.scalars(select(Backup).where(Backup.set_id == set_id, Backup.state == "pending"))
-        }
-    report = FixReport(set=alma_id, mode="apply" if apply else "dry-run")
-    prefix = ctx.config.handles.prefix
-    for mms in sorted(set(targets) | set(pending)):
-        try:
-            bib = ctx.alma.get_bib_xml(mms)
-        except AlmaError as exc:
-            report.failed[mms] = str(exc)
-            continue
-        if mms in pending and apply:
-            _finish_pending(ctx, set_id, pending[mms], bib.xml, report)
-            continue
-        try:
-            repair = dc.remove_handle_xsi_type(bib.xml, prefix, mms)
-        except HwfError as exc:
-            report.failed[mms] = str(exc)
-            continue
-        except ValueError as exc:
-            report.failed[mms] = str(exc)
-            continue
-        if repair is None:
-            report.unchanged.append(mms)
-            continue
-        report.diffs[mms] = repair.diff
-        if apply:
-            _apply_one(ctx, set_id, mms, repair.original, repair.repaired, report)
-    if apply:
-        with ctx.sessions.begin() as session:
-            row = session.get_one(AlmaSet, set_id)
-            add_event(
-                session,
-                row,
-                "fix",
-                f"fix --apply: {plural(len(report.changed), 'record')} repaired, {len(report.refused)} refused, "
-                f"{len(report.failed)} failed",
-                at=ctx.clock(),
-                actor=ctx.owner,
-                changed=report.changed,
-                refused=report.refused,
-                failed=report.failed,
-            )
-            if report.changed and not report.failed and not report.refused and row.attention_kind == "records":
-                row.attention = None
-                row.attention_kind = None
-    return report
+    return repair.fix(ctx, ref, apply=apply, diff=diff, progress=progress)
 
 
-def _apply_one(ctx: Context, set_id: int, mms: str, original: bytes, repaired: bytes, report: FixReport) -> None:
-    with ctx.sessions.begin() as session:
-        backup = Backup(set_id=set_id, mms_id=mms, original_xml=original, new_xml=repaired, state="pending")
-        session.add(backup)
-        session.flush()
-        backup_id = backup.id
-    _write(ctx, set_id, backup_id, mms, original, repaired, report)
-
-
-def _finish_pending(ctx: Context, set_id: int, backup_id: int, current: bytes, report: FixReport) -> None:
-    """A crash left a backup without its PUT: finish it if the record is still as read, else settle it."""
-    with ctx.sessions.begin() as session:
-        backup = session.get_one(Backup, backup_id)
-        mms, original, repaired = backup.mms_id, backup.original_xml, backup.new_xml
-        if dc.same_record(current, repaired):
-            backup.state = "applied"
-            _mark_ready(session, set_id, mms)
-            report.changed.append(mms)
-            return
-        if not dc.same_record(current, original):
-            backup.state = "conflict"
-            backup.detail = "record changed in Alma since hwf read it"
-            report.refused[mms] = "changed in Alma since hwf read it; not written"
-            return
-    _write(ctx, set_id, backup_id, mms, original, repaired, report)
-
-
-def _write(
-    ctx: Context, set_id: int, backup_id: int, mms: str, original: bytes, repaired: bytes, report: FixReport
-) -> None:
-    def settle(state: str, detail: str | None = None) -> None:
-        with ctx.sessions.begin() as session:
-            backup = session.get_one(Backup, backup_id)
-            backup.state = state
-            backup.detail = detail
-            if state == "applied":
-                _mark_ready(session, set_id, mms)
-
-    try:
-        current = ctx.alma.get_bib_xml(mms).xml
-    except AlmaError as exc:
-        settle("failed", str(exc))
-        report.failed[mms] = str(exc)
-        return
-    if not dc.same_record(current, original):
-        settle("conflict", "record changed in Alma between hwf's read and write")
-        report.refused[mms] = "changed in Alma between hwf's read and write; not written"
-        return
-    try:
-        ctx.alma.put_bib_xml(mms, repaired)
-        after = ctx.alma.get_bib_xml(mms)
-    except AlmaError as exc:
-        settle("failed", str(exc))
-        report.failed[mms] = f"PUT refused: {exc}; the backup is kept"
-        return
-    check = dc.classify_bib(after, ctx.config.handles.prefix)
-    if check.preflight is not Preflight.READY:
-        settle("failed", f"after the PUT the record is {check.preflight.value}: {check.detail}")
-        report.failed[mms] = f"after the PUT the record is {check.preflight.value}"
-        return
-    settle("applied")
-    report.changed.append(mms)
-
-
-def _mark_ready(session: Session, set_id: int, mms: str) -> None:
-    rec = session.scalar(select(Record).where(Record.set_id == set_id, Record.mms_id == mms))
-    if rec is not None:
-        rec.preflight = Preflight.READY.value
-        rec.preflight_detail = "repaired by hwf fix"
-
-
-def undo(ctx: Context, ref: str) -> FixReport:
-    """Restore every record hwf changed from its backup, unless it changed again since (refused)."""
-    with ctx.sessions.begin() as session:
-        row = find_set(session, ref)
-        set_id, alma_id = row.id, row.alma_set_id
-        backups = [
-            (b.id, b.mms_id)
-            for b in session.scalars(
-                select(Backup).where(Backup.set_id == set_id, Backup.state == "applied").order_by(Backup.id.desc())
-            )
-        ]
-    report = FixReport(set=alma_id, mode="undo")
-    for backup_id, mms in backups:
-        with ctx.sessions.begin() as session:
-            b = session.get_one(Backup, backup_id)
-            original, repaired = b.original_xml, b.new_xml
-        try:
-            current = ctx.alma.get_bib_xml(mms).xml
-            if not dc.same_record(current, repaired):
-                report.refused[mms] = "changed in Alma since hwf fixed it; not restored"
-                continue
-            ctx.alma.put_bib_xml(mms, original)
-        except AlmaError as exc:
-            report.failed[mms] = str(exc)
-            continue
-        with ctx.sessions.begin() as session:
-            b = session.get_one(Backup, backup_id)
-            b.state = "restored"
-            rec = session.scalar(select(Record).where(Record.set_id == set_id, Record.mms_id == mms))
-            if rec is not None:
-                rec.preflight = Preflight.NEEDS_FIX.value
-                rec.preflight_detail = "restored by hwf fix --undo"
-        report.changed.append(mms)
-    with ctx.sessions.begin() as session:
-        row = session.get_one(AlmaSet, set_id)
-        add_event(
-            session,
-            row,
-            "fix_undo",
-            f"fix --undo: {plural(len(report.changed), 'record')} restored, {len(report.refused)} refused, "
-            f"{len(report.failed)} failed",
-            at=ctx.clock(),
-            actor=ctx.owner,
-            restored=report.changed,
-            refused=report.refused,
-        )
-    return report
+def undo(ctx: Context, ref: str, *, progress: Progress | None = None) -> FixReport:
+    """Restore every record hwf changed from its backup, unless it changed again since (``repair.undo``)."""
+    return repair.undo(ctx, ref, progress=progress)
