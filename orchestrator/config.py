@@ -54,6 +54,9 @@ class AlmaConfig:
     max_runs_per_job_hour: int = 5
     threshold_wait_seconds: float = 300.0
     max_retries: int = 6
+    shared_budget: bool = True  # one request budget for every process sharing the key (store.budget)
+    quota_reset: str = "00:00"  # when Alma resets the daily quota, in ``timezone`` (HH:MM)
+    timezone: str = "UTC"  # the institution's time zone (an IANA name, e.g. America/Chicago)
 
     @property
     def api_url(self) -> str:
@@ -69,6 +72,8 @@ class HandlesConfig:
     requests_per_second: float = 20.0
     retries: int = 4
     timeout_seconds: float = 15.0
+    recheck_days: float = 7.0  # the worker re-verifies verified sets this often (0: never)
+    recheck_requests_per_second: float = 2.0  # and at this low rate
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,12 @@ class _Reader:
             raise self.fail(key, f"must be at least {minimum}, not {value!r}")
         return value
 
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false, not {value!r}")
+        return value
+
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.string(key, default)
         if value not in choices:
@@ -174,6 +185,25 @@ def _url(reader: _Reader, key: str, default: str | None = None) -> str:
         raise reader.fail(key, f"must be an http(s) URL, not {value!r}")
     if "apikey" in value.lower():
         raise reader.fail(key, "must not carry an API key; hwf sends the key only in a header")
+    return value
+
+
+def _clock_time(reader: _Reader, key: str, default: str) -> str:
+    value = reader.string(key, default)
+    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value)
+    if match is None:
+        raise reader.fail(key, f'must be a time of day as HH:MM (like "00:00"), not {value!r}')
+    return f"{int(match.group(1)):02d}:{match.group(2)}"
+
+
+def _timezone(reader: _Reader, key: str, default: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    value = reader.string(key, default)
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise reader.fail(key, f"unknown time zone {value!r} (an IANA name like America/Chicago or UTC)") from None
     return value
 
 
@@ -273,6 +303,9 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
             max_runs_per_job_hour=alma.integer("max_runs_per_job_hour", 5, minimum=1),
             threshold_wait_seconds=alma.number("threshold_wait_seconds", 300.0, minimum=0.01),
             max_retries=alma.integer("max_retries", 6),
+            shared_budget=alma.boolean("shared_budget", True),
+            quota_reset=_clock_time(alma, "quota_reset", "00:00"),
+            timezone=_timezone(alma, "timezone", "UTC"),
         ),
         handles=HandlesConfig(
             prefix=prefix,
@@ -282,6 +315,8 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
             requests_per_second=handles.number("requests_per_second", 20.0, minimum=0.1),
             retries=handles.integer("retries", 4),
             timeout_seconds=handles.number("timeout_seconds", 15.0, minimum=0.1),
+            recheck_days=handles.number("recheck_days", 7.0),
+            recheck_requests_per_second=handles.number("recheck_requests_per_second", 2.0, minimum=0.1),
         ),
         primo=PrimoConfig(domain=primo.string("domain"), view=primo.string("view")),
         lease_seconds=workflow.number("lease_seconds", 120.0, minimum=5.0),

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Protocol, runtime_checkable
 
 import httpx
 
@@ -23,6 +24,29 @@ CUT_WINDOW_SECONDS = 1.0
 # Pace a little under the configured rate, one request at a time (no saved-up burst): a sliding one-second
 # window then never sees more than ``requests_per_second`` (a bucket of capacity `rate` allowed twice that).
 PACING = 0.95
+
+
+@runtime_checkable
+class RateGate(Protocol):
+    """What a client needs of a rate gate: ``TokenBucket`` here, or ``store.budget.SharedGate`` (one
+    budget for every process sharing an Alma key)."""
+
+    def reserve(self) -> float: ...
+
+    def acquire(self) -> float: ...
+
+    def slow_down(self) -> None: ...
+
+    def hold(self, seconds: float) -> None: ...
+
+
+@runtime_checkable
+class SharesRemaining(Protocol):
+    """A gate that also shares the daily quota count (X-Exl-Api-Remaining) between processes."""
+
+    def note_remaining(self, remaining: int) -> None: ...
+
+    def shared_remaining(self) -> int | None: ...
 
 
 def backoff_delay(attempt: int, jitter: float, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:

@@ -56,7 +56,7 @@ from orchestrator.errors import (
     JobThresholdError,
     RateLimitedError,
 )
-from orchestrator.pacing import TokenBucket, backoff_delay, retry_after
+from orchestrator.pacing import RateGate, SharesRemaining, TokenBucket, backoff_delay, retry_after
 from orchestrator.xmlsafe import parse_xml
 
 __all__ = ["AlmaClient", "build_job_payload", "instance_id_from_link"]
@@ -164,10 +164,13 @@ class AlmaClient:
         monotonic: Callable[[], float] = time.monotonic,
         user_agent: str = "hwf/0.1",
         jitter: Callable[[], float] = random.random,
+        gate: RateGate | None = None,
     ) -> None:
         """``base_url`` is the regional gateway (``/almaws/v1`` is appended unless present).
 
-        ``jitter`` returns a number in [0, 1) that scales each backoff delay (full jitter).
+        ``jitter`` returns a number in [0, 1) that scales each backoff delay (full jitter). ``gate``
+        replaces the process's own rate gate (``store.budget.SharedGate``: one budget for every process
+        sharing the key).
         :raises ConfigError: the API key is empty or could not travel in an HTTP header.
         """
         if format not in _MEDIA:
@@ -182,7 +185,7 @@ class AlmaClient:
         self._floor = daily_call_floor
         self._max_retries = max_retries
         self._sleep, self._jitter = sleep, jitter
-        self._bucket = TokenBucket(requests_per_second, monotonic, sleep)
+        self._bucket: RateGate = gate or TokenBucket(requests_per_second, monotonic, sleep)
         self._lock = threading.Lock()
         self.remaining = None
         self.quota = None
@@ -590,6 +593,8 @@ class AlmaClient:
 
     def _check_floor(self, method: str, path: str) -> None:
         remaining = self.remaining
+        if self._floor > 0 and remaining is None and isinstance(self._bucket, SharesRemaining):
+            remaining = self._bucket.shared_remaining()  # another process's reading of the same key
         if self._floor > 0 and remaining is not None and remaining < self._floor:
             raise self._error(
                 DailyQuotaError,
@@ -607,6 +612,8 @@ class AlmaClient:
                 self.remaining = remaining
             if quota is not None:
                 self.quota = quota
+        if remaining is not None and isinstance(self._bucket, SharesRemaining):
+            self._bucket.note_remaining(remaining)
 
     def _pause(self, attempt: int, retry_after: float | None, method: str, path: str, why: str) -> None:
         if retry_after is None:

@@ -32,6 +32,12 @@ def status(
         dump([r.as_json() for r in rows])
     else:
         print_status(out, rows)
+        if set_ref is None:
+            from orchestrator.service import worker
+
+            with context(quiet=True) as ctx, errors():
+                for w in worker.workers(ctx):
+                    out.print(w.text(), markup=False)
 
 
 @app.command()

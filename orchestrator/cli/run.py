@@ -167,12 +167,30 @@ def resume(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print, per set, the requests hwf would send; change nothing.")
     ] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="The unattended worker: keep going (outages, quota resets, re-verification) until "
+            "SIGTERM/SIGINT, then finish the step in hand, release the leases and exit 0 with a summary.",
+        ),
+    ] = False,
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="With --follow: exit 0 once no set can move without a person.")
+    ] = False,
 ) -> None:
     """Advance every unfinished set, re-attaching to Alma jobs already running: a scheduler within Alma's limits."""
     if not all_sets:
         fail("say --all (resume every set that is not verified), or use `hwf advance SET`", 2)
     if max_running is not None and max_running < 1:
         fail("--max-running must be at least 1", 2)
+    if until_idle and not follow:
+        fail("--until-idle goes with --follow", 2)
+    if follow:
+        if dry_run or not wait:
+            fail("--follow keeps going: it cannot be combined with --dry-run or --no-wait", 2)
+        _follow(only, max_running, until_idle)
+        return
     if dry_run:
         from orchestrator.service import dryrun
 
@@ -190,6 +208,29 @@ def resume(
         err.print(f"Needs attention: {why}")
     if summary.attention:
         raise typer.Exit(3)
+
+
+def _follow(only: str | None, max_running: int | None, until_idle: bool) -> None:
+    import signal
+
+    from orchestrator.service import worker
+
+    stop = worker.StopFlag()
+
+    def on_signal(number: int, _frame: object) -> None:
+        stop.set(signal.Signals(number).name)
+        signal.signal(number, signal.SIG_DFL)  # a second signal ends the process at once
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with context() as ctx, errors():
+            summary = worker.follow(ctx, stop, only=only, max_running=max_running, until_idle=until_idle)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    out.print(f"Worker {worker.describe(summary)}")
+    for set_id, why in summary.attention:
+        out.print(f"Needs attention: set {set_id}: {why}")
 
 
 @app.command()
