@@ -231,6 +231,8 @@ def _follow(only: str | None, max_running: int | None, until_idle: bool) -> None
     out.print(f"Worker {worker.describe(summary)}")
     for set_id, why in summary.attention:
         out.print(f"Needs attention: set {set_id}: {why}")
+    if until_idle and summary.stopped is None and summary.attention:
+        raise typer.Exit(3)  # like `hwf resume --all`; stopped by a signal, the worker always exits 0
 
 
 @app.command()
