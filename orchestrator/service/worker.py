@@ -27,7 +27,7 @@ from orchestrator.domain.machine import Stage
 from orchestrator.errors import AlmaError, AlmaUnreachableError, RateLimitedError
 from orchestrator.service import recheck, scheduler
 from orchestrator.service.context import Context, add_event, format_utc
-from orchestrator.store.models import AlmaSet, Event, Worker
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, Worker
 
 RESCAN_SECONDS = 60.0  # the longest the worker sleeps: sets added, retried or fixed meanwhile move soon
 OUTAGE_FIRST_SECONDS = 60.0  # after Alma failed every set: the first pause, doubling up to the longest
@@ -224,7 +224,8 @@ def follow(
                 summary.quota_resets += cleared
                 worker_ctx.close()  # a fresh Alma client: the old one remembers the spent quota
             try:
-                scheduler.resume_all(worker_ctx, wait=True, only=only, max_running=max_running)
+                if quota_wake is None:  # the quota is the institution's: while spent, no set calls Alma
+                    scheduler.resume_all(worker_ctx, wait=True, only=only, max_running=max_running)
                 outage = 0
             except (AlmaUnreachableError, RateLimitedError, AlmaError) as exc:
                 if not _outage(exc):
@@ -272,8 +273,31 @@ def _next_wake(ctx: Context, quota: datetime | None, recheck_at: datetime | None
                 AlmaSet.stage != Stage.VERIFIED, AlmaSet.attention.is_(None), AlmaSet.wait_until > now
             )
         )
+        held = session.scalar(
+            select(func.min(AlmaSet.lease_expires_at)).where(
+                AlmaSet.stage != Stage.VERIFIED,
+                AlmaSet.lease_owner.is_not(None),
+                AlmaSet.lease_owner != ctx.owner,
+                AlmaSet.lease_expires_at > now,
+            )
+        )
+        poll = session.scalar(select(func.min(Attempt.next_poll_at)).where(Attempt.state == AttemptState.SUBMITTED))
+        unfinished = session.scalar(
+            select(func.count())
+            .select_from(AlmaSet)
+            .where(AlmaSet.stage != Stage.VERIFIED, AlmaSet.attention.is_(None))
+        )
+    if unfinished:  # others drive them (between two of their steps no lease shows): look again soon
+        lease = now + timedelta(seconds=ctx.config.lease_seconds)
+        if lease < wake:
+            wake, reason = lease, "other hwf processes drive the sets"
+        if poll is not None and poll < wake:
+            wake, reason = max(poll, now), "a running job's next poll"
     if soonest is not None and soonest < wake:
         wake, reason = soonest, "a set waits"
+    if held is not None and held < wake:
+        # Another worker drives it: look again when its lease would run out (renewed while it lives).
+        wake, reason = held, "another hwf process drives a set"
     if quota is not None and quota < wake:
         wake, reason = quota, "Alma's daily quota is spent"
     elif quota is not None:

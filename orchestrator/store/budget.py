@@ -96,7 +96,8 @@ class DatabaseSchedule:
     def _run(self, statement: object, params: dict[str, object]) -> object:
         try:
             with self._engine.begin() as conn:
-                return conn.execute(statement, {"key": self._key, **params}).scalar()  # type: ignore[call-overload]
+                result = conn.execute(statement, {"key": self._key, **params})  # type: ignore[call-overload]
+                return result.scalar() if result.returns_rows else None
         except SQLAlchemyError as exc:
             raise DatabaseError(f"the shared request budget (table rate_budget) is not usable: {exc}") from None
 
