@@ -1,9 +1,11 @@
 """Benchmark of the long haul (issue 15): the whole Grinnell migration, unattended, on a virtual clock.
 
 Run: ``.venv/bin/python -m bench.longhaul`` (``--help`` for sizes; ``--titles 600`` for a quick one).
-The institution's 11,440 digital titles (``bench/data/grinnell-mms-ids.csv.gz``, the MMS IDs and legacy
-handle numbers derived from Grinnell's published list) are read by ``add --from-csv`` into 115 sets of
-100 (the default batch size); the simulator enforces Alma's limits (3 API jobs running, 5 runs of a job an
+The institution's 11,440 digital titles (``bench/data/grinnell-mms-ids.csv.gz``: the MMS IDs and legacy
+handle numbers ``grinnell:N`` -> ``11084/N`` derived from Grinnell's published list; the 160 titles with no
+``grinnell:N`` and the 2 that repeat another title's get a number of their own, 900000 + row, so that only
+the two problem sets below have problems) are read by ``add --from-csv`` into 115 sets of 100 (the default
+batch size); the simulator enforces Alma's limits (3 API jobs running, 5 runs of a job an
 hour, 25 requests a second); jobs last 30 s; the worker (``worker.follow``, what ``hwf resume --all
 --follow`` runs) drives everything on a clock shared with the simulator, so a day of Alma time runs in
 minutes. On the way: one 1-hour Alma outage (every request answers 500 or loses its connection), the daily
@@ -45,7 +47,7 @@ PROBLEM_SETS = (7, 42)  # batch numbers whose first record has no handle
 def titles(limit: int | None) -> list[tuple[str, str]]:
     """(MMS ID, legacy handle number) of the institution's digital titles, in their published order."""
     with gzip.open(DATA, "rt", encoding="utf-8", newline="") as handle:
-        rows = [(r["MMS Id"], r["Network Number"]) for r in csv.DictReader(handle)]
+        rows = [(r["MMS Id"], r["Handle Number"]) for r in csv.DictReader(handle)]
     return rows[:limit] if limit else rows
 
 
