@@ -201,3 +201,21 @@ def test_reverification_reports_a_regression_once_keeps_verified_and_records_the
     [row] = [s for s in views.status(ctx) if s.set == alma_id]
     assert row.state == "verified" and row.attention is None
     assert len(_events(ctx, "regression-repaired")) == 1 and len(_events(ctx, "regression")) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--until-idle"], "--until-idle goes with --follow"),
+        (["--follow", "--no-wait"], "cannot be combined"),
+        (["--follow", "--dry-run"], "cannot be combined"),
+    ],
+)
+def test_follow_options_that_do_not_go_together_exit_2(args: list[str], words: str) -> None:
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["resume", "--all", *args])
+    assert result.exit_code == 2 and words in result.output
+    assert "Traceback" not in result.output
