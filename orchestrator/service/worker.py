@@ -12,6 +12,7 @@ waiting for is kept in the ``workers`` table, which ``hwf status`` shows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -250,10 +251,16 @@ def follow(
             worker_ctx.sleep(max(delay, 0.01))
     except Stopped:
         summary.stopped = stop.why or "asked to stop"
-    finally:
-        _tally(worker_ctx, summary)
-        _forget(worker_ctx, summary)
+    except BaseException:
+        # Something the worker cannot wait out (the database, a bug): say so if the database still
+        # answers, but let the original error through.
+        with contextlib.suppress(Exception):
+            _report(worker_ctx, "stopped", "stopped by an error (see the worker's output)", None)
         worker_ctx.close()
+        raise
+    _tally(worker_ctx, summary)
+    _forget(worker_ctx, summary)
+    worker_ctx.close()
     return summary
 
 
