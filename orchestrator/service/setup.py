@@ -718,6 +718,14 @@ max_running_jobs = 3
 max_runs_per_job_hour = 5
 # How long to wait before trying again when Alma answers 402222/402223 (execution threshold).
 threshold_wait_seconds = 300
+# One request budget (requests_per_second, the daily floor) shared by every hwf process using this key:
+# a table in PostgreSQL, a file beside a SQLite database. false: each process paces itself alone.
+shared_budget = true
+# When Alma resets the daily API quota ("until midnight according to the Institution's Account Plan"),
+# as HH:MM in the institution's time zone; `hwf resume --all --follow` goes on by itself 5 minutes later.
+quota_reset = "00:00"
+# The institution's time zone (an IANA name, e.g. "America/Chicago").
+timezone = "UTC"
 
 [alma.jobs]
 # Job ids from Alma (Admin > Monitor Jobs, or `hwf jobs`).
@@ -744,6 +752,10 @@ concurrency = 8
 requests_per_second = 20
 retries = 4
 timeout_seconds = 15
+# The worker (`hwf resume --all --follow`) re-verifies each verified set this often (days; 0 = never),
+# one set at a time, spread over the period, at this low rate (handles per second).
+recheck_days = 7
+recheck_requests_per_second = 2
 
 [primo]
 # Handles must resolve to https://{domain}/discovery/fulldisplay/alma{MMS ID}/{view}
