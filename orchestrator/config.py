@@ -61,6 +61,8 @@ class AlmaConfig:
     max_runs_per_job_hour: int = 5
     threshold_wait_seconds: float = 300.0
     max_retries: int = 6
+    shared_budget: bool = True  # one request budget for every process sharing the key (store.budget)
+    quota_reset: str = "00:00"  # when Alma resets the daily quota, in ``timezone`` (HH:MM)
     timezone: str = "UTC"  # the institution's IANA time zone, for evidence and display
 
     @property
@@ -80,6 +82,8 @@ class HandlesConfig:
     max_reply_kb: float = 1024.0
     deadline_seconds: float = 60.0
     public_cache_check: bool = True
+    recheck_days: float = 7.0  # the worker re-verifies verified sets this often (0: never)
+    recheck_requests_per_second: float = 2.0  # and at this low rate
 
 
 @dataclass(frozen=True)
@@ -269,6 +273,14 @@ def _secure(reader: _Reader, key: str, url: str, allow_http: bool, why: str) -> 
     return url
 
 
+def _clock_time(reader: _Reader, key: str, default: str) -> str:
+    value = reader.string(key, default)
+    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value)
+    if match is None:
+        raise reader.fail(key, f'must be a time of day as HH:MM (like "00:00"), not {value!r}')
+    return f"{int(match.group(1)):02d}:{match.group(2)}"
+
+
 def _job(jobs: _Reader, key: str) -> JobSpec:
     raw = jobs.get(key)
     if raw is None:
@@ -426,6 +438,8 @@ def _alma_config(
         threshold_wait_seconds=alma.number("threshold_wait_seconds", 300.0, minimum=0.01),
         max_retries=alma.integer("max_retries", 6, maximum=100),
         timezone=_timezone(alma),
+        shared_budget=alma.boolean("shared_budget", True),
+        quota_reset=_clock_time(alma, "quota_reset", "00:00"),
     )
 
 
@@ -441,6 +455,8 @@ def _handles_config(handles: _Reader, prefix: str) -> HandlesConfig:
         max_reply_kb=handles.number("max_reply_kb", 1024.0, minimum=1.0, maximum=1_000_000.0),
         deadline_seconds=handles.number("deadline_seconds", 60.0, minimum=0.1, maximum=86_400.0),
         public_cache_check=handles.choice("public_cache_check", "on", ("on", "off")) == "on",
+        recheck_days=handles.number("recheck_days", 7.0, maximum=3650.0),
+        recheck_requests_per_second=handles.number("recheck_requests_per_second", 2.0, minimum=0.1, maximum=1000.0),
     )
 
 

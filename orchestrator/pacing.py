@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Protocol, runtime_checkable
 
 import httpx
 
@@ -32,6 +33,33 @@ PACING = 0.95
 # one second after its reply: however it was delayed, the server saw it inside that span, so no one-second
 # window there can hold more requests than there are places.
 WINDOW_SECONDS = 1.0
+
+
+@runtime_checkable
+class RateGate(Protocol):
+    """What a client needs of a rate gate: ``TokenBucket`` here, or ``store.budget.SharedGate`` (one
+    budget for every process sharing an Alma key)."""
+
+    def current_rate(self, now: float | None = None) -> float: ...
+
+    def reserve(self) -> float: ...
+
+    def acquire(self) -> float: ...
+
+    def release(self) -> None: ...
+
+    def slow_down(self) -> None: ...
+
+    def hold(self, seconds: float) -> None: ...
+
+
+@runtime_checkable
+class SharesRemaining(Protocol):
+    """A gate that also shares the daily quota count (X-Exl-Api-Remaining) between processes."""
+
+    def note_remaining(self, remaining: int) -> None: ...
+
+    def shared_remaining(self) -> int | None: ...
 
 
 def backoff_delay(attempt: int, jitter: float, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:

@@ -21,6 +21,7 @@ from orchestrator.service.reporting import NullReporter, Reporter
 
 if TYPE_CHECKING:
     import httpx
+    from sqlalchemy import Engine
 
     from orchestrator.alma.client import AlmaClient
     from orchestrator.resolver import Verifier
@@ -39,14 +40,26 @@ class Wiring:
     verifier_concurrency: int | None = None
 
 
-def build_alma(config: Config, wiring: Wiring | None = None) -> AlmaClient:
-    """An Alma client for ``config`` (the key from the environment or the key file)."""
+def build_alma(config: Config, wiring: Wiring | None = None, engine: Engine | None = None) -> AlmaClient:
+    """An Alma client for ``config`` (the key from the environment or the key file). With the database's
+    ``engine`` and the real clock, its requests draw on the budget every process sharing the key shares."""
     from orchestrator.alma.client import AlmaClient
 
     wiring = wiring or Wiring()
     extra: dict[str, object] = {}
     if wiring.sleep is not None:
         extra["sleep"] = wiring.sleep
+    elif engine is not None and config.alma.shared_budget:
+        # The shared schedule runs in real time: a test's fake clock keeps the process's own bucket.
+        from orchestrator.store.budget import shared_gate
+
+        extra["gate"] = shared_gate(
+            config.database_url,
+            engine,
+            config.require_api_key(),
+            config.alma.requests_per_second,
+            floor=config.alma.daily_call_floor,
+        )
     return AlmaClient(
         config.alma.base_url,
         config.require_api_key(),
@@ -101,10 +114,12 @@ def build_context(config: Config, *, reporter: Reporter | None = None, wiring: W
         extra["sleep"] = wiring.sleep
     if wiring.owner is not None:
         extra["owner"] = wiring.owner
+    sessions = open_database(config.database_url)
+    engine = sessions.kw.get("bind")
     return Context(
         config=config,
-        sessions=open_database(config.database_url),
-        alma_factory=lambda: build_alma(config, wiring),
+        sessions=sessions,
+        alma_factory=lambda: build_alma(config, wiring, engine),
         verifier_factory=lambda follow: build_verifier(config, follow, wiring),
         reporter=reporter or NullReporter(),
         **extra,  # type: ignore[arg-type]

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from orchestrator.alma.client import AlmaClient
-from orchestrator.alma.types import AlmaSetInfo
 
 from orchestrator import pacing as alma_throttle
+from orchestrator.alma.client import AlmaClient
+from orchestrator.alma.types import AlmaSetInfo
 from orchestrator.errors import (
     AlmaBadReplyError,
     AlmaError,

@@ -370,3 +370,15 @@ def test_cli_empty_and_malformed_csv_exit_2(tmp_path: Path, monkeypatch: pytest.
     result = runner.invoke(app, ["--config", str(config), "add", "--from-csv", str(bad)])
     assert result.exit_code == 2
     assert "--name" in result.stderr
+
+
+def test_csv_batches_default_to_100_members(ctx: Context, sim: Simulator, tmp_path: Path) -> None:
+    """Grinnell's CABB guidance: handle sets of at most 100 records; 250 ids make sets of 100, 100 and 50."""
+    ids = sim.generate_records(250, profile="clean")
+    summaries = batches.add_from_csv(ctx, write(tmp_path, "\n".join(ids) + "\n"), "Default")
+    assert [s.records for s in summaries] == [100, 100, 50]
+
+
+def test_add_help_gives_the_reason_for_100() -> None:
+    result = CliRunner().invoke(app, ["add", "--help"], env={"COLUMNS": "200"})
+    assert "default: 100" in result.output.lower() and "CABB" in result.output

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
-from orchestrator.alma.types import Bib
 
+from orchestrator.alma.types import Bib
 from orchestrator.domain import dc
 from orchestrator.domain.dc import (
     BLOCKING,

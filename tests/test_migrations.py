@@ -17,7 +17,18 @@ from orchestrator.errors import DatabaseError
 from orchestrator.store import db
 from tests.e2e import hwf, write_config
 
-TABLES = {"alembic_version", "sets", "attempts", "records", "events", "backups", "set_creations"}
+TABLES = {
+    "alembic_version",
+    "sets",
+    "attempts",
+    "records",
+    "events",
+    "backups",
+    "set_creations",
+    "rate_budget",
+    "workers",
+    "notifications",
+}
 
 
 def test_upgrade_from_empty_to_head_has_every_table_and_no_drift(db_url: str) -> None:

@@ -57,7 +57,7 @@ from orchestrator.errors import (
     JobThresholdError,
     RateLimitedError,
 )
-from orchestrator.pacing import TokenBucket, backoff_delay, retry_after
+from orchestrator.pacing import RateGate, SharesRemaining, TokenBucket, backoff_delay, retry_after
 from orchestrator.xmlsafe import parse_xml
 
 __all__ = ["AlmaClient", "build_job_payload", "instance_id_from_link"]
@@ -168,10 +168,13 @@ class AlmaClient:
         jitter: Callable[[], float] = random.random,
         max_reply_bytes: int = 20 * MB,
         deadline: float | None = None,
+        gate: RateGate | None = None,
     ) -> None:
         """``base_url`` is the regional gateway (``/almaws/v1`` is appended unless present).
 
-        ``jitter`` returns a number in [0, 1) that scales each backoff delay (full jitter).
+        ``jitter`` returns a number in [0, 1) that scales each backoff delay (full jitter). ``gate``
+        replaces the process's own rate gate (``store.budget.SharedGate``: one budget for every process
+        sharing the key).
         :raises ConfigError: the API key is empty or could not travel in an HTTP header.
         """
         if format not in _MEDIA:
@@ -186,7 +189,7 @@ class AlmaClient:
         self._floor = daily_call_floor
         self._max_retries = max_retries
         self._sleep, self._jitter = sleep, jitter
-        self._bucket = TokenBucket(requests_per_second, monotonic, sleep, window=True)
+        self._bucket: RateGate = gate or TokenBucket(requests_per_second, monotonic, sleep, window=True)
         # Every reply is read as a stream: at most max_reply_bytes, whole within ``deadline`` seconds
         # (default: 5 x the per-read timeout), so a 1-byte-a-second server cannot hold hwf forever.
         self._max_reply_bytes = max_reply_bytes
@@ -665,6 +668,8 @@ class AlmaClient:
 
     def _check_floor(self, method: str, path: str) -> None:
         remaining = self.remaining
+        if self._floor > 0 and remaining is None and isinstance(self._bucket, SharesRemaining):
+            remaining = self._bucket.shared_remaining()  # another process's reading of the same key
         if self._floor > 0 and remaining is not None and remaining < self._floor:
             raise self._error(
                 DailyQuotaError,
@@ -682,6 +687,8 @@ class AlmaClient:
                 self.remaining = remaining
             if quota is not None:
                 self.quota = quota
+        if remaining is not None and isinstance(self._bucket, SharesRemaining):
+            self._bucket.note_remaining(remaining)
 
     def _log_call(
         self,

@@ -34,6 +34,12 @@ def status(
         dump([r.as_json() for r in rows])
     else:
         print_status(out, rows, full=set_ref is not None)
+        if set_ref is None:
+            from orchestrator.service import worker
+
+            with context(quiet=True) as ctx, errors():
+                for w in worker.workers(ctx):
+                    out.print(clean(w.text()), markup=False)
 
 
 @app.command()

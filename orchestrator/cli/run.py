@@ -56,7 +56,13 @@ def add(
     from_csv: Annotated[
         Path | None, typer.Option("--from-csv", help="Create itemized Alma sets from a CSV of MMS IDs.")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="With --from-csv: at most this many members per set.")] = 500,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            help="With --from-csv: at most this many members per set. Default 100: Grinnell's CABB guidance "
+            "for the handle workflow keeps handle sets under 100 records (Alma jobs in bulks of 100); any size works."
+        ),
+    ] = 100,
     adopt: Annotated[
         bool, typer.Option("--adopt", help="Register a set partly done by hand at the state Alma's history shows.")
     ] = False,
@@ -239,6 +245,17 @@ def resume(
         bool, typer.Option("--dry-run", help="Print, per set, the requests hwf would send; change nothing.")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="The outcome of every set as JSON.")] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="The unattended worker: keep going (outages, quota resets, re-verification) until "
+            "SIGTERM/SIGINT, then finish the step in hand, release the leases and exit 0 with a summary.",
+        ),
+    ] = False,
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="With --follow: exit 0 once no set can move without a person.")
+    ] = False,
 ) -> None:
     """Advance every unfinished set (`hwf resume` and `hwf resume --all` are the same), re-attaching to
     Alma jobs already running: a scheduler within Alma's limits. One set: `hwf advance SET`.
@@ -247,6 +264,13 @@ def resume(
     no set."""
     if max_running is not None and max_running < 1:
         fail("--max-running must be at least 1", 2)
+    if until_idle and not follow:
+        fail("--until-idle goes with --follow", 2)
+    if follow:
+        if dry_run or not wait:
+            fail("--follow keeps going: it cannot be combined with --dry-run or --no-wait", 2)
+        _follow(only, max_running, until_idle)
+        return
     if dry_run:
         from orchestrator.service import dryrun
 
@@ -286,6 +310,31 @@ def _print_resume(summary: scheduler.ResumeSummary) -> None:
         err.print(safe(why))  # "set 123 (name) needs attention: ..." already
     if not (summary.results or summary.skipped or summary.attention):
         say("Nothing to resume: every set is verified.")
+
+
+def _follow(only: str | None, max_running: int | None, until_idle: bool) -> None:
+    import signal
+
+    from orchestrator.service import worker
+
+    stop = worker.StopFlag()
+
+    def on_signal(number: int, _frame: object) -> None:
+        stop.set(signal.Signals(number).name)
+        signal.signal(number, signal.SIG_DFL)  # a second signal ends the process at once
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with context() as ctx, errors():
+            summary = worker.follow(ctx, stop, only=only, max_running=max_running, until_idle=until_idle)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    out.print(f"Worker {worker.describe(summary)}")
+    for set_id, why in summary.attention:
+        out.print(f"Needs attention: set {set_id}: {why}")
+    if until_idle and summary.stopped is None and summary.attention:
+        raise typer.Exit(3)  # like `hwf resume --all`; stopped by a signal, the worker always exits 0
 
 
 @app.command()

@@ -164,7 +164,12 @@ def _exact(ctx: Context, name: str) -> list[AlmaSetInfo]:
     return [s for s in ctx.alma.find_sets(name) if s.name == name]
 
 
-def add_from_csv(ctx: Context, path: Path, name: str, *, batch_size: int = 500) -> list[views.SetSummary]:
+DEFAULT_BATCH_SIZE = 100  # Grinnell's CABB guidance: Alma handle jobs in bulks of 100 records
+
+
+def add_from_csv(
+    ctx: Context, path: Path, name: str, *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> list[views.SetSummary]:
     """Create itemized Alma sets ``NAME (batch k/K)`` of at most ``batch_size`` MMS IDs from a CSV and
     register each; a re-run after a crash resumes without creating twins.
 

@@ -58,6 +58,7 @@ class _Slots:
     per_hour: int
     running: int = 0
     recent: dict[str, list[datetime]] = field(default_factory=dict)  # job id -> starts in the last hour
+    next_poll: datetime | None = None  # the soonest poll of a running job (when a slot may free)
 
     def load(self, session: Session, now: datetime) -> _Slots:
         self.running = int(
@@ -69,6 +70,11 @@ class _Slots:
                 )
             )
             or 0
+        )
+        self.next_poll = session.scalar(
+            select(func.min(Attempt.next_poll_at)).where(
+                Attempt.state == AttemptState.SUBMITTED, Attempt.job_id.is_not(None)
+            )
         )
         self.recent = {}
         for job_id, started in session.execute(
@@ -100,6 +106,14 @@ class _Slots:
                 free,
             )
         return None
+
+    def slot_may_free(self, now: datetime) -> datetime:
+        """When to look again for a running-job slot: just after the soonest poll of a running job (whoever
+        drives it, maybe another process), at most a rescan away."""
+        latest = now + timedelta(seconds=_RESCAN_SECONDS)
+        if self.next_poll is None:
+            return latest
+        return min(max(self.next_poll + timedelta(seconds=0.5), now + timedelta(seconds=0.5)), latest)
 
     def take(self, ctx: Context, step: Step, now: datetime) -> None:
         key = step.job_key
@@ -275,7 +289,7 @@ def _triage(
             current.gated = True
             reason, until = refused
             _wait_for_slot(session, row, reason, until, now)
-            current.wakes.append(until or now + timedelta(seconds=_RESCAN_SECONDS))
+            current.wakes.append(until or slots.slot_may_free(now))
             waiting(reason, until)
             return
         slots.take(ctx, plan.step, now)
@@ -389,11 +403,11 @@ def _advance_once(ctx: Context, set_id: int, max_running: int | None = None) -> 
     def gate(session: Session, row: AlmaSet, plan: Plan, now: datetime) -> tuple[str, datetime | None] | None:
         if max_running is None or plan.action not in _NEEDS_SLOT or plan.step is None or plan.step.job_key is None:
             return None
-        refused = (
-            _Slots(max_running, ctx.config.alma.max_runs_per_job_hour).load(session, now).refusal(ctx, plan.step, now)
-        )
+        slots = _Slots(max_running, ctx.config.alma.max_runs_per_job_hour).load(session, now)
+        refused = slots.refusal(ctx, plan.step, now)
         if refused is not None:
             _wait_for_slot(session, row, refused[0], refused[1], now)
-        return refused
+            return refused[0], refused[1] or slots.slot_may_free(now)  # the scheduler looks again then
+        return None
 
     return drive_leased(ctx, set_id, wait=False, gate=gate, quota_error=_QuotaSpentError)

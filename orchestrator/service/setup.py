@@ -755,6 +755,12 @@ max_running_jobs = 3
 max_runs_per_job_hour = 5
 # How long to wait before trying again when Alma answers 402222/402223 (execution threshold).
 threshold_wait_seconds = 300
+# One request budget (requests_per_second, the daily floor) shared by every hwf process using this key:
+# a table in PostgreSQL, a file beside a SQLite database. false: each process paces itself alone.
+shared_budget = true
+# When Alma resets the daily API quota ("until midnight according to the Institution's Account Plan"),
+# as HH:MM in the institution's time zone; `hwf resume --all --follow` goes on by itself 5 minutes later.
+quota_reset = "00:00"
 # The institution's time zone (an IANA name such as "America/Chicago"): `hwf evidence` gives every time in UTC
 # and in this zone. Unknown names are refused at start.
 timezone = "UTC"
@@ -792,6 +798,10 @@ deadline_seconds = 60
 # are right there, "on" also asks what the public proxy answers (one more request each), so that a handle
 # the proxy still serves from its cache (up to 24 h) is STALE_CACHE with its expiry. "off": primary only.
 public_cache_check = "on"
+# The worker (`hwf resume --all --follow`) re-verifies each verified set this often (days; 0 = never),
+# one set at a time, spread over the period, at this low rate (handles per second).
+recheck_days = 7
+recheck_requests_per_second = 2
 
 [primo]
 # Handles must resolve to https://{domain}/discovery/fulldisplay/alma{MMS ID}/{view}

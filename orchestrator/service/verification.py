@@ -7,7 +7,7 @@ record), so 100,000 records keep memory flat and a crash loses at most one batch
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -57,6 +57,12 @@ def _items(ctx: Context, set_id: int, only_problems: bool) -> Iterator[VerifyIte
             # BAD_HANDLE (with the reason), not NO_HANDLE.
             yield VerifyItem(mms_id=row.mms_id, handle=row.handle or row.handle_raw)
         last = rows[-1].id
+
+
+def _paced(items: Iterator[VerifyItem], pace: Callable[[], None]) -> Iterator[VerifyItem]:
+    for item in items:
+        pace()
+        yield item
 
 
 def _count(ctx: Context, set_id: int, only_problems: bool) -> int:
@@ -109,9 +115,18 @@ def _verdicts(session: Session, set_id: int) -> Counter[str]:
     return tally
 
 
-def run(ctx: Context, set_id: int, *, only_problems: bool = True, follow: bool = False) -> bool:
-    """Verify the set's included records (by default only those not yet OK). True if all are OK;
-    otherwise the set gets a ``verify`` attention reason with the counts per verdict."""
+def run(
+    ctx: Context,
+    set_id: int,
+    *,
+    only_problems: bool = True,
+    follow: bool = False,
+    pace: Callable[[], None] | None = None,
+) -> bool:
+    """Verify the set's included records (by default only those not yet OK). True if all are OK (the
+    set's ``last_checked`` is then now); otherwise an integrated set gets a ``verify`` attention reason
+    with the counts per verdict. ``pace`` is called before each record is handed to the verifier (the
+    worker's re-verification runs at a low rate)."""
     with ctx.sessions() as session:
         name = session.get_one(AlmaSet, set_id).name
     total = _count(ctx, set_id, only_problems)
@@ -120,7 +135,8 @@ def run(ctx: Context, set_id: int, *, only_problems: bool = True, follow: bool =
     done = 0
     verifier = ctx.verifier_factory(follow)
     try:
-        for result in verifier.verify(_items(ctx, set_id, only_problems)):
+        items = _items(ctx, set_id, only_problems)
+        for result in verifier.verify(_paced(items, pace) if pace is not None else items):
             pending.append(result)
             tally[result.verdict.value] += 1
             done += 1
@@ -150,6 +166,7 @@ def run(ctx: Context, set_id: int, *, only_problems: bool = True, follow: bool =
             checked=done,
         )
         if ok == included:
+            row.last_checked = now
             return True
         if row.stage is Stage.INTEGRATED:
             set_attention(
@@ -179,12 +196,31 @@ def verify_set(ctx: Context, ref: str, *, recheck_all: bool = False, follow: boo
         now = ctx.clock()
         with ctx.sessions.begin() as session:
             row = session.get_one(AlmaSet, set_id)
+            if all_ok and row.attention_kind == REGRESSION:
+                repaired(session, row, now, "`hwf verify`")
             if all_ok and row.stage is Stage.INTEGRATED:
                 integration = latest_attempt(session, set_id, Step.INTEGRATE)
                 ended = integration.finished_at if integration and integration.finished_at else now
                 settled = settle_until(ended, ctx.config.handles.settle_minutes) <= now
                 fire_step(ctx, session, row, Step.VERIFY, StepFacts(settled=settled, all_verified=True), now)
             return dict(_verdicts(session, set_id))
+
+
+REGRESSION = "regression"  # attention kind: a verified set's handle no longer resolves to its record
+
+
+def repaired(session: Session, row: AlmaSet, now: datetime, how: str) -> None:
+    """Every handle of a set in regression resolves again: clear its attention, say so in the history."""
+    previous = row.attention
+    row.attention = None
+    row.attention_kind = None
+    add_event(
+        session,
+        row,
+        "regression-repaired",
+        f"every handle resolves to its record again ({how}); was: {previous}",
+        at=now,
+    )
 
 
 @dataclass(frozen=True)

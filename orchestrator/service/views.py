@@ -32,6 +32,7 @@ class SetSummary:
     instance_id: str | None = None
     job_status: str | None = None
     progress: float | None = None
+    last_checked: datetime | None = None  # when every handle was last verified OK
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class SetSummary:
             "instance_id": self.instance_id,
             "job_status": self.job_status,
             "progress": self.progress,
+            "last_checked": self.last_checked.isoformat().replace("+00:00", "Z") if self.last_checked else None,
         }
 
 
@@ -67,6 +69,7 @@ def _summaries(session: Session, only: int | None = None) -> list[SetSummary]:
         AlmaSet.waiting,
         AlmaSet.wait_until,
         AlmaSet.lease_owner,
+        AlmaSet.last_checked,
     ).order_by(AlmaSet.created_at, AlmaSet.id)
     excluded_q = select(Record.set_id, func.count()).where(Record.excluded).group_by(Record.set_id)
     newest = select(func.max(Attempt.id)).group_by(Attempt.set_id)
@@ -102,6 +105,7 @@ def _summaries(session: Session, only: int | None = None) -> list[SetSummary]:
                 instance_id=a.instance_id if a else None,
                 job_status=a.status if a else None,
                 progress=a.progress if a else None,
+                last_checked=r.last_checked,
             )
         )
     return out

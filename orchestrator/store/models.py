@@ -98,6 +98,7 @@ class AlmaSet(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     record_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_checked: Mapped[datetime | None] = mapped_column()  # when every handle was last verified OK
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -243,3 +244,33 @@ class Notification(Base):
     sent_at: Mapped[datetime | None] = mapped_column()
     tries: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class RateBudget(Base):
+    """The request budget every hwf process sharing one Alma key draws from (``store.budget``).
+
+    ``next_start`` is a virtual schedule of request starts (seconds since the epoch, by the database's
+    clock on PostgreSQL): each request claims the next start atomically, so processes on several hosts
+    together keep under ``[alma] requests_per_second``. The key is named by a hash, never stored.
+    """
+
+    __tablename__ = "rate_budget"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_start: Mapped[float] = mapped_column(default=0.0)
+    hold_until: Mapped[float] = mapped_column(default=0.0)
+    remaining: Mapped[int | None] = mapped_column(Integer)  # the last X-Exl-Api-Remaining any process saw
+    remaining_at: Mapped[datetime | None] = mapped_column()
+
+
+class Worker(Base):
+    """A running ``hwf resume --all --follow``: what it is doing or waiting for (``hwf status`` shows it)."""
+
+    __tablename__ = "workers"
+
+    owner: Mapped[str] = mapped_column(String(255), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    state: Mapped[str] = mapped_column(String(16))  # running, waiting, stopped
+    reason: Mapped[str | None] = mapped_column(Text)
+    wake_at: Mapped[datetime | None] = mapped_column()

@@ -1,0 +1,370 @@
+"""``hwf resume --all --follow``: the unattended worker.
+
+It runs the scheduler (``scheduler.resume_all``) again and again: every set is driven until it is
+verified or needs a person; between passes it sleeps until the next thing can happen (a poll, a free
+job slot, a set added meanwhile: at most a minute). It rides out Alma or network outages with a
+growing pause, clears the quota attention by itself once Alma's daily quota has reset
+(``[alma] quota_reset`` in ``[alma] timezone``), re-verifies verified sets every
+``[handles] recheck_days`` (``service.recheck``), and stops cleanly when asked: the set in hand
+finishes its step, its lease is released, and the caller gets a summary. What it is doing or
+waiting for is kept in the ``workers`` table, which ``hwf status`` shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from orchestrator.domain.machine import Stage
+from orchestrator.errors import AlmaError, AlmaUnreachableError, RateLimitedError
+from orchestrator.service import recheck, scheduler
+from orchestrator.service.context import Context, add_event, format_utc
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, Worker
+
+RESCAN_SECONDS = 60.0  # the longest the worker sleeps: sets added, retried or fixed meanwhile move soon
+OUTAGE_FIRST_SECONDS = 60.0  # after Alma failed every set: the first pause, doubling up to the longest
+OUTAGE_MAX_SECONDS = 900.0
+QUOTA_MARGIN = timedelta(minutes=5)  # go on this long after the configured reset time
+STALE_WORKER = timedelta(minutes=10)  # a worker row not updated for this long is shown as gone
+QUOTA = "quota"
+
+
+class Stopped(Exception):
+    """The worker was asked to stop (SIGTERM/SIGINT): raised from its sleeps only, never mid-step."""
+
+
+class StopFlag:
+    """Set by a signal handler; the worker's sleeps wake at once when it is set (with the real clock)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.why: str | None = None
+
+    def set(self, why: str = "asked to stop") -> None:
+        self.why = self.why or why
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def sleeper(self, sleep: Callable[[float], None]) -> Callable[[float], None]:
+        """A sleep that raises ``Stopped`` when the flag is (or becomes) set."""
+
+        def interruptible(seconds: float) -> None:
+            if self.is_set():
+                raise Stopped()
+            if sleep is time.sleep:
+                self._event.wait(seconds)
+            else:
+                sleep(seconds)  # a test's fake clock
+            if self.is_set():
+                raise Stopped()
+
+        return interruptible
+
+
+@dataclass
+class WorkerSummary:
+    passes: int = 0
+    verified: int = 0
+    attention: list[tuple[str, str]] = field(default_factory=list)
+    waiting: int = 0
+    quota_resets: int = 0
+    outages: int = 0
+    rechecked: int = 0
+    regressions: int = 0
+    stopped: str | None = None  # why it stopped (a signal), None when it ran out of work (--until-idle)
+
+
+def next_quota_reset(after: datetime, reset: str, zone: str) -> datetime:
+    """The first moment after ``after`` at which the daily quota resets: ``reset`` (HH:MM) in ``zone``."""
+    tz = ZoneInfo(zone)
+    local = after.astimezone(tz)
+    hour, minute = (int(p) for p in reset.split(":"))
+    candidate = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if candidate <= local:
+        candidate = (local + timedelta(days=1)).replace(hour=hour, minute=minute, second=0, microsecond=0)
+        candidate = candidate.replace(tzinfo=tz)  # re-resolve the offset across a DST change
+    return candidate.astimezone(after.tzinfo)
+
+
+def quota_resets_due(ctx: Context) -> tuple[int, datetime | None]:
+    """Clear the quota attention of every set whose quota stop was before the last reset (audited).
+    Returns how many were cleared and when the next still-stopped set can go on."""
+    now = ctx.clock()
+    cfg = ctx.config.alma
+    cleared, later = 0, None
+    with ctx.sessions.begin() as session:
+        rows = list(session.scalars(select(AlmaSet).where(AlmaSet.attention_kind == QUOTA)))
+        for row in rows:
+            since = _attention_since(session, row)
+            resume_at = next_quota_reset(since, cfg.quota_reset, cfg.timezone) + QUOTA_MARGIN
+            if now < resume_at:
+                later = resume_at if later is None else min(later, resume_at)
+                continue
+            previous = row.attention
+            row.attention = row.attention_kind = row.waiting = row.wait_until = None
+            add_event(
+                session,
+                row,
+                "quota-reset",
+                f"Alma's daily quota has reset ({cfg.quota_reset} {cfg.timezone}); the worker goes on "
+                f"(was: {previous})",
+                at=now,
+                actor=ctx.owner,
+            )
+            cleared += 1
+    return cleared, later
+
+
+def _attention_since(session: Session, row: AlmaSet) -> datetime:
+    at = (
+        session.scalar(select(func.max(Event.at)).where(Event.set_id == row.id, Event.kind == "attention"))
+        or row.updated_at
+    )
+    return at
+
+
+def _report(ctx: Context, state: str, reason: str | None, wake_at: datetime | None) -> None:
+    now = ctx.clock()
+    with ctx.sessions.begin() as session:
+        worker = session.get(Worker, ctx.owner)
+        if worker is None:
+            worker = Worker(owner=ctx.owner, started_at=now, state=state)
+            session.add(worker)
+        worker.state, worker.reason, worker.wake_at, worker.heartbeat_at = state, reason, wake_at, now
+
+
+def _heartbeat(ctx: Context) -> None:
+    with ctx.sessions.begin() as session:
+        worker = session.get(Worker, ctx.owner)
+        if worker is not None:
+            worker.heartbeat_at = ctx.clock()
+
+
+def _forget(ctx: Context, summary: WorkerSummary) -> None:
+    """A worker that stopped leaves a row saying so (with its summary) and removes stale ones."""
+    now = ctx.clock()
+    _report(ctx, "stopped", describe(summary), None)
+    with ctx.sessions.begin() as session:
+        session.execute(delete(Worker).where(Worker.heartbeat_at < now - timedelta(days=7)))
+
+
+def describe(summary: WorkerSummary) -> str:
+    """The one-line summary the worker prints when it stops."""
+    parts = [
+        f"{summary.verified} verified",
+        f"{len(summary.attention)} need attention",
+        f"{summary.waiting} waiting",
+    ]
+    if summary.quota_resets:
+        parts.append(f"{summary.quota_resets} resumed after the quota reset")
+    if summary.outages:
+        parts.append(f"{summary.outages} Alma outages ridden out")
+    if summary.rechecked:
+        parts.append(f"{summary.rechecked} re-verified ({summary.regressions} regressions)")
+    why = f"stopped: {summary.stopped}" if summary.stopped else "nothing left to do"
+    return f"{why} after {summary.passes} passes; " + ", ".join(parts)
+
+
+def _tally(ctx: Context, summary: WorkerSummary) -> None:
+    with ctx.sessions() as session:
+        counts = dict(
+            session.execute(
+                select(AlmaSet.stage, func.count()).where(AlmaSet.attention.is_(None)).group_by(AlmaSet.stage)
+            ).all()
+        )
+        summary.attention = [
+            (a, r or "")
+            for a, r in session.execute(
+                select(AlmaSet.alma_set_id, AlmaSet.attention).where(AlmaSet.attention.is_not(None))
+            )
+        ]
+    summary.verified = int(counts.pop(Stage.VERIFIED, 0))
+    summary.waiting = int(sum(counts.values()))
+
+
+def follow(
+    ctx: Context,
+    stop: StopFlag,
+    *,
+    only: str | None = None,
+    max_running: int | None = None,
+    until_idle: bool = False,
+) -> WorkerSummary:
+    """Drive every set until verified or needing a person, for as long as the worker runs.
+
+    ``until_idle``: stop once no set can move any more without a person (and no quota reset or
+    re-verification is due), instead of waiting for more. Returns the summary; never raises for Alma's
+    outages (it waits them out) nor for a stop request.
+    """
+    summary = WorkerSummary()
+    interruptible = stop.sleeper(ctx.sleep)
+
+    def sleep(seconds: float) -> None:
+        _heartbeat(worker_ctx)  # also while the scheduler sleeps between its passes
+        interruptible(seconds)
+
+    worker_ctx = dataclasses.replace(ctx, sleep=sleep, _alma=None)
+    outage = 0
+    try:
+        while True:
+            summary.passes += 1
+            _report(worker_ctx, "running", None, None)
+            cleared, quota_wake = quota_resets_due(worker_ctx)
+            if cleared:
+                summary.quota_resets += cleared
+                worker_ctx.close()  # a fresh Alma client: the old one remembers the spent quota
+            try:
+                if quota_wake is None:  # the quota is the institution's: while spent, no set calls Alma
+                    scheduler.resume_all(worker_ctx, wait=True, only=only, max_running=max_running)
+                outage = 0
+            except (AlmaUnreachableError, RateLimitedError, AlmaError) as exc:
+                if not _outage(exc):
+                    raise
+                outage += 1
+                summary.outages += 1
+                delay = min(OUTAGE_FIRST_SECONDS * 2 ** (outage - 1), OUTAGE_MAX_SECONDS)
+                wake = worker_ctx.clock() + timedelta(seconds=delay)
+                _report(worker_ctx, "waiting", f"Alma outage: {exc}; trying again at {format_utc(wake)}", wake)
+                worker_ctx.sleep(delay)
+                continue
+            checked, regressed, recheck_wake = recheck.due_sets(worker_ctx, stop)
+            summary.rechecked += checked
+            summary.regressions += regressed
+            if checked:
+                continue
+            wake, reason = _next_wake(worker_ctx, quota_wake, recheck_wake)
+            if until_idle and _idle(worker_ctx, only) and quota_wake is None:
+                break
+            _report(worker_ctx, "waiting", reason, wake)
+            delay = (wake - worker_ctx.clock()).total_seconds()
+            worker_ctx.sleep(max(delay, 0.01))
+    except Stopped:
+        summary.stopped = stop.why or "asked to stop"
+    except BaseException:
+        # Something the worker cannot wait out (the database, a bug): say so if the database still
+        # answers, but let the original error through.
+        with contextlib.suppress(Exception):
+            _report(worker_ctx, "stopped", "stopped by an error (see the worker's output)", None)
+        worker_ctx.close()
+        raise
+    _tally(worker_ctx, summary)
+    _forget(worker_ctx, summary)
+    worker_ctx.close()
+    return summary
+
+
+def _outage(exc: AlmaError) -> bool:
+    """Alma (or the way to it) is down, not refusing this request: wait and try again."""
+    if isinstance(exc, AlmaUnreachableError | RateLimitedError):
+        return True
+    return exc.status is not None and exc.status >= 500
+
+
+def _next_wake(ctx: Context, quota: datetime | None, recheck_at: datetime | None) -> tuple[datetime, str]:
+    now = ctx.clock()
+    wake, reason = now + timedelta(seconds=RESCAN_SECONDS), "nothing can move now; looking again"
+    with ctx.sessions() as session:
+        soonest = session.scalar(
+            select(func.min(AlmaSet.wait_until)).where(
+                AlmaSet.stage != Stage.VERIFIED, AlmaSet.attention.is_(None), AlmaSet.wait_until > now
+            )
+        )
+        held = session.scalar(
+            select(func.min(AlmaSet.lease_expires_at)).where(
+                AlmaSet.stage != Stage.VERIFIED,
+                AlmaSet.lease_owner.is_not(None),
+                AlmaSet.lease_owner != ctx.owner,
+                AlmaSet.lease_expires_at > now,
+            )
+        )
+        poll = session.scalar(select(func.min(Attempt.next_poll_at)).where(Attempt.state == AttemptState.SUBMITTED))
+        unfinished = session.scalar(
+            select(func.count())
+            .select_from(AlmaSet)
+            .where(AlmaSet.stage != Stage.VERIFIED, AlmaSet.attention.is_(None))
+        )
+    if unfinished:  # others drive them (between two of their steps no lease shows): look again soon
+        lease = now + timedelta(seconds=ctx.config.lease_seconds)
+        if lease < wake:
+            wake, reason = lease, "other hwf processes drive the sets"
+        if poll is not None and poll < wake:
+            wake, reason = max(poll, now), "a running job's next poll"
+    if soonest is not None and soonest < wake:
+        wake, reason = soonest, "a set waits"
+    if held is not None and held < wake:
+        # Another worker drives it: look again when its lease would run out (renewed while it lives).
+        wake, reason = held, "another hwf process drives a set"
+    if quota is not None and quota < wake:
+        wake, reason = quota, "Alma's daily quota is spent"
+    elif quota is not None:
+        reason = f"Alma's daily quota is spent; it resets about {format_utc(quota)}"
+    if recheck_at is not None and recheck_at < wake:
+        wake, reason = recheck_at, "the next re-verification"
+    return wake, f"{reason} at {format_utc(wake)}"
+
+
+def _idle(ctx: Context, only: str | None) -> bool:
+    """No set can move without a person: each is verified or has attention (or is another's to drive)."""
+    with ctx.sessions() as session:
+        names = session.scalars(
+            select(AlmaSet.name).where(AlmaSet.stage != Stage.VERIFIED, AlmaSet.attention.is_(None))
+        ).all()
+    if only:
+        import re
+
+        pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE)
+        names = [n for n in names if pattern.search(n)]
+    return not names
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    owner: str
+    state: str
+    reason: str | None
+    wake_at: datetime | None
+    heartbeat_at: datetime
+    started_at: datetime
+    gone: bool
+
+    def text(self) -> str:
+        if self.gone and self.state != "stopped":
+            return f"Worker {self.owner}: not seen since {format_utc(self.heartbeat_at)} (stopped without saying)"
+        what = self.state + (f": {self.reason}" if self.reason else "")
+        return f"Worker {self.owner} (since {format_utc(self.started_at)}): {what}"
+
+
+def workers(ctx: Context) -> list[WorkerView]:
+    """The workers ``hwf status`` shows: running ones, and the last word of those that stopped."""
+    now = ctx.clock()
+    with ctx.sessions() as session:
+        rows = session.scalars(select(Worker).order_by(Worker.started_at)).all()
+        return [
+            WorkerView(
+                w.owner,
+                w.state,
+                w.reason,
+                w.wake_at,
+                w.heartbeat_at,
+                w.started_at,
+                gone=w.heartbeat_at < now - STALE_WORKER - _longest_sleep(w, now),
+            )
+            for w in rows
+        ]
+
+
+def _longest_sleep(w: Worker, now: datetime) -> timedelta:
+    if w.wake_at is None or w.state != "waiting":
+        return timedelta(0)
+    return max(w.wake_at - w.heartbeat_at, timedelta(0))
