@@ -31,7 +31,7 @@ from orchestrator.service.report import csv_safe as spreadsheet_safe
 from orchestrator.store.models import AlmaSet, Record
 from orchestrator.web import TOKEN_COOKIE, create_app
 from orchestrator.web.text import clean
-from tests.conftest import write_minimal_config
+from tests.conftest import API_KEY, write_minimal_config
 from tests.webworld import FORMULA_TITLE, HOSTILE_NAME, HOSTILE_TITLE, World, build_world
 
 LOCAL = "http://127.0.0.1:8155"
@@ -62,7 +62,7 @@ def _pages(world: World) -> list[str]:
             f"/sets/{set_id}/verdicts.svg",
             f"/sets/{set_id}/timeline.svg",
         ]
-        pages += [f"/sets/{set_id}/report.csv", f"/sets/{set_id}/report.csv?problems=1"]
+        pages += [f"/sets/{set_id}/report.csv", f"/sets/{set_id}/report.csv?problems=1", f"/sets/{set_id}/evidence.zip"]
     return pages + ["/sets/424242", "/api/sets/424242", "/no/such/page", "/sets/424242/report.csv"]
 
 
@@ -125,6 +125,7 @@ def test_set_page_of_the_verified_set(client: TestClient, world: World) -> None:
     assert "withdrawn title" in page and "librarian" in page  # the exclusion, and who did it
     assert "<td>fix</td>" in page and "Bib backups" in page  # the repair and its backups
     assert f'href="/sets/{world.verified}/report.csv"' in page
+    assert f'href="/sets/{world.verified}/evidence.zip"' in page
     assert "Last fully checked" in page and "not yet" not in page
 
 
@@ -274,7 +275,6 @@ def test_security_headers_on_every_response(client: TestClient, world: World) ->
 
 
 def test_no_secret_in_any_page(client: TestClient, world: World) -> None:
-    from tests.conftest import API_KEY
 
     for path in _pages(world):
         assert API_KEY not in client.get(path).text, path
@@ -561,3 +561,17 @@ def test_serve_for_real_on_all_interfaces(world: World, tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert token in log and log.count(token) == 2  # printed once as itself, once in the address to open
     assert "GET /api/overview" not in log  # no access log: a first visit's address holds the token
+
+
+def test_evidence_bundle_download_is_the_bundle_hwf_evidence_writes(client: TestClient, world: World) -> None:
+    import io
+    import zipfile
+
+    r = client.get(f"/sets/{world.verified}/evidence.zip")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    assert "attachment" in r.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(r.content)) as bundle:
+        names = set(bundle.namelist())
+        assert {"README.txt", "report.csv", "history.json", "config.json", "manifest.json"} <= names
+        assert API_KEY.encode() not in b"".join(bundle.read(n) for n in names)
+    assert client.get("/sets/424242/evidence.zip").status_code == 404

@@ -43,14 +43,15 @@ REDACTED = "***"
 class Evidence:
     """What was written: the zip, the set, and each file in it with its size."""
 
-    path: Path
+    path: Path | None  # None for a bundle made in memory (the dashboard's download)
     set: str
     name: str
     files: dict[str, int] = field(default_factory=dict)
     redacted: int = 0
 
     def as_json(self) -> dict[str, Any]:
-        return {"path": str(self.path), "set": self.set, "name": self.name, "files": self.files}
+        path = str(self.path) if self.path is not None else None
+        return {"path": path, "set": self.set, "name": self.name, "files": self.files}
 
 
 class _Times:
@@ -83,6 +84,25 @@ def build(ctx: Context, ref: str, output: Path) -> Evidence:
         raise BadInputError(f"evidence output {output} must be a .zip file")
     if not output.parent.is_dir():
         raise BadInputError(f"evidence output folder {output.parent} does not exist")
+    result, files, now = collect(ctx, ref)
+    result.path = output
+    _write_zip(output, files, now)
+    return result
+
+
+def zip_bytes(ctx: Context, ref: str) -> tuple[Evidence, bytes]:
+    """The same bundle in memory (the dashboard's download): nothing is written anywhere.
+
+    :raises BadInputError: unknown set.
+    """
+    result, files, now = collect(ctx, ref)
+    buffer = io.BytesIO()
+    _zip_into(buffer, files, now)
+    return result, buffer.getvalue()
+
+
+def collect(ctx: Context, ref: str) -> tuple[Evidence, dict[str, bytes], datetime]:
+    """Every file of the bundle of set ``ref``, secrets scrubbed, with its manifest (read-only)."""
     times = _Times(ctx.config.alma.timezone)
     now = ctx.clock()
     with ctx.sessions() as session:
@@ -101,14 +121,13 @@ def build(ctx: Context, ref: str, output: Path) -> Evidence:
     files["config.json"] = _json(redacted_config(ctx.config))
     files["version.txt"] = f"hwf {__version__}\n".encode()
     files = {"README.txt": _readme(alma_id, name, state, now, times, {**files, "manifest.json": b""}), **files}
-    result = Evidence(path=output, set=alma_id, name=name)
+    result = Evidence(path=None, set=alma_id, name=name)
     files, result.redacted = _scrub(files, _secrets(ctx.config))
     files["manifest.json"] = _json(
         [{"file": m, "bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()} for m, d in files.items()]
     )
-    _write_zip(output, files, now)
     result.files = {name_: len(data) for name_, data in files.items()}
-    return result
+    return result, files, now
 
 
 def _json(data: Any) -> bytes:
@@ -228,13 +247,17 @@ def _scrub(files: dict[str, bytes], secrets: Iterable[bytes]) -> tuple[dict[str,
     return out, count
 
 
-def _write_zip(output: Path, files: dict[str, bytes], now: datetime) -> None:
+def _zip_into(target: Any, files: dict[str, bytes], now: datetime) -> None:
     stamp = now.astimezone(UTC).timetuple()[:6]
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for member, data in files.items():
+            bundle.writestr(zipfile.ZipInfo(member, date_time=stamp), data, compress_type=zipfile.ZIP_DEFLATED)
+
+
+def _write_zip(output: Path, files: dict[str, bytes], now: datetime) -> None:
     tmp = output.with_name(output.name + ".tmp")
     try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-            for member, data in files.items():
-                bundle.writestr(zipfile.ZipInfo(member, date_time=stamp), data, compress_type=zipfile.ZIP_DEFLATED)
+        _zip_into(tmp, files, now)
         os.replace(tmp, output)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -122,6 +122,7 @@ def create_app(
             Route("/sets", pages.sets_page, name="sets"),
             Route("/sets/{set_id}", pages.set_page, name="set"),
             Route("/sets/{set_id}/report.csv", pages.report_csv, name="report_csv"),
+            Route("/sets/{set_id}/evidence.zip", pages.evidence_zip, name="evidence_zip"),
             Route("/sets/{set_id}/verdicts.svg", pages.verdicts_svg, name="verdicts_svg"),
             Route("/sets/{set_id}/timeline.svg", pages.timeline_svg, name="timeline_svg"),
             Route("/charts/verified.svg", pages.verified_svg, name="verified_svg"),

@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 
 from orchestrator import __version__
 from orchestrator.errors import BadInputError
-from orchestrator.service import overview, report, setdetail, views
+from orchestrator.service import evidence, overview, report, setdetail, views
 from orchestrator.service.context import Context
 from orchestrator.web import charts
 from orchestrator.web.text import clean
@@ -177,6 +177,18 @@ class Pages:
             chunks,
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    def evidence_zip(self, request: Request) -> Response:
+        """The set's support-case bundle (what `hwf evidence SET -o FILE.zip` writes), made in memory."""
+        set_id = request.path_params["set_id"]
+        try:
+            bundle, data = evidence.zip_bytes(self.ctx, set_id)
+        except BadInputError as exc:
+            return error_page(request, 404, str(exc))
+        name = f"hwf-evidence-{_filename(bundle.set)}.zip"
+        return Response(
+            data, media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{name}"'}
         )
 
     # -- charts -----------------------------------------------------------------------------------
