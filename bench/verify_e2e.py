@@ -56,6 +56,9 @@ def write_config(workdir: Path, alma: str, resolver: str, concurrency: int, rps:
                 f'resolver_url = "{resolver}"',
                 f"concurrency = {concurrency}",
                 f"requests_per_second = {rps}",
+                # One request per handle, as the script and the bound count: the authoritative check alone
+                # (the public-cache comparison is a second request per correct handle).
+                'public_cache_check = "off"',
                 "[primo]",
                 'domain = "grinnell.primo.exlibrisgroup.com"',
                 'view = "01GCL_INST:GCL"',
