@@ -27,12 +27,13 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from orchestrator.domain import dc
 from orchestrator.domain.dc import Preflight
+from orchestrator.domain.wording import plural
 from orchestrator.errors import (
     AlmaBadReplyError,
     AlmaError,
@@ -446,22 +447,37 @@ def _confirm_fix(engine: _Engine, batch: _Batch) -> None:
     engine.settle(batch)
 
 
+def _run_event(
+    ctx: Context,
+    session: Any,
+    row: AlmaSet,
+    kind: str,
+    what: str,
+    done: str,
+    report: FixReport,
+    fatal: HwfError | None,
+    **data: Any,
+) -> None:
+    """The audit event of one ``fix --apply`` or ``--undo`` run: counts, refusals and failures."""
+    stopped = f"; stopped: {fatal}" if fatal is not None else ""
+    add_event(
+        session,
+        row,
+        kind,
+        f"{what}: {plural(len(report.changed), 'record')} {done}, {len(report.refused)} refused, "
+        f"{len(report.failed)} failed{stopped}",
+        at=ctx.clock(),
+        actor=ctx.owner,
+        refused=report.refused,
+        failed=report.failed,
+        **data,
+    )
+
+
 def _record_fix(ctx: Context, set_id: int, report: FixReport, fatal: HwfError | None) -> None:
     with ctx.sessions.begin() as session:
         row = session.get_one(AlmaSet, set_id)
-        stopped = f"; stopped: {fatal}" if fatal is not None else ""
-        add_event(
-            session,
-            row,
-            "fix",
-            f"fix --apply: {len(report.changed)} records repaired, {len(report.refused)} refused, "
-            f"{len(report.failed)} failed{stopped}",
-            at=ctx.clock(),
-            actor=ctx.owner,
-            changed=report.changed,
-            refused=report.refused,
-            failed=report.failed,
-        )
+        _run_event(ctx, session, row, "fix", "fix --apply", "repaired", report, fatal, changed=report.changed)
         clean = fatal is None and not report.failed and not report.refused
         if report.changed and clean and row.attention_kind == "records":
             row.attention = None
@@ -510,18 +526,7 @@ def undo(ctx: Context, ref: str, *, progress: Progress | None = None) -> FixRepo
     report.seconds = time.monotonic() - started
     with ctx.sessions.begin() as session:
         row = session.get_one(AlmaSet, set_id)
-        stopped = f"; stopped: {fatal}" if fatal is not None else ""
-        add_event(
-            session,
-            row,
-            "fix_undo",
-            f"fix --undo: {len(report.changed)} records restored, {len(report.refused)} refused, "
-            f"{len(report.failed)} failed{stopped}",
-            at=ctx.clock(),
-            actor=ctx.owner,
-            restored=report.changed,
-            refused=report.refused,
-        )
+        _run_event(ctx, session, row, "fix_undo", "fix --undo", "restored", report, fatal, restored=report.changed)
     if fatal is not None:
         raise fatal
     return report
