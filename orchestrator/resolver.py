@@ -13,7 +13,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -35,6 +34,7 @@ from orchestrator.domain.handles import (
     stale_cache_expiry,
 )
 from orchestrator.pacing import TokenBucket, backoff_delay, retry_after
+from orchestrator.transport import KeepAliveTransport, environment_proxy
 
 _http_log = logging.getLogger("orchestrator.http")
 
@@ -168,15 +168,24 @@ class Verifier:
         self._consecutive_transient = 0
         self._lock = threading.Lock()
         self.stats = VerifyStats()
+        # The verifier's own transport (orchestrator.transport): a kept-alive connection per worker thread,
+        # no pool lock, http.client's parser. Through a proxy from the environment: httpx's own transport.
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        if transport is None:
+            proxy = environment_proxy(self._resolver)
+            transport = KeepAliveTransport() if proxy is None else httpx.HTTPTransport(proxy=proxy, limits=limits)
         self._http = httpx.Client(
-            transport=transport or httpx.HTTPTransport(limits=limits),
+            transport=transport,
             limits=limits,
             timeout=timeout,
             headers={"User-Agent": user_agent},
             follow_redirects=False,
         )
-        self._pool: ThreadPoolExecutor | None = None
+        # The API request's headers and timeout, merged once: built per handle with the client's own defaults
+        # (what ``build_request`` would merge), it cost more CPU than the rest of the request together.
+        self._api_headers = httpx.Headers(self._http.headers)
+        self._api_headers["Accept"] = "application/json"
+        self._api_extensions = {"timeout": self._http.timeout.as_dict()}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -189,10 +198,7 @@ class Verifier:
         self.close()
 
     def close(self) -> None:
-        """Stop the worker threads and close the connection pool."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Close the connections (the worker threads of a ``verify`` end with it)."""
         self._http.close()
 
     # -- the stream --------------------------------------------------------------------------
@@ -204,19 +210,21 @@ class Verifier:
 
         ``items`` is consumed lazily with at most ``2 * concurrency`` checks in flight, so memory
         stays flat for any input size. ``on_result`` runs in the caller's thread before each yield.
-        Closing the generator early cancels the queued checks.
+        Closing the generator early drops the queued checks and waits for the running ones.
         """
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="hwf-verify")
-        pool = self._pool
         window = 2 * self._concurrency
-        # Workers hand each result over through one queue: the caller's thread sleeps on it alone, instead
-        # of waiting on every future in flight (which took a lock per future per result, all under the GIL).
+        # Worker threads of this call take items from one queue and hand results back through another: no
+        # future, condition or callback per item (all of it CPU under the one interpreter lock), and the
+        # caller's thread sleeps on one queue alone.
+        todo: queue.SimpleQueue[VerifyItem | None] = queue.SimpleQueue()
         done: queue.SimpleQueue[VerifyResult] = queue.SimpleQueue()
-        outstanding: set[Future[None]] = set()
+        stopping = threading.Event()
+        workers: list[threading.Thread] = []
 
-        def check(item: VerifyItem) -> None:
-            done.put(self._check_safely(item))
+        def work() -> None:
+            while (item := todo.get()) is not None:
+                if not stopping.is_set():
+                    done.put(self._check_safely(item))
 
         source = iter(items)
         in_flight = 0
@@ -231,22 +239,25 @@ class Verifier:
                         break
                     if item.handle is None:
                         yield self._deliver(self._no_handle(item), on_result)
-                    else:
-                        future = pool.submit(check, item)
-                        outstanding.add(future)
-                        future.add_done_callback(outstanding.discard)
-                        in_flight += 1
+                        continue
+                    if len(workers) < min(self._concurrency, in_flight + 1):
+                        worker = threading.Thread(target=work, name=f"hwf-verify-{len(workers) + 1}", daemon=True)
+                        worker.start()
+                        workers.append(worker)
+                    todo.put(item)
+                    in_flight += 1
                 if not in_flight:
                     return
                 result = done.get()
                 in_flight -= 1
                 yield self._deliver(result, on_result)
         finally:
-            # The caller stopped early (or an error): drop queued checks, let running ones end.
-            left = list(outstanding)
-            for future in left:
-                future.cancel()
-            wait(left)
+            # The end, or the caller stopped early (or an error): queued checks are dropped, running ones end.
+            stopping.set()
+            for _ in workers:
+                todo.put(None)
+            for worker in workers:
+                worker.join()
 
     def run(self, items: Iterable[VerifyItem], on_result: Callable[[VerifyResult], None] | None = None) -> VerifyStats:
         """Check every item, calling ``on_result`` for each; return the statistics."""
@@ -446,9 +457,9 @@ class Verifier:
         """The request that asks the proxy's JSON API for a handle's URL value (sent by a check, shown by
         ``--dry-run``). ``authoritative``: ``auth=true``, the proxy bypasses its cache and asks the primary
         handle server; without it, the answer is what the public gets (possibly from the proxy's cache)."""
-        url = f"{self._resolver}/api/handles/{quote(handle, safe='/')}"
-        params = {"type": "URL", "auth": "true"} if authoritative else {"type": "URL"}
-        return self._http.build_request("GET", url, params=params, headers={"Accept": "application/json"})
+        query = "type=URL&auth=true" if authoritative else "type=URL"
+        url = f"{self._resolver}/api/handles/{quote(handle, safe='/')}?{query}"
+        return httpx.Request("GET", url, headers=self._api_headers, extensions=dict(self._api_extensions))
 
     def _ask_api(self, handle: str, mms_id: str, expected: str, *, authoritative: bool = True) -> _Answer:
         # The API never redirects by itself; following is only for an http->https hop in front.

@@ -58,6 +58,7 @@ from orchestrator.errors import (
     RateLimitedError,
 )
 from orchestrator.pacing import RateGate, SharesRemaining, TokenBucket, backoff_delay, retry_after
+from orchestrator.transport import environment_proxy
 from orchestrator.xmlsafe import parse_xml
 
 __all__ = ["AlmaClient", "build_job_payload", "instance_id_from_link"]
@@ -202,7 +203,8 @@ class AlmaClient:
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=timeout,
-            transport=transport or httpx.HTTPTransport(retries=2),
+            # A proxy from the environment (HTTPS_PROXY, NO_PROXY): httpx reads it only for a transport it builds.
+            transport=transport or httpx.HTTPTransport(retries=2, proxy=environment_proxy(self.base_url)),
             follow_redirects=False,
             headers={
                 "Authorization": f"apikey {api_key}",
