@@ -671,6 +671,25 @@ def test_stopping_early_stops_consuming_input() -> None:
     assert len(first) == 10
     assert consumed <= 10 + 2 * 2 + 1
     assert sum(proxy.calls.values()) <= consumed
+    assert not [t for t in threading.enumerate() if t.name.startswith("hwf-verify")]  # the workers ended with it
+
+
+def test_worker_threads_are_started_as_needed_and_end_with_the_run() -> None:
+    proxy = FakeProxy({}, delay=0.01)
+    started: set[str] = set()
+
+    def on_result(result: VerifyResult) -> None:
+        started.update(t.name for t in threading.enumerate() if t.name.startswith("hwf-verify"))
+
+    with make_verifier(proxy, concurrency=8) as verifier:
+        assert len(list(verifier.verify([VerifyItem(str(i), f"11084/{i}") for i in range(3)], on_result))) == 3
+        assert len(started) <= 3  # three handles never start eight threads
+        assert not [t for t in threading.enumerate() if t.name.startswith("hwf-verify")]
+        results = list(verifier.verify([VerifyItem(str(i), f"11084/{i}") for i in range(200)], on_result))
+    assert len(results) == 200
+    assert proxy.max_in_flight <= 8
+    assert len(started) == 8
+    assert not [t for t in threading.enumerate() if t.name.startswith("hwf-verify")]
 
 
 def test_run_consumes_everything_and_returns_stats() -> None:

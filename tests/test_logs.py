@@ -117,3 +117,55 @@ def test_a_log_file_that_cannot_be_created_is_one_line_exit_2(tmp_path: Path, wi
     assert result.exit_code == 2, result.output
     assert result.output.startswith("Error: cannot write the log file /proc/hwf-test/hwf.log")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_each_record_is_formatted_once_and_other_writers_count_toward_the_size(tmp_path: Path) -> None:
+    """Two handlers on one file stand for two hwf processes appending to one log: the rollover goes by the
+    file's real size, whoever wrote it, and each record is formatted once (the stdlib handler formats twice)."""
+    import logging
+
+    from orchestrator.logs import JsonLines, RotatingLines
+
+    formatted = 0
+
+    class Counting(JsonLines):
+        def format(self, record: logging.LogRecord) -> str:
+            nonlocal formatted
+            formatted += 1
+            return super().format(record)
+
+    path = tmp_path / "shared.log"
+    first, second = (RotatingLines(path, maxBytes=2_000, backupCount=3, encoding="utf-8") for _ in range(2))
+    for handler in (first, second):
+        handler.setFormatter(Counting())
+    record = logging.LogRecord("orchestrator.http", logging.INFO, __file__, 1, "x" * 80, None, None)
+    try:
+        for i in range(40):
+            (first if i % 2 else second).handle(record)
+    finally:
+        first.close()
+        second.close()
+    assert formatted == 40
+    sizes = [p.stat().st_size for p in sorted(tmp_path.iterdir())]
+    assert len(sizes) >= 3 and all(size <= 2_000 for size in sizes), sizes  # neither handler's own count
+
+
+def test_a_log_that_is_not_a_regular_file_never_rolls_over(tmp_path: Path) -> None:
+    import logging
+
+    from orchestrator.logs import JsonLines, RotatingLines
+
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        handler = RotatingLines(fifo, maxBytes=100, backupCount=2, encoding="utf-8")
+        handler.setFormatter(JsonLines())
+        record = logging.LogRecord("orchestrator", logging.INFO, __file__, 1, "y" * 200, None, None)
+        for _ in range(3):
+            handler.handle(record)
+        handler.close()
+        assert os.read(reader, 100_000).count(b"\n") == 3  # every line arrived, none went to a backup file
+    finally:
+        os.close(reader)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.fifo"]

@@ -66,3 +66,29 @@ def test_demo_with_no_records_is_refused(records: str, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.strip() == f"Error: --records must be between 1 and 100000, not {records}"
     assert not (tmp_path / "demo").exists()
+
+
+def _freeze_count_after_status(tmp_path: Path, *, as_script: bool) -> int:
+    """``hwf status`` in a fresh interpreter, called the way the console script calls it (``main``) or the way a
+    test or an embedder does (``app()``); the number of objects frozen out of the collector's sight after it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import minimal_config, write_config
+
+    config = write_config(tmp_path / "hwf.toml", minimal_config(f"sqlite:///{tmp_path / 'hwf.db'}"))
+    entry = "main()" if as_script else "app()"
+    code = (
+        "import gc, sys\n"
+        "from orchestrator.cli import app, main\n"
+        f"sys.argv = ['hwf', '--config', {str(config)!r}, 'status']\n"
+        f"try:\n    {entry}\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print(gc.get_freeze_count())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    return int(done.stdout.split()[-1])
+
+
+def test_the_collector_is_tuned_only_when_the_script_owns_the_process(tmp_path: Path) -> None:
+    assert _freeze_count_after_status(tmp_path, as_script=True) > 10_000  # the imports' objects
+    assert _freeze_count_after_status(tmp_path, as_script=False) == 0  # app() in a test or an embedder: untouched

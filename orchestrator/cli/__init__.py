@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 from orchestrator.cli import doctor, evidence, ops, read, run, serve, setup, sim
-from orchestrator.cli.base import app
+from orchestrator.cli.base import app, owns_process
 
 __all__ = ["app", "main", "doctor", "evidence", "ops", "read", "run", "serve", "setup", "sim"]
 
 
 def main() -> None:
     """The console script's entry point."""
+    owns_process()
     app()
