@@ -68,6 +68,7 @@ def make_config(
     retries: int = 4,
     settle_minutes: float = 0.0,
     alma_format: str = "json",
+    public_cache_check: bool = True,
 ) -> Config:
     """A config like ``hwf init`` writes, pointed at the simulator (both Alma and the handle proxy)."""
     data: dict[str, Any] = {
@@ -96,6 +97,7 @@ def make_config(
             "requests_per_second": handles_rps,
             "retries": retries,
             "timeout_seconds": 15,
+            "public_cache_check": "on" if public_cache_check else "off",
         },
         "primo": {"domain": "grinnell.primo.exlibrisgroup.com", "view": "01GCL_INST:GCL"},
         "workflow": {"lease_seconds": 120},

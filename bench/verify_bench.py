@@ -93,8 +93,9 @@ def bench_speed(
     counts = verification.verify_set(ctx, ref, recheck_all=True)
     wall = time.perf_counter() - start
     latency = latency_ms / 1000
-    bound = max(latency * n / concurrency, n / rps)
     stats = made[-1].stats.as_dict()
+    sent = int(stats["requests"])  # the bound counts the requests made (two per handle with the public check)
+    bound = max(latency * sent / concurrency, sent / rps)
     res.measure(
         "verify_seconds",
         wall,
@@ -105,7 +106,8 @@ def bench_speed(
     res.measure(
         "bound_seconds",
         bound,
-        f"bound = max(latency x N / concurrency = {latency * n / concurrency:.2f} s, N / rate cap = {n / rps:.2f} s)"
+        f"bound = max(latency x requests / concurrency = {latency * sent / concurrency:.2f} s, "
+        f"requests / rate cap = {sent / rps:.2f} s)"
         f" = {bound:.2f} s; wall / bound = {wall / bound:.3f}",
     )
     res.target(f"verify {n:,} handles < 60 s", wall < 60, f"{wall:.2f} s")
@@ -289,10 +291,18 @@ def run(
             workdir = base / "speed"
             workdir.mkdir()
             # settle_minutes keeps `advance` from verifying: the benchmark verifies by hand, timed.
+            # One request per handle, as when these targets were set (issue 4): the public-cache comparison
+            # (issue 14, on by default) is a second request per correct handle; the bound counts what was sent.
             config = make_config(
-                workdir, server.url, alma_rps=1e6, concurrency=concurrency, handles_rps=rps, settle_minutes=60
+                workdir,
+                server.url,
+                alma_rps=1e6,
+                concurrency=concurrency,
+                handles_rps=rps,
+                settle_minutes=60,
+                public_cache_check=False,
             )
-            seq_config = make_config(workdir, server.url, concurrency=1, handles_rps=rps)
+            seq_config = make_config(workdir, server.url, concurrency=1, handles_rps=rps, public_cache_check=False)
             ctx, seq_ctx = make_context(config), make_context(seq_config)
             try:
                 workflow.add_set(ctx, ref)

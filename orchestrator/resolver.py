@@ -171,9 +171,13 @@ class Verifier:
         # The verifier's own transport (orchestrator.transport): a kept-alive connection per worker thread,
         # no pool lock, http.client's parser. Through a proxy from the environment: httpx's own transport.
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self._keepalive: KeepAliveTransport | None = None
         if transport is None:
             proxy = environment_proxy(self._resolver)
-            transport = KeepAliveTransport() if proxy is None else httpx.HTTPTransport(proxy=proxy, limits=limits)
+            if proxy is None:
+                transport = self._keepalive = KeepAliveTransport()
+            else:
+                transport = httpx.HTTPTransport(proxy=proxy, limits=limits)
         self._http = httpx.Client(
             transport=transport,
             limits=limits,
@@ -222,9 +226,13 @@ class Verifier:
         workers: list[threading.Thread] = []
 
         def work() -> None:
-            while (item := todo.get()) is not None:
-                if not stopping.is_set():
-                    done.put(self._check_safely(item))
+            try:
+                while (item := todo.get()) is not None:
+                    if not stopping.is_set():
+                        done.put(self._check_safely(item))
+            finally:
+                if self._keepalive is not None:
+                    self._keepalive.close_thread()  # this thread's kept-alive connections end with it
 
         source = iter(items)
         in_flight = 0

@@ -214,6 +214,14 @@ class KeepAliveTransport(httpx.BaseTransport):
             del slots[origin]
         self._forget(slot.conn)
 
+    def close_thread(self) -> None:
+        """Close the calling thread's connections (a worker thread about to end: its connections would
+        otherwise stay open, unusable by any other thread, until :meth:`close`)."""
+        slots = self._slots()
+        for origin, slot in list(slots.items()):
+            if not slot.busy:
+                self._drop(slots, origin, slot)
+
     def close(self) -> None:
         """Close every connection of every thread; later requests fail with ConnectError."""
         with self._lock:

@@ -15,12 +15,13 @@ from sqlalchemy import select
 
 from orchestrator.config import Config
 from orchestrator.domain import dc
-from orchestrator.errors import AlmaUnreachableError
-from orchestrator.service import preflight, repair, workflow
+from orchestrator.errors import AlmaUnreachableError, LeaseHeldError
+from orchestrator.service import preflight, repair, views, workflow
 from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
 from orchestrator.simulator.records import NEEDS_FIX, RecordFactory
-from orchestrator.store.models import Backup, Event, Record
+from orchestrator.store import leases
+from orchestrator.store.models import AlmaSet, Backup, Event, Record
 from tests.conftest import FakeClock, make_context
 
 TYPED = b'<dc:identifier xsi:type="dcterms:URI">'
@@ -105,6 +106,32 @@ def test_apply_reads_in_bulk_and_puts_each_record_once(ctx: Context, sim: Simula
     assert seen[-1] == (n, n) and [d for d, _ in seen] == sorted(d for d, _ in seen)
     again = preflight.fix(ctx, set_id, apply=True)
     assert not again.changed and delta(requests(sim), before)["bib_put"] == n  # nothing left to write
+
+
+def test_apply_and_undo_take_the_sets_lease(ctx: Context, sim: Simulator) -> None:
+    """Another live hwf process works on the set (its lease): --apply and --undo are refused before any backup
+    or write, the dry run still reads; once the lease is free the repair runs and gives it back."""
+    set_id = registered(ctx, sim, 5)
+    with ctx.sessions.begin() as session:
+        row = session.scalars(select(AlmaSet).where(AlmaSet.alma_set_id == set_id)).one()
+        assert leases.try_claim(session, row.id, "other-host:4242", ctx.clock(), 600)
+    before = requests(sim)
+    with pytest.raises(LeaseHeldError, match="other-host:4242"):
+        preflight.fix(ctx, set_id, apply=True)
+    assert backups(ctx) == [] and "bib_put" not in delta(requests(sim), before)
+    assert len(preflight.fix(ctx, set_id).summaries) == 5  # the dry run: GETs only, no lease needed
+    with ctx.sessions.begin() as session:
+        leases.release(session, row.id, "other-host:4242")
+    assert len(preflight.fix(ctx, set_id, apply=True).changed) == 5
+    with ctx.sessions.begin() as session:
+        assert leases.try_claim(session, row.id, "other-host:4242", ctx.clock(), 600)
+    with pytest.raises(LeaseHeldError):
+        repair.undo(ctx, set_id)
+    assert [b.state for b in backups(ctx)] == ["applied"] * 5  # nothing restored
+    with ctx.sessions.begin() as session:
+        leases.release(session, row.id, "other-host:4242")
+    assert len(repair.undo(ctx, set_id).changed) == 5
+    assert views.status(ctx, set_id)[0].lease_owner is None  # given back
 
 
 def test_dry_run_prints_a_line_per_record_and_the_diff_on_request(ctx: Context, sim: Simulator) -> None:

@@ -344,8 +344,8 @@ PRIMO = PrimoConfig(domain="primo.example.edu", view="01X_INST:X")
 
 def test_the_verifier_talks_to_the_resolver_directly(server: Server) -> None:
     with Verifier(server.url, PRIMO, concurrency=4, requests_per_second=None, retries=0) as verifier:
-        assert isinstance(verifier._http._transport, KeepAliveTransport)
         results = list(verifier.verify([VerifyItem(str(990 + i), f"11084/{i}") for i in range(8)]))
+        assert verifier._keepalive is not None and not verifier._keepalive._open  # closed with their threads
     # The test server answers every path with responseCode 1 and no values: registered, no URL value.
     assert {r.verdict for r in results} == {Verdict.NO_URL}
     assert server.connections <= 4

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,7 @@ from orchestrator.errors import (
     UnsafeXmlError,
 )
 from orchestrator.service.context import Context, add_event, find_set
+from orchestrator.service.steps import holding_lease
 from orchestrator.store.models import AlmaSet, Backup, Record
 
 if TYPE_CHECKING:
@@ -269,17 +271,20 @@ def fix(
     ids = sorted(targets | set(pending))
     report.total = len(ids)
     fatal: HwfError | None = None
-    try:
-        engine.run(
-            ids,
-            partial(_prepare_fix, engine, pending=pending, apply=apply, diff=diff),
-            partial(_confirm_fix, engine),
-        )
-    except _FATAL as exc:
-        fatal = exc
-    report.seconds = time.monotonic() - started
-    if apply:
-        _record_fix(ctx, set_id, report, fatal)
+    # Writing takes the set's lease, as every step does: no two repairs of one set at once, and none while
+    # another hwf process works on the set (a job over these records). The dry run only reads.
+    with holding_lease(ctx, set_id) if apply else nullcontext():
+        try:
+            engine.run(
+                ids,
+                partial(_prepare_fix, engine, pending=pending, apply=apply, diff=diff),
+                partial(_confirm_fix, engine),
+            )
+        except _FATAL as exc:
+            fatal = exc
+        report.seconds = time.monotonic() - started
+        if apply:
+            _record_fix(ctx, set_id, report, fatal)
     if fatal is not None:
         raise fatal
     return report
@@ -515,18 +520,19 @@ def undo(ctx: Context, ref: str, *, progress: Progress | None = None) -> FixRepo
                 break
         else:
             rounds.append({mms: backup_id})
-    try:
-        for layer in rounds:
-            engine = _Engine(ctx, set_id, report, progress)
-            ids = sorted(layer)
-            engine.run(ids, partial(_prepare_undo, engine, backups=layer), partial(_confirm_undo, engine))
-    except _FATAL as exc:
-        fatal = exc
-    report.total = len(applied)
-    report.seconds = time.monotonic() - started
-    with ctx.sessions.begin() as session:
-        row = session.get_one(AlmaSet, set_id)
-        _run_event(ctx, session, row, "fix_undo", "fix --undo", "restored", report, fatal, restored=report.changed)
+    with holding_lease(ctx, set_id):
+        try:
+            for layer in rounds:
+                engine = _Engine(ctx, set_id, report, progress)
+                ids = sorted(layer)
+                engine.run(ids, partial(_prepare_undo, engine, backups=layer), partial(_confirm_undo, engine))
+        except _FATAL as exc:
+            fatal = exc
+        report.total = len(applied)
+        report.seconds = time.monotonic() - started
+        with ctx.sessions.begin() as session:
+            row = session.get_one(AlmaSet, set_id)
+            _run_event(ctx, session, row, "fix_undo", "fix --undo", "restored", report, fatal, restored=report.changed)
     if fatal is not None:
         raise fatal
     return report
