@@ -5,8 +5,9 @@ Run: ``.venv/bin/python -m bench.verify_e2e`` (``--help`` for sizes). Set-up: N 
 the simulator (for Alma only), registered and checked with ``hwf add`` and ``hwf check``; their handles
 written into the independent server's table, each pointing at its own record's Primo URL. Then, ``--runs``
 times each, alternating: ``hwf verify SET --all`` (concurrency 16, rate cap 1000/s; wall time of the
-process, start-up included) and ``python -m bench.verify_script`` (16 threads of ``urllib``, its start-up
-included). Also ``hwf version`` (start-up alone).
+process, start-up included), ``python -m bench.verify_script`` (16 threads of ``urllib``, its start-up
+included) and ``bench/verify_floor.py`` (16 bare kept-alive ``http.client`` connections: what no client beats
+against this server). Also ``hwf version`` (start-up alone).
 
 Targets: hwf's best run within 1.15x of the bound latency * N / concurrency, and no slower than the
 script's best run.
@@ -159,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             script = [sys.executable, str(Path(__file__).with_name("verify_script.py")), str(handles), resolver]
             script.append("--threads")
             script.append(str(args.concurrency))
+            floor = [sys.executable, str(Path(__file__).with_name("verify_floor.py")), str(handles), resolver]
+            floor += ["--threads", str(args.concurrency)]
+            floor_times: list[float] = []
             startup = min(timed([args.hwf, "version"])[0] for _ in range(3))
             hwf_times: list[float] = []
             script_times: list[float] = []
@@ -171,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
                 if f"ok {len(table)}" not in done.stdout:
                     raise RuntimeError(f"script: {done.stdout} {done.stderr[-500:]}")
                 script_times.append(took)
+                took, done = timed(floor)
+                if f"ok {len(table)}" not in done.stdout:
+                    raise RuntimeError(f"floor: {done.stdout} {done.stderr[-500:]}")
+                floor_times.append(took)
         finally:
             stop_server(server)
     n = len(table)
@@ -188,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         [round(t, 2) for t in script_times],
         f"16-thread urllib script: best {best_script:.2f} s, median {statistics.median(script_times):.2f} s "
         f"({', '.join(f'{t:.2f}' for t in script_times)})",
+    )
+    res.measure(
+        "floor",
+        [round(t, 2) for t in floor_times],
+        f"bare keep-alive http.client, 16 threads (the server's floor): best {min(floor_times):.2f} s "
+        f"({', '.join(f'{t:.2f}' for t in floor_times)})",
     )
     res.measure("bound", round(bound, 2), f"bound latency * N / concurrency = {bound:.2f} s")
     res.measure(
