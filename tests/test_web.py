@@ -417,18 +417,15 @@ def test_read_only_on_sqlite_and_postgresql(db_url: str, tmp_path: Path) -> None
 # 500 sets
 
 
-def test_500_sets_render_well_under_a_second(tmp_path: Path) -> None:
+def test_500_sets_render_whole(tmp_path: Path) -> None:
     from bench.dashboard import fill_sets
 
     ctx = fill_sets(tmp_path, 500)
     c = TestClient(create_app(ctx), base_url=LOCAL)
     c.get("/sets")  # templates compiled, connections open
-    started = time.perf_counter()
     page = c.get("/sets")
-    elapsed = time.perf_counter() - started
     assert page.status_code == 200 and "500 of 500 sets" in page.text
-    assert page.text.count("<tr data-state=") == 500
-    assert elapsed < 1.0, f"/sets with 500 sets took {elapsed:.3f} s"
+    assert page.text.count("<tr data-state=") == 500  # how fast: bench.dashboard (README's performance table)
     ctx.sessions.kw["bind"].dispose()
 
 
