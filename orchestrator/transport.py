@@ -290,8 +290,14 @@ def _exchange(
     conn: http.client.HTTPConnection, request: httpx.Request, target: str, body: bytes
 ) -> http.client.HTTPResponse:
     conn.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
+    chunked = False
     for name, value in request.headers.raw:
+        if name.lower() == b"transfer-encoding":  # a streamed body (httpx frames nothing itself): it was read
+            chunked = True  # whole above, so it goes out with its length instead
+            continue
         conn.putheader(name.decode("latin-1"), value)
+    if chunked:
+        conn.putheader("Content-Length", str(len(body)))
     conn.endheaders(body or None)
     return conn.getresponse()
 

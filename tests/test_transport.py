@@ -196,6 +196,9 @@ def test_the_request_goes_out_as_httpx_built_it(server: Server, client: httpx.Cl
 def test_post_with_a_body(server: Server, client: httpx.Client) -> None:
     reply = client.post(f"{server.url}/echo", content=b"hello")
     assert reply.json() == {"got": "hello"}
+    streamed = client.post(f"{server.url}/echo", content=iter([b"str", b"eam"]))  # httpx: Transfer-Encoding chunked
+    assert streamed.json() == {"got": "stream"}
+    assert server.requests[-1][2].get("Content-Length") == "6"
 
 
 def test_connection_close_is_honoured(server: Server, client: httpx.Client) -> None:
