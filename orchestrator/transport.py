@@ -32,7 +32,16 @@ import httpx
 
 CHUNK = 65536
 SAFE_TO_REPEAT = frozenset({"GET", "HEAD", "OPTIONS"})
-_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+# What a connection the server closed while it sat idle looks like on its next use (plain, or TLS closed with or
+# without its close_notify).
+_STALE = (
+    http.client.RemoteDisconnected,
+    BrokenPipeError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+)
 
 Origin = tuple[str, str, int]
 

@@ -336,7 +336,11 @@ def test_https_with_a_trusted_and_an_untrusted_certificate(tls_server: tuple[Ser
     with httpx.Client(transport=KeepAliveTransport(ssl_context=trusted)) as client:
         assert client.get(url).content == BODY
         assert client.get(url).content == BODY
-    assert srv.connections == 1
+        assert srv.connections == 1
+        assert client.get(url.replace("/ok", "/hangup")).content == BODY
+        time.sleep(0.1)
+        assert client.get(url).content == BODY  # the TLS connection the server closed is replaced, unseen
+    assert srv.connections == 2
     with httpx.Client(transport=KeepAliveTransport()) as client, pytest.raises(httpx.ConnectError) as failure:
         client.get(url)  # a self-signed certificate is not in the default roots
     assert "CERTIFICATE_VERIFY_FAILED" in str(failure.value)
