@@ -4,8 +4,6 @@ registered on the main ``app``. Both show the one read model, ``overview.overvie
 from __future__ import annotations
 
 import json
-import secrets
-import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Annotated
@@ -129,6 +127,8 @@ def overview(
 
 def _display_host(host: str) -> str:
     if host in ("0.0.0.0", "::", ""):
+        import socket  # here, not at the top: every hwf command imports this module to register `serve`
+
         return socket.gethostname()
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
@@ -163,6 +163,8 @@ def serve(
     loopback = is_loopback(host)
     generated = token is None and not loopback
     if generated:
+        import secrets
+
         token = secrets.token_urlsafe(24)
     with errors():
         from orchestrator.wiring import read_only_context

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from orchestrator.alma.types import JobInfo
 from orchestrator.cli.base import app, config, config_path, err, errors, fail, out
 from orchestrator.cli.text import safe
 from orchestrator.config import STEP_JOB_KEYS, is_loopback
 from orchestrator.errors import AlmaError
 
 if TYPE_CHECKING:
+    from orchestrator.alma.types import JobInfo
     from orchestrator.service import setup
 
 _STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
