@@ -262,9 +262,14 @@ def is_loopback(url: str) -> bool:
         return False
 
 
+def plain_http_elsewhere(url: str) -> bool:
+    """Plain ``http://`` to a host that is not this machine: what the request carries would travel in clear."""
+    return url.lower().startswith("http://") and not is_loopback(url)
+
+
 def _secure(reader: _Reader, key: str, url: str, allow_http: bool, why: str) -> str:
     """Refuse plain ``http://`` to another host unless ``allow_insecure_http = true``."""
-    if url.lower().startswith("http://") and not allow_http and not is_loopback(url):
+    if plain_http_elsewhere(url) and not allow_http:
         raise reader.fail(
             key,
             f"{url} is plain http to another host: {why} would travel in clear. Use https://, "

@@ -19,7 +19,6 @@ is checked before use instead.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import select
 import ssl
 import threading
@@ -29,6 +28,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from orchestrator.config import is_loopback
 
 CHUNK = 65536
 SAFE_TO_REPEAT = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -54,22 +55,13 @@ def environment_proxy(url: str) -> str | None:
     module's), so it asks here and builds the proxy transport itself."""
     parts = urlsplit(url)
     host = parts.hostname
-    if not host or _loopback(host):
+    if not host or is_loopback(url):
         return None
     proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(parts.scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass(host):
         return None
     return proxy if "://" in proxy else f"http://{proxy}"
-
-
-def _loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Slot:
@@ -153,16 +145,15 @@ class KeepAliveTransport(httpx.BaseTransport):
         """This thread's idle connection to ``origin`` (reused: True) or a new one (False)."""
         slot = slots.get(origin)
         read_timeout = timeouts.get("read")
-        if slot is not None and not slot.busy and slot.conn.sock is not None:
-            if request.method in SAFE_TO_REPEAT or not _readable(slot.conn):
+        if slot is not None and not slot.busy:
+            sock = slot.conn.sock
+            if sock is not None and (request.method in SAFE_TO_REPEAT or not _readable(slot.conn)):
                 slot.busy = True
                 if slot.timeout != read_timeout:
-                    slot.conn.sock.settimeout(read_timeout)
+                    sock.settimeout(read_timeout)
                     slot.timeout = read_timeout
                 return slot, True
-            self._drop(slots, origin, slot)
-        elif slot is not None and not slot.busy:
-            self._drop(slots, origin, slot)
+            self._drop(slots, origin, slot)  # closed, or spoken to by the server while idle
         fresh = _Slot(self._connect(origin, timeouts, request), read_timeout)
         fresh.busy = True
         if origin not in slots:  # a busy slot stays; this connection is then closed after its one reply

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from orchestrator.cli.base import app, config, config_path, err, errors, fail, out
 from orchestrator.cli.text import safe
-from orchestrator.config import STEP_JOB_KEYS, is_loopback
+from orchestrator.config import STEP_JOB_KEYS, plain_http_elsewhere
 from orchestrator.errors import AlmaError
 
 if TYPE_CHECKING:
@@ -138,10 +138,10 @@ def _look_jobs_up(
 
     if not key:
         return None
-    scheme = lookup.split("://", 1)[0].lower() if "://" in lookup else ""
-    if scheme not in ("http", "https") or (scheme == "http" and not is_loopback(lookup)):
+    web = lookup.lower().startswith(("http://", "https://"))
+    if not web or plain_http_elsewhere(lookup):
         # The config's own check (allow_insecure_http) cannot apply: there is no file yet.
-        problem = "is not an http(s) URL" if scheme not in ("http", "https") else "is plain http to another host"
+        problem = "is plain http to another host" if web else "is not an http(s) URL"
         fail(
             f"$HWF_ALMA_BASE_URL {safe(lookup)} {problem}: the Alma key would not go there. Use https://, or "
             f"unset {key_env} to write the file with placeholders; nothing was written",
