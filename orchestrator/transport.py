@@ -19,6 +19,7 @@ is checked before use instead.
 from __future__ import annotations
 
 import http.client
+import re
 import select
 import ssl
 import threading
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from orchestrator.config import is_loopback
+from orchestrator.errors import ConfigError
 
 CHUNK = 65536
 SAFE_TO_REPEAT = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -52,16 +54,33 @@ def environment_proxy(url: str) -> str | None:
     lower case first, as curl and httpx read them), or None. A loopback host is never proxied.
 
     httpx reads these variables only when it builds its own transport; hwf gives it one (for retries, or this
-    module's), so it asks here and builds the proxy transport itself."""
+    module's), so it asks here and builds the proxy transport itself.
+    :raises ConfigError: the variable names no http(s) proxy URL (one line, the password never shown)."""
     parts = urlsplit(url)
     host = parts.hostname
     if not host or is_loopback(url):
         return None
     proxies = urllib.request.getproxies_environment()
-    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    scheme = parts.scheme if proxies.get(parts.scheme) else "all"
+    proxy = proxies.get(scheme)
     if not proxy or urllib.request.proxy_bypass(host):
         return None
-    return proxy if "://" in proxy else f"http://{proxy}"
+    proxy = proxy if "://" in proxy else f"http://{proxy}"
+    problem = ""
+    if proxy.split("://", 1)[0].lower() not in ("http", "https"):
+        problem = "hwf uses http and https proxies only"
+    else:
+        try:
+            httpx.Proxy(proxy)
+        except (httpx.InvalidURL, ValueError) as exc:
+            problem = str(exc)
+    if problem:
+        shown = re.sub(r"//[^/@]*@", "//***@", proxy)  # a proxy URL may carry a password
+        raise ConfigError(
+            f"the proxy in ${scheme.upper()}_PROXY (or ${scheme}_proxy), {shown!r}, is not usable: {problem}; "
+            "fix it, or unset it to connect directly"
+        )
+    return proxy
 
 
 class _Slot:

@@ -25,7 +25,7 @@ from orchestrator.alma.client import AlmaClient
 from orchestrator.bounded import ReplyTooLarge, ReplyTooSlow, send_bounded
 from orchestrator.config import PrimoConfig
 from orchestrator.domain.handles import Verdict
-from orchestrator.errors import AlmaError
+from orchestrator.errors import AlmaError, ConfigError
 from orchestrator.resolver import Verifier, VerifyItem
 from orchestrator.transport import KeepAliveTransport, environment_proxy
 
@@ -384,6 +384,25 @@ def test_environment_proxy(no_proxies: pytest.MonkeyPatch) -> None:
     assert environment_proxy("http://hdl.example.org") == "http://all.example.edu:1"
     for loopback in ("http://127.0.0.1:8000", "http://localhost:1", "http://[::1]:2"):
         assert environment_proxy(loopback) is None  # a proxy cannot reach this machine's loopback
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("http://user:secret@[::1", "Invalid port"),
+        ("socks9://user:secret@proxy:1", "http and https proxies only"),
+        ("proxy.example.edu:notaport", "Invalid port"),
+    ],
+)
+def test_an_unusable_proxy_is_one_line_naming_the_variable(
+    no_proxies: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    no_proxies.setenv("HTTPS_PROXY", value)
+    with pytest.raises(ConfigError) as failure:
+        environment_proxy("https://hdl.handle.net")
+    message = str(failure.value)
+    assert "$HTTPS_PROXY" in message and problem in message and "\n" not in message
+    assert "secret" not in message  # the password is never shown
 
 
 def test_a_proxy_from_the_environment_carries_verifier_and_alma_requests(

@@ -141,9 +141,11 @@ def _look_jobs_up(
     web = lookup.lower().startswith(("http://", "https://"))
     if not web or plain_http_elsewhere(lookup):
         # The config's own check (allow_insecure_http) cannot apply: there is no file yet.
-        problem = "is plain http to another host" if web else "is not an http(s) URL"
+        problem = (
+            "is plain http to another host: the Alma key would travel in clear" if web else "is not an http(s) URL"
+        )
         fail(
-            f"$HWF_ALMA_BASE_URL {safe(lookup)} {problem}: the Alma key would not go there. Use https://, or "
+            f"$HWF_ALMA_BASE_URL {safe(lookup)} {problem}, so hwf did not send the key. Use https://, or "
             f"unset {key_env} to write the file with placeholders; nothing was written",
             2,
         )
