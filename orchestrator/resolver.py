@@ -167,6 +167,7 @@ class Verifier:
         self._circuit_threshold = circuit_threshold or max(5, 2 * concurrency)
         self._consecutive_transient = 0
         self._lock = threading.Lock()
+        self._stopping = threading.Event()  # set when a verify() ends: workers give up their retries
         self.stats = VerifyStats()
         # The verifier's own transport (orchestrator.transport): a kept-alive connection per worker thread,
         # no pool lock, http.client's parser. Through a proxy from the environment: httpx's own transport.
@@ -222,7 +223,8 @@ class Verifier:
         # caller's thread sleeps on one queue alone.
         todo: queue.SimpleQueue[VerifyItem | None] = queue.SimpleQueue()
         done: queue.SimpleQueue[VerifyResult] = queue.SimpleQueue()
-        stopping = threading.Event()
+        stopping = self._stopping
+        stopping.clear()
         workers: list[threading.Thread] = []
 
         def work() -> None:
@@ -395,7 +397,9 @@ class Verifier:
                 value = once()
             except _Transient as failure:
                 self._note_transient()
-                if attempt > self._retries:
+                if attempt > self._retries or self._stopping.is_set():
+                    # Out of retries, or the run is ending (Ctrl-C, the caller stopped): no more waiting on
+                    # this one; a stopped run's result is dropped, never stored.
                     return None, attempt, failure.reason
                 self._count(retries=1)
                 if failure.retry_after is not None:
@@ -404,6 +408,8 @@ class Verifier:
                 else:
                     delay = self._backoff(attempt)
                 self._sleep(delay)
+                if self._stopping.is_set():
+                    return None, attempt, failure.reason
                 continue
             with self._lock:
                 self._consecutive_transient = 0

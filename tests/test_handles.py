@@ -674,6 +674,23 @@ def test_stopping_early_stops_consuming_input() -> None:
     assert not [t for t in threading.enumerate() if t.name.startswith("hwf-verify")]  # the workers ended with it
 
 
+def test_stopping_early_abandons_the_retries_of_the_checks_in_flight() -> None:
+    """Ctrl-C (or any early stop) while handles are retrying against a proxy that is down: the running checks
+    give up at their next failure instead of going through every retry (minutes behind a circuit pause)."""
+    proxy = FakeProxy({"11084/0": [url_value(PRIMO.record_url("0"))]})
+    for n in range(1, 9):
+        proxy.faults[f"api:11084/{n}"] = [lambda: httpx.Response(503)] * 1000
+    items = [VerifyItem(str(n), f"11084/{n}") for n in range(9)]
+    with make_verifier(proxy, concurrency=8, retries=50, sleep=time.sleep, backoff_base=0.01, backoff_cap=0.01) as v:
+        stream = v.verify(items)
+        first = next(stream)
+        stream.close()
+    assert first.verdict is Verdict.OK
+    failing = sum(proxy.calls[f"api:11084/{n}"] for n in range(1, 9))
+    assert failing < 8 * 10  # each stopped after a few attempts, not after its 51 (306 before)
+    assert not [t for t in threading.enumerate() if t.name.startswith("hwf-verify")]
+
+
 def test_worker_threads_are_started_as_needed_and_end_with_the_run() -> None:
     proxy = FakeProxy({}, delay=0.01)
     started: set[str] = set()
