@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from orchestrator.domain.steps import JOB_KEYS
 from orchestrator.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "hwf.toml"
-STEP_JOB_KEYS = ("copy_identifiers", "handle_migration", "handle_integration")
+STEP_JOB_KEYS = JOB_KEYS  # the keys under [alma.jobs], in the workflow's order
 _JOB_ID = re.compile(r"^[MSO]\d+$")
 _INSTITUTION = re.compile(r"^[A-Za-z0-9_]+$")
 KEY_FILE_MAX_BYTES = 4096  # an Alma API key is ~36 characters; anything this big is not a key file

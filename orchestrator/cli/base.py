@@ -2,7 +2,7 @@
 
 A command parses its options, builds the context through :mod:`orchestrator.wiring`, calls one service
 function and renders the result. Domain errors become one line on stderr and an exit code
-(INTERFACE.md): 1 operational, 2 bad usage or input, 3 needs attention, 4 set held by another process.
+(the codes scripts rely on): 1 operational, 2 bad usage or input, 3 needs attention, 4 set held by another process.
 """
 
 from __future__ import annotations

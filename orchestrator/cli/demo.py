@@ -13,7 +13,7 @@ from orchestrator.cli.text import TimeDisplay, safe
 from orchestrator.config import load_config
 from orchestrator.domain.wording import plural
 from orchestrator.errors import NeedsAttentionError
-from orchestrator.service import preflight, verification, views, workflow
+from orchestrator.service import preflight, repair, verification, views, workflow
 from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, SimServer, Simulator
 
@@ -127,7 +127,7 @@ def run_demo(
 
 def _show_and_fix_the_trap(out: Console, ctx: Context, set_id: str) -> bool:
     """The seed case's trap: show one record's diff, then repair every record (False: nothing to fix)."""
-    dry = preflight.fix(ctx, set_id, apply=False, diff=True)
+    dry = repair.fix(ctx, set_id, apply=False, diff=True)
     if not dry.diffs:
         return False
     first = next(iter(dry.diffs))
@@ -136,11 +136,11 @@ def _show_and_fix_the_trap(out: Console, ctx: Context, set_id: str) -> bool:
         "onto dc:identifier, and the Handle Migration job would skip those records while "
         "reporting success. `hwf fix` removes only that attribute (diff of one record):"
     )
-    one = preflight.FixReport(
+    one = repair.FixReport(
         set=dry.set, mode="dry-run", summaries={first: dry.summaries[first]}, diffs={first: dry.diffs[first]}
     )
     print_fix(out, one, diff=True)
-    applied = preflight.fix(ctx, set_id, apply=True)
+    applied = repair.fix(ctx, set_id, apply=True)
     out.print(
         f"`hwf fix {set_id} --apply`: {plural(len(applied.changed), 'record')} repaired "
         "(each original <bib> backed up first; `hwf fix --undo` restores them).\n"

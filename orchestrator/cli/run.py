@@ -83,9 +83,9 @@ def add(
             fail("give an ALMA_SET_ID, or --from-csv FILE --name NAME", 2)
         with context(quiet=json_output) as ctx, errors():
             if adopt:
-                from orchestrator.service import audit
+                from orchestrator.service import adoption
 
-                summaries = [audit.adopt(ctx, alma_set_id, name)]
+                summaries = [adoption.adopt(ctx, alma_set_id, name)]
             else:
                 from orchestrator.service import workflow
 
@@ -172,7 +172,7 @@ def fix(
     --apply. Records are read 100 at a time and written concurrently within the rate cap, each original
     backed up first."""
     from orchestrator.cli.render import FixProgress, print_fix
-    from orchestrator.service import preflight
+    from orchestrator.service import repair
 
     if apply and undo:
         fail("--apply and --undo cannot be used together", 2)
@@ -182,9 +182,9 @@ def fix(
     try:
         with context(quiet=True) as ctx, errors():
             if undo:
-                result = preflight.undo(ctx, set_ref, progress=progress)
+                result = repair.undo(ctx, set_ref, progress=progress)
             else:
-                result = preflight.fix(ctx, set_ref, apply=apply, diff=diff, progress=progress)
+                result = repair.fix(ctx, set_ref, apply=apply, diff=diff, progress=progress)
     finally:
         if progress is not None:
             progress.close()
@@ -388,8 +388,8 @@ def confirm(
     """Adopt a job instance for the set's waiting step (manual integration, ambiguous reconciliation).
 
     The instance must be a run of the step's job, on this set, and not adopted by another set or step."""
-    from orchestrator.service import jobs
+    from orchestrator.service.actions import manual
 
     with context(quiet=True) as ctx, errors():
-        message = jobs.confirm(ctx, set_ref, instance, force=force)
+        message = manual.confirm(ctx, set_ref, instance, force=force)
     _said("confirm", set_ref, message, json_output)

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from orchestrator.domain.attention import advice, next_command
+from orchestrator.domain.jobrules import run_seconds
 from orchestrator.service import verification, views
 from orchestrator.service.context import Context, find_set
 from orchestrator.service.overview import iso
@@ -50,7 +51,7 @@ class Milestone:
 
 @dataclass(frozen=True)
 class JobRun:
-    """One submission of a step: when hwf sent it, when Alma took it, when it ended, and what it did."""
+    """One submission of a step: when hwf sent it, when Alma started it, when it ended, and what it did."""
 
     step: str
     number: int
@@ -60,16 +61,11 @@ class JobRun:
     status: str | None
     progress: float | None
     counters: tuple[tuple[str, str], ...]  # (description, value)
-    submitted_at: datetime  # hwf committed the attempt and sent the POST
-    started_at: datetime | None  # Alma answered with the instance id
-    ended_at: datetime | None  # hwf saw the terminal status
+    begun_at: datetime  # hwf's clock: the attempt was committed and its POST sent
+    alma_started_at: datetime | None  # Alma's clock: the run started (unknown until Alma says)
+    ended_at: datetime | None  # hwf's clock: hwf read the run's end
+    duration_seconds: float | None  # submission to end, on one clock (domain.jobrules.run_seconds)
     note: str | None
-
-    @property
-    def duration_seconds(self) -> float | None:
-        if self.ended_at is None:
-            return None
-        return max((self.ended_at - (self.started_at or self.submitted_at)).total_seconds(), 0.0)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -81,8 +77,8 @@ class JobRun:
             "status": self.status,
             "progress": self.progress,
             "counters": [{"desc": d, "value": v} for d, v in self.counters],
-            "submitted_at": iso(self.submitted_at),
-            "started_at": iso(self.started_at),
+            "submitted_at": iso(self.begun_at),
+            "started_at": iso(self.alma_started_at),
             "ended_at": iso(self.ended_at),
             "duration_seconds": self.duration_seconds,
             "note": self.note,
@@ -203,9 +199,10 @@ def _jobs(session: Any, set_id: int) -> tuple[JobRun, ...]:
             status=a.status,
             progress=a.progress,
             counters=_counters(a.counters),
-            submitted_at=a.started_at,
-            started_at=a.submitted_at,
-            ended_at=a.finished_at,
+            begun_at=a.begun_at,
+            alma_started_at=a.alma_started_at,
+            ended_at=a.ended_at,
+            duration_seconds=run_seconds(a.alma_submitted_at, a.alma_ended_at, a.submitted_at, a.ended_at),
             note=a.note,
         )
         for a in session.scalars(select(Attempt).where(Attempt.set_id == set_id).order_by(Attempt.id))

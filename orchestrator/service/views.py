@@ -212,8 +212,8 @@ class AttemptView:
     instance_id: str | None
     status: str | None
     counters: list[Any] | None
-    started_at: datetime
-    finished_at: datetime | None
+    begun_at: datetime  # hwf committed the attempt (before the POST)
+    ended_at: datetime | None  # hwf read the run's end
     note: str | None
 
     def as_json(self) -> dict[str, Any]:
@@ -232,9 +232,9 @@ class AttemptView:
             "instance_id": self.instance_id,
             "status": self.status,
             "counters": self.counters or [],
-            "started_at": stamp(self.started_at),
-            "finished_at": stamp(self.finished_at),
-            "seconds": (self.finished_at - self.started_at).total_seconds() if self.finished_at else None,
+            "started_at": stamp(self.begun_at),
+            "finished_at": stamp(self.ended_at),
+            "seconds": (self.ended_at - self.begun_at).total_seconds() if self.ended_at else None,
             "note": self.note,
         }
 
@@ -252,8 +252,8 @@ def attempts(ctx: Context, ref: str) -> list[AttemptView]:
                 instance_id=a.instance_id,
                 status=a.status,
                 counters=a.counters,
-                started_at=a.started_at,
-                finished_at=a.finished_at,
+                begun_at=a.begun_at,
+                ended_at=a.ended_at,
                 note=a.note,
             )
             for a in session.scalars(select(Attempt).where(Attempt.set_id == set_id).order_by(Attempt.id))

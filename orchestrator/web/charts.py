@@ -128,14 +128,14 @@ def timeline(runs: Sequence[JobRun], milestones: Sequence[Milestone], now: datet
     milestones as marks along the top."""
     title = "Timeline of the set's jobs and milestones"
     lines = [
-        f"{r.step} attempt {r.number}: {r.status or r.state}, submitted {_stamp(r.submitted_at, True)}"
+        f"{r.step} attempt {r.number}: {r.status or r.state}, submitted {_stamp(r.begun_at, True)}"
         + (f", ended {_stamp(r.ended_at, True)}" if r.ended_at else "")
         for r in runs
     ] + [f"{m.to_state} at {_stamp(m.at, True)}" for m in milestones]
     width, left, right, row_h, top = 720, 150, 50, 24, 46
     height = top + row_h * max(len(runs), 1) + 30
     out = _open(width, height, title, "; ".join(lines) or "no job yet")
-    moments = [r.submitted_at for r in runs] + [r.ended_at or now for r in runs] + [m.at for m in milestones]
+    moments = [r.begun_at for r in runs] + [r.ended_at or now for r in runs] + [m.at for m in milestones]
     if not moments:
         out.append(f'<text x="10" y="{top}" {_FONT} fill="#555">no job submitted yet</text>')
         out.append("</svg>")
@@ -162,7 +162,7 @@ def timeline(runs: Sequence[JobRun], milestones: Sequence[Milestone], now: datet
         )
     for i, r in enumerate(runs):
         y = top + i * row_h
-        start, end = x(r.submitted_at), x(r.ended_at or now)
+        start, end = x(r.begun_at), x(r.ended_at or now)
         out.append(
             f'<text x="{left - 8}" y="{y + 16}" text-anchor="end" {_FONT} fill="#222">'
             f"{_t(f'{r.step} #{r.number}')}</text>"
