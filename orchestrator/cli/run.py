@@ -9,6 +9,7 @@ import typer
 
 from orchestrator.cli.base import app, context, dump, err, errors, fail, out, say
 from orchestrator.cli.text import clean, safe
+from orchestrator.display import iso_z
 from orchestrator.domain.handles import VERIFIED_VALUES
 from orchestrator.domain.wording import plural
 
@@ -42,7 +43,7 @@ def result_json(r: AdvanceResult) -> dict[str, object]:
         "outcome": r.outcome.value,
         "state": r.state,
         "message": r.message,
-        "wait_until": r.wait_until.isoformat().replace("+00:00", "Z") if r.wait_until else None,
+        "wait_until": iso_z(r.wait_until),
     }
 
 

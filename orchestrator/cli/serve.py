@@ -15,6 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli.base import app, config, context, errors, fail, out
+from orchestrator.cli.text import clean, shorten
+from orchestrator.display import duration, utc_stamp
 
 if TYPE_CHECKING:
     from orchestrator.service.overview import Overview
@@ -27,14 +29,7 @@ MIN_TOKEN_LENGTH = 16
 
 
 def _short(text: str, width: int) -> str:
-    from orchestrator.web.text import clean
-
-    text = " ".join(clean(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _stamp(ov: Overview) -> str:
-    return ov.generated_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return shorten(" ".join(clean(text, keep_newlines=True).split()), width)
 
 
 def render_overview(ov: Overview) -> RenderableType:
@@ -42,12 +37,12 @@ def render_overview(ov: Overview) -> RenderableType:
     lines: list[RenderableType] = []
     pct = f" ({100 * ov.records_verified / ov.records:.1f} %)" if ov.records else ""
     head = Text()
-    head.append(f"hwf overview, {_stamp(ov)}\n", style="bold")
+    head.append(f"hwf overview, {utc_stamp(ov.generated_at)}\n", style="bold")
     head.append(f"Records verified: {ov.records_verified:,} of {ov.records:,}{pct}")
     head.append(f", {ov.records_excluded:,} excluded\n" if ov.records_excluded else "\n")
     states = ", ".join(f"{state} {n}" for state, n in ov.sets_by_state.items())
     head.append(f"Sets: {ov.sets} ({states})\n")
-    eta = ov.eta.strftime("%Y-%m-%d %H:%M UTC") if ov.eta else ("done" if ov.done else "unknown")
+    eta = utc_stamp(ov.eta, seconds=False) if ov.eta else ("done" if ov.done else "unknown")
     head.append(f"ETA: {eta}", style="bold")
     head.append(f" ({ov.eta_note})\n")
     limits = ov.limits
@@ -58,9 +53,9 @@ def render_overview(ov: Overview) -> RenderableType:
     )
     oldest = ov.oldest_check
     if oldest is not None:
-        head.append(f"Oldest full verification: set {oldest[0]}, {oldest[1].strftime('%Y-%m-%d %H:%M UTC')}\n")
+        head.append(f"Oldest full verification: set {oldest[0]}, {utc_stamp(oldest[1], seconds=False)}\n")
     if ov.durations:
-        measured = ", ".join(f"{step} {d.mean_seconds / 60:.1f} min ({d.runs})" for step, d in ov.durations.items())
+        measured = ", ".join(f"{step} {duration(d.mean_seconds)} ({d.runs})" for step, d in ov.durations.items())
         head.append(f"Job durations measured (mean, runs): {measured}\n")
     lines.append(head)
     if ov.attention:
