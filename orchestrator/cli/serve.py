@@ -16,6 +16,7 @@ from rich.text import Text
 
 from orchestrator.cli.base import app, config, context, errors, fail, out
 from orchestrator.cli.text import clean, shorten
+from orchestrator.config import is_loopback_host
 from orchestrator.display import duration, utc_stamp
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ def serve(
     refresh: Annotated[float, typer.Option(help="How often the overview page updates itself, in seconds.")] = 5.0,
 ) -> None:
     """The read-only web dashboard of the migration, from the same database (workers may run meanwhile)."""
-    from orchestrator.web import bind, create_app, is_loopback
+    from orchestrator.web import bind, create_app
     from orchestrator.web import serve as run_server
 
     if not 0 <= port <= 65535:
@@ -155,7 +156,7 @@ def serve(
         fail(f"--refresh must be a positive number of seconds, not {refresh:g}", 2)
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
         fail(f"--token must be at least {MIN_TOKEN_LENGTH} characters long", 2)
-    loopback = is_loopback(host)
+    loopback = is_loopback_host(host)
     generated = token is None and not loopback
     if generated:
         import secrets
