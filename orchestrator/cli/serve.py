@@ -4,9 +4,12 @@ registered on the main ``app``. Both show the one read model, ``overview.overvie
 from __future__ import annotations
 
 import json
+import secrets
+import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Annotated
+import webbrowser
+from typing import Annotated
 
 import typer
 from rich.console import Group, RenderableType
@@ -18,9 +21,9 @@ from orchestrator.cli.base import app, config, context, errors, fail, out
 from orchestrator.cli.text import clean, shorten
 from orchestrator.config import is_loopback_host
 from orchestrator.display import duration, utc_stamp
-
-if TYPE_CHECKING:
-    from orchestrator.service.overview import Overview
+from orchestrator.service import overview as read
+from orchestrator.service.overview import Overview
+from orchestrator.wiring import read_only_context
 
 DEFAULT_PORT = 8155
 MIN_TOKEN_LENGTH = 16
@@ -91,8 +94,6 @@ def overview(
     ] = None,
 ) -> None:
     """The whole migration at a glance: sets per state, records verified, attention, running jobs, ETA."""
-    from orchestrator.service import overview as read
-
     if watch is not None and not watch > 0:
         fail(f"--watch must be a positive number of seconds, not {watch:g}", 2)
     with context(quiet=True) as ctx, errors():
@@ -123,8 +124,6 @@ def overview(
 
 def _display_host(host: str) -> str:
     if host in ("0.0.0.0", "::", ""):
-        import socket  # here, not at the top: every hwf command imports this module to register `serve`
-
         return socket.gethostname()
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
@@ -147,8 +146,9 @@ def serve(
     refresh: Annotated[float, typer.Option(help="How often the overview page updates itself, in seconds.")] = 5.0,
 ) -> None:
     """The read-only web dashboard of the migration, from the same database (workers may run meanwhile)."""
-    from orchestrator.web import bind, create_app
-    from orchestrator.web import serve as run_server
+    # Imported here, not at the top: `hwf overview` shares this module and needs none of Starlette and Jinja
+    # (0.1 s of start-up). `web.serve` is looked up when called: a test replaces it.
+    from orchestrator import web
 
     if not 0 <= port <= 65535:
         fail(f"--port must be between 0 and 65535, not {port}", 2)
@@ -159,14 +159,10 @@ def serve(
     loopback = is_loopback_host(host)
     generated = token is None and not loopback
     if generated:
-        import secrets
-
         token = secrets.token_urlsafe(24)
     with errors():
-        from orchestrator.wiring import read_only_context
-
         ctx = read_only_context(config())
-        sock = bind(host, port)
+        sock = web.bind(host, port)
     try:
         actual = sock.getsockname()[1]
         base = f"http://{_display_host(host)}:{actual}/"
@@ -179,12 +175,10 @@ def serve(
             typer.echo(f"Open {url} (the token then lives in a cookie) or send Authorization: Bearer TOKEN.", err=True)
         typer.echo(url)
         if open_browser:
-            import webbrowser
-
             threading.Timer(0.5, webbrowser.open, args=(url,)).start()
-        app_ = create_app(ctx, token=token, loopback=loopback, poll_seconds=refresh)
+        app_ = web.create_app(ctx, token=token, loopback=loopback, poll_seconds=refresh)
         try:
-            run_server(app_, sock)
+            web.serve(app_, sock)
         except KeyboardInterrupt:
             pass
     finally:
