@@ -8,6 +8,7 @@ The terminal (``cli/text.py``) and the dashboard (``web/text.py``) each choose h
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -64,9 +65,9 @@ def iso_z(at: datetime | None) -> str | None:
 
 
 def duration(seconds: float) -> str:
-    """A length of time for people: ``45s``, ``4m 05s``, ``2h 03m``, ``3d 04h`` (rounded to the second; never
-    negative)."""
-    total = max(int(round(seconds)), 0)
+    """A length of time for people: ``45s``, ``4m 05s``, ``2h 03m``, ``3d 04h`` (to the nearest second, a half
+    up, as the dashboard's script rounds; never negative)."""
+    total = max(math.floor(seconds + 0.5), 0)
     if total < 60:
         return f"{total}s"
     minutes, secs = divmod(total, 60)

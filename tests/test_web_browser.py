@@ -208,7 +208,7 @@ def test_the_script_shows_durations_and_unsafe_text_as_the_server_does(driver: A
     from orchestrator.display import duration
     from orchestrator.web.text import clean
 
-    seconds = [0, 0.4, 45, 59.4, 245, 3599, 3600, 7400, 86399, 3 * 86400 + 4 * 3600]
+    seconds = [0, 0.4, 0.5, 2.5, 45, 59.4, 59.5, 245, 3599, 3600, 7400, 86399, 3 * 86400 + 4 * 3600]
     shown = driver.execute_script(_script_function("duration") + "\nreturn arguments[0].map(duration);", seconds)
     assert shown == [duration(s) for s in seconds]
     samples = [
