@@ -252,15 +252,26 @@ def _url(reader: _Reader, key: str, default: str | None = None, *, value: str | 
     return value
 
 
-def is_loopback(url: str) -> bool:
-    """The URL's host is this machine (localhost, 127.0.0.0/8, ::1): nothing it carries leaves it."""
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+def is_loopback_host(host: str) -> bool:
+    """``host`` is this machine: the name ``localhost`` (any case), or an address in 127.0.0.0/8 or ::1 (an IPv6
+    address with or without its brackets). No other name counts, ``*.localhost`` included: a name is only as
+    local as whatever resolves it.
+
+    The one loopback rule: plain http to a loopback URL needs no ``allow_insecure_http`` (config), a loopback URL
+    is never sent through a proxy (transport), a dashboard bound to a loopback address needs no token and answers
+    only requests whose Host is loopback, so a page elsewhere that points its own name at 127.0.0.1 (DNS
+    rebinding) gets nothing (web)."""
+    if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
     except ValueError:
         return False
+
+
+def is_loopback(url: str) -> bool:
+    """The URL's host is this machine (:func:`is_loopback_host`): nothing it carries leaves it."""
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 def plain_http_elsewhere(url: str) -> bool:

@@ -82,7 +82,7 @@ def test_attempt_stuck_submitting_is_reported_with_its_age(ctx: Context, sim: Si
     diagnosis = doctor.diagnose(ctx)
     assert sorted(kinds(diagnosis)) == ["lease", "submitting"]
     stuck = next(f for f in diagnosis.findings if f.kind == "submitting")
-    assert "10 min" in stuck.problem and "migrate" in stuck.problem and "no hwf process" in stuck.problem
+    assert "10m 00s" in stuck.problem and "migrate" in stuck.problem and "no hwf process" in stuck.problem
     assert stuck.data["age_seconds"] == 600.0
     assert "token" in stuck.action and "do not run the job by hand" in stuck.action
 

@@ -21,7 +21,8 @@ from rich.progress import (
 from rich.table import Column, Table
 
 from orchestrator.alma.types import JobInstance
-from orchestrator.cli.text import TimeDisplay, clean, duration, safe, shorten
+from orchestrator.cli.text import TimeDisplay, clean, safe, shorten
+from orchestrator.display import duration
 from orchestrator.domain.wording import plural
 
 if TYPE_CHECKING:

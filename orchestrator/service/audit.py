@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from orchestrator.alma.types import JobInstance
+from orchestrator.display import iso_z, utc_stamp
 from orchestrator.domain.jobrules import HWF_NAME, SetMatch, counted, match_instance, run_ok, submitted_by_api
 from orchestrator.domain.steps import JOB_STEPS, Stage, Step
 from orchestrator.domain.wording import plural
@@ -62,7 +63,7 @@ class AuditRun:
         out = asdict(self)
         for key in ("submit_time", "start_time", "end_time"):
             value = out[key]
-            out[key] = value.isoformat().replace("+00:00", "Z") if value else None
+            out[key] = iso_z(value)
         return out
 
 
@@ -459,4 +460,4 @@ def _counters(run: AuditRun) -> str:
 
 
 def _hm(at: datetime | None) -> str:
-    return at.strftime("%Y-%m-%d %H:%M UTC") if at else "?"
+    return utc_stamp(at, seconds=False) if at else "?"

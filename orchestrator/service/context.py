@@ -118,8 +118,3 @@ def require_match(session: Session, pattern: re.Pattern[str] | None, only: str |
         return
     if not any(pattern.search(name) for name in session.scalars(select(AlmaSet.name))):
         raise BadInputError(f"no registered set's name matches --only {only!r} (see `hwf status`)")
-
-
-def format_utc(at: datetime) -> str:
-    """A moment for messages: ``2026-02-02 15:04:05 UTC``."""
-    return utc_stamp(at)

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.alma.types import TERMINAL_STATUSES
+from orchestrator.display import duration, utc_stamp
 from orchestrator.domain.jobrules import UNKNOWN_INSTANCE_CODES
 from orchestrator.domain.steps import ORDER, STAGES, Stage, Step, next_step
 from orchestrator.errors import AlmaError, DatabaseError
@@ -87,19 +88,8 @@ class Diagnosis:
         }
 
 
-def _age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
 def _hhmm(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc_stamp(at)
 
 
 def check_schema(url: str) -> tuple[Diagnosis, Engine | None]:
@@ -367,7 +357,7 @@ def diagnose(ctx: Context, *, check_alma: bool = True, schema: Diagnosis | None 
                     "submitting",
                     PROBLEM,
                     f"set {row.alma_set_id}: the {attempt.step} job (attempt {attempt.number}) has been submitting "
-                    f"for {_age(age)} {where}: the POST's outcome is unknown",
+                    f"for {duration(age)} {where}: the POST's outcome is unknown",
                     f"`hwf resume --all` (or `hwf advance {row.alma_set_id}`) looks the job up by its token and "
                     "adopts it, or resubmits once it has surely not reached Alma; do not run the job by hand",
                     set=row.alma_set_id,

@@ -30,6 +30,7 @@ from sqlalchemy.exc import ArgumentError
 
 from orchestrator import __version__
 from orchestrator.config import Config
+from orchestrator.display import iso_z
 from orchestrator.errors import BadInputError, HwfError
 from orchestrator.service import verification, views
 from orchestrator.service.context import Context, find_set
@@ -61,7 +62,7 @@ class _Times:
         self.zone = ZoneInfo(zone)
 
     def utc(self, at: datetime | None) -> str | None:
-        return at.astimezone(UTC).isoformat().replace("+00:00", "Z") if at else None
+        return iso_z(at)
 
     def local(self, at: datetime | None) -> str | None:
         return at.astimezone(self.zone).isoformat() if at else None

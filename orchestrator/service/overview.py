@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from orchestrator.display import iso_z
 from orchestrator.domain.attention import advice, next_command
 from orchestrator.domain.jobrules import run_seconds
 from orchestrator.domain.steps import JOB_STEPS, Stage, Step, job_steps_left
@@ -27,11 +28,6 @@ from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Record
 
 _ACTIVE = (AttemptState.SUBMITTING, AttemptState.SUBMITTED, AttemptState.WAITING_OPERATOR)
 SERIES_POINTS = 200
-
-
-def iso(at: datetime | None) -> str | None:
-    """ISO-8601 UTC with ``Z`` (None stays None)."""
-    return at.isoformat().replace("+00:00", "Z") if at is not None else None
 
 
 @dataclass(frozen=True)
@@ -77,7 +73,7 @@ class RunningJob:
             "instance_id": self.instance_id,
             "status": self.status,
             "progress": self.progress,
-            "submitted_at": iso(self.submitted_at),
+            "submitted_at": iso_z(self.submitted_at),
             "elapsed_seconds": self.elapsed_seconds,
         }
 
@@ -134,7 +130,7 @@ class Overview:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "generated_at": iso(self.generated_at),
+            "generated_at": iso_z(self.generated_at),
             "sets": self.sets,
             "sets_by_state": dict(self.sets_by_state),
             "records": self.records,
@@ -143,13 +139,13 @@ class Overview:
             "attention": [a.as_json() for a in self.attention],
             "running": [r.as_json() for r in self.running],
             "waiting": self.waiting,
-            "eta": iso(self.eta),
+            "eta": iso_z(self.eta),
             "eta_note": self.eta_note,
             "done": self.done,
             "limits": self.limits.as_json(),
             "durations": {step: d.as_json() for step, d in self.durations.items()},
-            "verified_over_time": [{"at": iso(p.at), "records": p.records} for p in self.verified_over_time],
-            "last_checked": {s: iso(at) for s, at in self.last_checked.items()},
+            "verified_over_time": [{"at": iso_z(p.at), "records": p.records} for p in self.verified_over_time],
+            "last_checked": {s: iso_z(at) for s, at in self.last_checked.items()},
         }
 
 
@@ -176,8 +172,8 @@ class SetRow:
         return {
             **self.summary.as_json(),
             "verified": self.verified,
-            "updated_at": iso(self.updated_at),
-            "last_checked": iso(self.last_checked),
+            "updated_at": iso_z(self.updated_at),
+            "last_checked": iso_z(self.last_checked),
         }
 
 

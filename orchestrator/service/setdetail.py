@@ -14,11 +14,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from orchestrator.display import iso_z
 from orchestrator.domain.attention import advice, next_command
 from orchestrator.domain.jobrules import run_seconds
 from orchestrator.service import verification, views
 from orchestrator.service.context import Context, find_set
-from orchestrator.service.overview import iso
 from orchestrator.store.models import Attempt, Backup, Event, Record
 
 PROBLEMS_SHOWN = 500
@@ -46,7 +46,7 @@ class Milestone:
     actor: str | None
 
     def as_json(self) -> dict[str, Any]:
-        return {"at": iso(self.at), "from": self.from_state, "to": self.to_state, "detail": self.detail}
+        return {"at": iso_z(self.at), "from": self.from_state, "to": self.to_state, "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,9 @@ class JobRun:
             "status": self.status,
             "progress": self.progress,
             "counters": [{"desc": d, "value": v} for d, v in self.counters],
-            "submitted_at": iso(self.begun_at),
-            "started_at": iso(self.alma_started_at),
-            "ended_at": iso(self.ended_at),
+            "submitted_at": iso_z(self.begun_at),
+            "started_at": iso_z(self.alma_started_at),
+            "ended_at": iso_z(self.ended_at),
             "duration_seconds": self.duration_seconds,
             "note": self.note,
         }
@@ -93,7 +93,7 @@ class OperatorEvent:
     actor: str | None
 
     def as_json(self) -> dict[str, Any]:
-        return {"at": iso(self.at), "kind": self.kind, "detail": self.detail, "actor": self.actor}
+        return {"at": iso_z(self.at), "kind": self.kind, "detail": self.detail, "actor": self.actor}
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,8 @@ class BackupView:
             "mms_id": self.mms_id,
             "state": self.state,
             "detail": self.detail,
-            "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at),
+            "created_at": iso_z(self.created_at),
+            "updated_at": iso_z(self.updated_at),
         }
 
 
@@ -139,12 +139,12 @@ class SetDetail:
     def as_json(self) -> dict[str, Any]:
         return {
             **self.summary.as_json(),
-            "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at),
+            "created_at": iso_z(self.created_at),
+            "updated_at": iso_z(self.updated_at),
             "attention_kind": self.attention_kind,
             "attention_command": self.attention_command,
             "attention_advice": self.attention_advice,
-            "last_checked": iso(self.last_checked),
+            "last_checked": iso_z(self.last_checked),
             "milestones": [m.as_json() for m in self.milestones],
             "jobs": [j.as_json() for j in self.jobs],
             "verdicts": dict(self.verdicts),

@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select,
 from sqlalchemy.orm import Session
 
 from orchestrator.config import Config
+from orchestrator.display import iso_z
 from orchestrator.domain.attention import Attention
 from orchestrator.domain.handles import VERIFIED_VALUES, Verdict
 from orchestrator.domain.jobrules import settle_until
@@ -243,7 +244,7 @@ class ReportRow:
             "resolved_url": self.resolved_url,
             "expected_url": self.expected_url,
             "returned_correct_mms_id": self.correct_mms,
-            "checked_at": self.checked_at.isoformat().replace("+00:00", "Z") if self.checked_at else None,
+            "checked_at": iso_z(self.checked_at),
             "detail": self.detail,
             "excluded": self.excluded,
         }

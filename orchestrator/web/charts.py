@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from xml.sax.saxutils import escape
 
+from orchestrator.display import utc_stamp
 from orchestrator.service.overview import SeriesPoint
 from orchestrator.service.setdetail import JobRun, Milestone
 from orchestrator.web.text import clean
@@ -59,10 +60,6 @@ def bars(counts: Mapping[str, int], *, title: str, colours: Mapping[str, str] | 
     return "\n".join(out)
 
 
-def _stamp(at: datetime, seconds: bool = False) -> str:
-    return at.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
-
-
 def verified_over_time(points: Sequence[SeriesPoint], total: int) -> str:
     """Records verified (cumulative) against time, as a step line, with the total as a dashed ceiling."""
     width, height, left, right, top, bottom = 640, 240, 56, 16, 16, 36
@@ -73,9 +70,8 @@ def verified_over_time(points: Sequence[SeriesPoint], total: int) -> str:
         out.append("</svg>")
         return "\n".join(out)
     last = points[-1]
-    desc = (
-        f"{last.records:,} of {total:,} records verified; first at {_stamp(points[0].at)}, latest at {_stamp(last.at)}"
-    )
+    first, latest = utc_stamp(points[0].at, seconds=False), utc_stamp(last.at, seconds=False)
+    desc = f"{last.records:,} of {total:,} records verified; first at {first}, latest at {latest}"
     out = _open(width, height, title, desc)
     t0, t1 = points[0].at.timestamp(), last.at.timestamp()
     span = (t1 - t0) or 1.0
@@ -103,8 +99,10 @@ def verified_over_time(points: Sequence[SeriesPoint], total: int) -> str:
     out.append(f'<path d="{"".join(path)}" fill="none" stroke="#2f5fa0" stroke-width="2"/>')
     out.append(f'<text x="{left - 6}" y="{top + 4}" text-anchor="end" {_FONT} fill="#222">{ceiling:,}</text>')
     out.append(f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" {_FONT} fill="#222">0</text>')
-    out.append(f'<text x="{left}" y="{height - 12}" {_FONT} fill="#222">{_t(_stamp(points[0].at, fine))}</text>')
-    end = _t(_stamp(last.at, fine))
+    out.append(
+        f'<text x="{left}" y="{height - 12}" {_FONT} fill="#222">{_t(utc_stamp(points[0].at, seconds=fine))}</text>'
+    )
+    end = _t(utc_stamp(last.at, seconds=fine))
     out.append(f'<text x="{left + plot_w}" y="{height - 12}" text-anchor="end" {_FONT} fill="#222">{end}</text>')
     out.append("</svg>")
     return "\n".join(out)
@@ -128,10 +126,10 @@ def timeline(runs: Sequence[JobRun], milestones: Sequence[Milestone], now: datet
     milestones as marks along the top."""
     title = "Timeline of the set's jobs and milestones"
     lines = [
-        f"{r.step} attempt {r.number}: {r.status or r.state}, submitted {_stamp(r.begun_at, True)}"
-        + (f", ended {_stamp(r.ended_at, True)}" if r.ended_at else "")
+        f"{r.step} attempt {r.number}: {r.status or r.state}, submitted {utc_stamp(r.begun_at)}"
+        + (f", ended {utc_stamp(r.ended_at)}" if r.ended_at else "")
         for r in runs
-    ] + [f"{m.to_state} at {_stamp(m.at, True)}" for m in milestones]
+    ] + [f"{m.to_state} at {utc_stamp(m.at)}" for m in milestones]
     width, left, right, row_h, top = 720, 150, 50, 24, 46
     height = top + row_h * max(len(runs), 1) + 30
     out = _open(width, height, title, "; ".join(lines) or "no job yet")
@@ -172,10 +170,12 @@ def timeline(runs: Sequence[JobRun], milestones: Sequence[Milestone], now: datet
             f'fill="{_run_colour(r.status, r.state)}"/>'
         )
     fine = span < 86400
-    out.append(f'<text x="{left}" y="{height - 8}" {_FONT} fill="#222">{_t(_stamp(min(moments), fine))}</text>')
+    out.append(
+        f'<text x="{left}" y="{height - 8}" {_FONT} fill="#222">{_t(utc_stamp(min(moments), seconds=fine))}</text>'
+    )
     out.append(
         f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end" {_FONT} fill="#222">'
-        f"{_t(_stamp(max(moments), fine))}</text>"
+        f"{_t(utc_stamp(max(moments), seconds=fine))}</text>"
     )
     out.append("</svg>")
     return "\n".join(out)
