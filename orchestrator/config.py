@@ -8,6 +8,7 @@ from the TOML file itself. Every error names the file and the key.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import math
@@ -38,6 +39,11 @@ class JobSpec:
     id: str
     parameters: tuple[tuple[str, str], ...] = ()
     payload_file: Path | None = None
+    mode: str = "api"  # "api": hwf runs the job (op=run); "manual": a person runs it in Alma and hwf binds the run
+
+    @property
+    def manual(self) -> bool:
+        return self.mode == "manual"
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,10 @@ class AlmaConfig:
     deadline_seconds: float = 300.0
     format: str = "json"
     reconcile_grace_seconds: float = 120.0
-    handle_integration_mode: str = "api"
+    handle_integration_mode: str = "manual"
+    integration_batch_max_records: int = 10_000  # records in one integration batch (one click of Run)
+    integration_batch_wait_minutes: float = 60.0  # close a batch when no set can reach migrated this soon
+    snapshot_wait_seconds: float = 600.0  # how long `hwf add` waits for Alma to populate a logical set's snapshot
     max_running_jobs: int = 3
     max_runs_per_job_hour: int = 5
     threshold_wait_seconds: float = 300.0
@@ -115,6 +124,7 @@ class NotifyConfig:
     on_quota: bool = True
     on_verified: bool = False
     on_done: bool = True
+    on_batch: bool = True  # an integration batch waits for a person to press Run
 
 
 @dataclass(frozen=True)
@@ -304,6 +314,7 @@ def _job(jobs: _Reader, key: str) -> JobSpec:
         raise jobs.fail(key, 'is missing (the Alma job id, e.g. "M1234567890000561"; see `hwf jobs`)')
     params: tuple[tuple[str, str], ...] = ()
     payload: Path | None = None
+    mode = "api"
     if isinstance(raw, str):
         job_id = raw.strip()
     elif isinstance(raw, dict):
@@ -318,11 +329,28 @@ def _job(jobs: _Reader, key: str) -> JobSpec:
             payload = (jobs.path.parent / payload_name).resolve()
             if not payload.is_file():
                 raise table.fail("payload_file", f"file {payload} does not exist")
+        mode = table.choice("mode", "api", ("api", "manual"))
     else:
         raise jobs.fail(key, "must be a job id string or a table with id = ...")
     if not _JOB_ID.match(job_id):
         raise jobs.fail(key, f"{job_id!r} is not an Alma job id (M, S or O followed by digits)")
-    return JobSpec(id=job_id, parameters=params, payload_file=payload)
+    return JobSpec(id=job_id, parameters=params, payload_file=payload, mode=mode)
+
+
+def _integration_mode(jobs_table: _Reader, jobs: dict[str, JobSpec]) -> str:
+    """``handle_integration_mode`` ("manual" unless said otherwise: no public client runs the handle integration
+    profile by API), or the same said as ``[alma.jobs.handle_integration] mode``; the two must agree."""
+    given = jobs_table.get("handle_integration_mode")
+    table = jobs_table.data.get("handle_integration")
+    in_table = table.get("mode") if isinstance(table, dict) else None
+    mode = jobs_table.choice("handle_integration_mode", str(in_table or "manual"), ("api", "manual"))
+    if given is not None and in_table is not None and given != in_table:
+        raise jobs_table.fail(
+            "handle_integration_mode", f"is {given!r} but [alma.jobs.handle_integration] mode is {in_table!r}"
+        )
+    if "handle_integration" in jobs:
+        jobs["handle_integration"] = dataclasses.replace(jobs["handle_integration"], mode=mode)
+    return mode
 
 
 def _read_key_file(path: Path, config_path: Path) -> str:
@@ -387,7 +415,7 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
         raise alma.fail("institution_code", f"{institution!r} is not an Alma institution code (like 01GCL_INST)")
     jobs_table = alma.table("jobs")
     jobs = {key: _job(jobs_table, key) for key in STEP_JOB_KEYS}
-    mode = jobs_table.choice("handle_integration_mode", "api", ("api", "manual"))
+    mode = _integration_mode(jobs_table, jobs)
 
     api_key_env = alma.string("api_key_env", "HWF_ALMA_API_KEY")
     if "api_key" in alma.data:
@@ -409,7 +437,7 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
     config = Config(
         path=path,
         database_url=database_url,
-        alma=_alma_config(alma, base_url, institution, jobs, mode, api_key_env, key_file, api_key),
+        alma=_alma_config(alma, jobs_table, base_url, institution, jobs, mode, api_key_env, key_file, api_key),
         handles=_handles_config(handles, prefix),
         primo=PrimoConfig(domain=primo.string("domain"), view=primo.string("view")),
         lease_seconds=workflow.number("lease_seconds", 120.0, minimum=5.0),
@@ -425,6 +453,7 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
 
 def _alma_config(
     alma: _Reader,
+    jobs_table: _Reader,
     base_url: str,
     institution: str,
     jobs: dict[str, JobSpec],
@@ -450,6 +479,11 @@ def _alma_config(
         format=alma.choice("format", "json", ("json", "xml")),
         reconcile_grace_seconds=alma.number("reconcile_grace_seconds", 120.0),
         handle_integration_mode=mode,
+        integration_batch_max_records=jobs_table.integer(
+            "integration_batch_max_records", 10_000, minimum=1, maximum=10_000_000
+        ),
+        integration_batch_wait_minutes=jobs_table.number("integration_batch_wait_minutes", 60.0, maximum=10_080.0),
+        snapshot_wait_seconds=alma.number("snapshot_wait_seconds", 600.0, minimum=1.0, maximum=86_400.0),
         max_running_jobs=alma.integer("max_running_jobs", 3, minimum=1, maximum=100),
         max_runs_per_job_hour=alma.integer("max_runs_per_job_hour", 5, minimum=1),
         threshold_wait_seconds=alma.number("threshold_wait_seconds", 300.0, minimum=0.01),
@@ -555,6 +589,7 @@ def _notify(notify: _Reader) -> NotifyConfig:
         on_quota=_flag(notify, "on_quota", True),
         on_verified=_flag(notify, "on_verified", False),
         on_done=_flag(notify, "on_done", True),
+        on_batch=_flag(notify, "on_batch", True),
     )
 
 

@@ -210,7 +210,7 @@ def test_clock_going_back_keeps_polling_and_leases_working(
 
 class _NoConnectionDuringRemoteCalls:
     """Wraps the simulator's handler: every Alma or proxy request must arrive while the calling thread holds
-    no database connection (no transaction or session open across a remote call, STYLE.md §9)."""
+    no database connection (no transaction or session open across a remote call: SQLite has one writer)."""
 
     def __init__(self, sim: Simulator) -> None:
         self.sim, self.held, self.violations, self.requests = sim, Counter[int](), list[str](), 0

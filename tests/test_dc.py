@@ -1,6 +1,6 @@
 """Tests for orchestrator.domain.dc: preflight classes, duplicates, byte-exact repair, record comparison.
 
-Fixtures in tests/data/dc/ are shaped like the reference samples (alma-api.md §5.1, handles.md §3.1)
+Fixtures in tests/data/dc/ are shaped like Alma's `GET /bibs/{mms_id}` replies for Dublin Core records
 with MMS IDs, titles and handles from Grinnell's public data.
 """
 

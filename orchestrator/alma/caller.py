@@ -50,7 +50,9 @@ API_ROOT = "/almaws/v1"
 REDACTED_KEY = "***"  # how a key is shown: the planning client's Authorization is "apikey ***"
 PAGE_SIZE = 100
 MAX_RETRY_AFTER = 300.0
-JOB_THRESHOLD_CODES = frozenset({"402222", "402223"})
+# Alma will not start the job now: 402222/402223 execution threshold (3 API jobs at once, 5 runs of a job an hour),
+# 60347 "Job overlaps with running job". The job was not started: wait, then submit again.
+JOB_THRESHOLD_CODES = frozenset({"402222", "402223", "60347"})
 MEDIA = {"json": "application/json", "xml": "application/xml"}  # Accept for each reply format
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _UNKNOWN_OUTCOME = "the outcome is unknown (Alma may have acted on it): check before sending it again"
@@ -61,8 +63,8 @@ _HINTS: dict[object, str] = {
     "403": ": the API key is invalid or this address is not allowed to use it",
     DailyQuotaError: ": the institution's daily API quota is spent; resume after midnight (institution time)",
     RateLimitedError: ": still too fast after {attempts} tries",
-    JobThresholdError: ": Alma runs at most 3 API-started jobs at once and 5 runs of one job an hour;"
-    " wait, then resubmit",
+    JobThresholdError: ": Alma starts at most 3 API jobs at once, 5 runs of one job an hour, and no run that"
+    " overlaps a running one; wait, then resubmit",
     AlmaUnreachableError: f": {_UNKNOWN_OUTCOME}",
 }
 

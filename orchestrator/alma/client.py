@@ -127,6 +127,23 @@ class AlmaClient(AlmaCaller):
 
         :raises AlmaUnreachableError: the outcome is unknown; look the name up with ``find_sets``.
         """
+        return self._new_set(name, description=description, content=content, private=private)
+
+    def create_set_from_logical(
+        self, logical_set_id: str, name: str, *, description: str, content: str = "BIB_MMS", private: bool = False
+    ) -> AlmaSetInfo:
+        """``POST /conf/sets?from_logical_set=ID``: an itemized set that Alma populates from a logical set's members
+        as they are now (not at once: read its member count until it is whole). The logical set is only read.
+        Never retried once sent.
+
+        :raises AlmaUnreachableError: the outcome is unknown; look the name up with ``find_sets``.
+        """
+        source = {"from_logical_set": logical_set_id.strip()}
+        return self._new_set(name, description=description, content=content, private=private, params=source)
+
+    def _new_set(
+        self, name: str, *, description: str, content: str, private: bool, params: dict[str, str] | None = None
+    ) -> AlmaSetInfo:
         if not name.strip():
             raise ValueError("set name is empty")
         fields = [
@@ -138,7 +155,7 @@ class AlmaClient(AlmaCaller):
             ("status", "ACTIVE"),
         ]
         content_type, body = set_body(fields, None, self._format)
-        answer = self._call("POST", "/conf/sets", body=body, content_type=content_type, idempotent=False)
+        answer = self._call("POST", "/conf/sets", params=params, body=body, content_type=content_type, idempotent=False)
         return parse_set(answer.reply, answer.origin)
 
     def add_members(

@@ -78,7 +78,7 @@ class JobInstance:
     counters: tuple[Counter, ...] = ()
     alerts: tuple[Alert, ...] = ()
     # The set the run was on, when a reply carries it (a set_id parameter or the instance's own set
-    # information); None when it does not, as in every reply seen so far (reference/alma-api.md §4.5).
+    # information); None when it does not, as in every reply seen so far (Alma's documented instance has no set).
     set_id: str | None = None
 
     @property

@@ -1,7 +1,7 @@
 """Alma wire formats: turning reply bodies (XML or JSON) into one plain tree, reading that tree
 tolerantly, parsing Alma error bodies, and building the request bodies hwf sends.
 
-Alma's JSON is a mechanical rendering of its XML (reference §1.3): ``<status desc="Active">ACTIVE</status>``
+Alma's JSON is a mechanical rendering of its XML: ``<status desc="Active">ACTIVE</status>``
 becomes ``{"value": "ACTIVE", "desc": "Active"}`` and repeated children become lists. ``xml_to_tree`` renders
 XML the same way, so the parsers in ``alma_xml.py`` read one shape whatever Alma sent.
 """
@@ -256,7 +256,7 @@ def to_datetime(value: Any) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-# Error bodies (reference §1.5).
+# Error bodies: XML <web_service_result> (namespaced) or JSON {"errorsExist", "errorList": {"error": ...}}.
 
 
 @dataclass(frozen=True)

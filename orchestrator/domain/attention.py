@@ -25,6 +25,13 @@ class Attention(enum.StrEnum):
     INSTANCE_UNKNOWN = "instance_unknown"  # the instance a set waits on is gone from Alma
     CORRUPT = "corrupt"  # an attempt row that contradicts itself
     REGRESSION = "regression"  # a verified set's handle no longer resolves to its record
+    DRIFT = "drift"  # the Alma set's members are not the records hwf checked: nothing is submitted
+    MANUAL_STEP = "manual_step"  # Alma will not run a step's job by API: a person runs it, hwf binds the run
+
+
+# Attentions that wait for a person's run in Alma: hwf keeps looking for that run and binds it by itself (the
+# attention clears then); every other attention stops the set until an operator acts.
+WAITS_FOR_A_RUN = frozenset({Attention.MANUAL_STEP})
 
 
 # Attentions about the records themselves: excluding the records concerned can resolve them.
@@ -48,9 +55,19 @@ ADVICE: dict[Attention, str] = {
     "one that counts",
     Attention.INSTANCE_UNKNOWN: "check the job in Alma (Monitor Jobs), then `hwf confirm {set} --instance ID`, or "
     "`hwf retry {set} --reason TEXT` to run the step again",
+    Attention.DRIFT: "`hwf sync {set}` takes the Alma set's members as they are now (new records are checked "
+    "like the rest; records that joined after the copy job are left for a later set), then `hwf advance {set}`",
+    Attention.MANUAL_STEP: "run the step by hand in Alma as the reason says: hwf finds the run by the set's name "
+    "(or `hwf confirm {set} --instance ID`)",
+    Attention.REGRESSION: "see `hwf report {set} --problems`, fix the registrations, then `hwf verify {set}`",
 }
 _FALLBACK = "see `hwf status {set}` and `hwf history {set}`, fix the cause, then `hwf retry {set} --reason TEXT`"
 _COMMAND = re.compile(r"`(hwf [^`]+)`")
+
+
+def stops(kind: str | None) -> bool:
+    """Whether an attention of ``kind`` stops the set until an operator acts (see WAITS_FOR_A_RUN)."""
+    return kind_of(kind) not in WAITS_FOR_A_RUN
 
 
 def kind_of(value: str | None) -> Attention | None:

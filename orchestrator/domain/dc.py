@@ -247,7 +247,7 @@ def _classify_dc(in_dc: list[_Found], in_terms: list[_Found], result: _ResultFn)
         f for f in in_dc if f.raw.strip().lower().startswith(("http://hdl.handle.net/", "https://hdl.handle.net/"))
     ]
     if not url_forms:
-        # The Handles Migration Task reads handle URLs from dc:identifier (reference: handles.md §2.2);
+        # The Handles Migration Task reads handle URLs (http(s)://hdl.handle.net/...) from dc:identifier;
         # a bare "11084/N" or "hdl:11084/N" is not picked up, and the integration then mints a new handle.
         return result(
             Preflight.BAD_HANDLE,

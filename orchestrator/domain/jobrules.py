@@ -18,6 +18,16 @@ from orchestrator.domain.steps import Step
 
 API_SUBMITTERS = ("exl_api", "api")
 UNKNOWN_INSTANCE_CODES = frozenset({"402218"})  # Alma's "Invalid job instance id": it knows no such run
+# Alma will not run the job through the API: 402231 "Job consisted of more than one task - executing such job is
+# currently not supported via the API" (a normalization process of several tasks), 402221 "Operation is not
+# supported", 402248 "Cannot submit scheduled job". A person runs such a step in Admin > Run a Job.
+CANNOT_RUN_BY_API = frozenset({"402231", "402221", "402248"})
+# The time stamp Alma appends to a run's name: "09/30/2025 11:35:15 CDT" (a run from Admin > Run a Job) or
+# "2025-10-05 4:11 AM" (a run submitted through the API).
+RUN_STAMP = (
+    r"(?:\d{1,2}/\d{1,2}/\d{4}|\d{4}-\d{2}-\d{2})[ T]\d{1,2}:\d{2}(?::\d{2})?(?:\.\d+)?"
+    r"(?: ?[AaPp][Mm])?(?: ?(?:[A-Z]{2,5}|[+-]\d{2}:?\d{2}|Z))?"
+)
 # hwf's job_name: "hwf <step> set <alma set id> hwf-<token>" (see job_name); Alma appends " - <timestamp>".
 HWF_NAME = re.compile(r"\bhwf (copy_identifiers|migrate|integrate) set (\d+) (hwf-[0-9a-f]+)")
 _EXCEPTION_WORDS = ("exception", "fail", "error")
@@ -86,6 +96,7 @@ def match_set(
     *,
     step: Step | None = None,
     set_param: str | None = None,
+    job_name: str | None = None,
 ) -> tuple[SetMatch, str]:
     """Whether an instance ran on this set, and why: the set parameter or the instance's own set
     information if the reply carries one (``set_param``), else hwf's token form (exactly this set id,
@@ -105,19 +116,44 @@ def match_set(
         return SetMatch.THIS, f"its name {name!r} carries hwf's name for set {alma_set_id}"
     if re.search(rf"(?<!\d){re.escape(alma_set_id)}(?!\d)", name):
         return SetMatch.THIS, f"its name {name!r} carries the set id {alma_set_id}"
-    if set_name and (
-        f" - {set_name} - " in name or name.endswith(f" - {set_name}") or name.startswith(f"{set_name} - ")
-    ):
+    if set_name and names_set_by_hand(name, set_name, job_name):
         return SetMatch.THIS, f"its name {name!r} carries the set name {set_name!r}"
     return SetMatch.UNKNOWN, f"neither its name {name!r} nor anything else in Alma's reply names a set"
 
 
-def match_instance(inst: JobInstance, job_id: str, step: Step, alma_set_id: str, set_name: str) -> tuple[SetMatch, str]:
+def names_set_by_hand(instance_name: str, set_name: str, job_name: str | None = None) -> bool:
+    """A run made in Admin > Run a Job is named ``<job name> - <set name> - <time stamp>``: the whole name must be
+    that, so that a set named ``Batch`` is not found in the run of ``Batch - Old``. With the job's name known,
+    exactly it; without, any job name (then a set whose name ends another's, ``Old`` and ``Batch - Old``, is
+    told apart only by the job's name)."""
+    job = re.escape(job_name.strip()) if job_name and job_name.strip() else r".+?"
+    pattern = rf"{job} - {re.escape(set_name.strip())} - {RUN_STAMP}"
+    return re.fullmatch(pattern, instance_name.strip()) is not None
+
+
+def match_instance(
+    inst: JobInstance, job_id: str, step: Step, alma_set_id: str, set_name: str, job_name: str | None = None
+) -> tuple[SetMatch, str]:
     """Whether ``inst`` may be adopted for ``step`` of this set, as far as the instance itself tells:
     it must be a run of the step's job and ran on this set (:func:`match_set`)."""
     if inst.job_id != job_id:
         return SetMatch.OTHER, f"instance {inst.id} is a run of job {inst.job_id}, not of the {step.value} job {job_id}"
-    return match_set(inst.name, alma_set_id, set_name, step=step, set_param=inst.set_id)
+    return match_set(inst.name, alma_set_id, set_name, step=step, set_param=inst.set_id, job_name=job_name)
+
+
+_PROCESSED_WORDS = ("processed", "total", "handled")
+
+
+def records_processed(counters: Iterable[Counter | Mapping[str, Any]] | None) -> int | None:
+    """How many records a run went through, as its counters say ("Records processed", a total), or None when no
+    counter says it (Alma's counter codes differ per job: they are matched by their words)."""
+    found = None
+    for counter in counters or ():
+        code, desc, value = _counter_fields(counter)
+        words = f"{code} {desc}".lower()
+        if any(w in words for w in _PROCESSED_WORDS) and not any(w in words for w in _EXCEPTION_WORDS):
+            found = (found or 0) + counted(value)
+    return found
 
 
 def names_set(instance_name: str | None, alma_set_id: str, set_name: str, *, set_param: str | None = None) -> bool:

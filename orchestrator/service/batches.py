@@ -21,18 +21,16 @@ from sqlalchemy import select
 
 from orchestrator.alma.types import AlmaSetInfo
 from orchestrator.domain.wording import plural, verb
-from orchestrator.errors import AlmaError, AlmaUnreachableError, BadInputError
+from orchestrator.errors import AlmaError, BadInputError
 from orchestrator.service import views, workflow
+from orchestrator.service.almasets import create_named, exact_sets, fill_set
 from orchestrator.service.context import Context
 from orchestrator.store.models import AlmaSet, Record, SetCreation
 
-MAX_MEMBERS_PER_CALL = 1000
 MAX_REPORTED = 20
 MAX_NAME = 255
 _MMS_ID = re.compile(r"^[0-9]{1,40}$")
 _HEADER_WORD = re.compile(r"[\s_\-.]+")
-_REJECTED_CODES = frozenset({"60116", "60120"})  # member not valid for the content (and identifier type)
-_ALREADY_IN_SET = "60115"
 
 
 @dataclass
@@ -159,11 +157,6 @@ def _plan(name: str, ids: list[str], batch_size: int) -> list[_Batch]:
     return [_Batch(k + 1, names[k], k * batch_size, ids[k * batch_size : (k + 1) * batch_size]) for k in range(count)]
 
 
-def _exact(ctx: Context, name: str) -> list[AlmaSetInfo]:
-    """Alma sets whose name is exactly ``name`` (Alma's ``q=name~`` search matches words, not names)."""
-    return [s for s in ctx.alma.find_sets(name) if s.name == name]
-
-
 DEFAULT_BATCH_SIZE = 100  # Grinnell's CABB guidance: Alma handle jobs in bulks of 100 records
 
 
@@ -248,7 +241,7 @@ def _record_plan(ctx: Context, name: str, batches: list[_Batch]) -> dict[str, st
             if row is None or row.alma_set_id != alma_id:
                 raise BadInputError(f"hwf already has a set named {n!r} (Alma set {alma_id}); choose another --name")
         new = [b for b in batches if b.name not in earlier]
-    taken = [(b.name, s.id) for b in new for s in _exact(ctx, b.name)]
+    taken = [(b.name, s.id) for b in new for s in exact_sets(ctx, b.name)]
     if taken:
         shown = ", ".join(f"{n!r} (set {set_id})" for n, set_id in taken[:MAX_REPORTED])
         raise BadInputError(
@@ -292,76 +285,23 @@ def _create(ctx: Context, batch: _Batch, state: str) -> str:
         return known
     # The row was recorded only after Alma was seen to have no set of this name, so one found now is ours
     # (a crashed run created it).
-    found = _exact(ctx, batch.name) if state == "creating" else []
-    if not found:
-        try:
-            created = ctx.alma.create_set(batch.name, description=f"created by hwf: batch {batch.number}")
-        except AlmaUnreachableError:
-            found = _exact(ctx, batch.name)
-            if not found:
-                raise
-        except AlmaError as exc:
-            if exc.code != "402263":
-                raise
-            found = _exact(ctx, batch.name)
-            if not found:
-                raise
-        else:
-            found = [created]
-    if len(found) > 1:
-        raise AlmaError(f"Alma has {len(found)} sets named {batch.name!r}; delete the extra ones and run again")
-    _save(ctx, batch.name, state="created", alma_set_id=found[0].id)
-    ctx.reporter.note(batch.name, f"Alma set {found[0].id}")
-    return found[0].id
+    info = create_named(
+        ctx, batch.name, description=f"created by hwf: batch {batch.number}", maybe_made=state == "creating"
+    )
+    _save(ctx, batch.name, state="created", alma_set_id=info.id)
+    ctx.reporter.note(batch.name, f"Alma set {info.id}")
+    return info.id
 
 
 def _populate(ctx: Context, batch: _Batch, alma_set_id: str, state: str) -> AlmaSetInfo:
-    """Add the batch's ids that are not in the Alma set yet, ≤ 1000 a call; ids Alma rejects are skipped."""
+    """Add the batch's ids that are not in the Alma set yet; ids Alma rejects are skipped."""
     info = ctx.alma.get_set(alma_set_id)
     if state in ("populated", "registered"):
         return info
     # "empty" too is re-populated: whatever Alma refused before may be valid now.
-    if info.member_count:
-        present = {m.id for m in ctx.alma.iter_set_members(alma_set_id)}
-        missing = [m for m in batch.ids if m not in present]
-    else:
-        missing = list(batch.ids)
-    for start in range(0, len(missing), MAX_MEMBERS_PER_CALL):
-        chunk = missing[start : start + MAX_MEMBERS_PER_CALL]
-        try:
-            _add(ctx, info, chunk)
-        except AlmaUnreachableError:
-            # Never re-send blindly: Alma may have added some or all of the chunk.
-            present = {m.id for m in ctx.alma.iter_set_members(alma_set_id)}
-            rest = [m for m in chunk if m not in present]
-            if rest:
-                _add(ctx, info, rest)
+    fill_set(ctx, info, batch.ids)
     _save(ctx, batch.name, state="populated")
     return info
-
-
-def _add(ctx: Context, info: AlmaSetInfo, ids: list[str]) -> None:
-    """``add_members`` ignoring invalid ids; if Alma refuses the call for an invalid id anyway, halve the
-    chunk until the refused ids stand alone (and stay out)."""
-    try:
-        ctx.alma.add_members(info, ids, fail_on_invalid_id=False)
-    except AlmaUnreachableError:
-        raise
-    except AlmaError as exc:
-        if exc.code == _ALREADY_IN_SET:
-            present = {m.id for m in ctx.alma.iter_set_members(info.id)}
-            rest = [m for m in ids if m not in present]
-            if len(rest) == len(ids):
-                raise
-            if rest:
-                _add(ctx, info, rest)
-            return
-        if exc.code not in _REJECTED_CODES:
-            raise
-        if len(ids) > 1:
-            half = len(ids) // 2
-            _add(ctx, info, ids[:half])
-            _add(ctx, info, ids[half:])
 
 
 def _register(

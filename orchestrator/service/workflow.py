@@ -19,17 +19,19 @@ from typing import TypeAlias
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from orchestrator.alma.types import AlmaSetInfo, SetMember
 from orchestrator.display import utc_stamp
 from orchestrator.domain.attention import Attention
 from orchestrator.domain.steps import Stage, Step, next_step
 from orchestrator.domain.wording import plural
 from orchestrator.errors import AlmaError, BadInputError, DailyQuotaError, NeedsAttentionError
+from orchestrator.service import membership
 from orchestrator.service.actions import ROOMS, Action, Plan, plan_step
 from orchestrator.service.context import Context, find_set
 from orchestrator.service.views import SetSummary, status
 from orchestrator.store.leases import LeaseKeeper
 from orchestrator.store.ledger import Ledger
-from orchestrator.store.models import AlmaSet, AttemptState, Record
+from orchestrator.store.models import AlmaSet, AttemptState, Record, SetCreation
 
 # ---------------------------------------------------------------------------------------------
 # add
@@ -40,7 +42,8 @@ UNKNOWN_SET_CODES = frozenset({"60107", "402264", "60100"})
 
 
 def add_set(ctx: Context, alma_set_id: str, name: str | None = None) -> SetSummary:
-    """Register an existing Alma set: read its name and members from Alma, store them in one transaction.
+    """Register an existing Alma set: read its name and members from Alma, store them in one transaction. A
+    LOGICAL set (a saved search) is never registered itself: an itemized snapshot of it is made and registered.
 
     :raises BadInputError: not a set id, or already registered. :raises AlmaError: Alma refused or failed.
     """
@@ -51,37 +54,65 @@ def add_set(ctx: Context, alma_set_id: str, name: str | None = None) -> SetSumma
         name = name.strip()
         if not name:
             raise BadInputError("--name must not be empty")
-    with ctx.sessions.begin() as session:
+    _check_free(ctx, alma_set_id, name)
+    info = _read_set(ctx, alma_set_id)
+    logical = None
+    if (info.type or "").upper() == "LOGICAL":
+        ctx.reporter.note(
+            info.name,
+            f"Alma set {alma_set_id} is LOGICAL (a saved search, evaluated again by every job run on it): hwf "
+            "registers an itemized snapshot of it instead, and leaves the logical set as it is",
+        )
+        logical, info = info, membership.snapshot_of_logical(ctx, info)
+        _check_free(ctx, info.id, name)
+    unique = membership.members_of(ctx, info.id)
+    return _register(ctx, info, name, unique, logical)
+
+
+def _check_free(ctx: Context, alma_set_id: str, name: str | None) -> None:
+    """:raises BadInputError: the set or the name is registered already, or the name looks like a set id."""
+    with ctx.sessions() as session:
         if session.scalar(select(AlmaSet).where(AlmaSet.alma_set_id == alma_set_id)) is not None:
             raise BadInputError(f"set {alma_set_id} is already registered (see `hwf status {alma_set_id}`)")
         if name and session.scalar(select(AlmaSet).where(AlmaSet.name == name)) is not None:
             raise BadInputError(f"the name {name!r} is already used by another set; choose another --name")
         if name and _SET_ID.match(name):
             raise BadInputError(f"--name {name!r} must not be all digits (it would look like a set id)")
+
+
+def _read_set(ctx: Context, alma_set_id: str) -> AlmaSetInfo:
     try:
-        info = ctx.alma.get_set(alma_set_id)
+        return ctx.alma.get_set(alma_set_id)
     except AlmaError as exc:
         if exc.status == 400 and exc.code in UNKNOWN_SET_CODES:
             raise BadInputError(f"Alma has no set {alma_set_id}: {exc.alma_message or exc}") from None
         raise
-    members = list(ctx.alma.iter_set_members(alma_set_id))
-    seen: set[str] = set()
-    unique = [m for m in members if not (m.id in seen or seen.add(m.id))]  # type: ignore[func-returns-value]
+
+
+def _register(
+    ctx: Context, info: AlmaSetInfo, name: str | None, members: list[SetMember], logical: AlmaSetInfo | None
+) -> SetSummary:
+    made_by_hwf = logical is not None or _made_by_hwf(ctx, info.id)
     try:
         with ctx.ledger() as book:
-            row = AlmaSet(alma_set_id=alma_set_id, name=name or info.name, stage=Stage.CREATED)
-            row.record_count = len(unique)
+            row = AlmaSet(alma_set_id=info.id, name=name or info.name, stage=Stage.CREATED)
+            row.record_count = len(members)
             row.created_at = book.now
+            row.alma_type = (info.type or "ITEMIZED").upper()
+            row.source_set = logical.id if logical is not None else None
+            row.made_by_hwf = made_by_hwf
             book.session.add(row)
             book.session.flush()
-            book.session.add_all(Record(set_id=row.id, mms_id=m.id, title=m.description) for m in unique)
+            book.session.add_all(Record(set_id=row.id, mms_id=m.id, title=m.description) for m in members)
+            source = f", a snapshot of logical set {logical.id} {logical.name!r}" if logical is not None else ""
             book.event(
                 row,
                 "added",
-                f"registered Alma set {alma_set_id} {info.name!r} with {plural(len(unique), 'member')}",
+                f"registered Alma set {info.id} {info.name!r} with {plural(len(members), 'member')}{source}",
                 alma_name=info.name,
                 content=info.content,
-                members=len(unique),
+                members=len(members),
+                from_logical_set=logical.id if logical is not None else None,
             )
             if info.content and info.content not in ("BIB_MMS", "IED"):
                 book.event(
@@ -89,10 +120,17 @@ def add_set(ctx: Context, alma_set_id: str, name: str | None = None) -> SetSumma
                     "warning",
                     f"set content is {info.content}; the Handle Migration job expects title sets (BIB_MMS)",
                 )
+            membership.registered_snapshot(book.session, info.id)
     except IntegrityError:
-        raise BadInputError(f"set {alma_set_id} or name {name or info.name!r} is already registered") from None
-    ctx.reporter.note(name or info.name, f"registered with {plural(len(unique), 'member')}")
-    return status(ctx, alma_set_id)[0]
+        raise BadInputError(f"set {info.id} or name {name or info.name!r} is already registered") from None
+    ctx.reporter.note(name or info.name, f"registered with {plural(len(members), 'member')}")
+    return status(ctx, info.id)[0]
+
+
+def _made_by_hwf(ctx: Context, alma_set_id: str) -> bool:
+    """hwf created this Alma set (``hwf add --from-csv``), so it may take members out of it."""
+    with ctx.sessions() as session:
+        return session.scalar(select(SetCreation.id).where(SetCreation.alma_set_id == alma_set_id)) is not None
 
 
 # ---------------------------------------------------------------------------------------------

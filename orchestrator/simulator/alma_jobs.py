@@ -219,7 +219,7 @@ def _progress(value: float) -> int | float:
 
 
 def instance_node(ctx: Ctx, instance: Instance) -> Node:
-    """A job instance (§4.5) as seen at the simulator's now."""
+    """A job instance (``GET /conf/jobs/{job}/instances/{id}``) as seen at the simulator's now."""
     status, progress, start, end, changed = instance.phase(ctx.state.now())
     job = instance.job
     fields: list[tuple[str, Any]] = [

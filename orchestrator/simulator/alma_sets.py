@@ -35,7 +35,7 @@ MAX_MANAGE = 1000
 
 
 def set_node(ctx: Ctx, sim_set: SimSet) -> Node:
-    """The set object (§3.1); ``number_of_members`` is a number in JSON."""
+    """The set object (``GET /conf/sets/{id}``); ``number_of_members`` is a number in JSON."""
     created = utc_ms(sim_set.created)
     link = ctx.link("conf", "sets", sim_set.id)
     fields: list[tuple[str, Any]] = [

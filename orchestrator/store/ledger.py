@@ -29,7 +29,7 @@ from orchestrator.domain.attention import Attention
 from orchestrator.domain.machine import fire
 from orchestrator.domain.steps import Stage, Step, StepFacts
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event
-from orchestrator.store.outbox import queue_attention, queue_verified
+from orchestrator.store.outbox import queue_attention, queue_person_needed, queue_verified
 
 _events_log = logging.getLogger("orchestrator.events")
 
@@ -163,6 +163,10 @@ class Ledger:
         self.clear_attention(row)
         self.stop_waiting(row)
         return previous
+
+    def person_needed(self, key: str, title: str, body: str) -> None:
+        """Tell the operator, once per ``key``, that a step waits for them in Alma (a notification)."""
+        self.queued |= queue_person_needed(self.session, self.notify, key, title, body, self.now)
 
     # -- attempts -----------------------------------------------------------------------------------------
 

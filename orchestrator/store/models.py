@@ -77,7 +77,8 @@ class AttemptState(enum.Enum):
     FINISHED = "finished"  # terminal status recorded
     NOT_NEEDED = "not_needed"  # step skipped by rule (e.g. no record needs the copy job)
     ABANDONED = "abandoned"  # the POST never reached Alma (reconciled: no instance) or was refused
-    WAITING_OPERATOR = "waiting_operator"  # manual integration mode: waiting for the operator's run
+    WAITING_OPERATOR = "waiting_operator"  # a person was told what to run in Alma: waiting to find that run
+    QUEUED = "queued"  # manual integration: waiting for the next integration batch to be formed
 
 
 RAW_REPLY_CAP = 1_000_000  # bytes of a finished job instance's reply kept as evidence (``Attempt.raw_reply``)
@@ -108,6 +109,9 @@ class AlmaSet(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     record_count: Mapped[int] = mapped_column(Integer, default=0)
+    alma_type: Mapped[str | None] = mapped_column(String(16))  # ITEMIZED or LOGICAL, as Alma said at `hwf add`
+    source_set: Mapped[str | None] = mapped_column(String(40))  # the LOGICAL set this set is a snapshot of
+    made_by_hwf: Mapped[bool] = mapped_column(Boolean, default=False)  # hwf created the Alma set (CSV, snapshot)
     last_checked: Mapped[datetime | None] = mapped_column()  # when every handle was last verified OK
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -137,6 +141,8 @@ class Attempt(Base):
     instance_id: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[AttemptState] = mapped_column(_enum(AttemptState, "attempt_state"))
     origin: Mapped[str] = mapped_column(String(16), default="hwf")  # see ORIGINS
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("integration_batches.id"), index=True)
+    seen_before: Mapped[list[Any] | None] = mapped_column()  # a step run by hand: the job's runs before hwf asked
     status: Mapped[str | None] = mapped_column(String(40))  # Alma systemJobStatus
     progress: Mapped[float | None] = mapped_column()
     counters: Mapped[list[Any] | None] = mapped_column()
@@ -158,6 +164,47 @@ class Attempt(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     set: Mapped[AlmaSet] = relationship(back_populates="attempts")
+
+
+class IntegrationBatch(Base):
+    """An integration batch: one itemized Alma set holding the records of every set queued at ``migrated``, on
+    which a person presses Run of the handle integration profile once; hwf binds that run and polls it.
+
+    States: ``creating`` (members chosen, the Alma set being made), ``announced`` (waiting for the person's
+    run), ``bound`` (the run found; polled), ``finished`` (the run ended; its status is each set's)."""
+
+    __tablename__ = "integration_batches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, unique=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    alma_set_id: Mapped[str | None] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(16))
+    records: Mapped[int] = mapped_column(Integer, default=0)
+    sets: Mapped[int] = mapped_column(Integer, default=0)
+    closed_because: Mapped[str | None] = mapped_column(Text)
+    seen_before: Mapped[list[Any] | None] = mapped_column()  # the job's instance ids before the announcement
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    instance_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    submitted_by: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(40))
+    progress: Mapped[float | None] = mapped_column()
+    counters: Mapped[list[Any] | None] = mapped_column()
+    alerts: Mapped[list[Any] | None] = mapped_column()
+    raw_reply: Mapped[bytes | None] = mapped_column(LargeBinary)
+    note: Mapped[str | None] = mapped_column(Text)
+    # hwf's clock: the batch formed, announced, bound to a run, and the run's end read; then Alma's own times.
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    announced_at: Mapped[datetime | None] = mapped_column()
+    bound_at: Mapped[datetime | None] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+    alma_submitted_at: Mapped[datetime | None] = mapped_column()
+    alma_ended_at: Mapped[datetime | None] = mapped_column()
+    next_check_at: Mapped[datetime | None] = mapped_column()  # when to look for the run, or poll it, next
+    poll_interval: Mapped[float | None] = mapped_column()
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class Record(Base):
@@ -232,6 +279,7 @@ class SetCreation(Base):
     batches: Mapped[int] = mapped_column(Integer)
     mms_ids: Mapped[list[Any]] = mapped_column()
     alma_set_id: Mapped[str | None] = mapped_column(String(40))
+    source_set: Mapped[str | None] = mapped_column(String(40))  # a snapshot of this LOGICAL set (`hwf add`)
     state: Mapped[str] = mapped_column(String(16))  # creating, created, populated, registered
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

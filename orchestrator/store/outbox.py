@@ -59,6 +59,13 @@ def queue_verified(session: Session, notify: NotifyConfig, row: AlmaSet, at: dat
     return queued
 
 
+def queue_person_needed(session: Session, notify: NotifyConfig, key: str, title: str, body: str, at: datetime) -> bool:
+    """A step waits for a person in Alma (an integration batch to run, ``on_batch``): one message per ``key``."""
+    if not notify.urls or not notify.on_batch:
+        return False
+    return _queue(session, notify, key, "batch", None, title, body, at)
+
+
 def _short(name: str, width: int = 60) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 

@@ -39,6 +39,7 @@ class Action(enum.Enum):
     RECONCILE = "reconcile"
     POLL = "poll"
     MANUAL = "manual"  # a step run by a person in Alma: say what to click, then find the run
+    BATCH = "batch"  # manual integration: the integration batches' work (form, announce, bind the run, poll)
     FIRE = "fire"
     VERIFY = "verify"
 

@@ -1,9 +1,14 @@
-"""Steps a person runs in Alma, and binding what the person did.
+"""A step a person runs in Alma, and binding that run.
 
-In manual integration mode hwf says what to click (the Handle integration profile, run on the set), then
-looks for that run among the integration job's instances and adopts it. ``confirm`` is the operator naming
-the instance themselves (manual mode, an ambiguous reconciliation, an instance Alma no longer knows): the
-instance must be a run of the step's job, on this set, and adopted by no other attempt.
+A copy or migration step runs by hand when the configuration says so (``[alma.jobs.<role>] mode = "manual"``) or
+when Alma refuses to run its job through the API (402231: a normalization process of several tasks). hwf first
+compares the Alma set's members with its records (nothing is asked of a person on a set that changed), then says
+exactly what to click in Admin > Run a Job, and looks for the run in the job's history. Such runs are named
+``<job name> - <set name> - <time stamp>``: a run is bound when it is not one Alma already had when hwf asked,
+not one hwf or another set adopted, not submitted through the API, and its whole name is that of this set. One
+such run is adopted and polled like hwf's own; several are attention (hwf never guesses).
+
+(The handle integration profile's run, which names no set, is bound by its integration batch: ``batch``.)
 """
 
 from __future__ import annotations
@@ -12,49 +17,69 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from orchestrator.domain.attention import Attention
-from orchestrator.domain.jobrules import UNKNOWN_INSTANCE_CODES, SetMatch, instance_window, match_instance
-from orchestrator.domain.steps import Stage, Step, next_step
-from orchestrator.errors import AlmaError, BadInputError
+from orchestrator.domain.jobrules import (
+    SetMatch,
+    history_window,
+    instance_window,
+    match_instance,
+    next_poll_interval,
+    submitted_by_api,
+)
+from orchestrator.domain.steps import Step
+from orchestrator.errors import AlmaError
 from orchestrator.service.actions.base import Plan, PlannedAction, Preview, Scene, job_transition
-from orchestrator.service.actions.instances import adopt_instance, adopted_by, listing_request, taken_instances
-from orchestrator.service.context import find_set
-from orchestrator.store.ledger import Ledger
+from orchestrator.service.actions.instances import adopt_instance, listing_request, taken_instances
+from orchestrator.service.membership import stop_on_drift
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
 
 if TYPE_CHECKING:
     from orchestrator.service.context import Context
 
-_INTEGRATION = Step.INTEGRATE.job_key or ""
+
+def run_a_job_clicks(job_name: str, set_name: str, set_id: str) -> str:
+    """What a person does in Alma to run a job on a set by hand, and how hwf then finds the run."""
+    return (
+        f"In Alma: Admin > Run a Job > find the job {job_name!r} > Next > select the set {set_name!r} > Next > "
+        "the job's parameters as your institution runs it > Submit. hwf finds the run by the set's name (Alma "
+        f"names it '{job_name} - {set_name} - <date and time>'), or give it the Job ID with "
+        f"`hwf confirm {set_id} --instance ID`."
+    )
 
 
-def manual_instructions(set_name: str, set_id: str = "SET") -> str:
+def profile_clicks(set_name: str) -> str:
+    """What a person does in Alma to run the handle integration profile on a set."""
     return (
         "In Alma: Configuration > General > External Systems > Integration Profiles > the Handle profile > "
         f"Actions tab: Set name = {set_name!r}; Action = Create and Update; DC METADATA Upon Create = "
-        "Do not add to metadata; press Run (not Save). hwf will find the run, or give it the Job ID from the "
-        f"toast with `hwf confirm {set_id} --instance ID`."
+        "Do not add to metadata; press Run (not Save)."
     )
 
 
 class Manual:
-    """Tell the operator what to run in Alma, then find their run."""
+    """Ask a person to run the step in Alma, then find their run."""
 
     def run(self, ctx: Context, set_id: int, plan: Plan) -> None:
+        assert plan.step is not None
         if plan.attempt_id is None:
-            _announce(ctx, set_id)
+            announce(ctx, set_id, plan.step)
         else:
             _look_for_run(ctx, set_id, plan.attempt_id)
 
     def describe(self, scene: Scene, plan: Plan, when: str) -> Preview:
-        spec = scene.ctx.config.alma.jobs[_INTEGRATION]
+        step = plan.step
+        assert step is not None and step.job_key is not None
+        spec = scene.ctx.config.alma.jobs[step.job_key]
+        row = scene.row
         actions: list[PlannedAction] = []
         if plan.attempt_id is None:
+            members = f"GET /almaws/v1/conf/sets/{row.alma_set_id}/members"
             actions.append(
                 PlannedAction(
                     when,
                     "manual",
-                    "manual integration: tell you what to run in Alma, then wait for your run",
-                    notes=(manual_instructions(scene.row.name, scene.row.alma_set_id),),
+                    f"{step.value} by hand: compare the Alma set's members with hwf's records ({members}, every "
+                    "page; any difference stops the set: drift), then ask you to run the job in Alma",
+                    notes=(run_a_job_clicks(f"<the name of job {spec.id}>", row.name, row.alma_set_id),),
                 )
             )
             since = scene.now
@@ -64,130 +89,100 @@ class Manual:
             PlannedAction(
                 "then" if plan.attempt_id is None else when,
                 "manual",
-                f"look for your run of job {spec.id} naming this set (or take `hwf confirm "
-                f"{scene.row.alma_set_id} --instance ID`)",
+                f"look for your run of job {spec.id} named after set {row.name!r} (or take `hwf confirm "
+                f"{row.alma_set_id} --instance ID`)",
                 (listing_request(scene, spec.id, since),),
             )
         )
-        return Preview(tuple(actions), job_transition(Step.INTEGRATE))
+        return Preview(tuple(actions), job_transition(step))
 
 
-def _announce(ctx: Context, set_id: int) -> None:
-    spec = ctx.config.alma.jobs[_INTEGRATION]
+def announce(ctx: Context, set_id: int, step: Step, *, refused: AlmaError | None = None) -> None:
+    """Ask a person to run ``step``'s job on the set in Admin > Run a Job (after the members were compared), and
+    remember which runs of the job Alma already has. ``refused``: Alma would not run it by API (the set then
+    carries the ``manual_step`` attention, which hwf clears itself once it has bound the run)."""
+    assert step.job_key is not None
+    spec = ctx.config.alma.jobs[step.job_key]
+    if stop_on_drift(ctx, set_id, f"asking for the {step.value} job to be run by hand"):
+        return
+    try:
+        job_name = ctx.alma.get_job(spec.id).name
+    except AlmaError:
+        job_name = None  # the run is still found by the set's name and the time stamp's shape
+    date_from, date_to = history_window(ctx.clock())
+    seen = sorted({i.id for i in ctx.alma.list_instances(spec.id, date_from=date_from, date_to=date_to)})
     with ctx.ledger() as book:
         row = book.set(set_id)
-        book.new_attempt(row, Step.INTEGRATE, AttemptState.WAITING_OPERATOR, job_id=spec.id, origin="operator")
-        text = manual_instructions(row.name, row.alma_set_id)
-        book.event(row, "operator_action", text)
-        book.wait(
+        attempt = book.new_attempt(
             row,
-            f"integrate: waiting for the operator to run the Handle integration profile on set {row.name!r} "
-            f"(or `hwf confirm {row.alma_set_id} --instance ID`)",
-            book.now + timedelta(seconds=ctx.config.alma.poll_interval_seconds),
+            step,
+            AttemptState.WAITING_OPERATOR,
+            job_id=spec.id,
+            job_name=job_name,
+            origin="operator",
+            seen_before=seen,
+            poll_interval=ctx.config.alma.poll_interval_seconds,
+            next_poll_at=book.now + timedelta(seconds=ctx.config.alma.poll_interval_seconds),
         )
+        clicks = run_a_job_clicks(job_name or f"job {spec.id}", row.name, row.alma_set_id)
+        book.event(row, "operator_action", clicks, job_id=spec.id, attempt=attempt.number)
+        if refused is not None:
+            book.attention(
+                row,
+                Attention.MANUAL_STEP,
+                f"Alma will not run the {step.value} job {spec.id} through the API ({refused.code}: "
+                f"{refused.alma_message or refused}). Run it by hand: {clicks} To run this step by hand for every "
+                f'set from now on: [alma.jobs.{step.job_key}] mode = "manual"',
+            )
+        else:
+            book.wait(
+                row,
+                f"needs a person: run the {step.value} job ({job_name or spec.id}) on set {row.name!r} in Alma "
+                "(Admin > Run a Job); hwf finds the run by the set's name",
+                book.now + timedelta(seconds=ctx.config.alma.poll_interval_seconds),
+            )
         name = row.name
-    ctx.reporter.note(name, text)
+    ctx.reporter.note(name, clicks)
 
 
 def _look_for_run(ctx: Context, set_id: int, attempt_id: int) -> None:
-    spec = ctx.config.alma.jobs[_INTEGRATION]
     with ctx.sessions() as session:
         row, attempt = session.get_one(AlmaSet, set_id), session.get_one(Attempt, attempt_id)
-        begun, alma_set_id, set_name = attempt.begun_at, row.alma_set_id, row.name
-        taken = taken_instances(session, spec.id)
+        job_id, step, begun = attempt.job_id, Step(attempt.step), attempt.begun_at
+        alma_set_id, set_name, job_name = row.alma_set_id, row.name, attempt.job_name
+        seen = set(attempt.seen_before or ())
+        taken = taken_instances(session, job_id) | seen
+    assert job_id is not None
     date_from, date_to = instance_window(begun, ctx.clock())
     found = [
         i
-        for i in ctx.alma.list_instances(spec.id, date_from=date_from, date_to=date_to)
+        for i in ctx.alma.list_instances(job_id, date_from=date_from, date_to=date_to)
         if i.id not in taken
-        and i.submit_time is not None
-        and i.submit_time >= begun - timedelta(minutes=5)
-        and match_instance(i, spec.id, Step.INTEGRATE, alma_set_id, set_name)[0] is SetMatch.THIS
+        and not submitted_by_api(i.submitted_by)
+        and match_instance(i, job_id, step, alma_set_id, set_name, job_name)[0] is SetMatch.THIS
     ]
     if len(found) == 1:
         adopt_instance(ctx, set_id, attempt_id, found[0].id, how="operator", alma_submitted=found[0].submit_time)
+        with ctx.ledger() as book:
+            row = book.set(set_id)
+            if row.attention_kind == Attention.MANUAL_STEP:
+                book.event(
+                    row, "attention_cleared", f"cleared: found the run {found[0].id}: {book.clear_attention(row)}"
+                )
+        ctx.reporter.note(set_name, f"{step.value}: found your run, instance {found[0].id}")
         return
     with ctx.ledger() as book:
-        row = book.set(set_id)
-        if len(found) > 1:
+        row, attempt = book.set(set_id), book.attempt(attempt_id)
+        if found:
             book.attention(
                 row,
                 Attention.RECONCILE,
-                f"integrate: {len(found)} runs of job {spec.id} name this set ({', '.join(i.id for i in found)}); "
-                f"pick one with `hwf confirm {alma_set_id} --instance ID`",
+                f"{step.value}: {len(found)} runs of job {job_id} are named after this set "
+                f"({', '.join(i.id for i in found)}); hwf will not guess. Pick one with "
+                f"`hwf confirm {alma_set_id} --instance ID`",
             )
             return
-        book.wait(row, row.waiting or "", book.now + timedelta(seconds=ctx.config.alma.poll_interval_seconds))
-
-
-# ---------------------------------------------------------------------------------------------
-# confirm
-
-
-def confirm(ctx: Context, ref: str, instance_id: str, *, force: bool = False) -> str:
-    """Adopt an instance the operator names for the set's waiting step (manual integration, an
-    ambiguous reconciliation, an instance Alma no longer knows). The instance must be a run of the
-    step's job, on this set, and not adopted by any other attempt; ``force`` adopts one whose reply
-    names no set at all (recorded in the event).
-
-    :raises BadInputError: no step is waiting, or the instance does not fit (what does not match is named).
-    """
-    instance_id = instance_id.strip()
-    with ctx.ledger() as book:
-        row = find_set(book.session, ref)
-        step, attempt = _waiting_step(ctx, book, row)
-        set_id, attempt_id, job_id = row.id, attempt.id, attempt.job_id
-        alma_set_id, set_name = row.alma_set_id, row.name
-        taken = adopted_by(book.session, instance_id)
-        if taken is not None:
-            raise BadInputError(f"instance {instance_id} is already adopted by {taken}; it cannot be this set's too")
-    assert job_id is not None
-    try:
-        inst = ctx.alma.get_instance(job_id, instance_id)
-    except AlmaError as exc:
-        if exc.status == 400 and exc.code in UNKNOWN_INSTANCE_CODES:
-            raise BadInputError(
-                f"Alma knows no instance {instance_id} of the {step.value} job {job_id} ({exc.code}): "
-                "check the Job ID in Monitor Jobs"
-            ) from None
-        raise
-    match, why = match_instance(inst, job_id, step, alma_set_id, set_name)
-    if match is SetMatch.OTHER:
-        raise BadInputError(f"instance {inst.id} is not set {alma_set_id}'s {step.value} run: {why}")
-    forced = match is SetMatch.UNKNOWN
-    if forced and not force:
-        raise BadInputError(
-            f"nothing ties instance {inst.id} to set {alma_set_id}: {why}. Check in Alma (Monitor Jobs) that "
-            f"it ran on set {set_name!r}, then add --force"
-        )
-    with ctx.ledger() as book:
-        row = book.set(set_id)
-        book.clear_attention(row)
-        text = f"operator confirmed instance {inst.id} of job {job_id} for {step.value}: " + (
-            f"forced (--force): {why}" if forced else why
-        )
-        book.event(row, "confirm", text, instance_id=inst.id, forced=forced)
-    adopt_instance(ctx, set_id, attempt_id, inst.id, how="operator", alma_submitted=inst.submit_time)
-    return f"adopted job {job_id} instance {inst.id} ({inst.status}) for set {ref}" + (" (forced)" if forced else "")
-
-
-def _waiting_step(ctx: Context, book: Ledger, row: AlmaSet) -> tuple[Step, Attempt]:
-    """The step whose job instance the set waits to have confirmed, and its attempt.
-
-    :raises BadInputError: the set waits for no instance."""
-    step = next_step(row.stage)
-    attempt = book.latest_attempt(row.id, step) if step is not None and step.job_key is not None else None
-    if attempt is None and step is not None and step.job_key and row.attention_kind == Attention.EARLIER_RUNS:
-        # Several earlier runs and no attempt: the operator's pick is recorded on a new one (nothing is submitted).
-        job_id = ctx.config.alma.jobs[step.job_key].id
-        attempt = book.new_attempt(row, step, AttemptState.WAITING_OPERATOR, job_id=job_id, origin="operator")
-    waiting = attempt is not None and (
-        attempt.state in (AttemptState.WAITING_OPERATOR, AttemptState.SUBMITTING)
-        or (attempt.state is AttemptState.SUBMITTED and row.attention_kind == Attention.INSTANCE_UNKNOWN)
-    )
-    if step is None or attempt is None or not waiting or row.stage not in _CONFIRMABLE:
-        raise BadInputError(f"set {row.alma_set_id} is not waiting for a job instance to be confirmed")
-    return step, attempt
-
-
-_CONFIRMABLE = frozenset(s for s in Stage if (n := next_step(s)) is not None and n.job_key is not None)
+        attempt.poll_interval = next_poll_interval(attempt.poll_interval, ctx.config.alma.poll_max_interval_seconds)
+        attempt.next_poll_at = book.now + timedelta(seconds=attempt.poll_interval)
+        if row.attention_kind != Attention.MANUAL_STEP and row.waiting:
+            book.wait(row, row.waiting, attempt.next_poll_at)

@@ -12,6 +12,7 @@ from orchestrator.config import Config
 from orchestrator.display import utc_stamp
 from orchestrator.domain.handles import VERIFIED_VALUES
 from orchestrator.domain.jobrules import run_ok
+from orchestrator.domain.attention import stops
 from orchestrator.domain.steps import Stage, Step, StepFacts, next_step
 from orchestrator.service import preflight
 from orchestrator.service.actions.base import Action, Plan
@@ -40,7 +41,7 @@ def plan_step(config: Config, session: Session, row: AlmaSet, now: datetime, pre
     """The set's next action at ``now``; ``prechecked``: the steps whose precheck this drive has done."""
     if row.stage is Stage.VERIFIED:
         return Plan(Action.DONE)
-    if row.attention:
+    if row.attention and stops(row.attention_kind):
         return Plan(Action.ATTENTION, reason=row.attention)
     step = next_step(row.stage)
     assert step is not None
@@ -64,14 +65,16 @@ def plan_step(config: Config, session: Session, row: AlmaSet, now: datetime, pre
         or (attempt.state is AttemptState.FINISHED and not finished_ok(attempt))
     ):
         # A failed attempt reaches here only after `hwf retry` cleared the attention.
-        if step.spec.prechecks and step not in prechecked:
-            return Plan(Action.PRECHECK, step=step)
-        if step is Step.INTEGRATE and config.alma.handle_integration_mode == "manual":
-            return Plan(Action.MANUAL, step=step)
-        return Plan(Action.SUBMIT, step=step)
+        return _first(config, step, prechecked)
+    if attempt.batch_id is not None or attempt.state is AttemptState.QUEUED:
+        return _batched(attempt, step, now)
     if attempt.state is AttemptState.SUBMITTING:
         return Plan(Action.RECONCILE, step=step, attempt_id=attempt.id)
     if attempt.state is AttemptState.WAITING_OPERATOR:
+        due = attempt.next_poll_at
+        if due is not None and due > now:
+            reason = row.attention or row.waiting or f"needs a person: the {step.value} job run by hand"
+            return Plan(Action.WAIT, step=step, attempt_id=attempt.id, wake_at=due, reason=reason)
         return Plan(Action.MANUAL, step=step, attempt_id=attempt.id)
     if attempt.state is AttemptState.SUBMITTED:
         due = poll_due_at(attempt, now)
@@ -86,6 +89,29 @@ def plan_step(config: Config, session: Session, row: AlmaSet, now: datetime, pre
             )
         return Plan(Action.POLL, step=step, attempt_id=attempt.id)
     return Plan(Action.FIRE, step=step, attempt_id=attempt.id)
+
+
+def _first(config: Config, step: Step, prechecked: set[Step]) -> Plan:
+    """The first action of a step no run of which counts yet: its precheck, then its job (by hwf or a person)."""
+    if step.spec.prechecks and step not in prechecked:
+        return Plan(Action.PRECHECK, step=step)
+    if step is Step.INTEGRATE and config.alma.handle_integration_mode == "manual":
+        return Plan(Action.BATCH, step=step)
+    assert step.job_key is not None
+    if config.alma.jobs[step.job_key].manual:
+        return Plan(Action.MANUAL, step=step)
+    return Plan(Action.SUBMIT, step=step)
+
+
+def _batched(attempt: Attempt, step: Step, now: datetime) -> Plan:
+    """An integration in a batch: a finished batch's run is the step's (fire); otherwise the batch's work (form
+    it, make its Alma set, find the person's run, poll it) when it is due."""
+    if attempt.state is AttemptState.FINISHED:
+        return Plan(Action.FIRE, step=step, attempt_id=attempt.id)
+    due = attempt.next_poll_at
+    if due is not None and due > now:
+        return Plan(Action.WAIT, step=step, attempt_id=attempt.id, wake_at=due, reason="integration batch")
+    return Plan(Action.BATCH, step=step, attempt_id=attempt.id)
 
 
 def step_facts(config: Config, session: Session, row: AlmaSet, step: Step, now: datetime) -> StepFacts:
