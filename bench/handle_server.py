@@ -1,8 +1,8 @@
 """A minimal, independent handle proxy for benchmarks: stdlib only, nothing from hwf or its simulator.
 
 ``python -m bench.handle_server HANDLES.json [--latency-ms 50] [--port 0]`` serves
-``GET /api/handles/{prefix}/{suffix}?type=URL`` with the handle proxy's JSON (responseCode 1, a URL value with ttl and timestamp): for a handle in
-the file (a JSON object handle -> URL) ``{"responseCode":1,"handle":…,"values":[{"index":1,"type":"URL",
+``GET /api/handles/{prefix}/{suffix}?type=URL`` with the handle proxy's JSON: for a handle in the file
+(a JSON object handle -> URL) ``{"responseCode":1,"handle":…,"values":[{"index":1,"type":"URL",
 "data":{"format":"string","value":URL},"ttl":86400,"timestamp":…}]}``; for any other
 ``404 {"responseCode":100,"handle":…}``. Every reply waits ``--latency-ms`` first. HTTP/1.1 keep-alive,
 a thread per connection, ``TCP_NODELAY`` on every connection (without it Nagle's algorithm and the

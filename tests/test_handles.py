@@ -1,7 +1,8 @@
 """Tests for orchestrator.resolver: handle syntax, URL verdicts and the concurrent Verifier.
 
 The handle proxy is faked with httpx.MockTransport handlers shaped like the HANDLE.NET JSON API
-(`GET /api/handles/{handle}?type=URL`: responseCode 1 with values, 100 not registered, 200 no value); the rows come from Grinnell's 2 Feb 2026 validation run.
+(`GET /api/handles/{handle}?type=URL`: responseCode 1 with values, 100 not registered, 200 no
+value); the rows come from Grinnell's 2 Feb 2026 validation run.
 """
 
 from __future__ import annotations

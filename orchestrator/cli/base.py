@@ -91,7 +91,13 @@ COMMANDS: dict[str, Lazy] = {
         "run", "Clear a set's attention after fixing the cause, so `hwf advance` runs the step again (audited)."
     ),
     "confirm": Lazy(
-        "run", "Adopt a job instance for the set's waiting step (manual integration, ambiguous reconciliation)."
+        "run",
+        "Bind a job run you name to the set's waiting step (a step run by hand, an integration batch, an ambiguous "
+        "reconciliation).",
+    ),
+    "sync": Lazy(
+        "run",
+        "Take the Alma set's members as they are now, after hwf stopped the set because they changed (drift).",
     ),
     "audit": Lazy(
         "ops",

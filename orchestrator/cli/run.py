@@ -14,8 +14,19 @@ from orchestrator.cli.text import clean, safe
 from orchestrator.display import iso_z
 from orchestrator.domain.handles import VERIFIED_VALUES
 from orchestrator.domain.wording import plural
-from orchestrator.service import adoption, batches, dryrun, preflight, repair, scheduler, verification, worker, workflow
-from orchestrator.service.actions import manual
+from orchestrator.service import (
+    adoption,
+    batches,
+    dryrun,
+    membership,
+    preflight,
+    repair,
+    scheduler,
+    verification,
+    worker,
+    workflow,
+)
+from orchestrator.service.actions import confirm as confirming
 from orchestrator.service.workflow import AdvanceResult
 
 SET_HELP = "Alma set id or the local name given at `hwf add`."
@@ -355,9 +366,34 @@ def confirm(
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
-    """Adopt a job instance for the set's waiting step (manual integration, ambiguous reconciliation).
+    """Bind a job run you name to the set's waiting step (a step run by hand, an integration batch, an ambiguous
+    reconciliation).
 
-    The instance must be a run of the step's job, on this set, and not adopted by another set or step."""
+    For a set's own step the run must be of the step's job, on this set, and adopted by no other set. For a set
+    in an integration batch (SET may also be the batch's name), it must be a person's run of the handle
+    integration job, on as many records as the batch holds, bound to no other batch or set."""
     with context(quiet=True) as ctx, errors():
-        message = manual.confirm(ctx, set_ref, instance, force=force)
+        message = confirming.confirm(ctx, set_ref, instance, force=force)
     _said("confirm", set_ref, message, json_output)
+
+
+@app.command()
+def sync(
+    set_ref: Annotated[str, typer.Argument(metavar="SET", help=SET_HELP)],
+    *,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+) -> None:
+    """Take the Alma set's members as they are now, after hwf stopped the set because they changed (drift).
+
+    Before the copy job, new records join the set (they are checked like the rest). After it, records that joined
+    late are taken out of the Alma set (hwf's own sets; for others you remove them, as it says) and listed for a
+    later set, and records that left are marked so in the report. Exit 0 when the set can go on, 3 when it still
+    needs you."""
+    with context(quiet=True) as ctx, errors():
+        report = membership.sync(ctx, set_ref)
+    if json_output:
+        dump(report.as_json())
+    else:
+        out.print(safe(report.message))
+    if report.to_remove:
+        raise typer.Exit(3)

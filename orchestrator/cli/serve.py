@@ -62,6 +62,19 @@ def render_overview(ov: Overview) -> RenderableType:
         measured = ", ".join(f"{step} {duration(d.mean_seconds)} ({d.runs})" for step, d in ov.durations.items())
         head.append(f"Job durations measured (mean, runs): {measured}\n")
     lines.append(head)
+    waiting_for_you = [b for b in ov.batches if b.needs_person]
+    if waiting_for_you:
+        text = Text()
+        text.append(f"Waiting for you ({len(waiting_for_you)})\n", style="bold")
+        for b in waiting_for_you:
+            since = b.announced_at or b.created_at
+            waited = duration((ov.generated_at - since).total_seconds())
+            text.append(
+                f"Integration batch {b.number} ({b.sets} sets, {b.records:,} records; Alma set {b.alma_set_id}), "
+                f"waiting since {utc_stamp(since, seconds=False)} ({waited}):\n"
+            )
+            text.append(f"  {clean(b.clicks or '')}\n")
+        lines.append(text)
     if ov.attention:
         table = Table(title=f"Needs attention ({len(ov.attention)})", title_justify="left", expand=False)
         table.add_column("set", no_wrap=True)
@@ -70,8 +83,9 @@ def render_overview(ov: Overview) -> RenderableType:
         for a in ov.attention:
             table.add_row(a.set, _short(a.name, 18), Text(f"{_short(a.reason, 90)}\n→ {a.command}"))
         lines.append(table)
-    if ov.running:
-        table = Table(title=f"Running in Alma ({len(ov.running)})", title_justify="left")
+    bound = [b for b in ov.batches if b.state == "bound"]
+    if ov.running or bound:
+        table = Table(title=f"Running in Alma ({len(ov.running) + len(bound)})", title_justify="left")
         table.add_column("set", no_wrap=True)
         table.add_column("name", no_wrap=True, max_width=16)
         table.add_column("step", no_wrap=True)
@@ -81,6 +95,11 @@ def render_overview(ov: Overview) -> RenderableType:
         for r in ov.running:
             progress = f"{r.progress:.0f}" if r.progress is not None else ""
             table.add_row(r.set, _short(r.name, 16), r.step, r.instance_id or "(submitting)", r.status or "", progress)
+        for b in bound:
+            progress = f"{b.progress:.0f}" if b.progress is not None else ""
+            table.add_row(
+                b.alma_set_id or "", f"batch {b.number}", "integrate", b.instance_id or "", b.status or "", progress
+            )
         lines.append(table)
     return Group(*lines)
 

@@ -208,3 +208,12 @@ def run_seconds(
     if submitted is not None and ended is not None:
         return max((ended - submitted).total_seconds(), 0.0)
     return None
+
+
+def describe_counters(counters: Iterable[Counter | Mapping[str, Any]] | None) -> str:
+    """A run's counters for people: ``Records processed: 100, Records with exceptions: 0``."""
+    parts = []
+    for counter in counters or ():
+        code, desc, value = _counter_fields(counter)
+        parts.append(f"{desc or code}: {value}")
+    return ", ".join(parts) or "no counters"

@@ -18,7 +18,7 @@ from orchestrator.domain.attention import Attention
 from orchestrator.domain.steps import JOB_STEPS, Stage, Step, StepFacts
 from orchestrator.domain.wording import plural
 from orchestrator.errors import BadInputError
-from orchestrator.service import preflight, views, workflow
+from orchestrator.service import membership, preflight, views, workflow
 from orchestrator.service.actions.instances import adopted_by
 from orchestrator.service.audit import AuditReport, AuditRun, audit_set, reached
 from orchestrator.service.context import Context, find_set
@@ -50,6 +50,9 @@ def adopt(ctx: Context, alma_set_id: str, name: str | None = None) -> views.SetS
                     f"set {alma_set_id} is already registered and hwf has worked on it; "
                     f"see `hwf audit {alma_set_id}` and `hwf history {alma_set_id}`"
                 )
+    info = ctx.alma.get_set(alma_set_id)
+    if (info.type or "").upper() == "LOGICAL":
+        membership.refuse_logical_adoption(info)
     report = audit_set(ctx, alma_set_id)
     taken = [r for r in report.runs if r.known_to_hwf]
     if taken:

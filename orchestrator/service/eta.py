@@ -10,13 +10,15 @@ last set to start it. Sets needing attention are left out.
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.config import Config
-from orchestrator.domain.steps import JOB_STEPS
+from orchestrator.domain.jobrules import run_seconds
+from orchestrator.domain.steps import JOB_STEPS, Stage, Step
+from orchestrator.store.models import AttemptState
 
 
 @dataclass(frozen=True)
@@ -122,3 +124,50 @@ def eta(
         f"{sets} set(s) to go; the earliest Alma's limits ({cfg.max_running_jobs} jobs at once, "
         f"{cfg.max_runs_per_job_hour} runs of a job an hour) allow at the job durations measured so far" + held
     )
+
+
+def mean_durations(attempts: list[Any]) -> dict[str, StepDurations]:
+    """How long each step's finished runs took, submission to end (``jobrules.run_seconds``); ``attempts`` are
+    rows with step, state and the attempt's times."""
+    seconds: dict[str, list[float]] = defaultdict(list)
+    for a in attempts:
+        took = run_seconds(a.alma_submitted_at, a.alma_ended_at, a.submitted_at or a.begun_at, a.ended_at)
+        if a.state is AttemptState.FINISHED and took is not None:
+            seconds[a.step].append(took)
+    return {
+        step: StepDurations(step, len(v), sum(v) / len(v), min(v), max(v))
+        for step in (s.value for s in JOB_STEPS)
+        if (v := seconds.get(step))
+    }
+
+
+@dataclass(frozen=True)
+class OnTheWay:
+    """A set still on its way to ``migrated``: its stage, and the job it has running (step, seconds run so far)."""
+
+    stage: Stage
+    running: str | None = None
+    elapsed: float = 0.0
+
+
+def soonest_migrated(now: datetime, sets: list[OnTheWay], durations: dict[str, StepDurations]) -> datetime | None:
+    """The earliest moment one of ``sets`` can reach ``migrated``, at the job durations measured so far (a job
+    whose duration nobody measured yet may end any moment: now). None when no set is on its way."""
+    if not sets:
+        return None
+    copy, migrate = Step.COPY_IDENTIFIERS.value, Step.MIGRATE.value
+
+    def mean(step: str) -> float:
+        measured = durations.get(step)
+        return measured.mean_seconds if measured is not None else 0.0
+
+    soonest = None
+    for s in sets:
+        left = mean(migrate)
+        if s.running == migrate:
+            left = max(mean(migrate) - s.elapsed, 0.0)
+        elif s.stage is Stage.CREATED:
+            left += max(mean(copy) - s.elapsed, 0.0) if s.running == copy else mean(copy)
+        at = now + timedelta(seconds=left)
+        soonest = at if soonest is None else min(soonest, at)
+    return soonest

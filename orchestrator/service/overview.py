@@ -8,7 +8,7 @@ The read side only: short read transactions of plain column reads, frozen datacl
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,14 +17,14 @@ from sqlalchemy import func, select
 
 from orchestrator.display import iso_z
 from orchestrator.domain.attention import advice, next_command
-from orchestrator.domain.jobrules import run_seconds
+from orchestrator.domain.clicks import profile_clicks
 from orchestrator.domain.steps import JOB_STEPS, Stage, Step, job_steps_left
 from orchestrator.service import views
 from orchestrator.service.actions.gate import JobSlots
 from orchestrator.service.context import Context
-from orchestrator.service.eta import StepDurations, time_left
+from orchestrator.service.eta import StepDurations, mean_durations, time_left
 from orchestrator.service.eta import eta as estimate
-from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Record
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState, IntegrationBatch, Record
 
 _ACTIVE = (AttemptState.SUBMITTING, AttemptState.SUBMITTED, AttemptState.WAITING_OPERATOR)
 SERIES_POINTS = 200
@@ -101,6 +101,46 @@ class SeriesPoint:
 
 
 @dataclass(frozen=True)
+class BatchItem:
+    """An open integration batch: one itemized Alma set on which a person presses Run of the handle integration
+    profile once for all its sets."""
+
+    number: int
+    name: str
+    alma_set_id: str | None
+    state: str  # creating, announced (waits for a person), bound (its run goes on)
+    sets: int
+    records: int
+    created_at: datetime
+    announced_at: datetime | None
+    instance_id: str | None
+    status: str | None
+    progress: float | None
+    clicks: str | None  # what the person does in Alma, while the batch waits for them
+
+    @property
+    def needs_person(self) -> bool:
+        return self.state == "announced"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "name": self.name,
+            "alma_set_id": self.alma_set_id,
+            "state": self.state,
+            "sets": self.sets,
+            "records": self.records,
+            "created_at": iso_z(self.created_at),
+            "announced_at": iso_z(self.announced_at),
+            "instance_id": self.instance_id,
+            "status": self.status,
+            "progress": self.progress,
+            "needs_person": self.needs_person,
+            "clicks": self.clicks,
+        }
+
+
+@dataclass(frozen=True)
 class Overview:
     generated_at: datetime
     sets: int
@@ -117,6 +157,7 @@ class Overview:
     durations: dict[str, StepDurations]
     verified_over_time: tuple[SeriesPoint, ...]
     last_checked: dict[str, datetime | None]  # set -> when every included record was last verified
+    batches: tuple[BatchItem, ...] = ()  # open integration batches (manual integration)
 
     @property
     def oldest_check(self) -> tuple[str, datetime] | None:
@@ -146,6 +187,7 @@ class Overview:
             "durations": {step: d.as_json() for step, d in self.durations.items()},
             "verified_over_time": [{"at": iso_z(p.at), "records": p.records} for p in self.verified_over_time],
             "last_checked": {s: iso_z(at) for s, at in self.last_checked.items()},
+            "batches": [b.as_json() for b in self.batches],
         }
 
 
@@ -181,20 +223,6 @@ class SetRow:
 # the read
 
 
-def _mean_durations(attempts: list[Any]) -> dict[str, StepDurations]:
-    """How long each step's finished runs took, submission to end (``jobrules.run_seconds``)."""
-    seconds: dict[str, list[float]] = defaultdict(list)
-    for a in attempts:
-        took = run_seconds(a.alma_submitted_at, a.alma_ended_at, a.submitted_at or a.begun_at, a.ended_at)
-        if a.state is AttemptState.FINISHED and took is not None:
-            seconds[a.step].append(took)
-    return {
-        step: StepDurations(step, len(v), sum(v) / len(v), min(v), max(v))
-        for step in (s.value for s in JOB_STEPS)
-        if (v := seconds.get(step))
-    }
-
-
 def _series(times: list[datetime]) -> tuple[SeriesPoint, ...]:
     """Cumulative verified records at each verification time, thinned to at most ``SERIES_POINTS``."""
     if not times:
@@ -212,9 +240,9 @@ def overview(ctx: Context) -> Overview:
     cfg = ctx.config.alma
     with ctx.sessions() as session:
         facts = _read_facts(session)
-        slots = JobSlots.load(session, now, max_running=cfg.max_running_jobs, per_hour=cfg.max_runs_per_job_hour)
+        slots = JobSlots.of(session, now, cfg)
     latest = {a.set_id: a for a in facts.attempts}
-    durations = _mean_durations(facts.attempts)
+    durations = mean_durations(facts.attempts)
     runs_last_hour = Counter(
         {step.value: len(slots.recent.get(cfg.jobs[step.job_key].id, [])) for step in JOB_STEPS if step.job_key}
     )
@@ -245,6 +273,7 @@ def overview(ctx: Context) -> Overview:
         durations=durations,
         verified_over_time=_series([t for t in facts.times if t is not None]),
         last_checked=tally.last_checked,
+        batches=open_batches(facts.batches),
     )
 
 
@@ -256,6 +285,7 @@ class _Facts:
     per_set: dict[int, Any]
     attempts: list[Any]
     times: list[datetime | None]
+    batches: list[Any]
 
 
 def _read_facts(session: Any) -> _Facts:
@@ -300,6 +330,7 @@ def _read_facts(session: Any) -> _Facts:
             Attempt.ended_at,
             Attempt.alma_submitted_at,
             Attempt.alma_ended_at,
+            Attempt.batch_id,
         ).order_by(Attempt.id)
     ).all()
     times = list(
@@ -309,7 +340,33 @@ def _read_facts(session: Any) -> _Facts:
             .order_by(Record.verified_at)
         )
     )
-    return _Facts(list(sets), per_set, list(attempts), times)
+    batches = session.scalars(
+        select(IntegrationBatch)
+        .where(IntegrationBatch.state.in_(["creating", "announced", "bound"]))
+        .order_by(IntegrationBatch.number)
+    ).all()
+    return _Facts(list(sets), per_set, list(attempts), times, list(batches))
+
+
+def open_batches(rows: list[Any]) -> tuple[BatchItem, ...]:
+    """The open integration batches, with the clicks of those that wait for a person."""
+    return tuple(
+        BatchItem(
+            number=b.number,
+            name=b.name,
+            alma_set_id=b.alma_set_id,
+            state=b.state,
+            sets=b.sets,
+            records=b.records,
+            created_at=b.created_at,
+            announced_at=b.announced_at,
+            instance_id=b.instance_id,
+            status=b.status,
+            progress=b.progress,
+            clicks=profile_clicks(b.name) if b.state == "announced" else None,
+        )
+        for b in rows
+    )
 
 
 class _Tally:
@@ -328,7 +385,8 @@ class _Tally:
         self.by_state[s.stage.value] += 1
         complete = counts is not None and counts.included > 0 and counts.checked == counts.included
         self.last_checked[s.alma_set_id] = counts.oldest_check if complete and counts is not None else None
-        active = a if a is not None and a.state in _ACTIVE else None
+        # A set in an integration batch: the batch's run is shown once, as the batch.
+        active = a if a is not None and a.state in _ACTIVE and a.batch_id is None else None
         if active is not None:
             self.running.append(self._running(s, active))
         elif s.waiting and not s.attention:

@@ -20,6 +20,7 @@ from orchestrator.alma.client import AlmaClient
 from orchestrator.alma.payload import template_parameter_names
 from orchestrator.alma.types import JobInfo
 from orchestrator.config import STEP_JOB_KEYS, Config
+from orchestrator.domain.steps import JOB_STEPS, Step
 from orchestrator.errors import AlmaError, DailyQuotaError, HwfError
 from orchestrator.service.onboarding import PLACEHOLDER_JOB_ID, placeholders_in
 
@@ -175,9 +176,11 @@ def _check_parameters(report: PingReport, job: JobInfo, config: Config, role: st
     missing = [p for p in job.parameters if p.name not in supplied]
     empty = [p.name for p in missing if not (p.value or "").strip()]
     given = [f"{p.name}={p.value}" for p in missing if (p.value or "").strip()]
-    manual = role == "handle_integration" and config.alma.handle_integration_mode == "manual"
-    note = " (manual mode: hwf only looks for your runs of it)" if manual else ""
-    if not job.parameters and not spec.parameters and spec.payload_file is None and not manual:
+    manual = spec.manual
+    if manual:
+        report.add(label, OK, f"{spec.id} {job.name!r}: run by a person in Alma; hwf looks for the runs and binds them")
+        return
+    if not job.parameters and not spec.parameters and spec.payload_file is None:
         _unknown_parameters(report, label, spec.id, job.name, role, accept_unknown)
     elif empty:
         report.add(
@@ -193,12 +196,11 @@ def _check_parameters(report: PingReport, job: JobInfo, config: Config, role: st
             label,
             WARN,
             f"{spec.id} {job.name!r}: Alma lists {', '.join(given)}, which the config does not supply; "
-            f"if the Run-a-job wizard's API Information shows them, copy them into [alma.jobs.{role}] parameters"
-            + note,
+            f"if the Run-a-job wizard's API Information shows them, copy them into [alma.jobs.{role}] parameters",
         )
     else:
         kind = (job.type or "").upper()
-        report.add(label, OK, f"{spec.id} {job.name!r}, a {kind.lower() or 'manual'} job{note}")
+        report.add(label, OK, f"{spec.id} {job.name!r}, a {kind.lower() or 'manual'} job")
 
 
 def _unknown_parameters(report: PingReport, label: str, job_id: str, name: str, role: str, accept: bool) -> None:
@@ -306,6 +308,7 @@ def ping(
     parameters (and the config gives none) is a warning, not a failure. Never raises for what it finds.
     """
     report = PingReport(base_url=config.alma.api_url, resolver_url=config.handles.resolver_url)
+    report.add("steps", OK, who_runs_the_steps(config))
     todo = placeholders_in(config)
     if todo:
         report.add("configuration", FAIL, f"{config.path}: still placeholders from `hwf init`: {', '.join(todo)}")
@@ -323,6 +326,23 @@ def ping(
         if client is not None:
             client.close()
     return report
+
+
+def who_runs_the_steps(config: Config) -> str:
+    """Which steps hwf runs through the API and which a person runs in Alma (hwf then binds the run)."""
+    parts = []
+    for step in JOB_STEPS:
+        assert step.job_key is not None
+        spec = config.alma.jobs[step.job_key]
+        if step is Step.INTEGRATE and spec.manual:
+            parts.append(
+                f"{step.value}: by a person, once per integration batch (Run on the Handle integration profile)"
+            )
+        elif spec.manual:
+            parts.append(f"{step.value}: by a person (Admin > Run a Job)")
+        else:
+            parts.append(f"{step.value}: by API (op=run)")
+    return "; ".join(parts)
 
 
 def _open_alma(report: PingReport, config: Config, alma: Callable[[], AlmaClient]) -> AlmaClient | None:

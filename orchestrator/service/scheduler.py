@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.display import utc_stamp
-from orchestrator.domain.attention import Attention
+from orchestrator.domain.attention import Attention, stops
 from orchestrator.domain.steps import Stage, next_step
 from orchestrator.errors import (
     AlmaError,
@@ -168,7 +168,7 @@ def _scan(ctx: Context, pattern: re.Pattern[str] | None, cap: int, outcomes: _Ou
         latest = {a.set_id: a for a in session.scalars(select(Attempt).where(Attempt.id.in_(newest.scalar_subquery())))}
         slots = JobSlots.load(session, now, max_running=cap, per_hour=ctx.config.alma.max_runs_per_job_hour)
         for row in rows:
-            if row.attention:
+            if row.attention and stops(row.attention_kind):
                 outcomes.put(
                     row.alma_set_id, "attention", f"set {row.alma_set_id} ({row.name}) needs attention: {row.attention}"
                 )

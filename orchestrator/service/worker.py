@@ -38,6 +38,8 @@ OUTAGE_FIRST_SECONDS = 60.0  # after Alma failed every set: the first pause, dou
 OUTAGE_MAX_SECONDS = 900.0
 QUOTA_MARGIN = timedelta(minutes=5)  # go on this long after the configured reset time
 STALE_WORKER = timedelta(minutes=10)  # a worker row not updated for this long is shown as gone
+# Attempts hwf looks at again by itself: a running job's poll, a person's run looked for, a queue to close.
+_LOOKED_AT = (AttemptState.SUBMITTED, AttemptState.WAITING_OPERATOR, AttemptState.QUEUED)
 
 
 class Stopped(Exception):
@@ -286,7 +288,7 @@ def _next_wake(ctx: Context, quota: datetime | None, recheck_at: datetime | None
                 AlmaSet.lease_expires_at > now,
             )
         )
-        poll = session.scalar(select(func.min(Attempt.next_poll_at)).where(Attempt.state == AttemptState.SUBMITTED))
+        poll = session.scalar(select(func.min(Attempt.next_poll_at)).where(Attempt.state.in_(_LOOKED_AT)))
         unfinished = session.scalar(
             select(func.count())
             .select_from(AlmaSet)
@@ -313,11 +315,22 @@ def _next_wake(ctx: Context, quota: datetime | None, recheck_at: datetime | None
 
 
 def _idle(ctx: Context, only: str | None) -> bool:
-    """No set can move without a person: each is verified or has attention (or is another's to drive)."""
+    """No set can move without a person: each is verified, needs attention, or waits for a person's run in Alma
+    (a step run by hand, an integration batch to press Run on)."""
     with ctx.sessions() as session:
-        names = session.scalars(
-            select(AlmaSet.name).where(AlmaSet.stage != Stage.VERIFIED, AlmaSet.attention.is_(None))
+        rows = session.execute(
+            select(AlmaSet.id, AlmaSet.name, AlmaSet.attention, AlmaSet.attention_kind).where(
+                AlmaSet.stage != Stage.VERIFIED
+            )
         ).all()
+        person = set(
+            session.scalars(
+                select(Attempt.set_id).where(
+                    Attempt.state == AttemptState.WAITING_OPERATOR, Attempt.set_id.in_([r.id for r in rows])
+                )
+            )
+        )
+    names = [r.name for r in rows if not r.attention and r.id not in person]
     if only:
         pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE)
         names = [n for n in names if pattern.search(n)]

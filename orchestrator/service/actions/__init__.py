@@ -8,6 +8,7 @@ to describe it, so what the dry run says cannot drift from what runs. Each room 
 from __future__ import annotations
 
 from orchestrator.service.actions.base import Action, Plan, PlannedAction, PlannedRequest, Preview, Room, Scene
+from orchestrator.service.actions.batch import Batch
 from orchestrator.service.actions.fire import Fire
 from orchestrator.service.actions.manual import Manual
 from orchestrator.service.actions.plan import plan_step, step_facts
@@ -23,6 +24,7 @@ ROOMS: dict[Action, Room] = {
     Action.RECONCILE: Reconcile(),
     Action.POLL: Poll(),
     Action.MANUAL: Manual(),
+    Action.BATCH: Batch(),
     Action.FIRE: Fire(),
     Action.VERIFY: Verify(),
 }

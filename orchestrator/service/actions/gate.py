@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from orchestrator.config import AlmaConfig
 from orchestrator.display import utc_stamp
 from orchestrator.domain.steps import Step
 from orchestrator.store.models import Attempt, AttemptState
@@ -69,6 +70,12 @@ class JobSlots:
         ):
             slots.recent.setdefault(job_id or "", []).append(started)
         return slots
+
+    @classmethod
+    def of(cls, session: Session, now: datetime, alma: AlmaConfig, *, max_running: int | None = None) -> JobSlots:
+        """The limits of ``[alma]`` (``max_running``: a lower cap on running jobs, ``--max-running``)."""
+        cap = min(max_running, alma.max_running_jobs) if max_running else alma.max_running_jobs
+        return cls.load(session, now, max_running=cap, per_hour=alma.max_runs_per_job_hour)
 
     def refusal(self, step: Step, job_id: str, now: datetime) -> tuple[str, datetime | None] | None:
         """Why ``step``'s job cannot start now, and when it can (None: when a running job ends)."""

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from orchestrator.config import Config
 from orchestrator.display import utc_stamp
+from orchestrator.domain.attention import stops
 from orchestrator.domain.handles import VERIFIED_VALUES
 from orchestrator.domain.jobrules import run_ok
-from orchestrator.domain.attention import stops
 from orchestrator.domain.steps import Stage, Step, StepFacts, next_step
 from orchestrator.service import preflight
 from orchestrator.service.actions.base import Action, Plan

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from orchestrator.alma.types import GOOD_STATUSES, JobInstance
 from orchestrator.domain.attention import Attention
-from orchestrator.domain.jobrules import UNKNOWN_INSTANCE_CODES, exception_count, next_poll_interval
+from orchestrator.domain.jobrules import UNKNOWN_INSTANCE_CODES, describe_counters, exception_count, next_poll_interval
 from orchestrator.errors import AlmaError
 from orchestrator.service.actions.base import Plan, PlannedAction, PlannedRequest, Preview, Scene, job_transition
 from orchestrator.service.actions.plan import finished_ok
@@ -17,10 +17,6 @@ from orchestrator.store.models import RAW_REPLY_CAP, Attempt, AttemptState
 
 if TYPE_CHECKING:
     from orchestrator.service.context import Context
-
-
-def describe_counters(counters: list[Any] | None) -> str:
-    return ", ".join(f"{c.get('desc') or c.get('code')}: {c.get('value')}" for c in counters or []) or "no counters"
 
 
 class Poll:

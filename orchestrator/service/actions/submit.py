@@ -21,13 +21,23 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select
 
 from orchestrator.domain.attention import Attention
-from orchestrator.domain.jobrules import SetMatch, history_window, job_name, match_instance, poll_schedule, run_ok
+from orchestrator.domain.jobrules import (
+    CANNOT_RUN_BY_API,
+    SetMatch,
+    history_window,
+    job_name,
+    match_instance,
+    poll_schedule,
+    run_ok,
+)
 from orchestrator.domain.steps import Step
 from orchestrator.errors import AlmaError, AlmaUnreachableError, JobThresholdError, LeaseHeldError
 from orchestrator.service.actions.base import Plan, PlannedAction, PlannedRequest, Preview, Scene, job_transition
 from orchestrator.service.actions.base import shown_path as _path
 from orchestrator.service.actions.gate import JobSlots
 from orchestrator.service.actions.instances import adopt_instance, taken_instances
+from orchestrator.service.actions.manual import announce
+from orchestrator.service.membership import stop_on_drift
 from orchestrator.store.leases import holder, try_claim
 from orchestrator.store.ledger import Ledger, new_token
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event
@@ -60,6 +70,10 @@ class Submit:
         spec, cfg = ctx.config.alma.jobs[step.job_key], ctx.config.alma
         if _found_earlier_run(ctx, set_id, step, spec.id):
             return
+        if _must_wait(ctx, set_id, step, spec.id):
+            return
+        if stop_on_drift(ctx, set_id, f"submitting the {step.value} job"):
+            return
         begun = _begin_attempt(ctx, set_id, step, spec)
         if begun is None:
             return
@@ -74,6 +88,10 @@ class Submit:
             lost = f"{step.value}: the reply to job {spec.id} was lost ({exc}); reconciling by token {begun.token}"
             _record_refusal(ctx, set_id, begun.attempt_id, f"outcome unknown: {exc}", abandon=False, lost=lost)
         except AlmaError as exc:
+            if exc.code in CANNOT_RUN_BY_API:
+                _record_refusal(ctx, set_id, begun.attempt_id, f"Alma will not run it through the API: {exc}")
+                announce(ctx, set_id, step, refused=exc)
+                return
             attention = f"Alma refused to run the {step.value} job {spec.id}: {exc}"
             _record_refusal(ctx, set_id, begun.attempt_id, str(exc), attention=attention)
         else:
@@ -85,9 +103,7 @@ class Submit:
         assert step is not None and step.job_key is not None
         cfg, row = scene.ctx.config.alma, scene.row
         spec = cfg.jobs[step.job_key]
-        slots = JobSlots.load(
-            scene.session, scene.now, max_running=cfg.max_running_jobs, per_hour=cfg.max_runs_per_job_hour
-        )
+        slots = JobSlots.of(scene.session, scene.now, cfg)
         refused = slots.refusal(step, spec.id, scene.now)
         if refused is not None:
             return Preview((PlannedAction(when, "wait", f"{refused[0]}; nothing is sent yet"),), job_transition(step))
@@ -201,6 +217,21 @@ def _found_earlier_run(ctx: Context, set_id: int, step: Step, job_id: str) -> bo
     return True
 
 
+def _must_wait(ctx: Context, set_id: int, step: Step, job_id: str) -> bool:
+    """Alma's job limits, looked at before the members are read: True (and the set waits) when the job cannot
+    start now. ``_begin_attempt`` looks again, in the transaction that commits the attempt."""
+    cfg = ctx.config.alma
+    with ctx.sessions() as session:
+        slots = JobSlots.of(session, ctx.clock(), cfg)
+    if slots.refusal(step, job_id, ctx.clock()) is None:
+        return False
+    with ctx.ledger() as book:
+        refused = slots.refusal(step, job_id, book.now)
+        if refused is not None:
+            book.wait(book.set(set_id), refused[0], refused[1] or slots.slot_may_free(book.now))
+    return True
+
+
 def _begin_attempt(ctx: Context, set_id: int, step: Step, spec: JobSpec) -> _Begun | None:
     """Commit the ``submitting`` attempt and its event, or record why the set must wait for a job slot (None).
 
@@ -209,9 +240,7 @@ def _begin_attempt(ctx: Context, set_id: int, step: Step, spec: JobSpec) -> _Beg
     cfg = ctx.config.alma
     with ctx.ledger() as book:
         row = book.set(set_id)
-        slots = JobSlots.load(
-            book.session, book.now, max_running=cfg.max_running_jobs, per_hour=cfg.max_runs_per_job_hour
-        )
+        slots = JobSlots.of(book.session, book.now, cfg)
         refused = slots.refusal(step, spec.id, book.now)
         if refused is not None:
             reason, until = refused

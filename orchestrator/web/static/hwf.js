@@ -116,6 +116,25 @@
     if (bar) bar.value = ov.records ? (100 * ov.records_verified) / ov.records : 0;
     document.getElementById("attention-card").classList.toggle("alert", ov.attention.length > 0);
 
+    var person = document.getElementById("person-list");
+    if (person) {
+      person.replaceChildren();
+      var waiting = (ov.batches || []).filter(function (b) { return b.needs_person; });
+      waiting.forEach(function (b) {
+        var li = document.createElement("li");
+        var strong = document.createElement("strong");
+        strong.textContent = "Integration batch " + b.number;
+        li.append(
+          strong,
+          clean(" (" + num(b.sets) + " sets, " + num(b.records) + " records; Alma set " + (b.alma_set_id || "") +
+            "), waiting since " + when(b.announced_at || b.created_at) + ": " + (b.clicks || "") +
+            " hwf then finds your run by itself.")
+        );
+        person.appendChild(li);
+      });
+      document.getElementById("person-section").hidden = waiting.length === 0;
+    }
+
     var attention = document.querySelector("#attention-table tbody");
     attention.replaceChildren();
     ov.attention.forEach(function (a) {
