@@ -6,8 +6,18 @@ Use ``httpx.MockTransport(Simulator().handle)`` in tests, or ``SimServer`` for r
 from .clock import ManualClock
 from .core import ConnectionDropped, JobRunLog, Simulator
 from .faults import Faults
+from .queries import SetQuery
 from .records import SimRecord, dc_record_xml, marc_record_xml
-from .scenario import ApiKey, JobDef, RecordsSpec, Scenario, SetSpec, load_scenario, parse_scenario
+from .scenario import (
+    ApiKey,
+    JobDef,
+    LogicalSetSpec,
+    RecordsSpec,
+    Scenario,
+    SetSpec,
+    load_scenario,
+    parse_scenario,
+)
 from .server import SimServer
 
 __all__ = [
@@ -16,9 +26,11 @@ __all__ = [
     "Faults",
     "JobDef",
     "JobRunLog",
+    "LogicalSetSpec",
     "ManualClock",
     "RecordsSpec",
     "Scenario",
+    "SetQuery",
     "SetSpec",
     "SimRecord",
     "SimServer",

@@ -1,4 +1,11 @@
-"""Simulated Jobs API: catalogue, details, ``op=run`` with Alma's thresholds, instances and their lists."""
+"""Simulated Jobs API: catalogue, details, ``op=run`` with Alma's thresholds and refusals, instances and
+their lists.
+
+``op=run`` refuses, as Alma does: a job of several tasks (the scenario's ``multi_task_jobs``) with
+402231; a job while another run of it is going (``refuse_overlapping_runs``), or the next N runs
+(fault ``refuse_run_overlap``), with 60347; 402222 when three API-submitted runs are going (runs made
+by a person do not count); 402223 when five runs of that job, by anyone, started in the last hour.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import httpx
 from lxml import etree
 
 from .alma_common import Ctx, paging
-from .jobs import schedule
+from .jobs import live_counters, start_instance
 from .scenario import JobDef
 from .state import Instance
 from .wire import (
@@ -49,6 +56,12 @@ CONTROL_NUMBER_PARAM = "task_HandleMigration_controlNumber"
 _JOB_ID = re.compile(r"^[MSO]\d+$")
 _PARAM_DESC = {"set_id": "Set ID", "job_name": "Job name", CONTROL_NUMBER_PARAM: "Control Number"}
 _THRESHOLD = "Execution threshold reached."
+# Alma's own wording and spelling, as its published API definition gives them.
+MULTI_TASK = (
+    "402231",
+    "Job in consisted of more than one task - executing such job is currently not supported via the API.",
+)
+OVERLAP = ("60347", "Job overlapps with running job - cannot execute.")
 
 
 class ConnectionDrop(Exception):
@@ -164,6 +177,8 @@ def run_job(ctx: Ctx, job_id: str) -> httpx.Response:
     if op != "run":
         raise AlmaFault(400, "402221", f"Operation is not supported: {op}")
     job = find_job(ctx, job_id)
+    if state.scenario.is_multi_task(job):
+        raise AlmaFault(400, *MULTI_TASK)
     given = _read_parameters(ctx)
     values = dict(given)
     mandatory = ["set_id"] + ([CONTROL_NUMBER_PARAM] if CONTROL_NUMBER_PARAM in _required_params(ctx, job) else [])
@@ -176,35 +191,18 @@ def run_job(ctx: Ctx, job_id: str) -> httpx.Response:
     sim_set = state.sets.get(set_id)
     if sim_set is None:
         raise AlmaFault(400, "60107", f"Set not found: Set ID {set_id}")
+    _refusals(ctx, job)
     now = state.now()
-    scenario = state.scenario
-    if scenario.enforce_job_thresholds:
-        running = sum(1 for i in state.instance_order if not i.applied and i.end > now)
-        if running >= scenario.max_running_api_jobs:
-            raise AlmaFault(400, "402222", _THRESHOLD)
-        hour_ago = now - timedelta(hours=1)
-        recent = sum(1 for i in state.instance_order if i.job.id == job.id and i.submitted > hour_ago)
-        if recent >= scenario.max_runs_per_hour:
-            raise AlmaFault(400, "402223", _THRESHOLD)
-    instance_id = state.new_id()
-    external_id = f"{int(instance_id[:9]) - 1:09d}000{scenario.id_suffix}"
     job_name = values.get("job_name") or None
-    members = tuple(sim_set.members)
-    instance = Instance(
-        id=instance_id,
-        external_id=external_id,
-        job=job,
-        set_id=set_id,
-        job_name=job_name,
+    instance = start_instance(
+        state,
+        job,
+        sim_set,
         name=f"{job_name or job.name} - {local_stamp(now, state.zone)}",
+        job_name=job_name,
         parameters=[(n, v or "") for n, v in given],
-        submitted=now,
-        seconds=scenario.seconds_for(job.kind) + scenario.job_seconds_per_record * len(members),
-        members=members,
     )
-    state.instances[instance_id] = instance
-    state.instance_order.append(instance)
-    schedule(state, instance)
+    instance_id = instance.id
     if state.faults.drop_run_reply > 0:
         state.faults.drop_run_reply -= 1
         ctx.drop_reply = True
@@ -212,6 +210,24 @@ def run_job(ctx: Ctx, job_id: str) -> httpx.Response:
         ctx.drop_reply = True
     node = job_node(ctx, job, parameters=instance.parameters, instance_id=instance_id, triggered=now)
     return ctx.render("job", node)
+
+
+def _refusals(ctx: Ctx, job: JobDef) -> None:
+    """:raises AlmaFault: 60347 on an overlap, 402222/402223 on the thresholds."""
+    state, scenario, now = ctx.state, ctx.state.scenario, ctx.state.now()
+    going = [i for i in state.instance_order if not i.applied and i.end > now]
+    if state.faults.refuse_run_overlap > 0:
+        state.faults.refuse_run_overlap -= 1
+        raise AlmaFault(400, *OVERLAP)
+    if scenario.refuse_overlapping_runs and any(i.job.id == job.id for i in going):
+        raise AlmaFault(400, *OVERLAP)
+    if scenario.enforce_job_thresholds:
+        if sum(1 for i in going if i.origin == "api") >= scenario.max_running_api_jobs:
+            raise AlmaFault(400, "402222", _THRESHOLD)
+        hour_ago = now - timedelta(hours=1)
+        recent = sum(1 for i in state.instance_order if i.job.id == job.id and i.submitted > hour_ago)
+        if recent >= scenario.max_runs_per_hour:
+            raise AlmaFault(400, "402223", _THRESHOLD)
 
 
 def _progress(value: float) -> int | float:
@@ -226,7 +242,7 @@ def instance_node(ctx: Ctx, instance: Instance) -> Node:
         ("id", instance.id),
         ("external_id", instance.external_id),
         ("name", instance.name),
-        ("submitted_by", Coded("exl_api", "Ex Libris, API")),
+        ("submitted_by", Coded(*instance.submitted_by)),
         ("submit_time", utc_ms(instance.submitted)),
         ("start_time", utc_ms(start) if start else None),
         ("end_time", utc_ms(end) if end else None),
@@ -239,7 +255,10 @@ def instance_node(ctx: Ctx, instance: Instance) -> Node:
             Items(
                 "counters",
                 "counter",
-                [Node([("type", Coded(code, desc)), ("value", str(value))]) for code, desc, value in instance.counters],
+                [
+                    Node([("type", Coded(code, desc)), ("value", str(value))])
+                    for code, desc, value in live_counters(instance, ctx.state.now())
+                ],
             ),
         ),
         (

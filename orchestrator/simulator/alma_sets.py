@@ -1,4 +1,11 @@
-"""Simulated Sets API: create, retrieve, list by name, manage members, list members, delete."""
+"""Simulated Sets API: create (also ``from_logical_set``), retrieve, list by name, manage members, list
+members, delete.
+
+A LOGICAL set answers its ``query`` and counts its members anew on every read; its members cannot be
+managed (60112). ``POST /conf/sets?from_logical_set=ID`` answers at once with the new itemized set,
+still empty; its members (the logical set's members at that moment) are added over the scenario's
+``from_logical_set_seconds``, in proportion to the time gone by, as Alma's background population does.
+"""
 
 from __future__ import annotations
 
@@ -35,21 +42,27 @@ MAX_MANAGE = 1000
 
 
 def set_node(ctx: Ctx, sim_set: SimSet) -> Node:
-    """The set object (``GET /conf/sets/{id}``); ``number_of_members`` is a number in JSON."""
+    """The set object (``GET /conf/sets/{id}``); ``number_of_members`` is a number in JSON; a logical set
+    carries its ``query``."""
     created = utc_ms(sim_set.created)
     link = ctx.link("conf", "sets", sim_set.id)
+    query = None
+    if sim_set.query is not None:
+        query = Coded(*sim_set.query.alma_text(sim_set.content))
+    set_type = Coded("LOGICAL", "Logical") if sim_set.logical else Coded("ITEMIZED", "Itemized")
     fields: list[tuple[str, Any]] = [
         ("id", sim_set.id),
         ("name", sim_set.name),
         ("description", sim_set.description or None),
-        ("type", Coded("ITEMIZED", "Itemized")),
+        ("type", set_type),
         ("content", Coded(sim_set.content, CONTENT_DESC.get(sim_set.content, sim_set.content))),
         ("private", Coded("true" if sim_set.private else "false", "Yes" if sim_set.private else "No")),
         ("status", Coded("ACTIVE", "Active")),
         ("status_date", created),
         ("created_by", Coded("exl_api", "Ex Libris, API" if ctx.as_json else "API, Ex Libris")),
         ("created_date", created),
-        ("number_of_members", Coded(len(sim_set.members), link=link + "/members")),
+        ("query", query),
+        ("number_of_members", Coded(len(ctx.state.members_of(sim_set)), link=link + "/members")),
         ("origin", Coded("UI", "Institution only")),
     ]
     return Node(fields, link=link)
@@ -80,8 +93,8 @@ def list_sets(ctx: Ctx) -> httpx.Response:
         wanted = wanted.lower()
         found = [s for s in found if wanted in (s.name.lower() if field == "name" else "exl_api")]
     set_type = ctx.params.get("set_type")
-    if set_type and set_type != "ITEMIZED":
-        found = []
+    if set_type:
+        found = [s for s in found if ("LOGICAL" if s.logical else "ITEMIZED") == set_type.upper()]
     content = ctx.params.get("content_type")
     if content:
         found = [s for s in found if s.content == content]
@@ -111,7 +124,8 @@ def _read_set_body(ctx: Ctx) -> tuple[dict[str, str | None], list[str | None]]:
 
 
 def create_set(ctx: Ctx) -> httpx.Response:
-    """``POST /conf/sets``: an empty itemized set with a unique name (402263)."""
+    """``POST /conf/sets``: an empty itemized set with a unique name (402263), or, with
+    ``from_logical_set=ID``, an itemized set that fills with that logical set's members."""
     info, _members = _read_set_body(ctx)
     name = (info["name"] or "").strip()
     if not name:
@@ -119,8 +133,10 @@ def create_set(ctx: Ctx) -> httpx.Response:
     set_type = (info["type"] or "").upper()
     if set_type not in ("ITEMIZED", "LOGICAL"):
         raise AlmaFault(400, "402262", "Set type is invalid. Only 'ITEMIZED' and 'LOGICAL' sets are supported.")
+    source = _logical_source(ctx)
     if set_type == "LOGICAL":
-        raise AlmaFault(400, "402265", "Failed to create a set (logical sets are not simulated).")
+        detail = "a set made from a logical set is itemized" if source else "logical sets are made in the simulator"
+        raise AlmaFault(400, "402265", f"Failed to create a set ({detail}).")
     content = (info["content"] or "").upper()
     if not content:
         raise AlmaFault(400, "402119", "General Error: the set content is mandatory.")
@@ -128,12 +144,32 @@ def create_set(ctx: Ctx) -> httpx.Response:
         raise AlmaFault(400, "402263", "The set name already exists. Please choose a different name.")
     sim_set = ctx.state.create_set(name, [], content, (info["description"] or "").strip())
     sim_set.private = (info["private"] or "false").lower() == "true"
+    if source is not None:
+        sim_set.from_logical_set = source.id
+        sim_set.filling = tuple(ctx.state.members_of(source))
+        sim_set.fill_seconds = ctx.state.scenario.from_logical_set_seconds
     return ctx.render("set", set_node(ctx, sim_set))
+
+
+def _logical_source(ctx: Ctx) -> SimSet | None:
+    """The set named by ``from_logical_set``, if given. :raises AlmaFault: 402264 unknown or not logical."""
+    if "from_logical_set" not in ctx.params:
+        return None
+    source_id = (ctx.params.get("from_logical_set") or "").strip()
+    source = ctx.state.sets.get(source_id)
+    if source is None:
+        raise AlmaFault(400, "402264", f"Set ID is invalid: {source_id}")
+    if not source.logical:
+        raise AlmaFault(400, "402264", f"Set ID is invalid: {source_id} is not a logical set")
+    return source
 
 
 def manage_members(ctx: Ctx, set_id: str) -> httpx.Response:
     """``POST /conf/sets/{id}?op=add_members|delete_members|replace_members``, all or nothing."""
     sim_set = find_set(ctx, set_id)
+    if sim_set.logical:
+        raise AlmaFault(400, "60112", "Invalid set type: the members of a logical set cannot be managed.")
+    ctx.state.members_of(sim_set)  # a set still being filled from a logical set: bring it up to date
     op = ctx.params.get("op")
     if op not in ("add_members", "delete_members", "replace_members"):
         raise AlmaFault(400, "60111", f"Invalid operation: {op}")
@@ -175,9 +211,9 @@ def manage_members(ctx: Ctx, set_id: str) -> httpx.Response:
 
 def list_members(ctx: Ctx, set_id: str) -> httpx.Response:
     """``GET /conf/sets/{id}/members``: limit 0 answers the count only."""
-    sim_set = find_set(ctx, set_id)
+    members = ctx.state.members_of(find_set(ctx, set_id))
     limit, offset = paging(ctx)
-    page = sim_set.members[offset : offset + limit]
+    page = members[offset : offset + limit]
     corrupt = set(ctx.state.faults.corrupt_set_members)
     for mms in page:
         if mms in corrupt:
@@ -187,7 +223,7 @@ def list_members(ctx: Ctx, set_id: str) -> httpx.Response:
         record = ctx.state.records.get(mms)
         title = record.title if record else None
         nodes.append(Node([("id", mms), ("description", title)], link=ctx.link("bibs", mms)))
-    return ctx.render_list("members", "member", nodes, len(sim_set.members))
+    return ctx.render_list("members", "member", nodes, len(members))
 
 
 def delete_set(ctx: Ctx, set_id: str) -> httpx.Response:

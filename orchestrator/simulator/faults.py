@@ -25,6 +25,7 @@ class Faults:
     drop_run_reply_rate: float = 0.0
     run_reply_delay_s: float = 0.0  # op=run POSTs: create the instance, then wait this long before answering
     reject_run_before_create: int = 0  # next N op=run POSTs: drop the connection before anything happens
+    refuse_run_overlap: int = 0  # next N op=run POSTs answer 400 60347 (overlaps with a running job)
     burst_429: int = 0  # next N Alma requests answer 429 PER_SECOND_THRESHOLD
     daily_remaining: int | None = None  # when set, the daily counter is set to it (then this resets to None)
     corrupt_set_members: list[str] = field(default_factory=list)  # a members page holding one fails

@@ -1,5 +1,18 @@
 """What a job run does to the simulated institution, applied exactly once when the run ends.
 
+A run works on the set's members as they were when it was submitted (for a LOGICAL set: the records
+its query matched at that moment), whoever submitted it: the API, an operator in Admin > Run a Job,
+or an operator pressing Run on the handle integration profile.
+
+Counters, as ``GET …/instances/{id}`` shows them: none while the run is QUEUED or INITIALIZING; one
+counter while it is RUNNING, ``<prefix>.records_processed`` "Records processed", counting the bulks
+of 100 done so far (so 0 until the first bulk of a small set is done); the total number of members
+once it is FINALIZING; the full list when it has ended (records processed, records with exceptions,
+and per kind: records modified / records skipped / handles created and handles updated). The prefix
+is per kind: ``dcap01_normalization``, ``handle_migration``, ``handle_integration``, ``job``. A
+client can thus tell how many records a run worked on once its processed count stops moving
+(from FINALIZING on), but not before.
+
 Records are processed in bulks of 100; a record the job cannot handle (not Dublin Core, or XML that
 does not parse) fails its whole bulk. The three kinds:
 
@@ -22,7 +35,8 @@ from lxml import etree
 from ..errors import UnsafeXmlError
 from ..xmlsafe import parse_xml
 from .records import DC_NS, DCTERMS_NS, XSI_NS, SimRecord
-from .state import EVENT_ALREADY, EVENT_NO_HANDLE, Instance, SimState
+from .scenario import JobDef
+from .state import EVENT_ALREADY, EVENT_NO_HANDLE, Instance, SimSet, SimState
 from .wire import alma_date
 
 BULK_SIZE = 100
@@ -44,6 +58,54 @@ _ERROR_ALERT = (
     "alert_general_error",
     "The job completed with errors. For more information view the report details.",
 )
+
+
+def start_instance(
+    state: SimState,
+    job: JobDef,
+    sim_set: SimSet,
+    *,
+    name: str,
+    job_name: str | None = None,
+    parameters: list[tuple[str, str]] | None = None,
+    origin: str = "api",
+    submitted_by: tuple[str, str] = ("exl_api", "Ex Libris, API"),
+) -> Instance:
+    """Create, record and schedule a run of ``job`` on the set's members as they are now."""
+    now = state.now()
+    scenario = state.scenario
+    instance_id = state.new_id()
+    members = tuple(state.members_of(sim_set))
+    instance = Instance(
+        id=instance_id,
+        external_id=f"{int(instance_id[:9]) - 1:09d}000{scenario.id_suffix}",
+        job=job,
+        set_id=sim_set.id,
+        job_name=job_name,
+        name=name,
+        parameters=list(parameters or []),
+        submitted=now,
+        seconds=scenario.seconds_for(job.kind) + scenario.job_seconds_per_record * len(members),
+        members=members,
+        origin=origin,
+        submitted_by=submitted_by,
+    )
+    state.instances[instance_id] = instance
+    state.instance_order.append(instance)
+    schedule(state, instance)
+    return instance
+
+
+def live_counters(instance: Instance, now: datetime) -> list[tuple[str, str, int]]:
+    """(code, desc, value) of the counters as seen at ``now`` (see the module docstring)."""
+    if instance.applied:
+        return list(instance.counters)
+    status, progress, *_ = instance.phase(now)
+    if status in ("QUEUED", "INITIALIZING"):
+        return []
+    total = len(instance.members)
+    done = total if status == "FINALIZING" else min(total, int(total * progress / 100) // BULK_SIZE * BULK_SIZE)
+    return [(f"{_COUNTER_PREFIX[instance.job.kind]}.records_processed", "Records processed", done)]
 
 
 def schedule(state: SimState, instance: Instance) -> None:

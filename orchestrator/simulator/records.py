@@ -219,10 +219,11 @@ class RecordFactory:
         return f"{HANDLE_HOST}{self.prefix}/{number}"
 
     def make(
-        self, index: int, cls: str, rng: random.Random, duplicate_of: str | None = None
+        self, index: int, cls: str, rng: random.Random, duplicate_of: str | None = None, title_prefix: str = ""
     ) -> tuple[SimRecord, str | None]:
         """Build the ``index``-th record of class ``cls``; returns it and its metadata handle URL."""
         mms, number, title = self.identity(index)
+        title = title_prefix + title
         local = f"grinnell:{number}"
         url: str | None = self.handle_url(number)
         dc_type = _DC_TYPES[index % len(_DC_TYPES)] if index % 2 else None
@@ -274,14 +275,15 @@ class RecordFactory:
 
         return SimRecord(mms, title, "dcap01", render=render, expected_class=cls, local_id=local), url
 
-    def generate(self, start: int, count: int, profile: str, seed: int) -> list[SimRecord]:
-        """``count`` records numbered from ``start``, classes drawn for ``profile`` from ``Random(seed)``."""
+    def generate(self, start: int, count: int, profile: str, seed: int, title_prefix: str = "") -> list[SimRecord]:
+        """``count`` records numbered from ``start``, classes drawn for ``profile`` from ``Random(seed)``;
+        ``title_prefix`` goes before every title."""
         rng = random.Random(seed)
         classes = _classes(profile, count, rng)
         records: list[SimRecord] = []
         last_ready_url: str | None = None
         for offset, cls in enumerate(classes):
-            record, url = self.make(start + offset, cls, rng, duplicate_of=last_ready_url)
+            record, url = self.make(start + offset, cls, rng, duplicate_of=last_ready_url, title_prefix=title_prefix)
             if cls == READY:
                 last_ready_url = url
             records.append(record)

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import ConfigError
 from .faults import Faults, update_faults
+from .queries import SetQuery
 
 JOB_KINDS = ("copy", "migration", "integration", "other")
 PROFILES = ("demo", "problems", "clean")
@@ -99,6 +100,15 @@ class SetSpec:
 
 
 @dataclass(frozen=True)
+class LogicalSetSpec:
+    """A LOGICAL set created at start: a saved search over the records (see ``queries.SetQuery``)."""
+
+    name: str
+    query: SetQuery
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Scenario:
     """One simulated institution: ids, jobs, limits, switches, start-up data and faults."""
 
@@ -124,8 +134,12 @@ class Scenario:
     max_runs_per_hour: int = 5
     migration_requires_control_number: bool = False
     proxy_cache_ttl: float = 0.0
+    from_logical_set_seconds: float = 3.0  # how long Alma takes to fill a set made with from_logical_set
+    multi_task_jobs: tuple[str, ...] = ()  # job ids or kinds whose op=run answers 402231
+    refuse_overlapping_runs: bool = False  # op=run while a run of the same job is going answers 60347
     records: RecordsSpec | None = None
     sets: tuple[SetSpec, ...] = ()
+    logical_sets: tuple[LogicalSetSpec, ...] = ()
     wrong_registrations: tuple[tuple[str, str], ...] = ()  # (handle, MMS ID it wrongly points at)
     faults: Faults = field(default_factory=Faults)
 
@@ -136,6 +150,10 @@ class Scenario:
     def seconds_for(self, kind: str) -> float:
         """Base duration of a run of a job of ``kind``."""
         return float(self.job_seconds.get(kind, DEFAULT_JOB_SECONDS["other"]))
+
+    def is_multi_task(self, job: JobDef) -> bool:
+        """Is ``job`` one that Alma refuses to run through the API (402231)? Named by id or by kind."""
+        return job.id in self.multi_task_jobs or job.kind in self.multi_task_jobs
 
 
 class _Table:
@@ -276,6 +294,33 @@ def _sets(root: _Table) -> tuple[SetSpec, ...]:
     return tuple(specs)
 
 
+def _logical_sets(root: _Table) -> tuple[LogicalSetSpec, ...]:
+    specs = []
+    for t in root.tables("logical_sets"):
+        criteria: dict[str, Any] = {}
+        for key, kind in (("title_contains", str), ("record_format", str), ("mms_ids", list)):
+            value = t.get(key, kind, None)
+            if value is not None:
+                criteria[key] = value
+        try:
+            query = SetQuery.of(criteria)
+        except ValueError as exc:
+            key = next((k for k in criteria if k in str(exc)), "title_contains")
+            raise t.fail(key, str(exc).removeprefix("query: ")) from None
+        specs.append(LogicalSetSpec(name=t.string("name"), query=query, description=t.get("description", str, "")))
+        t.finish()
+    return tuple(specs)
+
+
+def _multi_task_jobs(root: _Table, jobs: tuple[JobDef, ...]) -> tuple[str, ...]:
+    names = root.get("multi_task_jobs", list, [])
+    known = {j.id for j in jobs} | set(JOB_KINDS)
+    for name in names:
+        if not isinstance(name, str) or name not in known:
+            raise root.fail("multi_task_jobs", f"{name!r} is neither a job id of the catalogue nor a kind")
+    return tuple(names)
+
+
 def parse_scenario(data: Mapping[str, Any], path: Path) -> Scenario:
     """Validate a parsed TOML document into a Scenario. :raises ConfigError: naming file and key."""
     root = _Table(path, data, "")
@@ -310,6 +355,7 @@ def parse_scenario(data: Mapping[str, Any], path: Path) -> Scenario:
             update_faults(faults, faults_table.data, where="faults.")
         except ValueError as exc:
             raise ConfigError(f"{path}: key {exc}") from None
+    jobs = _jobs(root)
     scenario = Scenario(
         institution_code=root.string("institution_code", "01GCL_INST", pattern=r"[A-Za-z0-9_]+"),
         id_suffix=root.string("id_suffix", "4641", pattern=r"\d{4}"),
@@ -319,7 +365,7 @@ def parse_scenario(data: Mapping[str, Any], path: Path) -> Scenario:
         timezone=timezone,
         environment=root.choice("environment", "production", ENVIRONMENTS),
         seed=root.get("seed", int, 0),
-        jobs=_jobs(root),
+        jobs=jobs,
         job_seconds=job_seconds,
         job_seconds_per_record=root.number("job_seconds_per_record", 0.0),
         copy_keeps_xsi_type=root.get("copy_keeps_xsi_type", bool, True),
@@ -333,8 +379,12 @@ def parse_scenario(data: Mapping[str, Any], path: Path) -> Scenario:
         max_runs_per_hour=root.integer("max_runs_per_hour", 5, minimum=1),
         migration_requires_control_number=root.get("migration_requires_control_number", bool, False),
         proxy_cache_ttl=root.number("proxy_cache_ttl", 0.0),
+        from_logical_set_seconds=root.number("from_logical_set_seconds", 3.0),
+        multi_task_jobs=_multi_task_jobs(root, jobs),
+        refuse_overlapping_runs=root.get("refuse_overlapping_runs", bool, False),
         records=records,
         sets=_sets(root),
+        logical_sets=_logical_sets(root),
         wrong_registrations=tuple(wrong),
         faults=faults,
     )

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from .faults import Faults
+from .queries import SetQuery
 from .records import RecordFactory, SimRecord
 from .scenario import JobDef, Scenario
 
@@ -23,7 +24,14 @@ EVENT_NO_HANDLE = "Record {mms} was skipped. Reason: BIB record MMS ID {mms} doe
 
 @dataclass
 class SimSet:
-    """An itemized set; ``members`` keeps insertion order, ``index`` makes membership tests cheap."""
+    """A set. Itemized: ``members`` keeps insertion order, ``index`` makes membership tests cheap.
+
+    Logical (``query`` set): ``members`` stays empty; read the members through ``SimState.members_of``,
+    which evaluates the query against the records as they are now.
+
+    An itemized set made by ``from_logical_set`` is filled over time: ``filling`` holds the logical
+    set's members as they were at creation, ``filled`` how many of them have been added so far.
+    """
 
     id: str
     name: str
@@ -33,6 +41,15 @@ class SimSet:
     created: datetime
     members: list[str] = field(default_factory=list)
     index: set[str] = field(default_factory=set)
+    query: SetQuery | None = None
+    from_logical_set: str | None = None
+    filling: tuple[str, ...] = ()
+    filled: int = 0
+    fill_seconds: float = 0.0
+
+    @property
+    def logical(self) -> bool:
+        return self.query is not None
 
     def add(self, mms_ids: list[str]) -> None:
         for mms in mms_ids:
@@ -60,6 +77,8 @@ class Instance:
     submitted: datetime
     seconds: float
     members: tuple[str, ...]
+    origin: str = "api"  # api | run_a_job (Admin > Run a Job) | integration_profile (the profile's Run)
+    submitted_by: tuple[str, str] = ("exl_api", "Ex Libris, API")  # (primary id, desc)
     applied: bool = False
     final_status: str | None = None
     counters: list[tuple[str, str, int]] = field(default_factory=list)
@@ -195,9 +214,9 @@ class SimState:
             self.records[record.mms_id] = record
         return [r.mms_id for r in records]
 
-    def generate(self, count: int, profile: str, seed: int) -> list[str]:
+    def generate(self, count: int, profile: str, seed: int, title_prefix: str = "") -> list[str]:
         """Create ``count`` new records of ``profile``; returns their MMS IDs."""
-        records = self.factory.generate(self.next_record_index, count, profile, seed)
+        records = self.factory.generate(self.next_record_index, count, profile, seed, title_prefix)
         self.next_record_index += count
         return self.add_records(records)
 
@@ -206,6 +225,39 @@ class SimState:
         sim_set.add(mms_ids)
         self.sets[sim_set.id] = sim_set
         return sim_set
+
+    def create_logical_set(self, name: str, query: SetQuery, content: str = "BIB_MMS", description: str = "") -> SimSet:
+        sim_set = SimSet(self.new_id(), name, description, content, False, self.now(), query=query)
+        self.sets[sim_set.id] = sim_set
+        return sim_set
+
+    def set_named(self, name: str) -> SimSet | None:
+        return next((s for s in self.sets.values() if s.name == name), None)
+
+    def members_of(self, sim_set: SimSet) -> list[str]:
+        """The set's members now: a logical set's query evaluated, a filling set brought up to date.
+
+        The list of an itemized set is the live one; do not change it.
+        """
+        if sim_set.query is not None:
+            return sim_set.query.select(self.records.values())
+        if sim_set.filled < len(sim_set.filling):
+            self._fill(sim_set)
+        return sim_set.members
+
+    def _fill(self, sim_set: SimSet) -> None:
+        """Add the part of ``filling`` that Alma's population has reached by now (linear in time)."""
+        total = len(sim_set.filling)
+        elapsed = (self.now() - sim_set.created).total_seconds()
+        if sim_set.fill_seconds <= 0 or elapsed >= sim_set.fill_seconds:
+            reached = total
+        else:
+            reached = int(total * max(elapsed, 0.0) / sim_set.fill_seconds)
+        if reached > sim_set.filled:
+            sim_set.add([m for m in sim_set.filling[sim_set.filled : reached] if m in self.records])
+            sim_set.filled = reached
+        if sim_set.filled >= total:
+            sim_set.filling, sim_set.filled = (), 0
 
     def primo_url(self, mms_id: str) -> str:
         """The Primo VE full-display URL of a record."""

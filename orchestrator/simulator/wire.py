@@ -88,6 +88,11 @@ def local_stamp(moment: datetime, zone: tzinfo) -> str:
     return f"{local:%Y-%m-%d} {hour}:{local:%M} {'AM' if local.hour < 12 else 'PM'}"
 
 
+def ui_stamp(moment: datetime, zone: tzinfo) -> str:
+    """The time stamp Alma's UI puts in a run's name, in the institution's time: ``09/30/2025 11:35:15 CDT``."""
+    return moment.astimezone(zone).strftime("%m/%d/%Y %H:%M:%S %Z")
+
+
 # --- XML ---------------------------------------------------------------------------------------
 
 
