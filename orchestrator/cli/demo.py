@@ -16,7 +16,7 @@ from orchestrator.cli.text import TimeDisplay, safe
 from orchestrator.config import load_config
 from orchestrator.domain.wording import plural
 from orchestrator.errors import NeedsAttentionError
-from orchestrator.service import preflight, repair, verification, views, workflow
+from orchestrator.service import overview, preflight, repair, verification, views, workflow
 from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, SimServer, Simulator
 from orchestrator.wiring import build_context
@@ -61,6 +61,9 @@ requests_per_second = 100
 copy_identifiers = "{job_ids["copy"]}"
 handle_migration = "{job_ids["migration"]}"
 handle_integration = "{job_ids["integration"]}"
+# As with a real Alma: a person presses Run on the Handle integration profile, once per integration batch, and
+# hwf finds that run. In the demo the simulator presses it for you.
+handle_integration_mode = "manual"
 
 [handles]
 prefix = "11084"
@@ -124,7 +127,7 @@ def run_demo(
             out.print("Preflight: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())))
             for _ in range(3):
                 try:
-                    workflow.advance(ctx, set_id, wait=True)
+                    _drive(out, ctx, sim, set_id)
                     break
                 except NeedsAttentionError as exc:
                     out.print(f"[yellow]{safe(exc)}[/yellow]")
@@ -141,6 +144,26 @@ def run_demo(
         f"The dashboard on this database (read-only; then open http://127.0.0.1:8155/):\n"
         f"  hwf --config {config_path} serve --open"
     )
+
+
+def _drive(out: Console, ctx: Context, sim: Simulator, set_id: str) -> None:
+    """Advance the set to verified; when an integration batch waits for a person, the simulator presses Run."""
+    pressed: set[int] = set()
+    while True:
+        result = workflow.advance(ctx, set_id, wait=False)
+        if result.outcome is workflow.Outcome.VERIFIED:
+            return
+        for batch in overview.batches(ctx):
+            if batch.needs_person and batch.number not in pressed:
+                pressed.add(batch.number)
+                out.print(
+                    f"\n[bold]Integration batch {batch.number}[/bold] waits for a person to press Run (the clicks "
+                    "above). In your Alma a person does this once for every set that reached `migrated` (one click "
+                    "a day); here the simulator presses Run for you, and hwf finds the run by itself.\n"
+                )
+                sim.press_integration_run(batch.name, user="demo-operator")
+        wake = result.wait_until or ctx.clock()
+        ctx.sleep(min(max((wake - ctx.clock()).total_seconds(), 0.1), 2.0))
 
 
 def _show_and_fix_the_trap(out: Console, ctx: Context, set_id: str) -> bool:

@@ -28,6 +28,7 @@ from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Integratio
 
 _ACTIVE = (AttemptState.SUBMITTING, AttemptState.SUBMITTED, AttemptState.WAITING_OPERATOR)
 SERIES_POINTS = 200
+_OPEN = ("creating", "announced", "bound")  # integration batches not finished
 
 
 @dataclass(frozen=True)
@@ -340,12 +341,22 @@ def _read_facts(session: Any) -> _Facts:
             .order_by(Record.verified_at)
         )
     )
-    batches = session.scalars(
-        select(IntegrationBatch)
-        .where(IntegrationBatch.state.in_(["creating", "announced", "bound"]))
-        .order_by(IntegrationBatch.number)
+    open_rows = session.scalars(
+        select(IntegrationBatch).where(IntegrationBatch.state.in_(_OPEN)).order_by(IntegrationBatch.number)
     ).all()
-    return _Facts(list(sets), per_set, list(attempts), times, list(batches))
+    return _Facts(list(sets), per_set, list(attempts), times, list(open_rows))
+
+
+def batches(ctx: Context) -> tuple[BatchItem, ...]:
+    """The open integration batches (manual integration), oldest first."""
+    with ctx.sessions() as session:
+        return open_batches(
+            list(
+                session.scalars(
+                    select(IntegrationBatch).where(IntegrationBatch.state.in_(_OPEN)).order_by(IntegrationBatch.number)
+                )
+            )
+        )
 
 
 def open_batches(rows: list[Any]) -> tuple[BatchItem, ...]:

@@ -31,7 +31,7 @@ from orchestrator.errors import (
 )
 from orchestrator.service.actions import Action, Plan, plan_step
 from orchestrator.service.actions.gate import SLOT_WAIT, JobSlots
-from orchestrator.service.actions.plan import poll_due_at
+from orchestrator.service.actions.plan import poll_due_at, waits_for_a_person
 from orchestrator.service.context import Context, require_match
 from orchestrator.service.workflow import AdvanceResult, Outcome, drive_leased
 from orchestrator.store.leases import candidate_ids
@@ -144,6 +144,9 @@ class _Pass:
 
     admitted: list[tuple[int, str]] = field(default_factory=list)
     wakes: list[datetime] = field(default_factory=list)
+    # When sets that wait for a person's run in Alma are looked at again: they do not keep a pass going (nothing
+    # moves until the person acts); the worker looks again by itself.
+    person_wakes: list[datetime] = field(default_factory=list)
     gated: bool = False
     moved: int = 0
     transient: int = 0
@@ -192,23 +195,23 @@ def _triage(
     """Admit a free set to run in this pass, or record why it waits and when to look again."""
     alma_id = row.alma_set_id
 
-    def waiting(reason: str, until: datetime | None) -> None:
+    def waiting(reason: str, until: datetime | None, person: bool = False) -> None:
         _log_decision(ctx, row, "wait", reason, until)
-        outcomes.put(
-            alma_id, "result", AdvanceResult(alma_id, row.name, Outcome.WAITING, row.stage.value, reason, until)
-        )
+        result = AdvanceResult(alma_id, row.name, Outcome.WAITING, row.stage.value, reason, until, person)
+        outcomes.put(alma_id, "result", result)
+        if until is not None:
+            (current.person_wakes if person else current.wakes).append(until)
 
     asleep = _asleep_until(row, latest, now)
     if asleep is not None:
-        current.wakes.append(asleep)
-        waiting(row.waiting or "", asleep)
+        step = next_step(row.stage)
+        waiting(row.waiting or "", asleep, step is not None and waits_for_a_person(book.session, row, step))
         return
     plan = plan_step(ctx.config, book.session, row, now, set())
     if plan.action is Action.WAIT:
         assert plan.wake_at is not None
         book.show_waiting(row, plan.reason)
-        current.wakes.append(plan.wake_at)
-        waiting(plan.reason, plan.wake_at)
+        waiting(plan.reason, plan.wake_at, plan.person)
         return
     job_id = _job_id(ctx, plan)
     if job_id is not None:
@@ -218,7 +221,8 @@ def _triage(
             current.gated = True
             reason, until = refused
             book.wait(row, reason, until, same_as=SLOT_WAIT)
-            current.wakes.append(until or slots.slot_may_free(now))
+            if until is None:
+                current.wakes.append(slots.slot_may_free(now))  # when a running job may end
             waiting(reason, until)
             return
         slots.take(job_id, now)
@@ -282,7 +286,8 @@ def _drive_admitted(ctx: Context, current: _Pass, cap: int, outcomes: _Outcomes)
         current.moved += 1
         outcomes.put(alma_id, "result", result)
         if result.outcome is Outcome.WAITING:
-            current.wakes.append(result.wait_until or ctx.clock() + timedelta(seconds=_RESCAN_SECONDS))
+            wake = result.wait_until or ctx.clock() + timedelta(seconds=_RESCAN_SECONDS)
+            (current.person_wakes if result.person else current.wakes).append(wake)
     return True
 
 

@@ -309,6 +309,10 @@ def report(ctx: Context, ref: str, *, problems_only: bool = False) -> Iterator[R
                 resolved_url=rec.resolved_url,
                 expected_url=ctx.config.primo.record_url(rec.mms_id),
                 checked_at=rec.verified_at,
-                detail=rec.verdict_detail or (rec.preflight_detail if rec.preflight != "READY" else None),
+                detail=(
+                    f"excluded: {rec.exclude_reason}"
+                    if rec.excluded and rec.exclude_reason
+                    else rec.verdict_detail or (rec.preflight_detail if rec.preflight != "READY" else None)
+                ),
                 excluded=rec.excluded,
             )

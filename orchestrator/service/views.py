@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.display import iso_z
 from orchestrator.service.context import Context, find_set
-from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, Record
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, IntegrationBatch, Record
 
 
 @dataclass(frozen=True)
@@ -237,18 +237,24 @@ def attempts(ctx: Context, ref: str) -> list[AttemptView]:
     """Every submission of every step of a set, in order."""
     with ctx.sessions() as session:
         set_id = find_set(session, ref).id
+        rows = session.execute(
+            select(Attempt, IntegrationBatch.job_id, IntegrationBatch.instance_id, IntegrationBatch.number)
+            .outerjoin(IntegrationBatch, IntegrationBatch.id == Attempt.batch_id)
+            .where(Attempt.set_id == set_id)
+            .order_by(Attempt.id)
+        ).all()
         return [
             AttemptView(
                 step=a.step,
                 number=a.number,
                 state=a.state.value,
-                job_id=a.job_id,
-                instance_id=a.instance_id,
+                job_id=a.job_id or batch_job,  # an integration batch's run is each of its sets' run
+                instance_id=a.instance_id or batch_instance,
                 status=a.status,
                 counters=a.counters,
                 begun_at=a.begun_at,
                 ended_at=a.ended_at,
-                note=a.note,
+                note=a.note or (f"integration batch {batch}" if batch is not None else None),
             )
-            for a in session.scalars(select(Attempt).where(Attempt.set_id == set_id).order_by(Attempt.id))
+            for a, batch_job, batch_instance, batch in rows
         ]

@@ -150,6 +150,7 @@ class AdvanceResult:
     state: str
     message: str
     wait_until: datetime | None = None
+    person: bool = False  # it waits for a person's run in Alma: nothing moves until they act
 
 
 def advance(ctx: Context, ref: str, *, wait: bool = True) -> AdvanceResult:
@@ -213,7 +214,7 @@ def _drive(
         if plan.action is Action.WAIT:
             assert plan.wake_at is not None
             if not wait:
-                return AdvanceResult(alma_id, name, Outcome.WAITING, state, plan.reason, plan.wake_at)
+                return AdvanceResult(alma_id, name, Outcome.WAITING, state, plan.reason, plan.wake_at, plan.person)
             _sleep_until(ctx, keeper, plan.wake_at)
             continue
         try:

@@ -54,6 +54,7 @@ class Plan:
     attempt_id: int | None = None
     wake_at: datetime | None = None
     reason: str = ""
+    person: bool = False  # a wait for a person's run in Alma (not for Alma or the clock)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ with it, so a person's run after it is found however long hwf was away; an insta
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -465,7 +466,8 @@ def _cannot_tell(ctx: Context, batch_id: int, runs: list[JobInstance], *, severa
             )
         reason = (
             f"integration batch {batch.number} ({batch.name!r}): {what}; hwf will not guess. Check them in Alma "
-            f"(Monitor Jobs), then `hwf confirm {batch.name!r} --instance ID` binds the one that ran on the batch"
+            f"(Monitor Jobs), then `hwf confirm {shlex.quote(batch.name)} --instance ID` binds the one that ran on "
+            "the batch"
         )
         for _, set_id in _members(book.session, batch_id):
             book.attention(book.set(set_id), Attention.RECONCILE, reason)
@@ -576,7 +578,8 @@ def _unknown(ctx: Context, batch_id: int, exc: AlmaError) -> None:
                 row,
                 Attention.INSTANCE_UNKNOWN,
                 f"integrate: Alma no longer knows integration batch {batch.number}'s run {batch.instance_id} "
-                f"({exc.code}); look for it in Monitor Jobs, then `hwf confirm {batch.name!r} --instance ID`",
+                f"({exc.code}); look for it in Monitor Jobs, then "
+                f"`hwf confirm {shlex.quote(batch.name)} --instance ID`",
             )
         batch.next_check_at = book.now + timedelta(seconds=ctx.config.alma.poll_max_interval_seconds)
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.config import Config
 from orchestrator.display import utc_stamp
-from orchestrator.domain.attention import stops
+from orchestrator.domain.attention import Attention, stops
 from orchestrator.domain.handles import VERIFIED_VALUES
 from orchestrator.domain.jobrules import run_ok
 from orchestrator.domain.steps import Stage, Step, StepFacts, next_step
@@ -46,7 +46,8 @@ def plan_step(config: Config, session: Session, row: AlmaSet, now: datetime, pre
     step = next_step(row.stage)
     assert step is not None
     if row.wait_until is not None and row.wait_until > now and row.waiting:
-        return Plan(Action.WAIT, step=step, wake_at=row.wait_until, reason=row.waiting)
+        person = waits_for_a_person(session, row, step)
+        return Plan(Action.WAIT, step=step, wake_at=row.wait_until, reason=row.waiting, person=person)
     if step is Step.VERIFY:
         settled_at = settle_at(session, row, config, row.updated_at)
         if settled_at > now:
@@ -74,7 +75,7 @@ def plan_step(config: Config, session: Session, row: AlmaSet, now: datetime, pre
         due = attempt.next_poll_at
         if due is not None and due > now:
             reason = row.attention or row.waiting or f"needs a person: the {step.value} job run by hand"
-            return Plan(Action.WAIT, step=step, attempt_id=attempt.id, wake_at=due, reason=reason)
+            return Plan(Action.WAIT, step=step, attempt_id=attempt.id, wake_at=due, reason=reason, person=True)
         return Plan(Action.MANUAL, step=step, attempt_id=attempt.id)
     if attempt.state is AttemptState.SUBMITTED:
         due = poll_due_at(attempt, now)
@@ -89,6 +90,15 @@ def plan_step(config: Config, session: Session, row: AlmaSet, now: datetime, pre
             )
         return Plan(Action.POLL, step=step, attempt_id=attempt.id)
     return Plan(Action.FIRE, step=step, attempt_id=attempt.id)
+
+
+def waits_for_a_person(session: Session, row: AlmaSet, step: Step) -> bool:
+    """The set's step waits for a person's run in Alma (a step run by hand, an integration batch to press Run
+    on): hwf looks for the run now and then, but nothing moves until the person acts."""
+    if row.attention_kind == Attention.MANUAL_STEP:
+        return True
+    attempt = latest_attempt(session, row.id, step)
+    return attempt is not None and attempt.state is AttemptState.WAITING_OPERATOR
 
 
 def _first(config: Config, step: Step, prechecked: set[Step]) -> Plan:

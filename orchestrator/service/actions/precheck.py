@@ -23,6 +23,7 @@ from orchestrator.domain.wording import plural, verb
 from orchestrator.service import preflight
 from orchestrator.service.actions.base import Plan, PlannedAction, PlannedRequest, Preview, Scene, arrow
 from orchestrator.service.actions.plan import plan_step
+from orchestrator.service.membership import stop_on_drift
 from orchestrator.store.ledger import Ledger, new_token
 from orchestrator.store.models import AlmaSet, AttemptState, Record
 
@@ -35,6 +36,8 @@ class Precheck:
 
     def run(self, ctx: Context, set_id: int, plan: Plan) -> None:
         assert plan.step is not None
+        if plan.step is Step.COPY_IDENTIFIERS and stop_on_drift(ctx, set_id, "checking the records for the copy job"):
+            return  # the copy step's decision (run it, or skip it) is taken on the members Alma has
         preflight.check_records(ctx, set_id)
         with ctx.ledger() as book:
             row = book.set(set_id)
