@@ -25,7 +25,7 @@ from orchestrator.domain.jobrules import (
 )
 from orchestrator.domain.steps import Stage, Step, next_step
 from orchestrator.errors import AlmaError, BadInputError
-from orchestrator.service.actions.batch import batch_named, bind
+from orchestrator.service.actions.batchrun import batch_named, bind
 from orchestrator.service.actions.instances import adopt_instance, adopted_by
 from orchestrator.service.context import find_set
 from orchestrator.store.ledger import Ledger

@@ -9,27 +9,52 @@ from the TOML file itself. Every error names the file and the key.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import ipaddress
-import math
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from orchestrator.config.keyfile import KEY_FILE_MAX_BYTES, read_key_file
+from orchestrator.config.reader import (
+    Reader,
+    clock_time,
+    is_loopback,
+    is_loopback_host,
+    plain_http_elsewhere,
+    secure,
+    url_value,
+)
 from orchestrator.domain.steps import JOB_KEYS
 from orchestrator.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG_NAME",
+    "KEY_FILE_MAX_BYTES",
+    "STEP_JOB_KEYS",
+    "AlmaConfig",
+    "Config",
+    "HandlesConfig",
+    "JobSpec",
+    "LogConfig",
+    "NotifyConfig",
+    "PrimoConfig",
+    "default_log_file",
+    "find_config_path",
+    "is_loopback",
+    "is_loopback_host",
+    "load_apprise",
+    "load_config",
+    "parse_config",
+    "plain_http_elsewhere",
+]
 
 DEFAULT_CONFIG_NAME = "hwf.toml"
 STEP_JOB_KEYS = JOB_KEYS  # the keys under [alma.jobs], in the workflow's order
 _JOB_ID = re.compile(r"^[MSO]\d+$")
 _INSTITUTION = re.compile(r"^[A-Za-z0-9_]+$")
-KEY_FILE_MAX_BYTES = 4096  # an Alma API key is ~36 characters; anything this big is not a key file
 
 
 @dataclass(frozen=True)
@@ -160,155 +185,7 @@ def find_config_path(explicit: Path | None, environ: Mapping[str, str] | None = 
     return Path(DEFAULT_CONFIG_NAME)
 
 
-class _Reader:
-    """Typed access to one TOML table that names the file and dotted key in every error, and remembers
-    which keys were read, so that :meth:`check_unknown` can refuse the ones nobody reads (a misspelt
-    key is an error, not a silently used default)."""
-
-    def __init__(self, path: Path, data: Mapping[str, Any], prefix: str) -> None:
-        self.path, self.data, self.prefix = path, data, prefix
-        self.seen: set[str] = set()
-        self.tables: list[_Reader] = []
-
-    def _name(self, key: str) -> str:
-        return f"{self.prefix}.{key}" if self.prefix else key
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """The raw value of ``key`` (marking it as known)."""
-        self.seen.add(key)
-        return self.data.get(key, default)
-
-    def fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.path}: key {self._name(key)}: {problem}")
-
-    def table(self, key: str, required: bool = True) -> _Reader:
-        value = self.get(key)
-        if value is None:
-            if required:
-                raise ConfigError(f"{self.path}: missing table [{self._name(key)}]")
-            value = {}
-        if not isinstance(value, dict):
-            raise self.fail(key, "must be a table")
-        child = _Reader(self.path, value, self._name(key))
-        self.tables.append(child)
-        return child
-
-    def check_unknown(self) -> None:
-        """:raises ConfigError: naming the first key no one read, and the closest known one."""
-        for key in self.data:
-            if key not in self.seen:
-                close = difflib.get_close_matches(key, sorted(self.seen), n=1, cutoff=0.6)
-                hint = f"; did you mean {self._name(close[0])}?" if close else ""
-                where = f"[{self.prefix}]" if self.prefix else "the top level"
-                raise ConfigError(f"{self.path}: unknown key {self._name(key)} in {where}{hint}")
-        for child in self.tables:
-            child.check_unknown()
-
-    def string(self, key: str, default: str | None = None) -> str:
-        value = self.get(key, default)
-        if value is None:
-            raise self.fail(key, "is missing")
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(key, f"must be a non-empty string, not {value!r}")
-        return value.strip()
-
-    def optional_string(self, key: str) -> str | None:
-        if self.get(key) is None:
-            return None
-        return self.string(key)
-
-    def number(self, key: str, default: float, minimum: float = 0.0, maximum: float = 86400.0) -> float:
-        value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(key, f"must be a number, not {value!r}")
-        if not math.isfinite(value):
-            raise self.fail(key, f"must be a finite number, not {value!r}")
-        if value < minimum or value > maximum:
-            raise self.fail(key, f"must be between {minimum:g} and {maximum:g}, not {value!r}")
-        return float(value)
-
-    def integer(self, key: str, default: int, minimum: int = 0, maximum: int = 1000) -> int:
-        value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, f"must be a whole number, not {value!r}")
-        if value < minimum or value > maximum:
-            raise self.fail(key, f"must be between {minimum} and {maximum}, not {value!r}")
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.get(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(key, f"must be true or false, not {value!r}")
-        return value
-
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.string(key, default)
-        if value not in choices:
-            raise self.fail(key, f"must be one of {', '.join(choices)}, not {value!r}")
-        return value
-
-
-def _url(reader: _Reader, key: str, default: str | None = None, *, value: str | None = None) -> str:
-    """A base URL from ``key`` (or ``value``, from the environment, checked the same way)."""
-    value = (reader.string(key, default) if value is None else value.strip()).rstrip("/")
-    if not re.match(r"^https?://[^/\s]+", value):
-        raise reader.fail(key, f"must be an http(s) URL, not {value!r}")
-    if "apikey" in value.lower():
-        raise reader.fail(key, "must not carry an API key; hwf sends the key only in a header")
-    try:
-        urlsplit(value).port  # noqa: B018 (a port out of range raises)
-    except ValueError:
-        raise reader.fail(key, f"{value!r} has no valid port") from None
-    return value
-
-
-def is_loopback_host(host: str) -> bool:
-    """``host`` is this machine: the name ``localhost`` (any case), or an address in 127.0.0.0/8 or ::1 (an IPv6
-    address with or without its brackets). No other name counts, ``*.localhost`` included: a name is only as
-    local as whatever resolves it.
-
-    The one loopback rule: plain http to a loopback URL needs no ``allow_insecure_http`` (config), a loopback URL
-    is never sent through a proxy (transport), a dashboard bound to a loopback address needs no token and answers
-    only requests whose Host is loopback, so a page elsewhere that points its own name at 127.0.0.1 (DNS
-    rebinding) gets nothing (web)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
-    except ValueError:
-        return False
-
-
-def is_loopback(url: str) -> bool:
-    """The URL's host is this machine (:func:`is_loopback_host`): nothing it carries leaves it."""
-    return is_loopback_host(urlsplit(url).hostname or "")
-
-
-def plain_http_elsewhere(url: str) -> bool:
-    """Plain ``http://`` to a host that is not this machine: what the request carries would travel in clear."""
-    return url.lower().startswith("http://") and not is_loopback(url)
-
-
-def _secure(reader: _Reader, key: str, url: str, allow_http: bool, why: str) -> str:
-    """Refuse plain ``http://`` to another host unless ``allow_insecure_http = true``."""
-    if plain_http_elsewhere(url) and not allow_http:
-        raise reader.fail(
-            key,
-            f"{url} is plain http to another host: {why} would travel in clear. Use https://, "
-            "or set allow_insecure_http = true at the top of the file (a test server on a trusted network only)",
-        )
-    return url
-
-
-def _clock_time(reader: _Reader, key: str, default: str) -> str:
-    value = reader.string(key, default)
-    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value)
-    if match is None:
-        raise reader.fail(key, f'must be a time of day as HH:MM (like "00:00"), not {value!r}')
-    return f"{int(match.group(1)):02d}:{match.group(2)}"
-
-
-def _job(jobs: _Reader, key: str) -> JobSpec:
+def _job(jobs: Reader, key: str) -> JobSpec:
     raw = jobs.get(key)
     if raw is None:
         raise jobs.fail(key, 'is missing (the Alma job id, e.g. "M1234567890000561"; see `hwf jobs`)')
@@ -337,7 +214,7 @@ def _job(jobs: _Reader, key: str) -> JobSpec:
     return JobSpec(id=job_id, parameters=params, payload_file=payload, mode=mode)
 
 
-def _integration_mode(jobs_table: _Reader, jobs: dict[str, JobSpec]) -> str:
+def _integration_mode(jobs_table: Reader, jobs: dict[str, JobSpec]) -> str:
     """``handle_integration_mode`` ("manual" unless said otherwise: no public client runs the handle integration
     profile by API), or the same said as ``[alma.jobs.handle_integration] mode``; the two must agree."""
     given = jobs_table.get("handle_integration_mode")
@@ -353,63 +230,19 @@ def _integration_mode(jobs_table: _Reader, jobs: dict[str, JobSpec]) -> str:
     return mode
 
 
-def _read_key_file(path: Path, config_path: Path) -> str:
-    """The key from a regular, private file of this user's. The file is looked at (``stat``) before it
-    is opened, and opened without blocking, so a FIFO or a device never hangs hwf."""
-
-    def refuse(problem: str) -> ConfigError:
-        return ConfigError(f"{config_path}: key alma.api_key_file: {path} {problem}")
-
-    try:
-        info = path.stat()
-    except OSError as exc:
-        raise refuse(f"cannot be read: {exc.strerror}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise refuse("is a directory, not a key file")
-    if not stat.S_ISREG(info.st_mode):
-        raise refuse("is not a regular file (a FIFO, socket or device); put the key in a plain file")
-    if info.st_uid != os.geteuid():
-        raise refuse(f"is owned by uid {info.st_uid}, not by the user running hwf (uid {os.geteuid()})")
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise refuse(f"is readable by others (mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}")
-    if info.st_size > KEY_FILE_MAX_BYTES:
-        raise refuse(f"is {info.st_size} bytes: not a key file (an Alma API key is one short line)")
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    except OSError as exc:
-        raise refuse(f"cannot be read: {exc.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between stat and open
-            raise refuse("is not a regular file")
-        raw = os.read(fd, KEY_FILE_MAX_BYTES + 1)
-    except OSError as exc:
-        raise refuse(f"cannot be read: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    try:
-        key = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise refuse("is not a text file (it holds bytes that are not UTF-8)") from None
-    if not key:
-        raise refuse("is empty")
-    if any(not ch.isprintable() or ch.isspace() for ch in key):
-        raise refuse("does not hold one key on one line (it has spaces, line breaks or control characters)")
-    return key
-
-
 def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Validate a parsed TOML document into a Config. :raises ConfigError: naming file and key."""
     env = os.environ if environ is None else environ
-    root = _Reader(path, data, "")
+    root = Reader(path, data, "")
     db = root.table("database", required=False)
     database_url = db.string("url", "sqlite:///hwf.db")
     database_url = env.get("HWF_DATABASE_URL") or database_url
 
     allow_http = root.boolean("allow_insecure_http", False)
     alma = root.table("alma")
-    base_url = _url(alma, "base_url", value=env.get("HWF_ALMA_BASE_URL") or None)
+    base_url = url_value(alma, "base_url", value=env.get("HWF_ALMA_BASE_URL") or None)
     alma.seen.add("base_url")
-    _secure(alma, "base_url", base_url, allow_http, "the Alma API key")
+    secure(alma, "base_url", base_url, allow_http, "the Alma API key")
     institution = alma.string("institution_code")
     if not _INSTITUTION.match(institution):
         raise alma.fail("institution_code", f"{institution!r} is not an Alma institution code (like 01GCL_INST)")
@@ -425,7 +258,7 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
     key_file = (path.parent / key_file_name).expanduser() if key_file_name else None
     api_key = env.get(api_key_env) or None
     if api_key is None and key_file is not None:
-        api_key = _read_key_file(key_file, path)
+        api_key = read_key_file(key_file, path)
 
     handles = root.table("handles")
     prefix = handles.string("prefix")
@@ -446,14 +279,14 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
         operator=(env.get("HWF_OPERATOR") or "").strip() or operator,
         display_utc=root.table("display", required=False).boolean("utc", False),
     )
-    _secure(handles, "resolver_url", config.handles.resolver_url, allow_http, "what the proxy answers (unchecked)")
+    secure(handles, "resolver_url", config.handles.resolver_url, allow_http, "what the proxy answers (unchecked)")
     root.check_unknown()
     return config
 
 
 def _alma_config(
-    alma: _Reader,
-    jobs_table: _Reader,
+    alma: Reader,
+    jobs_table: Reader,
     base_url: str,
     institution: str,
     jobs: dict[str, JobSpec],
@@ -490,14 +323,14 @@ def _alma_config(
         max_retries=alma.integer("max_retries", 6, maximum=100),
         timezone=_timezone(alma),
         shared_budget=alma.boolean("shared_budget", True),
-        quota_reset=_clock_time(alma, "quota_reset", "00:00"),
+        quota_reset=clock_time(alma, "quota_reset", "00:00"),
     )
 
 
-def _handles_config(handles: _Reader, prefix: str) -> HandlesConfig:
+def _handles_config(handles: Reader, prefix: str) -> HandlesConfig:
     return HandlesConfig(
         prefix=prefix,
-        resolver_url=_url(handles, "resolver_url", "https://hdl.handle.net"),
+        resolver_url=url_value(handles, "resolver_url", "https://hdl.handle.net"),
         settle_minutes=handles.number("settle_minutes", 15.0, maximum=10080.0),
         concurrency=handles.integer("concurrency", 8, minimum=1, maximum=256),
         requests_per_second=handles.number("requests_per_second", 20.0, minimum=0.1, maximum=1e6),
@@ -511,7 +344,7 @@ def _handles_config(handles: _Reader, prefix: str) -> HandlesConfig:
     )
 
 
-def _timezone(alma: _Reader) -> str:
+def _timezone(alma: Reader) -> str:
     """``[alma] timezone``: an IANA zone name that zoneinfo knows (``America/Chicago``)."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -533,7 +366,7 @@ def default_log_file(database_url: str) -> Path:
     return Path(platformdirs.user_log_dir("hwf", appauthor=False)) / "hwf.log"
 
 
-def _log(log: _Reader, database_url: str, path: Path) -> LogConfig:
+def _log(log: Reader, database_url: str, path: Path) -> LogConfig:
     enabled = log.get("enabled", True)
     if not isinstance(enabled, bool):
         raise log.fail("enabled", f"must be true or false, not {enabled!r}")
@@ -546,7 +379,7 @@ def _log(log: _Reader, database_url: str, path: Path) -> LogConfig:
     )
 
 
-def _flag(reader: _Reader, key: str, default: bool) -> bool:
+def _flag(reader: Reader, key: str, default: bool) -> bool:
     value = reader.get(key, default)
     if not isinstance(value, bool):
         raise reader.fail(key, f"must be true or false, not {value!r}")
@@ -571,7 +404,7 @@ def load_apprise() -> Any:
     return apprise
 
 
-def _notify(notify: _Reader) -> NotifyConfig:
+def _notify(notify: Reader) -> NotifyConfig:
     urls = notify.get("urls", [])
     if isinstance(urls, str):
         urls = [urls]
