@@ -76,6 +76,9 @@ def config_dict(
                 "copy_identifiers": "M1234567890000561",
                 "handle_migration": "M2234567890000561",
                 "handle_integration": "M50700",
+                # the tests that do not say otherwise run the integration profile through the API; the
+                # manual mode (the default) has its own tests
+                "handle_integration_mode": "api",
             },
         },
         "handles": {"prefix": "11084", "resolver_url": resolver or base, "settle_minutes": 0, "retries": 2},
@@ -149,6 +152,7 @@ DEFAULT_JOBS = {
     "copy_identifiers": "M1234567890000561",
     "handle_migration": "M2234567890000561",
     "handle_integration": "M50700",
+    "handle_integration_mode": "api",
 }
 
 

@@ -77,7 +77,8 @@ class Served:
             self.proc.communicate()
 
 
-def write_config(tmp_path: Path, url: str, db: str | None = None, **alma: Any) -> Path:
+def write_config(tmp_path: Path, url: str, db: str | None = None, *, integration: str = "api", **alma: Any) -> Path:
+    """A config for the real CLI against ``hwf sim serve``; ``integration`` is the handle integration mode."""
     settings = {
         "poll_interval_seconds": 0.3,
         "poll_max_interval_seconds": 1,
@@ -86,6 +87,7 @@ def write_config(tmp_path: Path, url: str, db: str | None = None, **alma: Any) -
         **alma,
     }
     data = minimal_config(db or f"sqlite:///{tmp_path / 'hwf.db'}", url, **settings)
+    data["alma"]["jobs"]["handle_integration_mode"] = integration
     data["handles"].update(resolver_url=url, settle_minutes=0, requests_per_second=200)
     data["workflow"] = {"lease_seconds": 6}
     return write_test_config(tmp_path / "hwf.toml", data)

@@ -16,7 +16,7 @@ from orchestrator.domain.jobrules import SetMatch, match_set
 from orchestrator.domain.machine import Step
 from orchestrator.errors import BadInputError, NeedsAttentionError
 from orchestrator.service import adoption, views, workflow
-from orchestrator.service.actions import manual
+from orchestrator.service.actions.confirm import confirm
 from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, Simulator
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
@@ -54,15 +54,15 @@ def test_confirm_refuses_another_sets_finished_migration(ctx: Context, sim: Simu
     theirs = next(r.instance_id for r in sim.runs_for(s2) if r.kind == "migration")
 
     with pytest.raises(BadInputError, match=f"already adopted by set {s2}'s migrate attempt 1"):
-        manual.confirm(ctx, s1, theirs)
+        confirm(ctx, s1, theirs)
     # A run of S2 that hwf does not know (another database, a colleague): its name names S2.
     stray = ctx.alma.run_job(MIGRATION, [("set_id", s2), ("job_name", f"hwf migrate set {s2} hwf-0123456789ab")])
     with pytest.raises(BadInputError, match=f"names set {s2}, not {s1}"):
-        manual.confirm(ctx, s1, stray.instance_id)
+        confirm(ctx, s1, stray.instance_id)
     # An integration run is not the migration job's.
     other_job = ctx.alma.run_job(INTEGRATION, [("set_id", s1), ("job_name", f"hwf integrate set {s1} hwf-00aa")])
     with pytest.raises(BadInputError, match="Alma knows no instance"):
-        manual.confirm(ctx, s1, other_job.instance_id)
+        confirm(ctx, s1, other_job.instance_id)
 
     with pytest.raises(NeedsAttentionError):
         workflow.advance(ctx, s1)
@@ -74,10 +74,10 @@ def test_confirm_of_a_run_that_names_no_set_needs_force_and_records_it(ctx: Cont
     s1 = lost_migration(ctx, sim)
     bare = ctx.alma.run_job(MIGRATION, [("set_id", s1)])  # no job_name: "DG Handle Migration - <time>"
     with pytest.raises(BadInputError, match="nothing ties instance .* add --force"):
-        manual.confirm(ctx, s1, bare.instance_id)
+        confirm(ctx, s1, bare.instance_id)
     assert stage(ctx, s1) == "identifiers_copied"
 
-    assert "(forced)" in manual.confirm(ctx, s1, bare.instance_id, force=True)
+    assert "(forced)" in confirm(ctx, s1, bare.instance_id, force=True)
     event = [e for e in views.history(ctx, s1) if e.kind == "confirm"][-1]
     assert "forced (--force)" in event.detail and (event.data or {})["forced"] is True
     assert workflow.advance(ctx, s1).outcome is workflow.Outcome.VERIFIED
@@ -86,7 +86,7 @@ def test_confirm_of_a_run_that_names_no_set_needs_force_and_records_it(ctx: Cont
 def test_confirm_adopts_this_sets_own_run_unforced(ctx: Context, sim: Simulator) -> None:
     s1 = lost_migration(ctx, sim)
     real = next(r.instance_id for r in sim.runs_for(s1) if r.kind == "migration")
-    manual.confirm(ctx, s1, real)
+    confirm(ctx, s1, real)
     event = [e for e in views.history(ctx, s1) if e.kind == "confirm"][-1]
     assert (event.data or {})["forced"] is False and "carries hwf's name" in event.detail
 
@@ -113,10 +113,10 @@ def test_manual_integration_refuses_another_sets_run(tmp_path: Path, sim: Simula
         workflow.advance(ctx, s1, wait=False)
         assert stage(ctx, s1) == "migrated"
         with pytest.raises(BadInputError, match="nothing ties instance"):
-            manual.confirm(ctx, s1, theirs.instance_id)
+            confirm(ctx, s1, theirs.instance_id)
         workflow.advance(ctx, s2, wait=False)  # S2 finds its own run ...
         with pytest.raises(BadInputError, match=f"already adopted by set {s2}'s integrate"):
-            manual.confirm(ctx, s1, theirs.instance_id, force=True)  # ... and even --force cannot take it
+            confirm(ctx, s1, theirs.instance_id, force=True)  # ... and even --force cannot take it
         assert stage(ctx, s1) == "migrated"
     finally:
         ctx.close()
@@ -219,7 +219,7 @@ def test_several_earlier_runs_stop_with_attention_and_confirm_picks_one(ctx: Con
     with pytest.raises(NeedsAttentionError, match="already ran job .* 2 times"):
         workflow.advance(ctx, set_id)
     assert [r.kind for r in sim.runs_for(set_id)] == ["migration", "migration"]
-    manual.confirm(ctx, set_id, runs[1].instance_id)
+    confirm(ctx, set_id, runs[1].instance_id)
     assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
     assert [r.kind for r in sim.runs_for(set_id)] == ["migration", "migration", "integration"]
 

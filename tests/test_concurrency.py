@@ -31,7 +31,7 @@ from orchestrator.store.models import AlmaSet
 from orchestrator.wiring import build_context
 from tests.conftest import API_KEY, FakeClock, WiredRunner, minimal_config, sim_wiring
 from tests.conftest import write_config as write_test_config
-from tests.crashkit import check, kill, query, serve, start, wait_for, write_config
+from tests.crashkit import MODES, check, kill, press_batches, query, serve, start, wait_for, write_config
 from tests.e2e import E2E_KEY, Served
 
 runner = WiredRunner()
@@ -63,10 +63,11 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("mode", MODES)
 def test_four_resume_processes_share_twenty_sets(
-    served: Served, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    served: Served, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    config_path = write_config(tmp_path, served.url, db=pg_url, lease_seconds=6)
+    config_path = write_config(tmp_path, served.url, db=pg_url, lease_seconds=6, integration=mode)
     ids = [served.make_set(f"Shared {i:02d}", 5, profile="clean", seed=i) for i in range(SETS)]
     monkeypatch.setenv("HWF_ALMA_API_KEY", E2E_KEY)
     ctx = build_context(load_config(config_path), reporter=NullReporter())
@@ -86,12 +87,21 @@ def test_four_resume_processes_share_twenty_sets(
     procs = [start(config_path, "resume", "--all", stderr=log) for log in logs]
     verified = "SELECT count(*) FROM sets WHERE state = 'verified'"
     try:
-        wait_for(
-            lambda: all(p.poll() is not None for p in procs) or query(pg_url, verified)[0][0] == SETS,
-            timeout=50,
-            interval=0.1,
-            what="every set verified",
-        )
+        # In manual integration mode the processes end once the sets wait for a person's click; the operator
+        # presses Run for the batch, and the four start again.
+        for _ in range(1 if mode == "api" else 3):
+            wait_for(
+                lambda running=procs: (
+                    all(p.poll() is not None for p in running) or query(pg_url, verified)[0][0] == SETS
+                ),
+                timeout=50,
+                interval=0.1,
+                what="every set verified, or every process ended",
+            )
+            if query(pg_url, verified)[0][0] == SETS or not press_batches(config_path, served):
+                break
+            assert {p.poll() for p in procs} == {0}, [p.poll() for p in procs]
+            procs = [start(config_path, "resume", "--all", stderr=log) for log in logs]
         elapsed = time.monotonic() - started
         # A process that found every set taken by the others may be asleep until its next rescan (up to a
         # minute): once every set is verified it has nothing left to do, so it is not waited for.
@@ -107,12 +117,13 @@ def test_four_resume_processes_share_twenty_sets(
 
     verdict = check(config_path, served, dict.fromkeys(ids, "clean"))
     assert verdict.ok, str(verdict)
-    assert verdict.runs == 2 * SETS  # each step of each set submitted once
+    batches = query(pg_url, "SELECT count(*) FROM integration_batches")[0][0]
+    assert verdict.runs == (2 * SETS if mode == "api" else SETS + batches)  # each step of each set once
     assert query(pg_url, "SELECT * FROM lease_violations") == []
     actors = query(
         pg_url, "SELECT host || ':' || pid, count(*) FROM events WHERE kind = 'submitting' GROUP BY host, pid"
     )
-    assert sum(n for _, n in actors) >= 2 * SETS
+    assert sum(n for _, n in actors) >= (2 if mode == "api" else 1) * SETS
     assert len(actors) >= 2, f"the sets were not shared between processes: {actors}"
     idle = codes.count(None)
     print(

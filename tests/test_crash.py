@@ -16,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.crashkit import MODES, assert_invariants, resume_until_verified
 from tests.e2e import Served, hwf, start_hwf, wait_for, write_config
+
+# Both handle integration modes: by API, and by a person pressing Run on an integration batch.
+pytestmark = pytest.mark.parametrize("mode", MODES)
 
 
 @pytest.fixture
@@ -31,8 +35,8 @@ def attempts(db: Path) -> list[tuple[str, str, str | None]]:
         return list(conn.execute("SELECT step, state, instance_id FROM attempts ORDER BY id"))
 
 
-def test_kill_after_post_answered_before_instance_committed(served: Served, tmp_path: Path) -> None:
-    config = write_config(tmp_path, served.url)
+def test_kill_after_post_answered_before_instance_committed(served: Served, tmp_path: Path, mode: str) -> None:
+    config = write_config(tmp_path, served.url, integration=mode)
     db = tmp_path / "hwf.db"
     set_id = served.make_set("Crash titles", 20, profile="clean")
     assert hwf(config, "add", set_id).returncode == 0
@@ -51,26 +55,24 @@ def test_kill_after_post_answered_before_instance_committed(served: Served, tmp_
     assert migrate == [("migrate", "submitting", None)], "the kill did not land in the window"
     served.faults(run_reply_delay_s=0)
 
-    resumed = hwf(config, "resume", "--all")
-    assert resumed.returncode == 0, resumed.stderr
+    resume_until_verified(config, served)
+    assert_invariants(config, served, {set_id: "clean"})
     runs = served.runs_for(set_id)
-    assert [r["kind"] for r in runs] == ["migration", "integration"]
     status = json.loads(hwf(config, "status", "--json").stdout)
     assert status[0]["state"] == "verified"
     history = json.loads(hwf(config, "history", set_id, "--json").stdout)
-    reconciled = [e for e in history if e["kind"] == "reconciled"]
+    reconciled = [e for e in history if e["kind"] == "reconciled" and e["detail"].startswith("migrate:")]
     assert len(reconciled) == 1 and reconciled[0]["instance_id"] == runs[0]["instance_id"]
 
 
-def test_kill_while_polling_then_resume_reattaches(served: Served, tmp_path: Path) -> None:
+def test_kill_while_polling_then_resume_reattaches(served: Served, tmp_path: Path, mode: str) -> None:
     served.call("POST", "/_sim/faults", {})
-    config = write_config(tmp_path, served.url)
+    config = write_config(tmp_path, served.url, integration=mode)
     set_id = served.make_set("Poll titles", 10, profile="clean")
     assert hwf(config, "add", set_id).returncode == 0
     proc = start_hwf(config, "advance", set_id)
     wait_for(lambda: any(a[2] for a in attempts(tmp_path / "hwf.db") if a[0] == "migrate"), timeout=60)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=10)
-    resumed = hwf(config, "resume", "--all")
-    assert resumed.returncode == 0, resumed.stderr
-    assert [r["kind"] for r in served.runs_for(set_id)] == ["migration", "integration"]
+    resume_until_verified(config, served)
+    assert_invariants(config, served, {set_id: "clean"})

@@ -14,22 +14,29 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.crashkit import (
+    MODES,
+    Presser,
     add_sets,
     assert_invariants,
     kill,
     query,
+    resume_until_verified,
     serve,
     start,
     wait_for,
-    write_config,
 )
+from tests.crashkit import write_config as crash_config
 from tests.e2e import Served, hwf
+
+# Both handle integration modes: by API, and by a person pressing Run on an integration batch.
+pytestmark = pytest.mark.parametrize("mode", MODES)
 
 
 @pytest.fixture
@@ -52,15 +59,25 @@ def stage(tmp_path: Path) -> str:
     return str(query(db_url(tmp_path), "SELECT state FROM sets")[0][0])
 
 
-def resume(config: Path) -> None:
-    result = hwf(config, "resume", "--all")
-    assert result.returncode == 0, result.stdout + result.stderr
+WriteConfig = Callable[..., Path]
 
 
-def test_kill_before_the_post_resubmits_once_after_the_grace(served: Served, tmp_path: Path) -> None:
+@pytest.fixture
+def mode_config(mode: str) -> WriteConfig:
+    """``write_config`` in the test's handle integration mode."""
+
+    def write(tmp_path: Path, url: str, **alma: Any) -> Path:
+        return crash_config(tmp_path, url, integration=mode, **alma)
+
+    return write
+
+
+def test_kill_before_the_post_resubmits_once_after_the_grace(
+    served: Served, tmp_path: Path, mode_config: WriteConfig
+) -> None:
     # 0.8 requests a second: the POST waits ~1.2 s in hwf's own token bucket after the attempt is committed.
-    slow = write_config(tmp_path, served.url, name="slow.toml", requests_per_second=0.8)
-    config = write_config(tmp_path, served.url)
+    slow = mode_config(tmp_path, served.url, name="slow.toml", requests_per_second=0.8)
+    config = mode_config(tmp_path, served.url)
     sets = add_sets(config, served, ["clean"])
     (set_id,) = sets
     proc = start(slow, "advance", set_id)
@@ -75,15 +92,18 @@ def test_kill_before_the_post_resubmits_once_after_the_grace(served: Served, tmp
     assert set(found) == {"lease", "submitting"}
     assert "no longer runs" in found["lease"]["problem"] and "submitting for" in found["submitting"]["problem"]
 
-    resume(config)
+    resume_until_verified(config, served)
     assert_invariants(config, served, sets)
     history = json.loads(hwf(config, "history", set_id, "--json").stdout)
     assert [e["kind"] for e in history].count("abandoned") == 1  # never reached Alma: resubmitted once
-    assert hwf(config, "doctor").returncode == 0
+    doctor = hwf(config, "doctor")
+    assert doctor.returncode == 0, doctor.stdout
 
 
-def test_kill_after_the_post_reached_alma_before_its_reply(served: Served, tmp_path: Path) -> None:
-    config = write_config(tmp_path, served.url)
+def test_kill_after_the_post_reached_alma_before_its_reply(
+    served: Served, tmp_path: Path, mode_config: WriteConfig
+) -> None:
+    config = mode_config(tmp_path, served.url)
     sets = add_sets(config, served, ["clean"])
     (set_id,) = sets
     served.faults(run_reply_delay_s=4.0)  # Alma creates the instance, then holds the reply
@@ -94,18 +114,18 @@ def test_kill_after_the_post_reached_alma_before_its_reply(served: Served, tmp_p
     assert attempts(tmp_path, "migrate") == [("submitting", None)]
     assert [r["kind"] for r in served.runs_for(set_id)] == ["migration"]
 
-    resume(config)
+    resume_until_verified(config, served)
     assert_invariants(config, served, sets)
     history = json.loads(hwf(config, "history", set_id, "--json").stdout)
-    reconciled = [e for e in history if e["kind"] == "reconciled"]
+    reconciled = [e for e in history if e["kind"] == "reconciled" and e["detail"].startswith("migrate:")]
     assert len(reconciled) == 1 and reconciled[0]["instance_id"] == served.runs_for(set_id)[0]["instance_id"]
     assert "abandoned" not in [e["kind"] for e in history]
 
 
-def test_kill_while_polling_a_running_job(tmp_path: Path) -> None:
+def test_kill_while_polling_a_running_job(tmp_path: Path, mode_config: WriteConfig) -> None:
     server = serve(tmp_path, job_seconds=1.5)
     try:
-        config = write_config(tmp_path, server.url)
+        config = mode_config(tmp_path, server.url)
         sets = add_sets(config, server, ["clean"])
         (set_id,) = sets
         proc = start(config, "advance", set_id)
@@ -114,7 +134,7 @@ def test_kill_while_polling_a_running_job(tmp_path: Path) -> None:
         kill(proc)
         assert [r["status"] for r in server.runs_for(set_id)] == ["RUNNING"]
         assert attempts(tmp_path, "migrate")[0][0] == "submitted"
-        resume(config)
+        resume_until_verified(config, server)
         assert_invariants(config, server, sets)
     finally:
         server.stop()
@@ -153,11 +173,11 @@ class _StderrTrap:
             os.close(fd)
 
 
-def test_kill_after_the_terminal_status_before_the_transition(tmp_path: Path) -> None:
+def test_kill_after_the_terminal_status_before_the_transition(tmp_path: Path, mode_config: WriteConfig) -> None:
     server = serve(tmp_path, job_seconds=2.0)
     trap = _StderrTrap()
     try:
-        config = write_config(tmp_path, server.url, poll_interval_seconds=0.1, poll_max_interval_seconds=0.1)
+        config = mode_config(tmp_path, server.url, poll_interval_seconds=0.1, poll_max_interval_seconds=0.1)
         sets = add_sets(config, server, ["clean"])
         (set_id,) = sets
         proc = start(config, "advance", set_id, stderr=trap.child_fd)
@@ -177,30 +197,31 @@ def test_kill_after_the_terminal_status_before_the_transition(tmp_path: Path) ->
         assert stage(tmp_path) == "identifiers_copied"
         assert [r["kind"] for r in server.runs_for(set_id)] == ["migration"]
 
-        resume(config)
+        resume_until_verified(config, server)
         assert_invariants(config, server, sets)
     finally:
         trap.close()
         server.stop()
 
 
-def test_kill_during_verification_rechecks_only_the_rest(tmp_path: Path) -> None:
+def test_kill_during_verification_rechecks_only_the_rest(tmp_path: Path, mode_config: WriteConfig) -> None:
     server = serve(tmp_path, job_seconds=0.3)
     try:
-        config = write_config(tmp_path, server.url)
+        config = mode_config(tmp_path, server.url)
         sets = add_sets(config, server, ["clean"], records=600)
         (set_id,) = sets
         server.faults(proxy_latency_ms=40)
         proc = start(config, "advance", set_id)
         checked = "SELECT count(*) FROM records WHERE verdict IS NOT NULL"
-        wait_for(lambda: query(db_url(tmp_path), checked)[0][0] >= 250, timeout=120, what="a stored batch")
+        with Presser(config, server):  # manual integration: the operator presses Run when hwf asks
+            wait_for(lambda: query(db_url(tmp_path), checked)[0][0] >= 250, timeout=120, what="a stored batch")
         kill(proc)
         done = query(db_url(tmp_path), checked)[0][0]
         assert 250 <= done < 600 and stage(tmp_path) == "integrated", "the kill did not land during verification"
         server.faults(proxy_latency_ms=0)
         before = server.state()["stats"]["requests"].get("handles_api", 0)
 
-        resume(config)
+        resume_until_verified(config, server)
         assert_invariants(config, server, sets)
         rechecked = server.state()["stats"]["requests"].get("handles_api", 0) - before
         # Two requests per right handle: the primary server (auth=true), then the public proxy.
@@ -224,9 +245,9 @@ def _backups(tmp_path: Path) -> list[str]:
     return [r[0] for r in query(db_url(tmp_path), "SELECT state FROM backups ORDER BY id")]
 
 
-def test_kill_during_fix_between_backup_and_put(served: Served, tmp_path: Path) -> None:
-    config = write_config(tmp_path, served.url)
-    slow = write_config(tmp_path, served.url, name="slow.toml", requests_per_second=0.8)
+def test_kill_during_fix_between_backup_and_put(served: Served, tmp_path: Path, mode_config: WriteConfig) -> None:
+    config = mode_config(tmp_path, served.url)
+    slow = mode_config(tmp_path, served.url, name="slow.toml", requests_per_second=0.8)
     set_id = _needs_fix(config, served, tmp_path)
     puts = served.state()["stats"]["requests"].get("bib_put", 0)
     proc = start(slow, "fix", set_id, "--apply")
@@ -241,12 +262,12 @@ def test_kill_during_fix_between_backup_and_put(served: Served, tmp_path: Path) 
     backups = _backups(tmp_path)
     assert backups and set(backups) == {"applied"}
     assert served.state()["stats"]["requests"]["bib_put"] - puts == len(backups)  # one PUT per record
-    resume(config)
+    resume_until_verified(config, served)
     assert_invariants(config, served, {set_id: "demo"})
 
 
-def test_kill_during_fix_after_the_put_reached_alma(served: Served, tmp_path: Path) -> None:
-    config = write_config(tmp_path, served.url)
+def test_kill_during_fix_after_the_put_reached_alma(served: Served, tmp_path: Path, mode_config: WriteConfig) -> None:
+    config = mode_config(tmp_path, served.url)
     set_id = _needs_fix(config, served, tmp_path)
     puts = served.state()["stats"]["requests"].get("bib_put", 0)
     served.faults(alma_latency_ms=800)  # Alma applies each request at once, then holds its reply
@@ -262,12 +283,14 @@ def test_kill_during_fix_after_the_put_reached_alma(served: Served, tmp_path: Pa
     assert set(backups) == {"applied"}
     # The record already written is recognised as done, not written again.
     assert served.state()["stats"]["requests"]["bib_put"] - puts == len(backups)
-    resume(config)
+    resume_until_verified(config, served)
     assert_invariants(config, served, {set_id: "demo"})
 
 
-def test_kill_in_the_middle_of_a_concurrent_batch_of_puts(served: Served, tmp_path: Path) -> None:
-    config = write_config(tmp_path, served.url)
+def test_kill_in_the_middle_of_a_concurrent_batch_of_puts(
+    served: Served, tmp_path: Path, mode_config: WriteConfig
+) -> None:
+    config = mode_config(tmp_path, served.url)
     sets = add_sets(config, served, ["demo"], records=250)
     (set_id,) = sets
     first = hwf(config, "advance", set_id)
@@ -293,5 +316,5 @@ def test_kill_in_the_middle_of_a_concurrent_batch_of_puts(served: Served, tmp_pa
     # Every record written exactly once: those whose PUT had reached Alma were recognised, not written again.
     assert sent() == needs_fix
     assert query(db_url(tmp_path), "SELECT count(*) FROM records WHERE preflight = 'NEEDS_FIX'")[0][0] == 0
-    resume(config)
+    resume_until_verified(config, served)
     assert_invariants(config, served, sets)

@@ -14,7 +14,7 @@ from sqlalchemy import select, text, update
 from orchestrator.cli import base as cli
 from orchestrator.errors import NeedsAttentionError
 from orchestrator.service import doctor, views, workflow
-from orchestrator.service.actions import manual
+from orchestrator.service.actions.confirm import confirm
 from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
 from orchestrator.store import db
@@ -103,7 +103,7 @@ def test_instance_alma_no_longer_knows(ctx: Context, sim: Simulator) -> None:
     with pytest.raises(NeedsAttentionError, match="no longer knows"):
         workflow.advance(ctx, set_id)
     # ... and the operator adopts the real run, which is not resubmitted.
-    manual.confirm(ctx, set_id, real)
+    confirm(ctx, set_id, real)
     assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
     assert [r.kind for r in sim.runs_for(set_id)] == ["migration", "integration"]
 

@@ -18,7 +18,7 @@ from orchestrator.config import parse_config
 from orchestrator.errors import BadInputError
 from orchestrator.service import dryrun, preflight, views, workflow
 from orchestrator.service.actions import PlannedRequest
-from orchestrator.service.actions.manual import Manual
+from orchestrator.service.actions.batch import Batch
 from orchestrator.service.actions.submit import TOKEN_PLACEHOLDER
 from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
@@ -236,12 +236,12 @@ def test_manual_integration_mode(
     data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}")
     data["alma"]["jobs"]["handle_integration_mode"] = "manual"
     ctx = make_context(parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY}), sim, clock)
-    real = Manual.run
+    real = Batch.run
 
     def crash(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt("killed right after the migrate transition")
 
-    monkeypatch.setattr(Manual, "run", crash)
+    monkeypatch.setattr(Batch, "run", crash)
     try:
         set_id = make_set(sim)
         workflow.add_set(ctx, set_id)
@@ -251,18 +251,23 @@ def test_manual_integration_mode(
                 clock.advance(30)
         assert views.status(ctx, set_id)[0].state == "migrated"
         plan = dryrun.describe_advance(dry_context(ctx), set_id)
-        assert [a.action for a in plan.actions] == ["manual", "manual"]
-        assert "Action = Create and Update" in plan.actions[0].notes[0]
-        assert requests_of(plan)[0].path.startswith("/almaws/v1/conf/jobs/M50700/instances?")
+        assert [a.action for a in plan.actions] == ["batch"]
+        assert "queue the set for the next integration batch" in plan.actions[0].summary
         assert plan.transition is not None and plan.transition.startswith("migrated -> integrated (integrate)")
 
-        monkeypatch.setattr(Manual, "run", real)
+        monkeypatch.setattr(Batch, "run", real)
         with ctx.sessions.begin() as s:  # the killed process's lease has run out
             s.scalars(select(AlmaSet)).one().lease_owner = None
-        workflow.advance(ctx, set_id, wait=False)
+        workflow.advance(ctx, set_id, wait=False)  # the batch forms and is announced: it waits for a person
+        clock.advance(30)
         plan = dryrun.describe_advance(dry_context(ctx), set_id)
-        assert [a.action for a in plan.actions] == ["wait", "manual"]
-        assert "hwf confirm" in plan.actions[1].summary
+        looks = [a for a in plan.actions if a.action == "batch"]
+        assert looks and "look for your run of the Handle integration profile on 'hwf integration batch 1" in (
+            looks[0].summary
+        )
+        assert f"hwf confirm {set_id} --instance ID" in looks[0].summary
+        assert requests_of(plan)[-1].path.startswith("/almaws/v1/conf/jobs/M50700/instances?")
+        assert sim.runs_for(set_id) and all(r.kind != "integration" for r in sim.job_runs)  # nothing sent
     finally:
         ctx.close()
 

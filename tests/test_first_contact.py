@@ -40,12 +40,14 @@ def api(tmp_path: Path, sim: Simulator, clock: FakeClock) -> Context:
 def manual(tmp_path: Path, sim: Simulator, clock: FakeClock) -> Context:
     """The default: a person presses Run on the Handle integration profile, once per integration batch."""
     ctx = _ctx(tmp_path, sim, clock)
+    assert ctx.config.alma.jobs["handle_integration"].manual, "manual integration is the default"
     yield ctx
     ctx.close()
 
 
 def _ctx(tmp_path: Path, sim: Simulator, clock: FakeClock, **jobs: Any) -> Context:
     data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}")
+    del data["alma"]["jobs"]["handle_integration_mode"]  # the default, unless a test says otherwise
     data["alma"]["jobs"].update(jobs)
     return make_context(parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY}), sim, clock)
 

@@ -129,6 +129,35 @@ def _migrate(engine: Engine) -> None:
         command.upgrade(db.alembic_config(conn), "head")
 
 
+def test_upgrading_keeps_every_row_of_every_table(db_url: str) -> None:
+    """A schema upgrade never loses a row: on SQLite, rebuilding a table that others refer to (ON DELETE CASCADE)
+    would delete their rows if foreign keys stayed on during the migration."""
+    engine = db.make_engine(db_url)
+    tables = ("sets", "attempts", "records", "events", "backups")
+    try:
+        with engine.begin() as conn:
+            command.upgrade(db.alembic_config(conn), "0004")
+            stamp = "'2026-01-01 00:00:00'"
+            for sql in (
+                "INSERT INTO sets (id, alma_set_id, name, state, record_count, version, created_at, updated_at) "
+                f"VALUES (1, '111', 'Old', 'migrated', 1, 1, {stamp}, {stamp})",
+                "INSERT INTO attempts (id, set_id, step, number, token, state, begun_at, origin, created_at, "
+                f"updated_at) VALUES (1, 1, 'migrate', 1, 'hwf-aa', 'finished', {stamp}, 'hwf', {stamp}, {stamp})",
+                "INSERT INTO records (id, set_id, mms_id, excluded, removed_from_alma_set) VALUES (1, 1, '991', FALSE, FALSE)",
+                f"INSERT INTO events (id, set_id, at, kind, detail) VALUES (1, 1, {stamp}, 'added', 'registered')",
+                "INSERT INTO backups (id, set_id, mms_id, original_xml, new_xml, state, created_at, updated_at) "
+                f"VALUES (1, 1, '991', :xml, :xml, 'applied', {stamp}, {stamp})",
+            ):
+                conn.execute(text(sql), {"xml": b"<bib/>"} if ":xml" in sql else {})
+        db.upgrade(engine)  # the way every hwf command upgrades
+        with engine.connect() as conn:
+            counts = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in tables}
+            made = conn.execute(text("SELECT made_by_hwf FROM sets")).scalar()
+        assert counts == dict.fromkeys(tables, 1) and not made
+    finally:
+        engine.dispose()
+
+
 def test_0004_gives_attempt_times_one_meaning_and_their_origin(db_url: str) -> None:
     """Runs adopted from Alma's history kept Alma's times in submitted_at/finished_at: after 0004 those are in the
     Alma columns, hwf's own names mean hwf's clock, and every attempt says where its run came from."""

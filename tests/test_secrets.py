@@ -116,6 +116,7 @@ def test_planted_key_leaks_nowhere(
         ("max_retries = 6", "max_retries = 1"),
         ("requests_per_second = 10\n", "requests_per_second = 1000\n"),
         ("timeout_seconds = 60", "timeout_seconds = 5"),
+        ('handle_integration_mode = "manual"', 'handle_integration_mode = "api"'),
     ]:
         assert old in text
         text = text.replace(old, new)

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from orchestrator.errors import BadInputError, LeaseHeldError, NeedsAttentionError
 from orchestrator.service import preflight, repair, scheduler, verification, views, workflow
-from orchestrator.service.actions import manual
+from orchestrator.service.actions.confirm import confirm
 from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
@@ -193,7 +193,7 @@ def test_confirm_requires_a_waiting_step(ctx: Context, sim: Simulator) -> None:
     set_id = make_set(sim, profile="clean")
     workflow.add_set(ctx, set_id)
     with pytest.raises(BadInputError, match="not waiting"):
-        manual.confirm(ctx, set_id, "123")
+        confirm(ctx, set_id, "123")
 
 
 def test_verify_by_hand_names_bad_and_missing_handles(ctx: Context, sim: Simulator) -> None:

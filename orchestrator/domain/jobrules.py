@@ -156,6 +156,23 @@ def records_processed(counters: Iterable[Counter | Mapping[str, Any]] | None) ->
     return found
 
 
+def handles_created(counters: Iterable[Counter | Mapping[str, Any]] | None) -> int | None:
+    """How many new handles a run of the handle integration profile minted, as its counters say ("Handles
+    created"), or None when no counter says it. After the migration job every record of a batch has its handle,
+    so a run on the batch creates none: a run that created some ran on other records."""
+    found = None
+    for counter in counters or ():
+        code, desc, value = _counter_fields(counter)
+        words = f"{code} {desc}".lower()
+        if (
+            "handle" in words
+            and ("creat" in words or "mint" in words)
+            and not any(w in words for w in _EXCEPTION_WORDS)
+        ):
+            found = (found or 0) + counted(value)
+    return found
+
+
 def names_set(instance_name: str | None, alma_set_id: str, set_name: str, *, set_param: str | None = None) -> bool:
     """The instance names this set (:func:`match_set` is THIS)."""
     return match_set(instance_name, alma_set_id, set_name, set_param=set_param)[0] is SetMatch.THIS

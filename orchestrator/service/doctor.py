@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, String, select, type_coerce
+from sqlalchemy import Engine, String, func, select, type_coerce
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -26,7 +26,7 @@ from orchestrator.errors import AlmaError, DatabaseError
 from orchestrator.service.context import Context
 from orchestrator.store import db
 from orchestrator.store.leases import dead_local_owner
-from orchestrator.store.models import AlmaSet, Attempt, AttemptState
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState, IntegrationBatch
 
 PROBLEM = "problem"
 NOTE = "note"
@@ -200,8 +200,9 @@ class _AttemptRow:
 
 
 def _read(ctx: Context) -> tuple[list[_SetRow], list[_AttemptRow]]:
-    """Sets and attempts as plain strings: a corrupted enum value must be reported, not crash the read."""
-    s, a = AlmaSet.__table__.c, Attempt.__table__.c
+    """Sets and attempts as plain strings: a corrupted enum value must be reported, not crash the read. An
+    attempt in an integration batch has the batch's job and run."""
+    s, a, b = AlmaSet.__table__.c, Attempt.__table__.c, IntegrationBatch.__table__.c
     with ctx.sessions() as session:
         sets = [
             _SetRow(*r)
@@ -226,12 +227,14 @@ def _read(ctx: Context) -> tuple[list[_SetRow], list[_AttemptRow]]:
                     a.step,
                     a.number,
                     type_coerce(a.state, String),
-                    a.job_id,
-                    a.instance_id,
+                    func.coalesce(a.job_id, b.job_id),
+                    func.coalesce(a.instance_id, b.instance_id),
                     a.status,
                     a.begun_at,
                     a.ended_at,
-                ).order_by(a.set_id, a.id)
+                )
+                .select_from(Attempt.__table__.outerjoin(IntegrationBatch.__table__, b.id == a.batch_id))
+                .order_by(a.set_id, a.id)
             )
         ]
     return sets, attempts

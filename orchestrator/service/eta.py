@@ -143,11 +143,13 @@ def mean_durations(attempts: list[Any]) -> dict[str, StepDurations]:
 
 @dataclass(frozen=True)
 class OnTheWay:
-    """A set still on its way to ``migrated``: its stage, and the job it has running (step, seconds run so far)."""
+    """A set still on its way to ``migrated``: its stage, the job it has running (step, seconds run so far),
+    and the moment before which it does not move (a wait for a job slot, a quota, an outage)."""
 
     stage: Stage
     running: str | None = None
     elapsed: float = 0.0
+    not_before: datetime | None = None
 
 
 def soonest_migrated(now: datetime, sets: list[OnTheWay], durations: dict[str, StepDurations]) -> datetime | None:
@@ -168,6 +170,6 @@ def soonest_migrated(now: datetime, sets: list[OnTheWay], durations: dict[str, S
             left = max(mean(migrate) - s.elapsed, 0.0)
         elif s.stage is Stage.CREATED:
             left += max(mean(copy) - s.elapsed, 0.0) if s.running == copy else mean(copy)
-        at = now + timedelta(seconds=left)
+        at = max(now, s.not_before or now) + timedelta(seconds=left)
         soonest = at if soonest is None else min(soonest, at)
     return soonest

@@ -337,8 +337,11 @@ def _save(ctx: Context, name: str, *, state: str, alma_set_id: str | None = None
 
 
 def registered_snapshot(session: Session, alma_set_id: str) -> None:
-    """Mark the snapshot's creation row as done once the set is registered."""
-    for row in session.scalars(select(SetCreation).where(SetCreation.alma_set_id == alma_set_id)):
+    """Mark the snapshot's creation row as done once the set is registered (a set made from a CSV is marked by
+    ``hwf add --from-csv`` itself, after it recorded what Alma rejected)."""
+    for row in session.scalars(
+        select(SetCreation).where(SetCreation.alma_set_id == alma_set_id, SetCreation.source_set.is_not(None))
+    ):
         row.state = "registered"
 
 

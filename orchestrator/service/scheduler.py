@@ -108,9 +108,29 @@ def resume_all(
             return outcomes.summary()
         if current.gated and current.moved:
             continue  # a set driven in this pass may have seen its job end: a slot may be free now
-        delay = (min(current.wakes) - ctx.clock()).total_seconds()
+        delay = (min(min(current.wakes), _soonest_recorded(ctx)) - ctx.clock()).total_seconds()
         if delay > 0:
             ctx.sleep(min(delay, _RESCAN_SECONDS))
+
+
+def _soonest_recorded(ctx: Context) -> datetime:
+    """The earliest wake any set or attempt has recorded now: a set driven late in a pass may have changed what
+    others wait for (an integration batch formed under queued sets), so the wakes seen earlier may be stale."""
+    now = ctx.clock()
+    far = now + timedelta(seconds=_RESCAN_SECONDS)
+    with ctx.sessions() as session:
+        wait = session.scalar(
+            select(func.min(AlmaSet.wait_until)).where(
+                AlmaSet.stage != Stage.VERIFIED, AlmaSet.attention.is_(None), AlmaSet.wait_until > now
+            )
+        )
+        poll = session.scalar(
+            select(func.min(Attempt.next_poll_at)).where(
+                Attempt.state.in_([AttemptState.SUBMITTED, AttemptState.WAITING_OPERATOR, AttemptState.QUEUED]),
+                Attempt.next_poll_at > now,
+            )
+        )
+    return min(t for t in (wait, poll, far) if t is not None)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from orchestrator.domain.steps import Stage
 from orchestrator.errors import AlmaError, AlmaUnreachableError, RateLimitedError
 from orchestrator.service import recheck, scheduler
 from orchestrator.service.context import Context
-from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, Worker
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, IntegrationBatch, Worker
 
 RESCAN_SECONDS = 60.0  # the longest the worker sleeps: sets added, retried or fixed meanwhile move soon
 OUTAGE_FIRST_SECONDS = 60.0  # after Alma failed every set: the first pause, doubling up to the longest
@@ -323,10 +323,14 @@ def _idle(ctx: Context, only: str | None) -> bool:
                 AlmaSet.stage != Stage.VERIFIED
             )
         ).all()
-        person = set(
+        person = set(  # waiting for a person's run (not one hwf already watches)
             session.scalars(
-                select(Attempt.set_id).where(
-                    Attempt.state == AttemptState.WAITING_OPERATOR, Attempt.set_id.in_([r.id for r in rows])
+                select(Attempt.set_id)
+                .outerjoin(IntegrationBatch, IntegrationBatch.id == Attempt.batch_id)
+                .where(
+                    Attempt.state == AttemptState.WAITING_OPERATOR,
+                    Attempt.set_id.in_([r.id for r in rows]),
+                    IntegrationBatch.watching.is_(None),
                 )
             )
         )

@@ -239,13 +239,38 @@ def upgrade(engine: Engine) -> None:
         with _migration_lock(engine):
             if current_revision(engine) == head:
                 return
-            with engine.begin() as conn:
-                command.upgrade(alembic_config(conn), "head")
+            _run_migrations(engine, command)
     except SQLAlchemyError as exc:
         failure = database_failure(exc, str(engine.url))
         if failure is not None:
             raise failure from None
         raise DatabaseError(f"cannot open database {_safe_url(str(engine.url))}: {_first_line(exc)}") from None
+
+
+def _run_migrations(engine: Engine, command: Any) -> None:
+    """Upgrade to head in one transaction. On SQLite, foreign keys are off meanwhile: a migration that rebuilds a
+    table (SQLite's way to alter one) drops the old table, and with foreign keys on, dropping ``sets`` would
+    delete every row that refers to it (attempts, records, events) through ON DELETE CASCADE. Every reference
+    is checked once the migration is done, before it commits."""
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "head")
+        return
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection  # the PRAGMA must come outside any transaction, or SQLite ignores it
+        assert raw is not None
+        raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                command.upgrade(alembic_config(conn), "head")
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise DatabaseError(
+                        f"the schema upgrade of {_safe_url(str(engine.url))} left {len(broken)} row(s) referring to "
+                        f"rows that do not exist (first: table {broken[0][0]}); nothing was changed"
+                    )
+        finally:
+            raw.execute("PRAGMA foreign_keys=ON")
 
 
 def _known_revision(script: ScriptDirectory, revision: str) -> bool:

@@ -192,7 +192,9 @@ class IntegrationBatch(Base):
     counters: Mapped[list[Any] | None] = mapped_column()
     alerts: Mapped[list[Any] | None] = mapped_column()
     raw_reply: Mapped[bytes | None] = mapped_column(LargeBinary)
-    note: Mapped[str | None] = mapped_column(Text)
+    # a person's runs that may be the batch's, still going: hwf watches them until their counters say how many
+    # records they ran on (the batch waits for hwf then, not for a person)
+    watching: Mapped[str | None] = mapped_column(Text)
     # hwf's clock: the batch formed, announced, bound to a run, and the run's end read; then Alma's own times.
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     announced_at: Mapped[datetime | None] = mapped_column()

@@ -46,7 +46,7 @@ def upgrade() -> None:
         sa.Column("counters", sa.JSON(), nullable=True),
         sa.Column("alerts", sa.JSON(), nullable=True),
         sa.Column("raw_reply", sa.LargeBinary(), nullable=True),
-        sa.Column("note", sa.Text(), nullable=True),
+        sa.Column("watching", sa.Text(), nullable=True),
         sa.Column("created_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("announced_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("bound_at", orchestrator.store.models.UTCDateTime(timezone=True), nullable=True),
@@ -74,10 +74,10 @@ def upgrade() -> None:
     with op.batch_alter_table("set_creations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("source_set", sa.String(length=40), nullable=True))
 
-    with op.batch_alter_table("sets", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("alma_type", sa.String(length=16), nullable=True))
-        batch_op.add_column(sa.Column("source_set", sa.String(length=40), nullable=True))
-        batch_op.add_column(sa.Column("made_by_hwf", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # Plain ADD COLUMN (no table rebuild): ``sets`` is the parent of every other table.
+    op.add_column("sets", sa.Column("alma_type", sa.String(length=16), nullable=True))
+    op.add_column("sets", sa.Column("source_set", sa.String(length=40), nullable=True))
+    op.add_column("sets", sa.Column("made_by_hwf", sa.Boolean(), nullable=False, server_default=sa.false()))
 
     op.execute(
         "UPDATE sets SET made_by_hwf = TRUE WHERE alma_set_id IN "
@@ -86,10 +86,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sets", schema=None) as batch_op:
-        batch_op.drop_column("made_by_hwf")
-        batch_op.drop_column("source_set")
-        batch_op.drop_column("alma_type")
+    for column in ("made_by_hwf", "source_set", "alma_type"):
+        op.drop_column("sets", column)  # no table rebuild: see upgrade()
 
     with op.batch_alter_table("set_creations", schema=None) as batch_op:
         batch_op.drop_column("source_set")

@@ -10,9 +10,10 @@ within ``integration_batch_wait_minutes``. A batch's membership is frozen once a
 
 The announcement (terminal, ``hwf status``, ``hwf overview``, the dashboard, a notification) gives the exact
 clicks. hwf then reads the integration job's runs: the one that binds is new since the batch was formed, not
-submitted through the API, adopted by no other batch or set, and ran on as many records as the batch holds,
-once its counters say so (a run still going is watched until they do). One such run: every set of the batch
-records it and goes on when it ends well; none yet: hwf looks again; several, or a run that never says how many
+submitted through the API, adopted by no other batch or set, minted no new handle (the batch's records have
+theirs from the migration job: a run that created handles ran on other records), and ran on as many records
+as the batch holds, once its counters say so (a run still going is watched until they do). One such run: every
+set of the batch records it and goes on when it ends well; none yet: hwf looks again; several, or a run that never says how many
 records it ran on: attention, and ``hwf confirm SET --instance ID`` (SET: any set of the batch, or the batch's
 own name). When the run ends, each set is fired, settled and verified on its own.
 
@@ -46,7 +47,7 @@ from orchestrator.service.almasets import create_named, fill_set
 from orchestrator.service.eta import OnTheWay, mean_durations, soonest_migrated
 from orchestrator.service.membership import stop_on_drift
 from orchestrator.store.ledger import Ledger
-from orchestrator.store.models import AlmaSet, Attempt, AttemptState, IntegrationBatch, Record
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, IntegrationBatch, Record
 
 if TYPE_CHECKING:
     from orchestrator.service.context import Context
@@ -138,7 +139,7 @@ def _form(ctx: Context) -> None:
         queued = _queued(session)
         if not queued:
             return
-        on_the_way = _on_the_way(session, now)
+        on_the_way = _on_the_way(session, now, timedelta(minutes=cfg.integration_batch_wait_minutes))
         durations = mean_durations(list(session.execute(_timing_query()).all()))
     total = sum(records for _, _, records in queued)
     soonest = soonest_migrated(now, on_the_way, durations)
@@ -189,26 +190,50 @@ def _queued(session: Session) -> list[tuple[int, int, int]]:
     return [(a, s, int(n)) for a, s, n, attention, kind in rows if not attention or kind in WAITS_FOR_A_RUN]
 
 
-def _on_the_way(session: Session, now: datetime) -> list[OnTheWay]:
-    """The sets that may still reach ``migrated`` without a person (no attention that stops them)."""
+def _on_the_way(session: Session, now: datetime, window: timedelta) -> list[OnTheWay]:
+    """The sets that may still reach ``migrated`` without a person: no attention that stops them, no step
+    waiting for a person's run, and someone drives them (a live lease, a job running in Alma, a wait hwf ends by
+    itself, or a step taken within ``window``). A set nobody has moved for longer does not hold a batch back."""
     rows = session.execute(
-        select(AlmaSet.id, AlmaSet.stage, AlmaSet.attention, AlmaSet.attention_kind).where(
-            AlmaSet.stage.in_([Stage.CREATED, Stage.IDENTIFIERS_COPIED])
-        )
+        select(
+            AlmaSet.id,
+            AlmaSet.stage,
+            AlmaSet.attention,
+            AlmaSet.attention_kind,
+            AlmaSet.wait_until,
+            AlmaSet.lease_owner,
+            AlmaSet.lease_expires_at,
+        ).where(AlmaSet.stage.in_([Stage.CREATED, Stage.IDENTIFIERS_COPIED]))
     ).all()
-    moving = {r.id: r.stage for r in rows if not r.attention or r.attention_kind in WAITS_FOR_A_RUN}
+    candidates = {r.id: r for r in rows if not r.attention or r.attention_kind in WAITS_FOR_A_RUN}
+    if not candidates:
+        return []
     running: dict[int, tuple[str, float]] = {}
-    if moving:
-        for set_id, step, begun in session.execute(
-            select(Attempt.set_id, Attempt.step, Attempt.begun_at).where(
-                Attempt.set_id.in_(list(moving)),
-                Attempt.state.in_([AttemptState.SUBMITTING, AttemptState.SUBMITTED]),
-            )
-        ):
+    for set_id, step, state, begun in session.execute(
+        select(Attempt.set_id, Attempt.step, Attempt.state, Attempt.begun_at).where(
+            Attempt.set_id.in_(list(candidates)),
+            Attempt.state.in_([AttemptState.SUBMITTING, AttemptState.SUBMITTED, AttemptState.WAITING_OPERATOR]),
+        )
+    ):
+        if state is AttemptState.WAITING_OPERATOR:
+            candidates.pop(set_id, None)  # its step waits for a person's run in Alma
+        else:
             running[set_id] = (step, max((now - begun).total_seconds(), 0.0))
-    return [
-        OnTheWay(stage, *(running[set_id] if set_id in running else (None, 0.0))) for set_id, stage in moving.items()
-    ]
+    recent = set(
+        session.scalars(
+            select(Event.set_id).where(Event.set_id.in_(list(candidates)), Event.at >= now - window).distinct()
+        )
+    )
+    moving = []
+    for set_id, r in candidates.items():
+        leased = r.lease_owner is not None and r.lease_expires_at is not None and r.lease_expires_at > now
+        if not (leased or set_id in running or r.wait_until is not None or set_id in recent):
+            continue  # nobody drives it
+        if set_id in running:
+            moving.append(OnTheWay(r.stage, *running[set_id]))
+        else:
+            moving.append(OnTheWay(r.stage, not_before=r.wait_until))
+    return moving
 
 
 def _timing_query() -> Any:

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.alma.types import JobInstance
@@ -23,6 +23,7 @@ from orchestrator.domain.jobrules import (
     UNKNOWN_INSTANCE_CODES,
     describe_counters,
     exception_count,
+    handles_created,
     instance_window,
     next_poll_interval,
     records_processed,
@@ -30,9 +31,10 @@ from orchestrator.domain.jobrules import (
     submitted_by_api,
 )
 from orchestrator.domain.steps import Step
-from orchestrator.errors import AlmaError
+from orchestrator.domain.wording import plural
+from orchestrator.errors import AlmaError, BadInputError
 from orchestrator.service.actions.instances import taken_instances
-from orchestrator.store.models import RAW_REPLY_CAP, AlmaSet, Attempt, AttemptState, IntegrationBatch
+from orchestrator.store.models import RAW_REPLY_CAP, AlmaSet, Attempt, AttemptState, Event, IntegrationBatch
 
 if TYPE_CHECKING:
     from orchestrator.service.context import Context
@@ -62,15 +64,22 @@ def look_for_run(ctx: Context, batch_id: int) -> None:
         for i in ctx.alma.list_instances(job_id, date_from=date_from, date_to=date_to)
         if i.id not in taken and not submitted_by_api(i.submitted_by)
     ]
+    # a run that minted new handles did not run on the batch (its records have their handles from the migration)
+    minted = [i for i in candidates if i.terminal and (handles_created(i.counters) or 0) > 0]
+    candidates = [i for i in candidates if i not in minted]
     fitting = [i for i in candidates if records_processed(i.counters) == records]
-    undecided = [i for i in candidates if i not in fitting and not i.terminal and records_processed(i.counters) is None]
+    # a run still going whose counters do not (yet) say it ran on the batch's records: watched until they do
+    undecided = [i for i in candidates if i not in fitting and not i.terminal]
     silent = [i for i in candidates if i.terminal and records_processed(i.counters) is None]
     if len(fitting) == 1 and not undecided:
-        bind(ctx, batch_id, fitting[0], how="found")
+        try:
+            bind(ctx, batch_id, fitting[0], how="found")
+        except BadInputError:
+            return  # the operator's `hwf confirm` bound a run meanwhile: that binding stands
     elif len(fitting) > 1 or (not fitting and silent and not undecided):
         _cannot_tell(ctx, batch_id, fitting or silent, several=len(fitting) > 1)
     else:
-        _look_again(ctx, batch_id)
+        _look_again(ctx, batch_id, undecided, minted)
 
 
 def _with_counters(ctx: Context, inst: JobInstance) -> JobInstance:
@@ -87,8 +96,16 @@ def bind(ctx: Context, batch_id: int, inst: JobInstance, *, how: str) -> None:
     """Record ``inst`` as the batch's run, on the batch and on each of its sets (``how``: found, confirmed)."""
     cfg = ctx.config.alma
     with ctx.ledger() as book:
+        claimed = book.session.execute(  # bound once: a concurrent binding (hwf's own, or confirm) loses here
+            update(IntegrationBatch)
+            .where(IntegrationBatch.id == batch_id, IntegrationBatch.state == "announced")
+            .values(state="bound", instance_id=inst.id, job_id=inst.job_id, bound_at=book.now, watching=None)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(claimed, "rowcount", 0) != 1:
+            raise BadInputError(f"integration batch {batch_id} is no longer waiting for its run; nothing bound")
         batch = book.session.get_one(IntegrationBatch, batch_id)
-        batch.state, batch.instance_id, batch.job_id, batch.bound_at = "bound", inst.id, inst.job_id, book.now
+        book.session.refresh(batch)
         batch.submitted_by, batch.alma_submitted_at, batch.status = inst.submitted_by, inst.submit_time, inst.status
         batch.progress, batch.counters = inst.progress, [asdict(c) for c in inst.counters]
         batch.poll_interval, batch.next_check_at = cfg.poll_interval_seconds, book.now
@@ -144,25 +161,60 @@ def _cannot_tell(ctx: Context, batch_id: int, runs: list[JobInstance], *, severa
         )
         for _, set_id in batch_members(book.session, batch_id):
             book.attention(book.set(set_id), Attention.RECONCILE, reason)
+        batch.watching = None
         batch.next_check_at = book.now + timedelta(seconds=ctx.config.alma.poll_max_interval_seconds)
 
 
-def _look_again(ctx: Context, batch_id: int) -> None:
+def _look_again(ctx: Context, batch_id: int, going: list[JobInstance], minted: list[JobInstance]) -> None:
+    """No run to bind yet: look again later. ``going``: a person's runs still going whose counters do not yet say
+    how many records they ran on; while there are some, the batch waits for hwf, not for a person. ``minted``:
+    runs passed over because they created new handles (said once in each set's history, and in the wait)."""
     cfg = ctx.config.alma
     with ctx.ledger() as book:
         batch = book.session.get_one(IntegrationBatch, batch_id)
         batch.poll_interval = next_poll_interval(batch.poll_interval, cfg.poll_max_interval_seconds)
         batch.next_check_at = book.now + timedelta(seconds=batch.poll_interval)
+        batch.watching = ", ".join(i.id for i in going) or None
         waited = duration((book.now - (batch.announced_at or book.now)).total_seconds())
-        text = (
-            f"needs a person: press Run on the Handle integration profile for Alma set {batch.name!r} (integration "
-            f"batch {batch.number}; announced {utc_stamp(batch.announced_at or book.now)}, waiting {waited})"
-        )
+        if going:
+            text = (
+                f"integration batch {batch.number}: watching {plural(len(going), 'run')} of the Handle integration "
+                f"profile started by a person ({batch.watching}) until its counters say it ran on the batch's "
+                f"{batch.records:,} records"
+            )
+        else:
+            text = (
+                f"needs a person: press Run on the Handle integration profile for Alma set {batch.name!r} "
+                f"(integration batch {batch.number}; announced {utc_stamp(batch.announced_at or book.now)}, "
+                f"waiting {waited})"
+            )
+        passed_over = _passed_over(minted, batch.number)
+        if passed_over:
+            text += f"; {passed_over}"
         for attempt_id, set_id in batch_members(book.session, batch_id):
             book.attempt(attempt_id).next_poll_at = batch.next_check_at
             row = book.set(set_id)
             if not row.attention:
-                book.wait(row, text, batch.next_check_at, same_as="needs a person: press Run")
+                book.wait(row, text, batch.next_check_at, same_as=None if going else "needs a person: press Run")
+            for inst in minted:
+                if not book.session.scalar(
+                    select(Event.id).where(
+                        Event.set_id == set_id, Event.kind == "passed_over", Event.detail.contains(inst.id)
+                    )
+                ):
+                    book.event(row, "passed_over", _passed_over([inst], batch.number), instance_id=inst.id)
+
+
+def _passed_over(minted: list[JobInstance], number: int) -> str:
+    if not minted:
+        return ""
+    listed = ", ".join(
+        f"{i.id} (by {i.submitted_by or '?'}, {handles_created(i.counters) or 0:,} new handles)" for i in minted
+    )
+    return (
+        f"passed over {listed}: a run on integration batch {number} creates no new handle (its records have theirs "
+        "from the migration job), so it ran on other records"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

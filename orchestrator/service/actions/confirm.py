@@ -47,7 +47,12 @@ def confirm(ctx: Context, ref: str, instance_id: str, *, force: bool = False) ->
     instance_id = instance_id.strip()
     with ctx.sessions() as session:
         batch = batch_named(session, ref)
-        batch_id = batch.id if batch is not None and batch.state in ("announced", "bound") else None
+        if batch is not None and batch.state in ("bound", "finished") and batch.instance_id:
+            raise BadInputError(
+                f"integration batch {batch.number} ({batch.name!r}) is already bound to run {batch.instance_id}; "
+                "a batch's run is bound once"
+            )
+        batch_id = batch.id if batch is not None and batch.state == "announced" else None
     if batch_id is not None:
         return _confirm_batch(ctx, batch_id, instance_id, force=force)
     with ctx.ledger() as book:
@@ -115,12 +120,8 @@ def _confirm_batch(ctx: Context, batch_id: int, instance_id: str, *, force: bool
     job_id = ctx.config.alma.jobs[Step.INTEGRATE.job_key or ""].id
     with ctx.sessions() as session:
         batch = session.get_one(IntegrationBatch, batch_id)
-        name, records, current = batch.name, batch.records, batch.instance_id
-        taken = adopted_by(session, instance_id) or (
-            _batch_of(session, instance_id) if instance_id != current else None
-        )
-    if instance_id == current:
-        raise BadInputError(f"instance {instance_id} is already integration batch {name!r}'s run")
+        name, records = batch.name, batch.records
+        taken = adopted_by(session, instance_id) or _batch_of(session, instance_id)
     if taken is not None:
         raise BadInputError(f"instance {instance_id} is already adopted by {taken}; it cannot be this batch's too")
     inst = _instance(ctx, job_id, instance_id, "the handle integration")

@@ -18,7 +18,7 @@ from orchestrator.service import preflight
 from orchestrator.service.actions.base import Action, Plan
 from orchestrator.service.verification import settle_at
 from orchestrator.store.ledger import latest_attempt
-from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Record
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState, IntegrationBatch, Record
 
 MAX_POLL_WAIT_SECONDS = 300.0
 
@@ -98,7 +98,12 @@ def waits_for_a_person(session: Session, row: AlmaSet, step: Step) -> bool:
     if row.attention_kind == Attention.MANUAL_STEP:
         return True
     attempt = latest_attempt(session, row.id, step)
-    return attempt is not None and attempt.state is AttemptState.WAITING_OPERATOR
+    if attempt is None or attempt.state is not AttemptState.WAITING_OPERATOR:
+        return False
+    if attempt.batch_id is not None:  # a person's run is going on: hwf watches it, the person has done their part
+        batch = session.get(IntegrationBatch, attempt.batch_id)
+        return batch is None or not batch.watching
+    return True
 
 
 def _first(config: Config, step: Step, prechecked: set[Step]) -> Plan:
