@@ -143,7 +143,8 @@ def test_upgrading_keeps_every_row_of_every_table(db_url: str) -> None:
                 f"VALUES (1, '111', 'Old', 'migrated', 1, 1, {stamp}, {stamp})",
                 "INSERT INTO attempts (id, set_id, step, number, token, state, begun_at, origin, created_at, "
                 f"updated_at) VALUES (1, 1, 'migrate', 1, 'hwf-aa', 'finished', {stamp}, 'hwf', {stamp}, {stamp})",
-                "INSERT INTO records (id, set_id, mms_id, excluded, removed_from_alma_set) VALUES (1, 1, '991', FALSE, FALSE)",
+                "INSERT INTO records (id, set_id, mms_id, excluded, removed_from_alma_set) "
+                "VALUES (1, 1, '991', FALSE, FALSE)",
                 f"INSERT INTO events (id, set_id, at, kind, detail) VALUES (1, 1, {stamp}, 'added', 'registered')",
                 "INSERT INTO backups (id, set_id, mms_id, original_xml, new_xml, state, created_at, updated_at) "
                 f"VALUES (1, 1, '991', :xml, :xml, 'applied', {stamp}, {stamp})",
