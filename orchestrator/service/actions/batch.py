@@ -14,8 +14,8 @@ submitted through the API, adopted by no other batch or set, minted no new handl
 theirs from the migration job: a run that created handles ran on other records), and ran on as many records
 as the batch holds, once its counters say so (a run still going is watched until they do). One such run: every
 set of the batch records it and goes on when it ends well; none yet: hwf looks again; several, or a run that never
-says how many records it ran on: attention, and ``hwf confirm SET --instance ID`` (SET: any set of the batch, or the batch's
-own name). When the run ends, each set is fired, settled and verified on its own.
+says how many records it ran on: attention, and ``hwf confirm SET --instance ID`` (SET: any set of the batch, or
+the batch's own name). When the run ends, each set is fired, settled and verified on its own.
 
 Crash safety: a batch and its members are committed before its Alma set is created, under a name Alma keeps
 unique, so a crash finds the set again by name (no twin); the runs Alma had before the batch formed are recorded
