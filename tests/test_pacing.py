@@ -7,6 +7,7 @@ import pytest
 from orchestrator import pacing as alma_throttle
 from orchestrator.pacing import TokenBucket
 from orchestrator.pacing import retry_after_seconds as _retry_after
+from tests.support.clock import MonotonicClock as Clock
 
 
 def test_retry_after_parsing() -> None:
@@ -35,21 +36,6 @@ def test_rate_limiter_spaces_requests_and_holds() -> None:
 def test_rate_limiter_without_rate_never_waits() -> None:
     limiter = TokenBucket(None, lambda: 0.0, lambda s: None)
     assert [limiter.acquire() for _ in range(100)] == [0.0] * 100
-
-
-class Clock:
-    """A fake clock: sleeping advances time instantly and is recorded."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def test_backoff_is_full_jitter_and_capped():

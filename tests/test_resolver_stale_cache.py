@@ -17,7 +17,7 @@ from orchestrator.config import PrimoConfig
 from orchestrator.domain.handles import VERIFIED, Verdict, stale_cache_detail, stale_cache_expiry
 from orchestrator.resolver import Verifier, VerifyItem
 from orchestrator.simulator import Scenario, Simulator
-from tests.conftest import API_KEY, FakeClock, WiredRunner, minimal_config, sim_wiring, write_config
+from tests.support import API_KEY, FakeClock, WiredRunner, make_set, sim_wiring, write_config
 
 RESOLVER = "http://alma.test"
 PRIMO = PrimoConfig(domain="grinnell.primo.exlibrisgroup.com", view="01GCL_INST:GCL")
@@ -100,15 +100,11 @@ def test_set_is_verified_and_the_report_says_which_wait_for_the_cache(
         ),
         clock=clock,
     )
-    data = minimal_config(
-        f"sqlite:///{tmp_path / 'hwf.db'}", RESOLVER, poll_interval_seconds=2, requests_per_second=1000
-    )
-    data["handles"].update(resolver_url=RESOLVER, settle_minutes=0)
-    path = write_config(tmp_path / "hwf.toml", data)
+    path = write_config(tmp_path, RESOLVER, preset="cli")
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
     runner = WiredRunner()
     runner.wiring = sim_wiring(sim, clock)
-    set_id = sim.create_set("Cached", sim.generate_records(6, profile="clean", seed=5))
+    set_id = make_set(sim, 6, name="Cached", seed=5)
     assert runner.invoke(cli.app, ["--config", str(path), "add", set_id]).exit_code == 0
     assert runner.invoke(cli.app, ["--config", str(path), "check", set_id]).exit_code == 0
     with sqlite3.connect(tmp_path / "hwf.db") as db:

@@ -21,7 +21,7 @@ from orchestrator.cli import base as cli
 from orchestrator.errors import AlmaBadReplyError, AlmaError, UnsafeXmlError
 from orchestrator.simulator import Scenario, SimServer, Simulator
 from orchestrator.xmlsafe import MAX_XML_BYTES, MalformedXmlError, parse_xml
-from tests.conftest import minimal_config, write_config
+from tests.support import write_config
 
 KEY = "l7xx-xml-safety"
 LOL = (
@@ -216,9 +216,7 @@ def test_hwf_check_marks_hostile_records_bad_xml(tmp_path: Path, listener: tuple
     records[ids[1]].xml = hostile_record(records[ids[1]].xml, '<!ENTITY x SYSTEM "file:///etc/passwd">')
     records[ids[2]].xml = hostile_record(records[ids[2]].xml, f'<!ENTITY x SYSTEM "{url_entity}">')
     with SimServer(sim, host="127.0.0.1", port=0) as server:
-        data = minimal_config(f"sqlite:///{tmp_path / 'hwf.db'}", server.url, requests_per_second=1000)
-        data["handles"]["resolver_url"] = server.url
-        write_config(tmp_path / "hwf.toml", data)
+        write_config(tmp_path, server.url, preset="minimal", resolver=server.url, requests_per_second=1000)
         runner = CliRunner()
         env = {"HWF_ALMA_API_KEY": KEY}
         for fmt in ("json", "xml"):

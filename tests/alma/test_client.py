@@ -27,6 +27,7 @@ from orchestrator.errors import (
     UnsafeXmlError,
 )
 from orchestrator.xmlsafe import parse_xml
+from tests.support.clock import MonotonicClock as Clock
 
 DATA = Path(__file__).parent / "data" / "alma"
 KEY = "l7xx0123456789abcdefSECRET"
@@ -42,21 +43,6 @@ def respond(name: str, status: int = 200, headers: dict[str, str] | None = None)
     kind = {"json": "application/json;charset=UTF-8", "xml": "application/xml", "html": "text/html"}
     content_type = kind.get(name.rsplit(".", 1)[-1], "text/plain")
     return httpx.Response(status, content=body(name), headers={"Content-Type": content_type, **(headers or {})})
-
-
-class Clock:
-    """A fake clock: sleeping advances time instantly and is recorded."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class Recorder:

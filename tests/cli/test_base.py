@@ -13,28 +13,15 @@ import pytest
 from orchestrator.cli import base as cli
 from orchestrator.config import load_config
 from orchestrator.simulator import Simulator
-from tests.conftest import API_KEY, FakeClock, WiredRunner, minimal_config, sim_wiring
-from tests.conftest import write_config as write_test_config
+from tests.support import API_KEY, FakeClock, WiredRunner, sim_wiring, write_config
 
 runner = WiredRunner()
-
-
-def write_config(tmp_path: Path, **alma: Any) -> Path:
-    data = minimal_config(
-        f"sqlite:///{tmp_path / 'hwf.db'}",
-        "http://alma.test",
-        poll_interval_seconds=2,
-        requests_per_second=1000,
-        **alma,
-    )
-    data["handles"].update(resolver_url="http://alma.test", settle_minutes=0)
-    return write_test_config(tmp_path / "hwf.toml", data)
 
 
 @pytest.fixture
 def wired(tmp_path: Path, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Simulator]:
     """The real CLI, with build_context wired to the in-process simulator and the fake clock."""
-    path = write_config(tmp_path)
+    path = write_config(tmp_path, preset="cli")
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
 
     monkeypatch.setattr(runner, "wiring", sim_wiring(sim, clock))
@@ -120,14 +107,14 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 
 def test_malformed_config_names_the_key(tmp_path: Path) -> None:
-    path = write_config(tmp_path, timeout_seconds="soon")
+    path = write_config(tmp_path, preset="cli", timeout_seconds="soon")
     result = run("--config", str(path), "status")
     assert result.exit_code == 2
     assert "key alma.timeout_seconds" in result.stderr
 
 
 def test_missing_api_key(tmp_path: Path) -> None:
-    path = write_config(tmp_path)
+    path = write_config(tmp_path, preset="cli")
     result = run("--config", str(path), "add", "123")
     assert result.exit_code == 2
     assert "HWF_ALMA_API_KEY" in result.stderr
@@ -159,7 +146,7 @@ def test_unknown_registered_set(wired: tuple[Path, Simulator]) -> None:
 
 
 def test_alma_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write_config(tmp_path, timeout_seconds=2, max_retries=1)
+    path = write_config(tmp_path, preset="cli", timeout_seconds=2, max_retries=1)
     text = path.read_text().replace("http://alma.test", "http://127.0.0.1:9")
     path.write_text(text)
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
@@ -201,7 +188,7 @@ def test_bad_alma_replies(
     exit_code: int,
     needle: str,
 ) -> None:
-    path = write_config(tmp_path)
+    path = write_config(tmp_path, preset="cli")
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
 
     class Broken:
@@ -236,7 +223,7 @@ def test_failed_job_sets_attention_naming_instance(wired: tuple[Path, Simulator]
 
 
 def test_database_that_is_not_a_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write_config(tmp_path)
+    path = write_config(tmp_path, preset="cli")
     (tmp_path / "hwf.db").write_bytes(b"this is not sqlite at all" * 100)
     result = run("--config", str(path), "status")
     assert result.exit_code == 1
@@ -272,9 +259,7 @@ def _freeze_count_after_status(tmp_path: Path, *, as_script: bool) -> int:
     import subprocess
     import sys
 
-    from tests.conftest import minimal_config, write_config
-
-    config = write_config(tmp_path / "hwf.toml", minimal_config(f"sqlite:///{tmp_path / 'hwf.db'}"))
+    config = write_config(tmp_path / "hwf.toml", preset="minimal")
     entry = "main()" if as_script else "app()"
     code = (
         "import gc, sys\n"

@@ -16,7 +16,7 @@ from orchestrator import __version__
 from orchestrator.cli import base as cli
 from orchestrator.domain.wording import plural
 from orchestrator.simulator import Simulator
-from tests.conftest import API_KEY, FakeClock, WiredRunner, minimal_config, sim_wiring, write_config
+from tests.support import API_KEY, FakeClock, WiredRunner, config_dict, make_set, sim_wiring, write_config
 
 runner = WiredRunner()
 ANSI = re.compile(r"\x1b\[")
@@ -25,10 +25,7 @@ ANSI = re.compile(r"\x1b\[")
 @pytest.fixture
 def hwf(tmp_path: Path, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Any:
     """``hwf(*args)``: the real CLI on the in-process simulator, with a config file and the key set."""
-    data = minimal_config(f"sqlite:///{tmp_path / 'hwf.db'}", "http://alma.test", poll_interval_seconds=2)
-    data["alma"]["requests_per_second"] = 1000
-    data["handles"].update(resolver_url="http://alma.test", settle_minutes=0)
-    path = write_config(tmp_path / "hwf.toml", data)
+    path = write_config(tmp_path, preset="cli")
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
     monkeypatch.setattr(runner, "wiring", sim_wiring(sim, clock))
 
@@ -37,10 +34,6 @@ def hwf(tmp_path: Path, sim: Simulator, clock: FakeClock, monkeypatch: pytest.Mo
 
     invoke.path = path  # type: ignore[attr-defined]
     return invoke
-
-
-def _clean_set(sim: Simulator, name: str, n: int = 4, seed: int = 1) -> str:
-    return sim.create_set(name, sim.generate_records(n, profile="clean", seed=seed))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,7 +104,7 @@ def test_docstring_paragraphs_are_rewrapped() -> None:
 
 
 def test_config_and_flags_after_the_command(hwf: Any, sim: Simulator) -> None:
-    set_id = _clean_set(sim, "After the command")
+    set_id = make_set(sim, 4, name="After the command")
     path = str(hwf.path)
     assert runner.invoke(cli.app, ["add", set_id, "-c", path]).exit_code == 0
     result = runner.invoke(cli.app, ["status", "-c", path, "--json"])
@@ -131,7 +124,7 @@ def test_config_after_the_command_wins_over_the_one_before(hwf: Any, tmp_path: P
 
 
 def test_resume_only_matching_nothing_says_so(hwf: Any, sim: Simulator) -> None:
-    hwf("add", _clean_set(sim, "Batch one"))
+    hwf("add", make_set(sim, 4, name="Batch one"))
     for extra in ([], ["--dry-run"]):
         result = hwf("resume", "--all", "--only", "nomatch*", *extra)
         assert result.exit_code == 2, result.stdout
@@ -148,8 +141,8 @@ def test_resume_with_nothing_to_do_says_so(hwf: Any) -> None:
 
 
 def test_json_outcomes_of_advance_resume_retry_exclude_include(hwf: Any, sim: Simulator) -> None:
-    one = _clean_set(sim, "Json one", seed=3)
-    two = _clean_set(sim, "Json two", seed=4)
+    one = make_set(sim, 4, name="Json one", seed=3)
+    two = make_set(sim, 4, name="Json two", seed=4)
     assert json.loads(hwf("add", one, "--json").stdout)["set"] == one
     hwf("add", two)
     member = sim.set_members(one)[0] if hasattr(sim, "set_members") else None
@@ -182,7 +175,7 @@ def test_json_outcomes_of_advance_resume_retry_exclude_include(hwf: Any, sim: Si
 
 
 def test_json_of_check_fix_verify_report(hwf: Any, sim: Simulator) -> None:
-    set_id = _clean_set(sim, "Json reads", seed=5)
+    set_id = make_set(sim, 4, name="Json reads", seed=5)
     hwf("add", set_id)
     check = json.loads(hwf("check", set_id, "--json").stdout)
     assert check["can_go_on"] is True and check["blocking"] == {}
@@ -206,7 +199,7 @@ def test_every_outcome_command_takes_json() -> None:
 
 
 def test_check_exits_3_when_the_set_cannot_go_on(hwf: Any, sim: Simulator) -> None:
-    good = _clean_set(sim, "Good records")
+    good = make_set(sim, 4, name="Good records")
     hwf("add", good)
     result = hwf("check", good)
     assert result.exit_code == 0, result.stdout
@@ -232,7 +225,7 @@ def test_plural_helper() -> None:
 
 
 def test_one_record_is_singular_everywhere(hwf: Any, sim: Simulator, tmp_path: Path) -> None:
-    set_id = _clean_set(sim, "Single", n=1)
+    set_id = make_set(sim, 1, name="Single")
     added = hwf("add", set_id)
     assert "1 record," in added.stdout and "1 records" not in added.stdout
     csv_file = tmp_path / "ids.csv"
@@ -242,7 +235,7 @@ def test_one_record_is_singular_everywhere(hwf: Any, sim: Simulator, tmp_path: P
 
 
 def test_advance_and_resume_do_not_repeat_themselves(hwf: Any, sim: Simulator) -> None:
-    set_id = _clean_set(sim, "No echo")
+    set_id = make_set(sim, 4, name="No echo")
     hwf("add", set_id)
     result = hwf("advance", set_id)
     assert result.stdout.strip() == f"Set {set_id} (No echo): verified"
@@ -318,7 +311,7 @@ def test_every_hint_runs_as_printed(hwf: Any, sim: Simulator, tmp_path: Path) ->
     assert failed.exit_code == 3, failed.stderr
     collect(failed, failing)
     collect(hwf("advance", failing, "--dry-run"), failing)
-    quota = _clean_set(sim, "Hints quota", seed=7)
+    quota = make_set(sim, 4, name="Hints quota", seed=7)
     hwf("add", quota)
     sim.faults.daily_remaining = 10
     collect(hwf("advance", quota), quota)
@@ -333,7 +326,7 @@ def test_every_hint_runs_as_printed(hwf: Any, sim: Simulator, tmp_path: Path) ->
 
 
 def test_quota_attention_names_a_working_retry(hwf: Any, sim: Simulator) -> None:
-    set_id = _clean_set(sim, "Quota")
+    set_id = make_set(sim, 4, name="Quota")
     hwf("add", set_id)
     sim.faults.daily_remaining = 10
     result = hwf("advance", set_id)
@@ -350,7 +343,7 @@ def test_quota_attention_names_a_working_retry(hwf: Any, sim: Simulator) -> None
 def test_postgres_url_without_the_driver_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if psycopg were not installed
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
-    path = write_config(tmp_path / "pg.toml", minimal_config("postgresql+psycopg://hwf:secret@db.example/hwf"))
+    path = write_config(tmp_path / "pg.toml", db="postgresql+psycopg://hwf:secret@db.example/hwf", preset="minimal")
     result = runner.invoke(cli.app, ["--config", str(path), "status"])
     assert result.exit_code == 1, result.stdout
     assert "pip install 'hwf[postgres]'" in result.stderr and "secret" not in result.stderr
@@ -409,12 +402,12 @@ def test_escape_functions() -> None:
 
 
 def test_quiet_shows_only_results_and_verbose_shows_more(hwf: Any, sim: Simulator) -> None:
-    set_id = _clean_set(sim, "Loud and quiet")
+    set_id = make_set(sim, 4, name="Loud and quiet")
     hwf("add", set_id)
     quiet = hwf("advance", set_id, "-q")
     assert quiet.exit_code == 0
     assert quiet.stderr == "" and quiet.stdout.strip() == f"Set {set_id} (Loud and quiet): verified"
-    other = _clean_set(sim, "Verbose", seed=2)
+    other = make_set(sim, 4, name="Verbose", seed=2)
     hwf("add", other)
     normal = hwf("advance", other)
     assert "copy_identifiers" in normal.stderr or "verify" in normal.stderr
@@ -423,7 +416,7 @@ def test_quiet_shows_only_results_and_verbose_shows_more(hwf: Any, sim: Simulato
 
 
 def _add(hwf: Any, sim: Simulator, name: str) -> str:
-    set_id = _clean_set(sim, name, seed=len(name))
+    set_id = make_set(sim, 4, name=name, seed=len(name))
     hwf("add", set_id)
     return set_id
 
@@ -449,7 +442,7 @@ def test_verbose_shows_the_whole_error(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_piped_status_is_tab_separated_and_whole(hwf: Any, sim: Simulator) -> None:
     long_name = "A very long set name that goes on and on " * 3
-    set_id = _clean_set(sim, long_name.strip())
+    set_id = make_set(sim, 4, name=long_name.strip())
     hwf("add", set_id)
     result = hwf("status")
     lines = result.stdout.splitlines()
@@ -462,7 +455,7 @@ def test_piped_status_is_tab_separated_and_whole(hwf: Any, sim: Simulator) -> No
 
 
 def test_history_shows_run_times_actor_and_folds_repeats(hwf: Any, sim: Simulator) -> None:
-    set_id = _clean_set(sim, "Timed")
+    set_id = make_set(sim, 4, name="Timed")
     hwf("add", set_id)
     hwf("advance", set_id)
     text = hwf("--utc", "history", set_id).stdout
@@ -477,7 +470,7 @@ def test_history_shows_run_times_actor_and_folds_repeats(hwf: Any, sim: Simulato
 
 
 def test_history_steps_for_any_set(hwf: Any, sim: Simulator) -> None:
-    set_id = _clean_set(sim, "Steps")
+    set_id = make_set(sim, 4, name="Steps")
     hwf("add", set_id)
     assert "No job has run" in hwf("history", set_id, "--steps").stdout
     hwf("advance", set_id)
@@ -511,7 +504,7 @@ def test_time_display_local_with_zone_and_date_when_days_change() -> None:
 def test_display_utc_in_the_config(tmp_path: Path) -> None:
     from orchestrator.config import parse_config
 
-    data = minimal_config("sqlite:///x.db")
+    data = config_dict("sqlite:///x.db", preset="minimal")
     assert parse_config(data, tmp_path / "a.toml", environ={}).display_utc is False
     data["display"] = {"utc": True}
     assert parse_config(data, tmp_path / "a.toml", environ={}).display_utc is True
@@ -527,7 +520,7 @@ def test_display_utc_in_the_config(tmp_path: Path) -> None:
 
 
 def test_piped_output_has_no_escape_codes(hwf: Any, sim: Simulator) -> None:
-    set_id = _clean_set(sim, "Plain")
+    set_id = make_set(sim, 4, name="Plain")
     hwf("add", set_id)
     for args in (("status",), ("check", set_id), ("advance", set_id), ("history", set_id, "--steps")):
         result = hwf(*args)

@@ -20,7 +20,7 @@ from orchestrator.service.audit import AuditReport, AuditRun
 from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, SimServer, Simulator
 from orchestrator.store.models import Attempt, AttemptState
-from tests.conftest import FakeClock, write_minimal_config
+from tests.support import FakeClock, make_set, write_config
 
 JOB = {"copy": "M1234567890000561", "migration": "M2234567890000561", "integration": "M50700"}
 TITLE = {
@@ -190,10 +190,6 @@ def by_hand(ctx: Context, clock: FakeClock, kind: str, set_id: str, set_name: st
     return submitted.instance_id
 
 
-def new_set(sim: Simulator, name: str, profile: str = "demo", n: int = 30) -> str:
-    return sim.create_set(name, sim.generate_records(n, profile=profile, seed=len(name)))
-
-
 @pytest.fixture
 def scenario() -> Scenario:
     return Scenario(
@@ -206,8 +202,8 @@ def scenario() -> Scenario:
 def test_audit_reads_runs_by_hand_and_by_hwf_and_leaves_other_sets_out(
     ctx: Context, sim: Simulator, clock: FakeClock
 ) -> None:
-    theses = new_set(sim, "Theses", profile="clean")
-    other = new_set(sim, "Theses 2", profile="clean")
+    theses = make_set(sim, 30, profile="clean", name="Theses", seed=6)
+    other = make_set(sim, 30, profile="clean", name="Theses 2", seed=8)
     copy_other = by_hand(ctx, clock, "copy", other, "Theses 2")
     migration = by_hand(ctx, clock, "migration", theses, "Theses")
     workflow.add_set(ctx, theses)
@@ -219,7 +215,7 @@ def test_audit_reads_runs_by_hand_and_by_hwf_and_leaves_other_sets_out(
 
 
 def test_audit_of_hwfs_own_runs_is_valid(ctx: Context, sim: Simulator) -> None:
-    set_id = new_set(sim, "Own", profile="demo")
+    set_id = make_set(sim, 30, profile="demo", name="Own", seed=3)
     workflow.add_set(ctx, set_id)
     assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
     report = audit.audit_set(ctx, set_id)
@@ -232,7 +228,7 @@ def test_audit_of_hwfs_own_runs_is_valid(ctx: Context, sim: Simulator) -> None:
 
 
 def test_audit_of_hwfs_clean_set_knows_hwf_skipped_the_copy(ctx: Context, sim: Simulator) -> None:
-    set_id = new_set(sim, "Clean", profile="clean")
+    set_id = make_set(sim, 30, profile="clean", name="Clean", seed=5)
     workflow.add_set(ctx, set_id)
     workflow.advance(ctx, set_id)
     report = audit.audit_set(ctx, set_id)
@@ -241,7 +237,7 @@ def test_audit_of_hwfs_clean_set_knows_hwf_skipped_the_copy(ctx: Context, sim: S
 
 
 def test_audit_window_and_unknown_sets(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
-    set_id = new_set(sim, "Old", profile="clean")
+    set_id = make_set(sim, 30, profile="clean", name="Old", seed=3)
     by_hand(ctx, clock, "migration", set_id, "Old")
     clock.advance(40 * 86400)
     assert audit.audit_set(ctx, set_id, days=30).runs == []
@@ -264,7 +260,7 @@ def attempts(ctx: Context, set_id: str) -> list[tuple[str, str, str | None]]:
 def test_adopt_copy_and_migration_done_by_hand_then_hwf_runs_only_the_rest(
     ctx: Context, sim: Simulator, clock: FakeClock
 ) -> None:
-    set_id = new_set(sim, "Hand done")
+    set_id = make_set(sim, 30, profile="demo", name="Hand done", seed=9)
     copy = by_hand(ctx, clock, "copy", set_id, "Hand done")
     migration = by_hand(ctx, clock, "migration", set_id, "Hand done")
     summary = audit.adopt(ctx, set_id, "hand")
@@ -281,7 +277,7 @@ def test_adopt_copy_and_migration_done_by_hand_then_hwf_runs_only_the_rest(
 def test_adopt_the_seed_case_stops_before_the_broken_order_with_attention(
     ctx: Context, sim: Simulator, clock: FakeClock
 ) -> None:
-    set_id = new_set(sim, "Seed case")
+    set_id = make_set(sim, 30, profile="demo", name="Seed case", seed=9)
     by_hand(ctx, clock, "copy", set_id, "Seed case")
     by_hand(ctx, clock, "integration", set_id, "Seed case")
     by_hand(ctx, clock, "migration", set_id, "Seed case")
@@ -296,7 +292,7 @@ def test_adopt_the_seed_case_stops_before_the_broken_order_with_attention(
 
 
 def test_adopt_reattaches_to_a_running_next_step(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
-    set_id = new_set(sim, "Running")
+    set_id = make_set(sim, 30, profile="demo", name="Running", seed=7)
     by_hand(ctx, clock, "copy", set_id, "Running")
     migration = by_hand(ctx, clock, "migration", set_id, "Running", wait=5)
     summary = audit.adopt(ctx, set_id)
@@ -318,7 +314,7 @@ def test_adopt_a_failed_next_step_asks_for_retry(ctx: Context, sim: Simulator, c
 
 def test_adopt_does_not_go_past_records_that_were_not_ready(clock: FakeClock, tmp_path: Path) -> None:
     from orchestrator.config import parse_config
-    from tests.conftest import API_KEY, config_dict, make_context
+    from tests.support import API_KEY, config_dict, make_context
 
     sim = Simulator(Scenario(per_second_limit=0, copy_keeps_xsi_type=True), clock=clock)
     config = parse_config(
@@ -328,7 +324,7 @@ def test_adopt_does_not_go_past_records_that_were_not_ready(clock: FakeClock, tm
     )
     ctx = make_context(config, sim, clock)
     try:
-        set_id = new_set(sim, "Trap")
+        set_id = make_set(sim, 30, profile="demo", name="Trap", seed=4)
         by_hand(ctx, clock, "copy", set_id, "Trap")
         by_hand(ctx, clock, "migration", set_id, "Trap")
         summary = audit.adopt(ctx, set_id)
@@ -348,12 +344,12 @@ def test_adopt_does_not_go_past_records_that_were_not_ready(clock: FakeClock, tm
 def test_adopt_migration_without_copy_records_the_copy_as_not_needed(
     ctx: Context, sim: Simulator, clock: FakeClock
 ) -> None:
-    set_id = new_set(sim, "Clean by hand", profile="clean")
+    set_id = make_set(sim, 30, profile="clean", name="Clean by hand", seed=13)
     by_hand(ctx, clock, "migration", set_id, "Clean by hand")
     summary = audit.adopt(ctx, set_id)
     assert summary.state == "migrated"
     assert [a[:2] for a in attempts(ctx, set_id)] == [("copy_identifiers", "not_needed"), ("migrate", "finished")]
-    demo = new_set(sim, "Demo by hand", profile="demo")
+    demo = make_set(sim, 30, profile="demo", name="Demo by hand", seed=12)
     by_hand(ctx, clock, "migration", demo, "Demo by hand")
     assert audit.adopt(ctx, demo).state == "created"
 
@@ -361,16 +357,16 @@ def test_adopt_migration_without_copy_records_the_copy_as_not_needed(
 def test_adopt_refuses_a_set_hwf_has_worked_on_and_a_stray_running_run(
     ctx: Context, sim: Simulator, clock: FakeClock
 ) -> None:
-    worked = new_set(sim, "Worked", profile="clean")
+    worked = make_set(sim, 30, profile="clean", name="Worked", seed=6)
     workflow.add_set(ctx, worked)
     workflow.advance(ctx, worked, wait=False)
     with pytest.raises(BadInputError, match="already registered and hwf has worked on it"):
         audit.adopt(ctx, worked)
-    untouched = new_set(sim, "Untouched", profile="clean")
+    untouched = make_set(sim, 30, profile="clean", name="Untouched", seed=9)
     workflow.add_set(ctx, untouched)
     by_hand(ctx, clock, "migration", untouched, "Untouched")
     assert audit.adopt(ctx, untouched).state == "migrated"
-    stray = new_set(sim, "Stray")
+    stray = make_set(sim, 30, profile="demo", name="Stray", seed=5)
     by_hand(ctx, clock, "migration", stray, "Stray", wait=5)
     with pytest.raises(BadInputError, match="still running and is not the set's next step"):
         audit.adopt(ctx, stray)
@@ -379,7 +375,7 @@ def test_adopt_refuses_a_set_hwf_has_worked_on_and_a_stray_running_run(
 
 
 def test_adopted_runs_are_never_run_twice(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
-    set_id = new_set(sim, "Twice")
+    set_id = make_set(sim, 30, profile="demo", name="Twice", seed=5)
     copy = by_hand(ctx, clock, "copy", set_id, "Twice")
     audit.adopt(ctx, set_id)
     with ctx.sessions() as session:
@@ -401,18 +397,19 @@ def test_cli_audit_exit_codes_and_json(tmp_path: Path, monkeypatch: pytest.Monke
     sim = Simulator(Scenario(per_second_limit=0, job_seconds={"copy": 0, "migration": 0, "integration": 0}))
     with SimServer(sim, host="127.0.0.1", port=0) as server:
         client = AlmaClient(server.url, "l7xx-cli-key", transport=httpx.HTTPTransport())
-        good = new_set(sim, "Good", profile="clean")
-        bad = new_set(sim, "Bad", profile="clean")
+        good = make_set(sim, 30, profile="clean", name="Good", seed=4)
+        bad = make_set(sim, 30, profile="clean", name="Bad", seed=3)
         for kind in ("migration", "integration"):
             client.run_job(JOB[kind], [("set_id", good), ("job_name", f"{TITLE[kind]} - Good")])
         for kind in ("integration", "migration"):
             client.run_job(JOB[kind], [("set_id", bad), ("job_name", f"{TITLE[kind]} - Bad")])
         client.close()
-        config = write_minimal_config(
+        config = write_config(
             tmp_path / "cli.toml",
-            f"sqlite:///{tmp_path / 'cli.db'}",
             server.url,
-            {
+            db=f"sqlite:///{tmp_path / 'cli.db'}",
+            preset="minimal",
+            jobs={
                 "copy_identifiers": JOB["copy"],
                 "handle_migration": JOB["migration"],
                 "handle_integration": JOB["integration"],

@@ -16,7 +16,7 @@ from orchestrator.service import batches, views
 from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
 from orchestrator.store.models import SetCreation
-from tests.conftest import write_minimal_config
+from tests.support import write_config
 
 # The header line of Alma's "MMS Id" export, as in the real file (UTF-8 BOM, CRLF).
 ALMA_HEADER = (
@@ -347,13 +347,9 @@ def test_bad_arguments(ctx: Context, tmp_path: Path) -> None:
 # the command line
 
 
-def cli_config(tmp_path: Path) -> Path:
-    return write_minimal_config(tmp_path / "cli.toml", f"sqlite:///{tmp_path / 'hwf.db'}")
-
-
 def test_cli_empty_and_malformed_csv_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HWF_ALMA_API_KEY", "l7xx-cli-test-key")
-    config = cli_config(tmp_path)
+    config = write_config(tmp_path / "cli.toml", preset="minimal")
     runner = CliRunner()
     empty = write(tmp_path, "", "empty.csv")
     result = runner.invoke(app, ["--config", str(config), "add", "--from-csv", str(empty), "--name", "X"])

@@ -12,8 +12,8 @@ from sqlalchemy import create_engine, text
 
 from orchestrator.simulator import Simulator
 from orchestrator.store.db import SCHEMA_HEAD, alembic_config, head_revision, open_database
-from tests.conftest import API_KEY, FakeClock, sim_wiring
-from tests.opskit import run, runner, write_config
+from tests.support import API_KEY, FakeClock, sim_wiring, write_config
+from tests.support.ops import run, runner
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def _events(path: Path, set_id: str) -> list[dict[str, object]]:
 
 
 def test_every_event_carries_the_operator_host_and_pid(tmp_path: Path, wired: Simulator) -> None:
-    path = write_config(tmp_path, operator={"name": "Ada Lovelace"})
+    path = write_config(tmp_path, preset="cli", operator={"name": "Ada Lovelace"})
     set_id = wired.create_set("Named", wired.generate_records(8, profile="demo", seed=3))
     assert run(path, "add", set_id).exit_code == 0
     run(path, "advance", set_id)  # the demo profile needs a fix: attention (exit 3) is fine here
@@ -47,13 +47,13 @@ def test_every_event_carries_the_operator_host_and_pid(tmp_path: Path, wired: Si
 def test_hwf_operator_wins_over_the_file_and_the_os_user_is_the_default(
     tmp_path: Path, wired: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write_config(tmp_path, operator={"name": "From File"})
+    path = write_config(tmp_path, preset="cli", operator={"name": "From File"})
     first = wired.create_set("One", wired.generate_records(3, profile="clean", seed=1))
     monkeypatch.setenv("HWF_OPERATOR", "grace")
     assert run(path, "add", first).exit_code == 0
     assert {e["actor"] for e in _events(path, first)} == {"grace"}
     monkeypatch.delenv("HWF_OPERATOR")
-    bare = write_config(tmp_path)  # no [operator] table
+    bare = write_config(tmp_path, preset="cli")  # no [operator] table
     second = wired.create_set("Two", wired.generate_records(3, profile="clean", seed=2))
     assert run(bare, "add", second).exit_code == 0
     assert {e["actor"] for e in _events(bare, second)} == {getpass.getuser()}

@@ -18,14 +18,9 @@ from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
 from orchestrator.store import db
 from orchestrator.store.models import AlmaSet, Attempt
-from tests.cli.test_base import write_config
-from tests.conftest import API_KEY, FakeClock, WiredRunner, sim_wiring
+from tests.support import API_KEY, FakeClock, WiredRunner, make_set, sim_wiring, write_config
 
 runner = WiredRunner()
-
-
-def new_set(sim: Simulator, n: int = 10, name: str = "Doctor titles") -> str:
-    return sim.create_set(name, sim.generate_records(n, profile="clean", seed=5))
 
 
 def kinds(diagnosis: doctor.Diagnosis) -> list[str]:
@@ -34,7 +29,7 @@ def kinds(diagnosis: doctor.Diagnosis) -> list[str]:
 
 def submitted(ctx: Context, sim: Simulator) -> str:
     """A set whose migration job is running (attempt submitted, instance known)."""
-    set_id = new_set(sim)
+    set_id = make_set(sim, name="Doctor titles", seed=5)
     workflow.add_set(ctx, set_id)
     assert workflow.advance(ctx, set_id, wait=False).outcome is workflow.Outcome.WAITING
     return set_id
@@ -50,7 +45,7 @@ def test_healthy_database_has_no_findings(ctx: Context, sim: Simulator) -> None:
 
 
 def test_stale_leases_are_found_live_ones_are_not(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
-    set_id = new_set(sim)
+    set_id = make_set(sim, name="Doctor titles", seed=5)
     workflow.add_set(ctx, set_id)
     with ctx.sessions.begin() as session:
         session.execute(
@@ -66,7 +61,7 @@ def test_stale_leases_are_found_live_ones_are_not(ctx: Context, sim: Simulator, 
 
 
 def test_attempt_stuck_submitting_is_reported_with_its_age(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
-    set_id = new_set(sim)
+    set_id = make_set(sim, name="Doctor titles", seed=5)
     workflow.add_set(ctx, set_id)
 
     def killed(*args: object, **kwargs: object) -> object:
@@ -145,7 +140,7 @@ def test_corrupted_attempt_rows_are_reported(
 
 
 def test_corrupted_set_state_is_reported(ctx: Context, sim: Simulator) -> None:
-    workflow.add_set(ctx, new_set(sim))
+    workflow.add_set(ctx, make_set(sim, name="Doctor titles", seed=5))
     with ctx.sessions.begin() as session:
         session.execute(text("UPDATE sets SET state = 'half_done'"))
     diagnosis = doctor.diagnose(ctx)
@@ -177,7 +172,7 @@ def test_schema_behind_head_and_newer_schema(tmp_path: Path, monkeypatch: pytest
 
 @pytest.fixture
 def wired(tmp_path: Path, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = write_config(tmp_path)
+    path = write_config(tmp_path, preset="cli")
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
 
     monkeypatch.setattr(runner, "wiring", sim_wiring(sim, clock))
@@ -188,7 +183,7 @@ def test_cli_exit_codes_and_json(wired: Path, sim: Simulator, clock: FakeClock) 
     healthy = runner.invoke(cli.app, ["--config", str(wired), "doctor"])
     assert healthy.exit_code == 0, healthy.output
     assert "Healthy" in healthy.stdout
-    set_id = new_set(sim)
+    set_id = make_set(sim, name="Doctor titles", seed=5)
     assert runner.invoke(cli.app, ["--config", str(wired), "add", set_id]).exit_code == 0
     sessions = db.open_database(f"sqlite:///{wired.parent / 'hwf.db'}")
     with sessions.begin() as session:

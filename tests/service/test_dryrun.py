@@ -20,14 +20,19 @@ from orchestrator.service import dryrun, jobs, preflight, views, workflow
 from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
 from orchestrator.store.models import AlmaSet, Attempt, Event, Record
-from tests.conftest import API_KEY, DEFAULT_JOBS, FakeClock, config_dict, make_context, minimal_config, write_config
+from tests.support import (
+    API_KEY,
+    DEFAULT_JOBS,
+    FakeClock,
+    config_dict,
+    dry_context,
+    make_context,
+    make_set,
+    write_config,
+)
 
 COPY_JOB = "M1234567890000561"
 MIGRATION_JOB = "M2234567890000561"
-
-
-def make_set(sim: Simulator, n: int = 12, profile: str = "clean", name: str = "Dry titles", seed: int = 1) -> str:
-    return sim.create_set(name, sim.generate_records(n, profile=profile, seed=seed))
 
 
 def fingerprint(ctx: Context) -> tuple[Any, ...]:
@@ -40,30 +45,12 @@ def fingerprint(ctx: Context) -> tuple[Any, ...]:
     return sets, attempts, records, events
 
 
-class NoAlma:
-    """An alma_factory that fails the test if a dry run ever builds a client."""
-
-    def __call__(self) -> Any:
-        raise AssertionError("a dry run must not create an Alma client")
-
-
-def dry_context(ctx: Context) -> Context:
-    return Context(
-        config=ctx.config,
-        sessions=ctx.sessions,
-        alma_factory=NoAlma(),
-        verifier_factory=lambda follow: (_ for _ in ()).throw(AssertionError("no verifier in a dry run")),
-        clock=ctx.clock,
-        owner=ctx.owner,
-    )
-
-
 def requests_of(plan: dryrun.DryRunPlan) -> list[dryrun.PlannedRequest]:
     return [r for a in plan.actions for r in a.requests]
 
 
 def test_new_set_precheck_then_submit(ctx: Context, sim: Simulator) -> None:
-    set_id = make_set(sim, 250)
+    set_id = make_set(sim, 250, name="Dry titles")
     workflow.add_set(ctx, set_id)
     before, stats = fingerprint(ctx), sim.stats["requests"]
     plan = dryrun.describe_advance(dry_context(ctx), set_id)
@@ -100,7 +87,7 @@ def test_new_set_precheck_then_submit(ctx: Context, sim: Simulator) -> None:
 
 
 def test_checked_clean_set_says_the_copy_job_would_be_skipped(ctx: Context, sim: Simulator) -> None:
-    set_id = make_set(sim)
+    set_id = make_set(sim, 12, name="Dry titles")
     workflow.add_set(ctx, set_id)
     preflight.check_set(ctx, set_id)
     plan = dryrun.describe_advance(dry_context(ctx), set_id)
@@ -109,7 +96,7 @@ def test_checked_clean_set_says_the_copy_job_would_be_skipped(ctx: Context, sim:
 
 
 def test_running_job_is_polled(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
-    set_id = make_set(sim)
+    set_id = make_set(sim, 12, name="Dry titles")
     workflow.add_set(ctx, set_id)
     result = workflow.advance(ctx, set_id, wait=False)
     assert result.outcome is workflow.Outcome.WAITING
@@ -129,7 +116,7 @@ def test_running_job_is_polled(ctx: Context, sim: Simulator, clock: FakeClock) -
 
 
 def test_lost_submission_is_reconciled_not_resubmitted(ctx: Context, sim: Simulator) -> None:
-    set_id = make_set(sim)
+    set_id = make_set(sim, 12, name="Dry titles")
     workflow.add_set(ctx, set_id)
 
     def crash(*args: object, **kwargs: object) -> object:
@@ -148,7 +135,7 @@ def test_lost_submission_is_reconciled_not_resubmitted(ctx: Context, sim: Simula
 
 
 def test_attention_sends_nothing_and_says_what_to_do(ctx: Context, sim: Simulator) -> None:
-    set_id = make_set(sim, 30, profile="problems", seed=4)
+    set_id = make_set(sim, 30, profile="problems", seed=4, name="Dry titles")
     workflow.add_set(ctx, set_id)
     with pytest.raises(Exception, match="needs attention"):
         workflow.advance(ctx, set_id)
@@ -158,16 +145,11 @@ def test_attention_sends_nothing_and_says_what_to_do(ctx: Context, sim: Simulato
     assert "exit 3" in plan.actions[0].summary and f"hwf exclude {set_id}" in plan.actions[0].notes[0]
 
 
-def settle_config(tmp_path: Path, **alma: Any) -> Any:
-    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}", **alma)
-    data["handles"]["settle_minutes"] = 10
-    return parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
-
-
 @pytest.fixture
 def settling(tmp_path: Path, sim: Simulator, clock: FakeClock) -> Iterator[tuple[Context, str]]:
-    ctx = make_context(settle_config(tmp_path), sim, clock)
-    set_id = make_set(sim, 7)
+    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}", handles={"settle_minutes": 10})
+    ctx = make_context(parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY}), sim, clock)
+    set_id = make_set(sim, 7, name="Dry titles")
     workflow.add_set(ctx, set_id)
     for _ in range(100):
         result = workflow.advance(ctx, set_id, wait=False)
@@ -195,7 +177,7 @@ def test_verification_requests_go_to_the_resolver_without_a_key(settling: tuple[
 
 
 def test_verified_set_has_nothing_to_do(ctx: Context, sim: Simulator) -> None:
-    set_id = make_set(sim, 5)
+    set_id = make_set(sim, 5, name="Dry titles")
     workflow.add_set(ctx, set_id)
     workflow.advance(ctx, set_id)
     plan = dryrun.describe_advance(dry_context(ctx), set_id)
@@ -214,7 +196,7 @@ def test_xml_format_and_payload_template(tmp_path: Path, sim: Simulator, clock: 
     config = parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
     ctx = make_context(config, sim, clock)
     try:
-        set_id = make_set(sim)
+        set_id = make_set(sim, 12, name="Dry titles")
         workflow.add_set(ctx, set_id)
         plan = dryrun.describe_advance(dry_context(ctx), set_id)
         post = next(r for r in requests_of(plan) if r.method == "POST")
@@ -240,7 +222,7 @@ def test_manual_integration_mode(
 
     monkeypatch.setattr(jobs, "manual_integration", crash)
     try:
-        set_id = make_set(sim)
+        set_id = make_set(sim, 12, name="Dry titles")
         workflow.add_set(ctx, set_id)
         with pytest.raises(KeyboardInterrupt):
             for _ in range(50):
@@ -279,7 +261,7 @@ def test_unknown_set_is_bad_input(ctx: Context) -> None:
 
 
 def test_lease_held_elsewhere_is_mentioned(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
-    set_id = make_set(sim, 3)
+    set_id = make_set(sim, 3, name="Dry titles")
     workflow.add_set(ctx, set_id)
     with ctx.sessions.begin() as s:
         row = s.scalars(select(AlmaSet)).one()
@@ -296,14 +278,12 @@ def test_cli_dry_run_changes_no_byte_of_the_database(
         config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}"), tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY}
     )
     ctx = make_context(config, sim, clock)
-    set_id = make_set(sim, 5)
+    set_id = make_set(sim, 5, name="Dry titles")
     workflow.add_set(ctx, set_id)
     ctx.close()
     ctx.sessions.kw["bind"].dispose()
-    data = minimal_config(f"sqlite:///{tmp_path / 'hwf.db'}", jobs={**DEFAULT_JOBS, "copy_identifiers": COPY_JOB})
-    data["alma"]["jobs"]["handle_migration"] = MIGRATION_JOB
-    data["handles"]["resolver_url"] = "http://127.0.0.1:9"
-    write_config(tmp_path / "hwf.toml", data)
+    jobs = {**DEFAULT_JOBS, "copy_identifiers": COPY_JOB, "handle_migration": MIGRATION_JOB}
+    write_config(tmp_path, preset="minimal", resolver="http://127.0.0.1:9", jobs=jobs)
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
 
     def digest() -> dict[str, str]:
@@ -331,7 +311,7 @@ def test_dry_run_shows_the_very_requests_the_client_sends(
     import httpx
 
     from orchestrator.wiring import build_context
-    from tests.conftest import sim_wiring
+    from tests.support import sim_wiring
 
     seen: list[httpx.Request] = []
 
@@ -341,7 +321,7 @@ def test_dry_run_shows_the_very_requests_the_client_sends(
 
     ctx = build_context(config, wiring=sim_wiring(sim, clock, alma_transport=httpx.MockTransport(recording)))
     try:
-        set_id = make_set(sim, 150, profile="demo")  # records that need the copy job
+        set_id = make_set(sim, 150, profile="demo", name="Dry titles")  # records that need the copy job
         workflow.add_set(ctx, set_id)
         plan = dryrun.describe_advance(dry_context(ctx), set_id)
         planned_bibs, planned_post = requests_of(plan)

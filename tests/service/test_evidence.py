@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.simulator import Simulator
-from tests.conftest import API_KEY, FakeClock, sim_wiring
-from tests.opskit import run, runner, write_config
+from tests.support import API_KEY, FakeClock, sim_wiring, write_config
+from tests.support.ops import run, runner
 
 WEBHOOK_TOKEN = "T0KEN-in-the-webhook-url-4242"
 
@@ -38,6 +38,7 @@ def _repaired_set(path: Path, sim: Simulator) -> str:
 def test_the_bundle_holds_everything_a_support_case_needs(tmp_path: Path, wired: Simulator) -> None:
     path = write_config(
         tmp_path,
+        preset="cli",
         alma={"timezone": "America/Chicago"},
         notify={"urls": [f"json://127.0.0.1:9/{WEBHOOK_TOKEN}"]},
         operator={"name": "Ada"},
@@ -101,14 +102,14 @@ def test_the_bundle_holds_everything_a_support_case_needs(tmp_path: Path, wired:
 
 
 def test_evidence_for_an_unknown_set_is_exit_2(tmp_path: Path, wired: Simulator) -> None:
-    path = write_config(tmp_path)
+    path = write_config(tmp_path, preset="cli")
     result = run(path, "evidence", "424242", "-o", str(tmp_path / "x.zip"))
     assert result.exit_code == 2 and result.output.startswith("Error: unknown set '424242'")
     assert not (tmp_path / "x.zip").exists()
 
 
 def test_evidence_wants_a_zip_in_an_existing_folder(tmp_path: Path, wired: Simulator) -> None:
-    path = write_config(tmp_path)
+    path = write_config(tmp_path, preset="cli")
     set_id = wired.create_set("Small", wired.generate_records(3, profile="clean", seed=1))
     assert run(path, "add", set_id).exit_code == 0
     assert run(path, "evidence", set_id, "-o", str(tmp_path / "x.tar")).exit_code == 2
@@ -117,7 +118,7 @@ def test_evidence_wants_a_zip_in_an_existing_folder(tmp_path: Path, wired: Simul
 
 
 def test_an_unknown_time_zone_is_named_exit_2(tmp_path: Path, wired: Simulator) -> None:
-    path = write_config(tmp_path, alma={"timezone": "America/Chicagoo"})
+    path = write_config(tmp_path, preset="cli", alma={"timezone": "America/Chicagoo"})
     result = run(path, "status")
     assert result.exit_code == 2
     assert result.output.strip() == (

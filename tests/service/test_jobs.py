@@ -17,19 +17,15 @@ from orchestrator.service import audit, jobs, views, workflow
 from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, Simulator
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
-from tests.conftest import API_KEY, FakeClock, config_dict, make_context
+from tests.support import API_KEY, FakeClock, config_dict, make_context, make_set
 
 MIGRATION = "M2234567890000561"
 INTEGRATION = "M50700"
 
 
-def new_set(sim: Simulator, name: str, seed: int = 5) -> str:
-    return sim.create_set(name, sim.generate_records(10, profile="clean", seed=seed))
-
-
 def lost_migration(ctx: Context, sim: Simulator, name: str = "Set one") -> str:
     """A set whose migration instance Alma no longer knows (attention ``instance_unknown``)."""
-    set_id = new_set(sim, name)
+    set_id = make_set(sim, name=name, seed=5)
     workflow.add_set(ctx, set_id)
     assert workflow.advance(ctx, set_id, wait=False).outcome is workflow.Outcome.WAITING
     with ctx.sessions.begin() as session:
@@ -45,7 +41,7 @@ def stage(ctx: Context, set_id: str) -> str:
 
 def test_confirm_refuses_another_sets_finished_migration(ctx: Context, sim: Simulator) -> None:
     s1 = lost_migration(ctx, sim)
-    s2 = new_set(sim, "Set two", seed=6)
+    s2 = make_set(sim, name="Set two", seed=6)
     workflow.add_set(ctx, s2)
     assert workflow.advance(ctx, s2).outcome is workflow.Outcome.VERIFIED
     theirs = next(r.instance_id for r in sim.runs_for(s2) if r.kind == "migration")
@@ -97,7 +93,7 @@ def manual_context(tmp_path: Path, sim: Simulator, clock: FakeClock) -> Context:
 def test_manual_integration_refuses_another_sets_run(tmp_path: Path, sim: Simulator, clock: FakeClock) -> None:
     ctx = manual_context(tmp_path, sim, clock)
     try:
-        s1, s2 = new_set(sim, "Set one"), new_set(sim, "Set two", seed=6)
+        s1, s2 = make_set(sim, name="Set one", seed=5), make_set(sim, name="Set two", seed=6)
         for set_id in (s1, s2):
             workflow.add_set(ctx, set_id)
             for _ in range(20):
@@ -120,7 +116,7 @@ def test_manual_integration_refuses_another_sets_run(tmp_path: Path, sim: Simula
 
 
 def test_add_adopt_refuses_a_run_another_set_adopted(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
-    s1, s2 = new_set(sim, "Set one"), new_set(sim, "Set two", seed=6)
+    s1, s2 = make_set(sim, name="Set one", seed=5), make_set(sim, name="Set two", seed=6)
     run = ctx.alma.run_job(MIGRATION, [("set_id", s1), ("job_name", f"hwf migrate set {s1} hwf-00ab")])
     clock.advance(600)
     workflow.add_set(ctx, s2)
@@ -151,7 +147,7 @@ def fresh_database(tmp_path: Path, sim: Simulator, clock: FakeClock, name: str) 
 
 def test_a_lost_database_does_not_run_a_step_twice(tmp_path: Path, sim: Simulator, clock: FakeClock) -> None:
     first = fresh_database(tmp_path, sim, clock, "hwf.db")
-    set_id = new_set(sim, "Set one")
+    set_id = make_set(sim, name="Set one", seed=5)
     workflow.add_set(first, set_id)
     for _ in range(10):  # through the migration, not further
         workflow.advance(first, set_id, wait=False)
@@ -176,7 +172,7 @@ def test_a_lost_database_does_not_run_a_step_twice(tmp_path: Path, sim: Simulato
 def test_alma_thirty_hours_behind_still_finds_the_run(tmp_path: Path, scenario: Scenario, clock: FakeClock) -> None:
     behind = Simulator(scenario, clock=lambda: clock() - timedelta(hours=30))
     ctx = fresh_database(tmp_path, behind, clock, "one.db")
-    set_id = new_set(behind, "Set one")
+    set_id = make_set(behind, name="Set one", seed=5)
     workflow.add_set(ctx, set_id)
     assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
     ctx.close()
@@ -191,7 +187,7 @@ def test_alma_thirty_hours_behind_still_finds_the_run(tmp_path: Path, scenario: 
 
 
 def test_several_earlier_runs_stop_with_attention_and_confirm_picks_one(ctx: Context, sim: Simulator) -> None:
-    set_id = new_set(sim, "Set one")
+    set_id = make_set(sim, name="Set one", seed=5)
     runs = [
         ctx.alma.run_job(MIGRATION, [("set_id", set_id), ("job_name", f"hwf migrate set {set_id} hwf-0{n}")])
         for n in (1, 2)
@@ -206,17 +202,16 @@ def test_several_earlier_runs_stop_with_attention_and_confirm_picks_one(ctx: Con
 
 
 def test_cli_confirm_refuses_in_one_line_and_forces(tmp_path: Path, sim: Simulator, clock: FakeClock) -> None:
-    from tests.conftest import WiredRunner, minimal_config, sim_wiring, write_config
+    from tests.support import WiredRunner, sim_wiring, write_config
 
-    data = minimal_config(f"sqlite:///{tmp_path / 'hwf.db'}", "http://alma.test", poll_interval_seconds=2)
-    data["handles"].update(resolver_url="http://alma.test", settle_minutes=0)
-    path = write_config(tmp_path / "hwf.toml", data)
+    data = config_dict(f"sqlite:///{tmp_path / 'hwf.db'}", preset="cli", requests_per_second=None)
+    path = write_config(tmp_path / "hwf.toml", data=data)
     ctx = make_context(parse_config(data, path, environ={"HWF_ALMA_API_KEY": API_KEY}), sim, clock)
     runner = WiredRunner()
     runner.wiring = sim_wiring(sim, clock)
     try:
         s1 = lost_migration(ctx, sim)
-        s2 = new_set(sim, "Set two", seed=6)
+        s2 = make_set(sim, name="Set two", seed=6)
         stray = ctx.alma.run_job(MIGRATION, [("set_id", s2), ("job_name", f"hwf migrate set {s2} hwf-0123456789ab")])
         bare = ctx.alma.run_job(MIGRATION, [("set_id", s1)])
         env = {"HWF_ALMA_API_KEY": API_KEY}
@@ -236,9 +231,9 @@ def test_cli_confirm_refuses_in_one_line_and_forces(tmp_path: Path, sim: Simulat
 
 def test_dry_run_says_it_looks_before_a_first_submission(ctx: Context, sim: Simulator) -> None:
     from orchestrator.service import dryrun
-    from tests.service.test_dryrun import dry_context
+    from tests.support import dry_context
 
-    fresh = new_set(sim, "Set two", seed=6)
+    fresh = make_set(sim, name="Set two", seed=6)
     workflow.add_set(ctx, fresh)
     plan = dryrun.describe_advance(dry_context(ctx), fresh)
     submit = next(a for a in plan.actions if a.action == "submit")

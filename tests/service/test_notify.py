@@ -17,8 +17,8 @@ from orchestrator.service import notify
 from orchestrator.simulator import Scenario, Simulator
 from orchestrator.store.models import Notification
 from orchestrator.wiring import build_context
-from tests.conftest import API_KEY, FakeClock, sim_wiring
-from tests.opskit import Receiver, http_receiver, run, runner, smtp_server, write_config
+from tests.support import API_KEY, FakeClock, sim_wiring, write_config
+from tests.support.ops import Receiver, http_receiver, run, runner, smtp_server
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_attention_is_one_email_and_one_webhook_message_not_one_per_poll(
     tmp_path: Path, wired: Simulator, hook: Receiver
 ) -> None:
     with smtp_server() as mailbox:
-        path = write_config(tmp_path, notify={"urls": [hook.url, mailbox.url]})
+        path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url, mailbox.url]})
         set_id = wired.create_set("Needs a fix", wired.generate_records(10, profile="demo", seed=3))
         added = run(path, "add", set_id)
         assert added.exit_code == 0, added.output
@@ -72,7 +72,7 @@ def test_attention_is_one_email_and_one_webhook_message_not_one_per_poll(
 
 
 def test_verified_is_off_by_default_and_done_is_sent_once(tmp_path: Path, wired: Simulator, hook: Receiver) -> None:
-    path = write_config(tmp_path, notify={"urls": [hook.url]})
+    path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url]})
     first = wired.create_set("First", wired.generate_records(4, profile="clean", seed=1))
     second = wired.create_set("Second", wired.generate_records(4, profile="clean", seed=2))
     for set_id in (first, second):
@@ -86,7 +86,7 @@ def test_verified_is_off_by_default_and_done_is_sent_once(tmp_path: Path, wired:
 
 
 def test_verified_when_asked(tmp_path: Path, wired: Simulator, hook: Receiver) -> None:
-    path = write_config(tmp_path, notify={"urls": [hook.url], "on_verified": True, "on_done": False})
+    path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url], "on_verified": True, "on_done": False})
     set_id = wired.create_set("Opted in", wired.generate_records(4, profile="clean", seed=1))
     assert run(path, "add", set_id).exit_code == 0
     assert run(path, "advance", set_id).exit_code == 0
@@ -101,7 +101,7 @@ def test_a_spent_quota_is_one_message_for_every_set(
     )
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
     monkeypatch.setattr(runner, "wiring", sim_wiring(wired, clock))
-    path = write_config(tmp_path, notify={"urls": [hook.url]}, alma={"daily_call_floor": 0})
+    path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url]}, alma={"daily_call_floor": 0})
     ids = [wired.create_set(f"Quota {i}", wired.generate_records(4, profile="clean", seed=i)) for i in range(3)]
     for set_id in ids:
         run(path, "add", set_id)
@@ -114,7 +114,7 @@ def test_a_spent_quota_is_one_message_for_every_set(
 def test_a_failed_send_is_logged_never_stops_the_work_and_goes_later(
     tmp_path: Path, wired: Simulator, hook: Receiver
 ) -> None:
-    path = write_config(tmp_path, notify={"urls": [hook.url]})
+    path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url]})
     set_id = wired.create_set("Receiver down", wired.generate_records(4, profile="clean", seed=1))
     assert run(path, "add", set_id).exit_code == 0
     hook.status = 500
@@ -134,7 +134,7 @@ def test_a_failed_send_is_logged_never_stops_the_work_and_goes_later(
 def test_a_send_interrupted_by_a_crash_is_sent_by_the_next_hwf_once(
     tmp_path: Path, wired: Simulator, hook: Receiver, clock: FakeClock
 ) -> None:
-    path = write_config(tmp_path, notify={"urls": [hook.url]})
+    path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url]})
     set_id = wired.create_set("Crashed", wired.generate_records(4, profile="clean", seed=1))
     assert run(path, "add", set_id).exit_code == 0
     hook.status = 500
@@ -153,7 +153,7 @@ def test_a_send_interrupted_by_a_crash_is_sent_by_the_next_hwf_once(
 
 
 def test_a_message_is_given_up_after_max_tries(tmp_path: Path, wired: Simulator, hook: Receiver) -> None:
-    path = write_config(tmp_path, notify={"urls": [hook.url]})
+    path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url]})
     set_id = wired.create_set("Never", wired.generate_records(4, profile="clean", seed=1))
     assert run(path, "add", set_id).exit_code == 0
     hook.status = 500
@@ -165,7 +165,7 @@ def test_a_message_is_given_up_after_max_tries(tmp_path: Path, wired: Simulator,
 
 @pytest.mark.parametrize("url", ["nonsense://example", "json://", "not a url at all"])
 def test_a_malformed_apprise_url_is_named_at_start_exit_2(tmp_path: Path, wired: Simulator, url: str) -> None:
-    path = write_config(tmp_path, notify={"urls": ["json://127.0.0.1:9/ok", url]})
+    path = write_config(tmp_path, preset="cli", notify={"urls": ["json://127.0.0.1:9/ok", url]})
     result = run(path, "status")
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"Error: {path}: key notify.urls[1]: not a usable apprise URL")
@@ -173,7 +173,7 @@ def test_a_malformed_apprise_url_is_named_at_start_exit_2(tmp_path: Path, wired:
 
 
 def test_no_urls_no_outbox_rows(tmp_path: Path, wired: Simulator) -> None:
-    path = write_config(tmp_path)
+    path = write_config(tmp_path, preset="cli")
     set_id = wired.create_set("Quiet", wired.generate_records(6, profile="demo", seed=3))
     run(path, "add", set_id)
     run(path, "advance", set_id)

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from orchestrator.cli import app
 from orchestrator.service import overview
 from orchestrator.service.overview import estimate_finish
-from tests.conftest import write_minimal_config
-from tests.webworld import HOSTILE_NAME, World, build_world
+from tests.support import write_config
+from tests.support.web import HOSTILE_NAME, World, build_world
 
 NOW = datetime(2026, 2, 2, 15, 0, tzinfo=UTC)
 STEPS = {"copy_identifiers": 600.0, "migrate": 600.0, "integrate": 600.0}
@@ -103,7 +103,7 @@ def test_no_eta_before_any_job_ended(tmp_path: Path) -> None:
     from orchestrator.service import workflow
     from orchestrator.simulator import Scenario, Simulator
     from orchestrator.wiring import read_only_context
-    from tests.conftest import API_KEY, FakeClock, config_dict, make_context
+    from tests.support import API_KEY, FakeClock, config_dict, make_context
 
     clock = FakeClock()
     sim = Simulator(Scenario(per_second_limit=0), clock=clock)
@@ -127,7 +127,7 @@ def test_no_eta_before_any_job_ended(tmp_path: Path) -> None:
 
 
 def _cli_config(world: World, tmp_path: Path) -> Path:
-    return write_minimal_config(tmp_path / "cli.toml", f"sqlite:///{world.db}")
+    return write_config(tmp_path / "cli.toml", db=f"sqlite:///{world.db}", preset="minimal")
 
 
 def test_overview_json_command(world: World, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from orchestrator.simulator import Simulator
 from orchestrator.simulator.records import NEEDS_FIX, RecordFactory
 from orchestrator.store import leases
 from orchestrator.store.models import AlmaSet, Backup, Event, Record
-from tests.conftest import FakeClock, make_context
+from tests.support import FakeClock, make_context
 
 TYPED = b'<dc:identifier xsi:type="dcterms:URI">'
 PLAIN = b"<dc:identifier>"
@@ -324,10 +324,9 @@ def test_cli_fix_dry_run_diff_and_progress(
     tmp_path: object, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from orchestrator.cli import base as cli
-    from tests.cli.test_base import write_config
-    from tests.conftest import API_KEY, WiredRunner, sim_wiring
+    from tests.support import API_KEY, WiredRunner, sim_wiring, write_config
 
-    path = write_config(tmp_path)  # type: ignore[arg-type]
+    path = write_config(tmp_path, preset="cli")  # type: ignore[arg-type]
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
     runner = WiredRunner()
     runner.wiring = sim_wiring(sim, clock)

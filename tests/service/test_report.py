@@ -17,7 +17,7 @@ import pytest
 from orchestrator.cli import base as cli
 from orchestrator.service.report import csv_safe
 from orchestrator.simulator import Simulator
-from tests.conftest import API_KEY, FakeClock, WiredRunner, minimal_config, sim_wiring, write_config
+from tests.support import API_KEY, FakeClock, WiredRunner, make_set, sim_wiring, write_config
 
 runner = WiredRunner()
 TITLES = ['=HYPERLINK("http://x","y")', "+1+2", "-3", "@SUM(A1)", "\tTab", "\rCR", "Plain title"]
@@ -25,12 +25,10 @@ TITLES = ['=HYPERLINK("http://x","y")', "+1+2", "-3", "@SUM(A1)", "\tTab", "\rCR
 
 @pytest.fixture
 def wired(tmp_path: Path, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
-    data = minimal_config(f"sqlite:///{tmp_path / 'hwf.db'}", "http://alma.test", requests_per_second=1000)
-    data["handles"].update(resolver_url="http://alma.test", settle_minutes=0)
-    path = write_config(tmp_path / "hwf.toml", data)
+    path = write_config(tmp_path, preset="cli", poll_interval_seconds=None)
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
     monkeypatch.setattr(runner, "wiring", sim_wiring(sim, clock))
-    set_id = sim.create_set("R", sim.generate_records(len(TITLES), profile="clean", seed=3))
+    set_id = make_set(sim, len(TITLES), name="R", seed=3)
     assert run(path, "add", set_id).exit_code == 0
     with sqlite3.connect(tmp_path / "hwf.db") as db:
         ids = [row[0] for row in db.execute("SELECT id FROM records ORDER BY id")]

@@ -19,7 +19,7 @@ from orchestrator.service import scheduler, views, workflow
 from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, Simulator
 from orchestrator.store.models import AlmaSet
-from tests.conftest import API_KEY, FakeClock, config_dict, make_context, write_minimal_config
+from tests.support import API_KEY, FakeClock, config_dict, make_context, make_set, write_config
 
 JOB_SECONDS = 30.0
 
@@ -68,7 +68,7 @@ def ctx(config: Config, sim: Simulator, clock: FakeClock, sleeps: Sleeps) -> Con
 def add_sets(ctx: Context, sim: Simulator, count: int, profile: str = "clean") -> list[str]:
     ids = []
     for k in range(count):
-        set_id = sim.create_set(f"Batch {k + 1}", sim.generate_records(12, profile=profile, seed=k))
+        set_id = make_set(sim, 12, profile=profile, name=f"Batch {k + 1}", seed=k)
         workflow.add_set(ctx, set_id)
         ids.append(set_id)
     return ids
@@ -168,7 +168,7 @@ def test_cli_retry_on_a_set_that_needs_nothing_says_so(
     ctx: Context, sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (set_id,) = add_sets(ctx, sim, 1)
-    config = write_minimal_config(tmp_path / "cli.toml", ctx.config.database_url)
+    config = write_config(tmp_path / "cli.toml", db=ctx.config.database_url, preset="minimal")
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
     result = CliRunner().invoke(app, ["--config", str(config), "retry", set_id, "--reason", "checking"])
     assert result.exit_code == 2, result.output

@@ -16,7 +16,7 @@ from orchestrator.service import scheduler, views, workflow
 from orchestrator.service.reporting import CollectingReporter
 from orchestrator.simulator import Simulator
 from orchestrator.wiring import build_context
-from tests.conftest import FakeClock, sim_wiring
+from tests.support import FakeClock, make_set, sim_wiring
 
 Fault = Callable[[httpx.Request], httpx.Response | None]
 
@@ -59,7 +59,7 @@ def unauthorized(request: httpx.Request) -> httpx.Response:
 
 
 def sets_of(sim: Simulator, n: int) -> list[str]:
-    return [sim.create_set(f"Set {i}", sim.generate_records(5, profile="clean", seed=i)) for i in range(n)]
+    return [make_set(sim, 5, name=f"Set {i}", seed=i) for i in range(n)]
 
 
 @pytest.mark.parametrize(

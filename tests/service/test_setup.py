@@ -23,7 +23,7 @@ from orchestrator.errors import BadInputError
 from orchestrator.service import setup
 from orchestrator.simulator import Scenario, SimServer, Simulator
 from orchestrator.simulator.scenario import DEFAULT_JOBS, ApiKey, JobDef
-from tests.conftest import API_KEY, FakeClock, config_dict
+from tests.support import API_KEY, FakeClock, config_dict
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).parents[2] / "config.example.toml"

@@ -11,8 +11,8 @@ import httpx
 
 from orchestrator.service import setup
 from orchestrator.simulator import Simulator
-from tests.conftest import API_KEY, FakeClock, config_dict
 from tests.service.test_setup import by_name, ping_with
+from tests.support import API_KEY, FakeClock, config_dict
 
 JOB = re.compile(r"/conf/jobs/[^/]+$")
 

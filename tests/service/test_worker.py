@@ -20,7 +20,7 @@ from orchestrator.service import views, worker, workflow
 from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, Simulator
 from orchestrator.store.models import AlmaSet, Event, Record, Worker
-from tests.conftest import API_KEY, FakeClock, config_dict, make_context
+from tests.support import API_KEY, FakeClock, config_dict, make_context, make_set
 
 
 @pytest.fixture
@@ -35,15 +35,15 @@ def scenario() -> Scenario:
 
 
 def _config(tmp_path: Path, handles: dict[str, Any] | None = None, **alma: Any) -> Config:
-    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}", poll_interval_seconds=15, **alma)
-    data["handles"].update(handles or {"recheck_days": 0})
+    handles = handles or {"recheck_days": 0}
+    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}", poll_interval_seconds=15, handles=handles, **alma)
     return parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
 
 
 def _sets(ctx: Context, sim: Simulator, n: int, size: int = 3) -> list[str]:
     ids = []
     for i in range(n):
-        alma_id = sim.create_set(f"Worker {i}", sim.generate_records(size, profile="clean", seed=i + 1))
+        alma_id = make_set(sim, size, name=f"Worker {i}", seed=i + 1)
         workflow.add_set(ctx, alma_id)
         ids.append(alma_id)
     return ids

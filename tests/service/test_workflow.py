@@ -10,15 +10,11 @@ from orchestrator.service import jobs, preflight, scheduler, verification, views
 from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
-from tests.conftest import FakeClock
+from tests.support import FakeClock, make_set
 
 
 def kinds(sim: Simulator, set_id: str) -> list[str]:
     return [r.kind for r in sim.runs_for(set_id)]
-
-
-def make_set(sim: Simulator, n: int = 40, profile: str = "demo", name: str = "Test titles") -> str:
-    return sim.create_set(name, sim.generate_records(n, profile=profile, seed=3))
 
 
 def event_kinds(ctx: Context, set_id: str) -> list[str]:
@@ -26,7 +22,7 @@ def event_kinds(ctx: Context, set_id: str) -> list[str]:
 
 
 def test_add_reads_name_and_members(ctx: Context, sim: Simulator) -> None:
-    set_id = make_set(sim, 130)
+    set_id = make_set(sim, 130, profile="demo", seed=3)
     summary = workflow.add_set(ctx, set_id)
     assert summary.set == set_id
     assert summary.name == "Test titles"
@@ -42,7 +38,7 @@ def test_add_rejects_non_numeric_set_id(ctx: Context) -> None:
 
 
 def test_demo_profile_goes_through_copy_fix_migrate_integrate_verify(ctx: Context, sim: Simulator) -> None:
-    set_id = make_set(sim)
+    set_id = make_set(sim, 40, profile="demo", seed=3)
     workflow.add_set(ctx, set_id)
     with pytest.raises(NeedsAttentionError, match="NEEDS_FIX"):
         workflow.advance(ctx, set_id)
@@ -65,7 +61,7 @@ def test_demo_profile_goes_through_copy_fix_migrate_integrate_verify(ctx: Contex
 
 
 def test_clean_set_skips_the_copy_job_and_says_so(ctx: Context, sim: Simulator) -> None:
-    set_id = make_set(sim, profile="clean")
+    set_id = make_set(sim, 40, seed=3)
     workflow.add_set(ctx, set_id)
     assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
     assert kinds(sim, set_id) == ["migration", "integration"]
@@ -73,7 +69,7 @@ def test_clean_set_skips_the_copy_job_and_says_so(ctx: Context, sim: Simulator) 
 
 
 def test_advance_on_verified_set_is_a_no_op(ctx: Context, sim: Simulator) -> None:
-    set_id = make_set(sim, profile="clean")
+    set_id = make_set(sim, 40, seed=3)
     workflow.add_set(ctx, set_id)
     workflow.advance(ctx, set_id)
     result = workflow.advance(ctx, set_id)
@@ -83,7 +79,7 @@ def test_advance_on_verified_set_is_a_no_op(ctx: Context, sim: Simulator) -> Non
 
 
 def test_problem_records_stop_the_copy_job(ctx: Context, sim: Simulator) -> None:
-    set_id = make_set(sim, 60, profile="problems")
+    set_id = make_set(sim, 60, profile="problems", seed=3)
     workflow.add_set(ctx, set_id)
     with pytest.raises(NeedsAttentionError, match="cannot go through the workflow"):
         workflow.advance(ctx, set_id)
@@ -93,7 +89,7 @@ def test_problem_records_stop_the_copy_job(ctx: Context, sim: Simulator) -> None
 
 
 def test_excluding_problem_records_lets_the_set_go_on(ctx: Context, sim: Simulator) -> None:
-    set_id = make_set(sim, 60, profile="problems")
+    set_id = make_set(sim, 60, profile="problems", seed=3)
     workflow.add_set(ctx, set_id)
     summary = preflight.check_set(ctx, set_id)
     bad = [p["mms_id"] for p in summary.problems if p["class"] not in ("READY", "NEEDS_COPY", "NEEDS_FIX")]
@@ -108,7 +104,7 @@ def test_excluding_problem_records_lets_the_set_go_on(ctx: Context, sim: Simulat
 
 
 def test_lost_reply_is_reconciled_not_resubmitted(ctx: Context, sim: Simulator) -> None:
-    set_id = make_set(sim, profile="clean")
+    set_id = make_set(sim, 40, seed=3)
     workflow.add_set(ctx, set_id)
     sim.faults.drop_run_reply = 1
     assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
@@ -118,7 +114,7 @@ def test_lost_reply_is_reconciled_not_resubmitted(ctx: Context, sim: Simulator) 
 
 
 def test_post_that_never_arrived_is_resubmitted_after_grace(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
-    set_id = make_set(sim, profile="clean")
+    set_id = make_set(sim, 40, seed=3)
     workflow.add_set(ctx, set_id)
     sim.faults.reject_run_before_create = 1
     assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
@@ -127,7 +123,7 @@ def test_post_that_never_arrived_is_resubmitted_after_grace(ctx: Context, sim: S
 
 
 def test_crash_after_attempt_commit_before_post_resumes_once(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
-    set_id = make_set(sim, profile="clean")
+    set_id = make_set(sim, 40, seed=3)
     workflow.add_set(ctx, set_id)
     real_run = ctx.alma.run_job
 
@@ -149,7 +145,7 @@ def test_crash_after_attempt_commit_before_post_resumes_once(ctx: Context, sim: 
 
 
 def test_lease_held_by_live_process_refuses(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
-    set_id = make_set(sim, profile="clean")
+    set_id = make_set(sim, 40, seed=3)
     workflow.add_set(ctx, set_id)
     with ctx.sessions.begin() as session:
         row = session.scalars(select(AlmaSet)).one()
@@ -162,7 +158,7 @@ def test_lease_held_by_live_process_refuses(ctx: Context, sim: Simulator, clock:
 
 
 def test_no_wait_returns_while_job_runs(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
-    set_id = make_set(sim, profile="clean")
+    set_id = make_set(sim, 40, seed=3)
     workflow.add_set(ctx, set_id)
     result = workflow.advance(ctx, set_id, wait=False)
     assert result.outcome is workflow.Outcome.WAITING
@@ -175,7 +171,7 @@ def test_no_wait_returns_while_job_runs(ctx: Context, sim: Simulator, clock: Fak
 
 
 def test_retry_needs_something_to_retry(ctx: Context, sim: Simulator) -> None:
-    set_id = make_set(sim, profile="clean")
+    set_id = make_set(sim, 40, seed=3)
     workflow.add_set(ctx, set_id)
     with pytest.raises(BadInputError, match="needs nothing"):
         workflow.retry(ctx, set_id, reason="why not")
@@ -189,14 +185,14 @@ def test_unknown_set_is_bad_input(ctx: Context) -> None:
 
 
 def test_confirm_requires_a_waiting_step(ctx: Context, sim: Simulator) -> None:
-    set_id = make_set(sim, profile="clean")
+    set_id = make_set(sim, 40, seed=3)
     workflow.add_set(ctx, set_id)
     with pytest.raises(BadInputError, match="not waiting"):
         jobs.confirm(ctx, set_id, "123")
 
 
 def test_verify_by_hand_names_bad_and_missing_handles(ctx: Context, sim: Simulator) -> None:
-    set_id = make_set(sim, 60, profile="problems")
+    set_id = make_set(sim, 60, profile="problems", seed=3)
     workflow.add_set(ctx, set_id)
     summary = preflight.check_set(ctx, set_id)
     classes = {p["mms_id"]: p["class"] for p in summary.problems}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -21,24 +20,7 @@ from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
 from orchestrator.store import leases
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
-from tests.conftest import API_KEY, FakeClock, config_dict, make_context
-
-
-def close(ctx: Context) -> None:
-    ctx.close()
-    ctx.sessions.kw["bind"].dispose()
-
-
-@pytest.fixture
-def bctx(db_url: str, sim: Simulator, clock: FakeClock, tmp_path: Path) -> Iterator[Context]:
-    config = parse_config(config_dict(db=db_url), tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
-    context = make_context(config, sim, clock)
-    yield context
-    close(context)
-
-
-def new_set(sim: Simulator, n: int = 30, profile: str = "clean", name: str = "Backend titles", seed: int = 3) -> str:
-    return sim.create_set(name, sim.generate_records(n, profile=profile, seed=seed))
+from tests.support import API_KEY, FakeClock, close_context, config_dict, make_context, make_set
 
 
 def kinds(sim: Simulator, set_id: str) -> list[str]:
@@ -50,7 +32,7 @@ def event_kinds(ctx: Context, set_id: str) -> list[str]:
 
 
 def test_full_demo_run_copy_fix_migrate_integrate_verify(bctx: Context, sim: Simulator) -> None:
-    set_id = new_set(sim, 40, profile="demo")
+    set_id = make_set(sim, 40, profile="demo", name="Backend titles", seed=3)
     workflow.add_set(bctx, set_id)
     with pytest.raises(NeedsAttentionError, match="NEEDS_FIX"):
         workflow.advance(bctx, set_id)
@@ -64,7 +46,7 @@ def test_full_demo_run_copy_fix_migrate_integrate_verify(bctx: Context, sim: Sim
 
 
 def test_lost_reply_is_reconciled_not_resubmitted(bctx: Context, sim: Simulator) -> None:
-    set_id = new_set(sim)
+    set_id = make_set(sim, 30, name="Backend titles", seed=3)
     workflow.add_set(bctx, set_id)
     sim.faults.drop_run_reply = 2  # both jobs lose their reply
     assert workflow.advance(bctx, set_id).outcome is workflow.Outcome.VERIFIED
@@ -73,7 +55,7 @@ def test_lost_reply_is_reconciled_not_resubmitted(bctx: Context, sim: Simulator)
 
 
 def test_crash_before_post_resumes_with_one_submission(bctx: Context, sim: Simulator) -> None:
-    set_id = new_set(sim)
+    set_id = make_set(sim, 30, name="Backend titles", seed=3)
     workflow.add_set(bctx, set_id)
     real_run = bctx.alma.run_job
 
@@ -98,7 +80,7 @@ def test_crash_before_post_resumes_with_one_submission(bctx: Context, sim: Simul
 
 
 def test_lease_held_refuses_then_expires_and_is_taken_over(bctx: Context, sim: Simulator, clock: FakeClock) -> None:
-    set_id = new_set(sim)
+    set_id = make_set(sim, 30, name="Backend titles", seed=3)
     workflow.add_set(bctx, set_id)
     with bctx.sessions.begin() as session:
         row = session.scalars(select(AlmaSet)).one()
@@ -116,7 +98,7 @@ def test_lease_held_refuses_then_expires_and_is_taken_over(bctx: Context, sim: S
 
 def test_a_process_that_lost_its_lease_does_not_submit(bctx: Context, sim: Simulator, clock: FakeClock) -> None:
     """Suspended past its lease (a laptop asleep), a process must not POST once another took the set over."""
-    set_id = new_set(sim, 5)
+    set_id = make_set(sim, 5, name="Backend titles", seed=3)
     workflow.add_set(bctx, set_id)
     with bctx.sessions.begin() as session:
         row_id = session.scalars(select(AlmaSet.id)).one()
@@ -130,7 +112,7 @@ def test_a_process_that_lost_its_lease_does_not_submit(bctx: Context, sim: Simul
 
 
 def test_exclude_problem_records_then_fix(bctx: Context, sim: Simulator) -> None:
-    set_id = new_set(sim, 60, profile="problems")
+    set_id = make_set(sim, 60, profile="problems", name="Backend titles", seed=3)
     workflow.add_set(bctx, set_id)
     summary = preflight.check_set(bctx, set_id)
     bad = [p["mms_id"] for p in summary.problems if p["class"] not in ("READY", "NEEDS_COPY", "NEEDS_FIX")]
@@ -145,7 +127,7 @@ def test_exclude_problem_records_then_fix(bctx: Context, sim: Simulator) -> None
 
 
 def test_resume_all_drives_several_sets_each_once(bctx: Context, sim: Simulator) -> None:
-    sets = [new_set(sim, 12, name=f"Batch {i}", seed=i) for i in range(5)]
+    sets = [make_set(sim, 12, name=f"Batch {i}", seed=i) for i in range(5)]
     for set_id in sets:
         workflow.add_set(bctx, set_id)
     summary = scheduler.resume_all(bctx)
@@ -169,7 +151,7 @@ def test_clock_going_back_keeps_polling_and_leases_working(
     config = parse_config(config_dict(db=db_url), tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
     ctx = make_context(config, sim, laptop)  # type: ignore[arg-type]
     try:
-        set_id = new_set(sim, 10)
+        set_id = make_set(sim, 10, name="Backend titles", seed=3)
         workflow.add_set(ctx, set_id)
         waiting = workflow.advance(ctx, set_id, wait=False)
         assert waiting.outcome is workflow.Outcome.WAITING and "migrate job" in waiting.message
@@ -183,7 +165,7 @@ def test_clock_going_back_keeps_polling_and_leases_working(
         assert alma_clock.slept - before < 600, "hwf waited for its clock to catch up"
         assert kinds(sim, set_id) == ["migration", "integration"]
     finally:
-        close(ctx)
+        close_context(ctx)
 
 
 class _NoConnectionDuringRemoteCalls:
@@ -212,8 +194,8 @@ def test_no_connection_is_held_during_a_remote_call(
     ctx = make_context(config, guard, clock)  # type: ignore[arg-type]
     guard.watch(ctx.sessions.kw["bind"])
     try:
-        demo = new_set(sim, 30, profile="demo", name="Guarded demo")
-        clean = new_set(sim, 20, name="Guarded clean", seed=4)
+        demo = make_set(sim, 30, profile="demo", name="Guarded demo", seed=3)
+        clean = make_set(sim, 20, name="Guarded clean", seed=4)
         for set_id in (demo, clean):
             workflow.add_set(ctx, set_id)
         sim.faults.drop_run_reply = 1
@@ -224,7 +206,7 @@ def test_no_connection_is_held_during_a_remote_call(
         assert [s.state for s in views.status(ctx)] == ["verified", "verified"]
         assert guard.requests > 50 and guard.violations == []
     finally:
-        close(ctx)
+        close_context(ctx)
 
 
 class _SkewedClock:

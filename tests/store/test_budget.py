@@ -14,7 +14,7 @@ from sqlalchemy.pool import NullPool
 
 from orchestrator.store import budget
 from orchestrator.store.db import upgrade
-from tests.crashkit import query
+from tests.support.crash import query
 
 
 def _spacing(path: Path, rate: float) -> float:

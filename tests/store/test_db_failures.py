@@ -15,21 +15,15 @@ from orchestrator.cli import base as cli
 from orchestrator.errors import DatabaseError
 from orchestrator.simulator import Simulator
 from orchestrator.store import db
-from tests.conftest import API_KEY, FakeClock, WiredRunner, minimal_config, sim_wiring, write_config
+from tests.support import API_KEY, FakeClock, WiredRunner, sim_wiring, write_config
 
 runner = WiredRunner()
-
-
-def _config(tmp_path: Path, url: str) -> Path:
-    data = minimal_config(url, "http://alma.test", requests_per_second=1000)
-    data["handles"].update(resolver_url="http://alma.test", settle_minutes=0)
-    return write_config(tmp_path / "hwf.toml", data)
 
 
 @pytest.fixture
 def wired(tmp_path: Path, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, str]:
     database = tmp_path / "hwf.db"
-    path = _config(tmp_path, f"sqlite:///{database}")
+    path = write_config(tmp_path, db=f"sqlite:///{database}", preset="cli", poll_interval_seconds=None)
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
     monkeypatch.setattr(runner, "wiring", sim_wiring(sim, clock))
     set_id = sim.create_set("S", sim.generate_records(30, profile="clean", seed=4))
@@ -54,14 +48,16 @@ def _one_line_error(result: Any, *words: str) -> None:
 def test_read_only_database_is_one_line(wired, tmp_path):
     _, database, set_id = wired
     # Root ignores file permissions, so open it read-only the way SQLite itself offers.
-    path = _config(tmp_path, f"sqlite:///file:{database}?mode=ro&uri=true")
+    path = write_config(
+        tmp_path, db=f"sqlite:///file:{database}?mode=ro&uri=true", preset="cli", poll_interval_seconds=None
+    )
     with sqlite3.connect(database) as conn:
         mms_id = conn.execute("SELECT mms_id FROM records LIMIT 1").fetchone()[0]
     _one_line_error(run(path, "exclude", set_id, mms_id, "--reason", "test"), "read-only")
 
 
 def test_full_disk_is_one_line(wired, tmp_path, sim, clock):
-    from tests.conftest import make_context
+    from tests.support import make_context
 
     _, database, _ = wired
     from orchestrator.config import load_config

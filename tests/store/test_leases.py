@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import pytest
 from sqlalchemy import select, update
 
 from orchestrator.cli import base as cli
-from orchestrator.config import parse_config
 from orchestrator.domain.machine import Stage
 from orchestrator.service import workflow
 from orchestrator.service.context import Context
@@ -23,8 +21,7 @@ from orchestrator.simulator import Simulator
 from orchestrator.store import leases
 from orchestrator.store.db import open_database
 from orchestrator.store.models import AlmaSet
-from tests.conftest import API_KEY, FakeClock, WiredRunner, config_dict, make_context, minimal_config, sim_wiring
-from tests.conftest import write_config as write_test_config
+from tests.support import API_KEY, FakeClock, WiredRunner, make_set, sim_wiring, write_config
 
 runner = WiredRunner()
 
@@ -33,7 +30,7 @@ def test_lease_held_by_a_live_process_on_another_host_exits_4_naming_it(
     db_url: str, tmp_path: Path, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "hwf.toml"
-    cli_config(path, db_url)
+    write_config(path, db=db_url, preset="cli")
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
     monkeypatch.setattr(runner, "wiring", sim_wiring(sim, clock))
     _lease_held_scenario(path, db_url, sim, clock)
@@ -56,12 +53,6 @@ def _lease_held_scenario(path: Path, db_url: str, sim: Simulator, clock: FakeClo
     done = runner.invoke(cli.app, ["--config", str(path), "advance", set_id])
     assert done.exit_code == 0, done.output
     assert [r.kind for r in sim.runs_for(set_id)] == ["migration", "integration"]
-
-
-def cli_config(path: Path, db_url: str) -> Path:
-    data = minimal_config(db_url, "http://alma.test", poll_interval_seconds=2, requests_per_second=1000)
-    data["handles"].update(resolver_url="http://alma.test", settle_minutes=0)
-    return write_test_config(path, data)
 
 
 def test_simultaneous_claims_have_exactly_one_winner(db_url: str) -> None:
@@ -128,25 +119,8 @@ def test_schedulers_planning_at_once_never_deadlock(db_url: str) -> None:
         sessions.kw["bind"].dispose()
 
 
-def close(ctx: Context) -> None:
-    ctx.close()
-    ctx.sessions.kw["bind"].dispose()
-
-
-@pytest.fixture
-def bctx(db_url: str, sim: Simulator, clock: FakeClock, tmp_path: Path) -> Iterator[Context]:
-    config = parse_config(config_dict(db=db_url), tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
-    context = make_context(config, sim, clock)
-    yield context
-    close(context)
-
-
-def new_set(sim: Simulator, n: int = 30, profile: str = "clean", name: str = "Backend titles", seed: int = 3) -> str:
-    return sim.create_set(name, sim.generate_records(n, profile=profile, seed=seed))
-
-
 def test_claims_are_exclusive_between_owners(bctx: Context, sim: Simulator, clock: FakeClock) -> None:
-    set_id = new_set(sim, 5)
+    set_id = make_set(sim, 5, name="Backend titles", seed=3)
     workflow.add_set(bctx, set_id)
     with bctx.sessions.begin() as session:
         row_id = session.scalars(select(AlmaSet.id)).one()

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from orchestrator.cli import base as cli
 from orchestrator.errors import DatabaseError
 from orchestrator.store import db
-from tests.e2e import hwf, write_config
+from tests.support import write_config
+from tests.support.e2e import hwf
 
 TABLES = {
     "alembic_version",
@@ -67,7 +68,7 @@ def test_every_command_refuses_a_newer_database(db_url: str, tmp_path: Path) -> 
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
     engine.dispose()
-    config = write_config(tmp_path, "http://127.0.0.1:9", db=db_url)
+    config = write_config(tmp_path, "http://127.0.0.1:9", preset="e2e", db=db_url)
     result = CliRunner().invoke(cli.app, ["--config", str(config), "status"])
     assert result.exit_code == 1
     assert "0099_from_the_future" in result.stderr and db.head_revision() in result.stderr
@@ -104,7 +105,7 @@ def test_second_migrator_waits_for_the_first_then_goes_on(db_url: str) -> None:
 
 
 def test_hwf_process_waits_while_another_migrates(db_url: str, tmp_path: Path) -> None:
-    config = write_config(tmp_path, "http://127.0.0.1:9", db=db_url)
+    config = write_config(tmp_path, "http://127.0.0.1:9", preset="e2e", db=db_url)
     engine = db.make_engine(db_url)
     result: dict[str, object] = {}
     try:

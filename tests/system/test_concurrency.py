@@ -20,8 +20,9 @@ from orchestrator.config import load_config
 from orchestrator.service import workflow
 from orchestrator.service.reporting import NullReporter
 from orchestrator.wiring import build_context
-from tests.crashkit import check, kill, query, serve, start, wait_for, write_config
-from tests.e2e import E2E_KEY, Served
+from tests.support import write_config
+from tests.support.crash import check, kill, query, serve
+from tests.support.e2e import E2E_KEY, Served, start, wait_for
 
 PROCESSES = 4
 SETS = 20
@@ -54,7 +55,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
 def test_four_resume_processes_share_twenty_sets(
     served: Served, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config_path = write_config(tmp_path, served.url, db=pg_url, lease_seconds=6)
+    config_path = write_config(tmp_path, served.url, preset="crash", db=pg_url, lease_seconds=6)
     ids = [served.make_set(f"Shared {i:02d}", 5, profile="clean", seed=i) for i in range(SETS)]
     monkeypatch.setenv("HWF_ALMA_API_KEY", E2E_KEY)
     ctx = build_context(load_config(config_path), reporter=NullReporter())

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import Served, hwf, start_hwf, wait_for, write_config
+from tests.support import write_config
+from tests.support.e2e import Served, hwf, start_hwf, wait_for
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def attempts(db: Path) -> list[tuple[str, str, str | None]]:
 
 
 def test_kill_after_post_answered_before_instance_committed(served: Served, tmp_path: Path) -> None:
-    config = write_config(tmp_path, served.url)
+    config = write_config(tmp_path, served.url, preset="e2e")
     db = tmp_path / "hwf.db"
     set_id = served.make_set("Crash titles", 20, profile="clean")
     assert hwf(config, "add", set_id).returncode == 0
@@ -64,7 +65,7 @@ def test_kill_after_post_answered_before_instance_committed(served: Served, tmp_
 
 def test_kill_while_polling_then_resume_reattaches(served: Served, tmp_path: Path) -> None:
     served.call("POST", "/_sim/faults", {})
-    config = write_config(tmp_path, served.url)
+    config = write_config(tmp_path, served.url, preset="e2e")
     set_id = served.make_set("Poll titles", 10, profile="clean")
     assert hwf(config, "add", set_id).returncode == 0
     proc = start_hwf(config, "advance", set_id)

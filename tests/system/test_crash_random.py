@@ -8,7 +8,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from tests.crashkit import add_sets, check, finish, kill_rounds, serve, write_config
+from tests.support import write_config
+from tests.support.crash import add_sets, check, finish, kill_rounds, serve
 
 SEED = 20260202
 ROUNDS = 16
@@ -17,7 +18,7 @@ ROUNDS = 16
 def test_random_kills_over_three_sets_leave_every_invariant(tmp_path: Path) -> None:
     server = serve(tmp_path, job_seconds=1.5)
     try:
-        config = write_config(tmp_path, server.url, lease_seconds=5)
+        config = write_config(tmp_path, server.url, preset="crash", lease_seconds=5)
         sets = add_sets(config, server, ["clean", "demo", "clean"], records=12)
         log = kill_rounds(config, ROUNDS, random.Random(SEED), low=0.4, high=1.6)
         assert log.killed >= 6, f"most rounds should have been killed mid-work: {log}"

@@ -19,17 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.crashkit import (
+from tests.support import write_config
+from tests.support.crash import (
     add_sets,
     assert_invariants,
     kill,
     query,
     serve,
-    start,
-    wait_for,
-    write_config,
 )
-from tests.e2e import Served, hwf
+from tests.support.e2e import Served, hwf, start, wait_for
 
 
 @pytest.fixture
@@ -59,8 +57,8 @@ def resume(config: Path) -> None:
 
 def test_kill_before_the_post_resubmits_once_after_the_grace(served: Served, tmp_path: Path) -> None:
     # 0.8 requests a second: the POST waits ~1.2 s in hwf's own token bucket after the attempt is committed.
-    slow = write_config(tmp_path, served.url, name="slow.toml", requests_per_second=0.8)
-    config = write_config(tmp_path, served.url)
+    slow = write_config(tmp_path / "slow.toml", served.url, preset="crash", requests_per_second=0.8)
+    config = write_config(tmp_path, served.url, preset="crash")
     sets = add_sets(config, served, ["clean"])
     (set_id,) = sets
     proc = start(slow, "advance", set_id)
@@ -83,7 +81,7 @@ def test_kill_before_the_post_resubmits_once_after_the_grace(served: Served, tmp
 
 
 def test_kill_after_the_post_reached_alma_before_its_reply(served: Served, tmp_path: Path) -> None:
-    config = write_config(tmp_path, served.url)
+    config = write_config(tmp_path, served.url, preset="crash")
     sets = add_sets(config, served, ["clean"])
     (set_id,) = sets
     served.faults(run_reply_delay_s=4.0)  # Alma creates the instance, then holds the reply
@@ -105,7 +103,7 @@ def test_kill_after_the_post_reached_alma_before_its_reply(served: Served, tmp_p
 def test_kill_while_polling_a_running_job(tmp_path: Path) -> None:
     server = serve(tmp_path, job_seconds=1.5)
     try:
-        config = write_config(tmp_path, server.url)
+        config = write_config(tmp_path, server.url, preset="crash")
         sets = add_sets(config, server, ["clean"])
         (set_id,) = sets
         proc = start(config, "advance", set_id)
@@ -157,7 +155,9 @@ def test_kill_after_the_terminal_status_before_the_transition(tmp_path: Path) ->
     server = serve(tmp_path, job_seconds=2.0)
     trap = _StderrTrap()
     try:
-        config = write_config(tmp_path, server.url, poll_interval_seconds=0.1, poll_max_interval_seconds=0.1)
+        config = write_config(
+            tmp_path, server.url, preset="crash", poll_interval_seconds=0.1, poll_max_interval_seconds=0.1
+        )
         sets = add_sets(config, server, ["clean"])
         (set_id,) = sets
         proc = start(config, "advance", set_id, stderr=trap.child_fd)
@@ -187,7 +187,7 @@ def test_kill_after_the_terminal_status_before_the_transition(tmp_path: Path) ->
 def test_kill_during_verification_rechecks_only_the_rest(tmp_path: Path) -> None:
     server = serve(tmp_path, job_seconds=0.3)
     try:
-        config = write_config(tmp_path, server.url)
+        config = write_config(tmp_path, server.url, preset="crash")
         sets = add_sets(config, server, ["clean"], records=600)
         (set_id,) = sets
         server.faults(proxy_latency_ms=40)
@@ -225,8 +225,8 @@ def _backups(tmp_path: Path) -> list[str]:
 
 
 def test_kill_during_fix_between_backup_and_put(served: Served, tmp_path: Path) -> None:
-    config = write_config(tmp_path, served.url)
-    slow = write_config(tmp_path, served.url, name="slow.toml", requests_per_second=0.8)
+    config = write_config(tmp_path, served.url, preset="crash")
+    slow = write_config(tmp_path / "slow.toml", served.url, preset="crash", requests_per_second=0.8)
     set_id = _needs_fix(config, served, tmp_path)
     puts = served.state()["stats"]["requests"].get("bib_put", 0)
     proc = start(slow, "fix", set_id, "--apply")
@@ -246,7 +246,7 @@ def test_kill_during_fix_between_backup_and_put(served: Served, tmp_path: Path) 
 
 
 def test_kill_during_fix_after_the_put_reached_alma(served: Served, tmp_path: Path) -> None:
-    config = write_config(tmp_path, served.url)
+    config = write_config(tmp_path, served.url, preset="crash")
     set_id = _needs_fix(config, served, tmp_path)
     puts = served.state()["stats"]["requests"].get("bib_put", 0)
     served.faults(alma_latency_ms=800)  # Alma applies each request at once, then holds its reply
@@ -267,7 +267,7 @@ def test_kill_during_fix_after_the_put_reached_alma(served: Served, tmp_path: Pa
 
 
 def test_kill_in_the_middle_of_a_concurrent_batch_of_puts(served: Served, tmp_path: Path) -> None:
-    config = write_config(tmp_path, served.url)
+    config = write_config(tmp_path, served.url, preset="crash")
     sets = add_sets(config, served, ["demo"], records=250)
     (set_id,) = sets
     first = hwf(config, "advance", set_id)

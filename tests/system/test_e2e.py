@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import Served, hwf, write_config
+from tests.support import write_config
+from tests.support.e2e import Served, hwf
 
 
 @pytest.fixture
@@ -19,7 +20,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 
 def test_whole_workflow_over_http(served: Served, tmp_path: Path) -> None:
-    config = write_config(tmp_path, served.url)
+    config = write_config(tmp_path, served.url, preset="e2e")
     set_id = served.make_set("E2E titles", 30, profile="demo")
     assert hwf(config, "add", set_id).returncode == 0
     first = hwf(config, "advance", set_id)
@@ -42,7 +43,7 @@ def test_whole_workflow_over_http(served: Served, tmp_path: Path) -> None:
 
 
 def test_resume_all_with_no_wait_and_json_formats(served: Served, tmp_path: Path) -> None:
-    config = write_config(tmp_path, served.url, format="xml")
+    config = write_config(tmp_path, served.url, preset="e2e", format="xml")
     sets = [served.make_set(f"Batch {i}", 12, profile="clean", seed=i) for i in range(3)]
     for set_id in sets:
         assert hwf(config, "add", set_id).returncode == 0

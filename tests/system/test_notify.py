@@ -4,18 +4,16 @@ the receiver's answer; the next hwf sends the message once more (the in-process 
 from __future__ import annotations
 
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import write_config as write_test_config
-from tests.crashkit import database_url, kill, query, serve, start, wait_for
-from tests.crashkit import write_config as crash_config
-from tests.e2e import hwf
-from tests.opskit import Receiver, http_receiver
+from tests.support import write_config
+from tests.support.crash import database_url, kill, query, serve
+from tests.support.e2e import hwf, start, wait_for
+from tests.support.ops import Receiver, http_receiver
 
 
 @pytest.fixture
@@ -29,10 +27,7 @@ def test_e2e_hwf_killed_inside_a_send_the_next_hwf_sends_it_again_once(tmp_path:
     message arrived, hwf never recorded it sent). The claim ages; the next hwf sends it once more, saying so."""
     served = serve(tmp_path)
     try:
-        path = crash_config(tmp_path, served.url)
-        data = tomllib.loads(path.read_text())
-        data["notify"] = {"urls": [hook.url]}
-        write_test_config(path, data)
+        path = write_config(tmp_path, served.url, preset="crash", notify={"urls": [hook.url]})
         set_id = served.make_set("Killed while sending", 6, profile="demo", seed=3)
         assert hwf(path, "add", set_id).returncode == 0
         hook.hang = True

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.store import budget
-from tests.crashkit import add_sets, check, kill, query, serve, start, write_config
-from tests.e2e import E2E_KEY, Served
+from tests.support import write_config
+from tests.support.crash import add_sets, check, kill, query, serve
+from tests.support.e2e import E2E_KEY, Served, start
 
 CAP = 4  # requests per second, for the key, all processes together
 PROCESSES = 4
@@ -65,7 +66,7 @@ def _check_shared(served: Served, config: Path, tmp_path: Path, db_url: str) -> 
 
 @pytest.mark.postgres
 def test_four_workers_on_postgresql_stay_under_the_cap_together(served: Served, pg_url: str, tmp_path: Path) -> None:
-    config = write_config(tmp_path, served.url, db=pg_url, requests_per_second=CAP)
+    config = write_config(tmp_path, served.url, preset="crash", db=pg_url, requests_per_second=CAP)
     _check_shared(served, config, tmp_path, pg_url)
     hashes = query(pg_url, "SELECT key_hash FROM rate_budget")
     assert hashes == [(budget.key_hash(E2E_KEY),)]
@@ -73,7 +74,7 @@ def test_four_workers_on_postgresql_stay_under_the_cap_together(served: Served, 
 
 
 def test_four_workers_on_sqlite_stay_under_the_cap_together(served: Served, tmp_path: Path) -> None:
-    config = write_config(tmp_path, served.url, requests_per_second=CAP)
+    config = write_config(tmp_path, served.url, preset="crash", requests_per_second=CAP)
     _check_shared(served, config, tmp_path, f"sqlite:///{tmp_path / 'hwf.db'}")
     files = list(tmp_path.glob("hwf.db.budget-*"))
     assert len(files) == 1 and E2E_KEY.encode() not in files[0].read_bytes()
@@ -81,7 +82,7 @@ def test_four_workers_on_sqlite_stay_under_the_cap_together(served: Served, tmp_
 
 def test_without_the_shared_budget_four_workers_do_exceed_the_cap(served: Served, tmp_path: Path) -> None:
     """The control: each process pacing itself alone goes over the cap (so the tests above can fail)."""
-    config = write_config(tmp_path, served.url, requests_per_second=CAP, shared_budget=False)
+    config = write_config(tmp_path, served.url, preset="crash", requests_per_second=CAP, shared_budget=False)
     add_sets(config, served, ["clean"] * SETS, records=4, prefix="Alone")
     assert _run_workers(config, tmp_path) == [0] * PROCESSES
     assert max(served.state()["stats"]["max_per_second"].values()) > CAP

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.crashkit import add_sets, check, query, serve, write_config
-from tests.e2e import HWF, Served, hwf_env, wait_for
+from tests.support import write_config
+from tests.support.crash import add_sets, check, query, serve
+from tests.support.e2e import HWF, Served, hwf_env, wait_for
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -83,7 +84,7 @@ def test_the_cron_line_parses_and_its_command_finishes_the_sets(served: Served, 
     fields = line.split(None, 5)
     minute, hour, day, month, weekday, command = fields
     assert minute == "*/15" and (hour, day, month, weekday) == ("*", "*", "*", "*")
-    config = write_config(tmp_path, served.url)
+    config = write_config(tmp_path, served.url, preset="crash")
     sets = add_sets(config, served, ["clean", "clean"], records=4, prefix="Cron")
     argv = shlex.split(command.split(">>")[0])
     assert argv[:2] == ["flock", "-n"]
@@ -97,7 +98,7 @@ def test_the_cron_line_parses_and_its_command_finishes_the_sets(served: Served, 
 def test_sigterm_mid_run_exits_0_with_a_summary_and_leases_released_and_a_restart_finishes(
     served: Served, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, served.url)
+    config = write_config(tmp_path, served.url, preset="crash")
     sets = add_sets(config, served, ["clean"] * 4, records=4, prefix="Worker")
     service = _unit()["Service"]
     argv = _command(shlex.split(service["ExecStart"]), config)

@@ -31,8 +31,8 @@ from orchestrator.service.report import csv_safe as spreadsheet_safe
 from orchestrator.store.models import AlmaSet, Record
 from orchestrator.web import TOKEN_COOKIE, create_app
 from orchestrator.web.text import clean
-from tests.conftest import API_KEY, write_minimal_config
-from tests.webworld import FORMULA_TITLE, HOSTILE_NAME, HOSTILE_TITLE, World, build_world
+from tests.support import API_KEY, write_config
+from tests.support.web import FORMULA_TITLE, HOSTILE_NAME, HOSTILE_TITLE, World, build_world
 
 LOCAL = "http://127.0.0.1:8155"
 TOKEN = "s3cret-token-for-the-tests-0123"
@@ -434,7 +434,7 @@ def test_500_sets_render_whole(tmp_path: Path) -> None:
 
 
 def _config(world: World, tmp_path: Path) -> Path:
-    return write_minimal_config(tmp_path / "serve.toml", f"sqlite:///{world.db}")
+    return write_config(tmp_path / "serve.toml", db=f"sqlite:///{world.db}", preset="minimal")
 
 
 def test_serve_refuses_a_port_in_use(world: World, tmp_path: Path) -> None:
@@ -454,7 +454,7 @@ def test_serve_refuses_a_port_in_use(world: World, tmp_path: Path) -> None:
 
 def test_serve_needs_an_existing_database(tmp_path: Path) -> None:
     missing = tmp_path / "missing.db"
-    config = write_minimal_config(tmp_path / "hwf.toml", f"sqlite:///{missing}")
+    config = write_config(tmp_path / "hwf.toml", db=f"sqlite:///{missing}", preset="minimal")
     result = CliRunner().invoke(cli_app, ["--config", str(config), "serve"])
     assert result.exit_code == 1
     [line] = result.stderr.strip().splitlines()
@@ -469,14 +469,14 @@ def test_serve_needs_the_current_schema(tmp_path: Path) -> None:
     with sqlite3.connect(old) as conn:
         conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
         conn.execute("INSERT INTO alembic_version VALUES ('0000')")
-    config = write_minimal_config(tmp_path / "hwf.toml", f"sqlite:///{old}")
+    config = write_config(tmp_path / "hwf.toml", db=f"sqlite:///{old}", preset="minimal")
     result = CliRunner().invoke(cli_app, ["--config", str(config), "serve"])
     assert result.exit_code == 1
     [line] = result.stderr.strip().splitlines()
     assert "is at schema 0000" in line and "run `hwf db upgrade`" in line
     empty = tmp_path / "empty.db"
     sqlite3.connect(empty).close()
-    config = write_minimal_config(tmp_path / "hwf.toml", f"sqlite:///{empty}")
+    config = write_config(tmp_path / "hwf.toml", db=f"sqlite:///{empty}", preset="minimal")
     result = CliRunner().invoke(cli_app, ["--config", str(config), "serve"])
     assert result.exit_code == 1 and "has no hwf schema" in result.stderr and "hwf db upgrade" in result.stderr
 

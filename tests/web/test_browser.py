@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from orchestrator.web import create_app
-from tests.browserkit import LiveServer, chrome, require_browser
-from tests.webworld import World, build_world
+from tests.support.browser import LiveServer, chrome, require_browser
+from tests.support.web import World, build_world
 
 pytestmark = pytest.mark.timeout(180)
 TOKEN = "browser-test-token-0123456789"

@@ -3,7 +3,7 @@ killed with SIGKILL, and the invariants every crash must leave intact.
 
 The invariants, after a final ``hwf resume --all``: every set ``verified``; in the simulator's log of
 accepted job runs, exactly one instance per (set, step), in the workflow's order; in hwf's audit trail,
-each transition once and in order.
+each transition once and in order. Their configuration: ``write_config(tmp_path, url, preset="crash")``.
 """
 
 from __future__ import annotations
@@ -23,34 +23,10 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from tests.conftest import minimal_config
-from tests.conftest import write_config as write_test_config
-from tests.e2e import HWF, Served, hwf, hwf_env
+from tests.support.e2e import Served, hwf, start
 
 ORDER = ["created", "identifiers_copied", "migrated", "integrated", "verified"]
 KINDS = {"clean": ["migration", "integration"], "demo": ["copy", "migration", "integration"]}
-
-
-def write_config(tmp_path: Path, url: str, *, db: str | None = None, name: str = "hwf.toml", **alma: Any) -> Path:
-    """An hwf config for crash tests: short polls, a short reconcile grace, a short lease. ``alma`` keys
-    override the [alma] defaults below (``lease_seconds`` goes to [workflow])."""
-    lease = alma.pop("lease_seconds", 6)
-    settings: dict[str, Any] = {
-        "poll_interval_seconds": 0.2,
-        "poll_max_interval_seconds": 0.5,
-        "reconcile_grace_seconds": 1.5,
-        "requests_per_second": 50,
-        "threshold_wait_seconds": 1,
-        "max_runs_per_job_hour": 1000,
-        "daily_call_floor": 0,
-        "timeout_seconds": 20,
-    }
-    settings.update(alma)
-    database = db or f"sqlite:///{tmp_path / 'hwf.db'}"
-    data = minimal_config(database, url, **settings)
-    data["handles"].update(resolver_url=url, settle_minutes=0, requests_per_second=1000, concurrency=8)
-    data["workflow"] = {"lease_seconds": lease}
-    return write_test_config(tmp_path / name, data)
 
 
 def serve(tmp_path: Path, job_seconds: float = 0.4, **scenario: Any) -> Served:
@@ -70,13 +46,6 @@ def query(db_url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         engine.dispose()
 
 
-def start(config: Path, *args: str, **popen: Any) -> subprocess.Popen[str]:
-    """Start ``hwf --config CONFIG ARGS...`` with output discarded unless redirected."""
-    popen.setdefault("stdout", subprocess.DEVNULL)
-    popen.setdefault("stderr", subprocess.DEVNULL)
-    return subprocess.Popen([HWF, "--config", str(config), *args], text=True, env=hwf_env(), **popen)
-
-
 def kill(proc: subprocess.Popen[str]) -> int | None:
     """SIGKILL ``proc`` (if it still runs) and reap it; returns its exit code if it had ended by itself."""
     ended = proc.poll()
@@ -84,16 +53,6 @@ def kill(proc: subprocess.Popen[str]) -> int | None:
         proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     return ended
-
-
-def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.02, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached in {timeout:.0f} s")
 
 
 def status(config: Path) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Helpers for end-to-end tests: the real ``hwf`` executable against ``hwf sim serve`` on 127.0.0.1."""
+"""Helpers for end-to-end tests: the real ``hwf`` executable against ``hwf sim serve`` on 127.0.0.1 (their
+configuration: ``write_config(..., preset="e2e")`` or ``preset="crash"``, from ``tests.support.config``)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,6 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
-
-from tests.conftest import minimal_config
-from tests.conftest import write_config as write_test_config
 
 HWF = shutil.which("hwf", path=str(Path(sys.executable).parent)) or "hwf"
 E2E_KEY = "l7xx-e2e-key-not-secret"
@@ -77,20 +75,6 @@ class Served:
             self.proc.communicate()
 
 
-def write_config(tmp_path: Path, url: str, db: str | None = None, **alma: Any) -> Path:
-    settings = {
-        "poll_interval_seconds": 0.3,
-        "poll_max_interval_seconds": 1,
-        "reconcile_grace_seconds": 5,
-        "requests_per_second": 50,
-        **alma,
-    }
-    data = minimal_config(db or f"sqlite:///{tmp_path / 'hwf.db'}", url, **settings)
-    data["handles"].update(resolver_url=url, settle_minutes=0, requests_per_second=200)
-    data["workflow"] = {"lease_seconds": 6}
-    return write_test_config(tmp_path / "hwf.toml", data)
-
-
 def hwf_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HWF_") and "proxy" not in k.lower()}
     env["HWF_ALMA_API_KEY"] = E2E_KEY
@@ -118,11 +102,19 @@ def start_hwf(config: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.02) -> Any:
+def start(config: Path, *args: str, **popen: Any) -> subprocess.Popen[str]:
+    """Start ``hwf --config CONFIG ARGS...`` with output discarded unless redirected."""
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    popen.setdefault("stderr", subprocess.DEVNULL)
+    return subprocess.Popen([HWF, "--config", str(config), *args], text=True, env=hwf_env(), **popen)
+
+
+def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.02, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError("condition not reached in time")
+    raise AssertionError(f"{what} not reached in {timeout:.0f} s")

@@ -16,7 +16,9 @@ from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, Simulator
 from orchestrator.store.models import Record
 from orchestrator.wiring import read_only_context
-from tests.conftest import API_KEY, FakeClock, config_dict, make_context
+from tests.support.clock import FakeClock
+from tests.support.config import API_KEY, config_dict
+from tests.support.sim import make_context
 
 HOSTILE_NAME = "Verified <script>alert('set')</script> titles \x1b[31m"
 HOSTILE_TITLE = "<script>alert('title')</script> An \x1b[2J escaped title"

@@ -1,5 +1,6 @@
 """Helpers for the long-haul operations tests (logs, notifications, operators, evidence): the real CLI on the
-in-process simulator, a config with extra tables, a local HTTP receiver and a local SMTP server."""
+in-process simulator (its configuration: ``write_config(tmp_path, preset="cli", log={...})``), a local HTTP
+receiver and a local SMTP server."""
 
 from __future__ import annotations
 
@@ -14,20 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cli import base as cli
-from tests.conftest import WiredRunner, minimal_config
-from tests.conftest import write_config as write_test_config
+from tests.support.sim import WiredRunner
 
 runner = WiredRunner()
-
-
-def write_config(tmp_path: Path, **tables: dict[str, Any]) -> Path:
-    """hwf.toml on a SQLite database in ``tmp_path`` and the simulator's address, plus extra ``tables``."""
-    data = minimal_config(f"sqlite:///{tmp_path / 'hwf.db'}", "http://alma.test", poll_interval_seconds=2)
-    data["alma"]["requests_per_second"] = 1000
-    data["handles"].update(resolver_url="http://alma.test", settle_minutes=0)
-    for name, values in tables.items():
-        data.setdefault(name, {}).update(values)
-    return write_test_config(tmp_path / "hwf.toml", data)
 
 
 def run(path: Path, *args: str) -> Any:
