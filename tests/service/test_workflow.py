@@ -88,21 +88,6 @@ def test_problem_records_stop_the_copy_job(ctx: Context, sim: Simulator) -> None
     assert status.state == "created" and status.attention
 
 
-def test_excluding_problem_records_lets_the_set_go_on(ctx: Context, sim: Simulator) -> None:
-    set_id = make_set(sim, 60, profile="problems", seed=3)
-    workflow.add_set(ctx, set_id)
-    summary = preflight.check_set(ctx, set_id)
-    bad = [p["mms_id"] for p in summary.problems if p["class"] not in ("READY", "NEEDS_COPY", "NEEDS_FIX")]
-    assert bad
-    preflight.exclude(ctx, set_id, [m for m in bad if m], "not part of this batch")
-    with pytest.raises(NeedsAttentionError, match="NEEDS_FIX"):
-        workflow.advance(ctx, set_id)
-    preflight.fix(ctx, set_id, apply=True)
-    assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
-    rows = {r.mms_id: r for r in verification.report(ctx, set_id)}
-    assert all(rows[m].excluded and rows[m].verdict is None for m in bad if m)
-
-
 def test_lost_reply_is_reconciled_not_resubmitted(ctx: Context, sim: Simulator) -> None:
     set_id = make_set(sim, 40, seed=3)
     workflow.add_set(ctx, set_id)

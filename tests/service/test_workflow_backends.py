@@ -112,6 +112,7 @@ def test_a_process_that_lost_its_lease_does_not_submit(bctx: Context, sim: Simul
 
 
 def test_exclude_problem_records_then_fix(bctx: Context, sim: Simulator) -> None:
+    """Also the workflow's test of excluding problem records (it was in test_workflow.py too, on SQLite only)."""
     set_id = make_set(sim, 60, profile="problems", name="Backend titles", seed=3)
     workflow.add_set(bctx, set_id)
     summary = preflight.check_set(bctx, set_id)
