@@ -97,7 +97,8 @@ def test_a_spent_quota_is_one_message_for_every_set(
     tmp_path: Path, clock: FakeClock, hook: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wired = Simulator(
-        Scenario(job_seconds={"copy": 30, "migration": 60, "integration": 45}, daily_quota=40), clock=clock
+        Scenario(job_seconds={"copy": 30, "migration": 60, "integration": 45}, daily_quota=40, per_second_limit=0),
+        clock=clock,
     )
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
     monkeypatch.setattr(runner, "wiring", sim_wiring(wired, clock))
