@@ -1,7 +1,8 @@
 """The test world's fixtures: a fake clock, the simulator as an httpx transport, a migrated SQLite database, and
 a Context wired like the CLI's; ``bctx`` is that Context on SQLite and then on PostgreSQL (``db_url``, from the
 ``tests.support.pg`` plugin). An autouse fixture keeps every test off real config and network. The helpers these
-use, and tests import, are in ``tests/support/``."""
+use, and tests import, are in ``tests/support/``; ``tests.support.parallel`` is the plugin for running the suite
+in parallel (one PostgreSQL server per run, the ``serial`` marker)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, Simulator
 from tests.support import API_KEY, FakeClock, close_context, config_dict, make_context
 
-pytest_plugins = ["tests.support.pg"]
+pytest_plugins = ["tests.support.parallel", "tests.support.pg"]
 
 # alembic.config is imported above, at the start of the session, on purpose: alembic's Config takes the sys.stdout
 # of the moment alembic.config is first imported as its default output. First imported inside a CliRunner.invoke

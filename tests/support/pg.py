@@ -3,8 +3,10 @@ on SQLite and on PostgreSQL.
 
 ``HWF_TEST_DATABASE_URL`` (any SQLAlchemy PostgreSQL URL) names a server to use; otherwise one is started
 with the ``pgserver`` package (a test extra in pyproject.toml) in a short temporary folder, and stopped at
-the end of the session. Each test gets a fresh database (``CREATE DATABASE`` with a unique name). When no
-server can be had the tests fail loudly; ``HWF_SKIP_POSTGRES=1`` turns that into a skip.
+the end of the session. In a parallel run (``tests.support.parallel``) that folder is the run's, so the
+workers share one server: the first that needs it starts it, the last stops it (pgserver counts the
+processes using a data folder). Each test gets a fresh database (``CREATE DATABASE`` with a unique name).
+When no server can be had the tests fail loudly; ``HWF_SKIP_POSTGRES=1`` turns that into a skip.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
+
+from tests.support.parallel import RUN_DIR
 
 # Read once at import: the autouse isolation fixture strips HWF_* variables from every test.
 _GIVEN_URL = os.environ.get("HWF_TEST_DATABASE_URL", "").strip()
@@ -72,12 +76,16 @@ def _start_pgserver() -> PostgresServer:
         warnings.simplefilter("ignore")
         import pgserver
 
-        # A short path: the server's Unix socket lives in it, and socket paths are limited to ~100 bytes.
-        folder = Path(tempfile.mkdtemp(prefix="hwfpg-"))
-        folder.chmod(0o755)
+        owned: Path | None = None  # the folder this process made, and removes
+        if RUN_DIR is not None:  # the parallel run's folder, shared by its workers (and removed by its controller)
+            folder = RUN_DIR / "pg"
+        else:
+            # A short path: the server's Unix socket lives in it, and socket paths are limited to ~100 bytes.
+            folder = owned = Path(tempfile.mkdtemp(prefix="hwfpg-"))
+            folder.chmod(0o755)
         server = pgserver.get_server(folder, cleanup_mode="stop")
         uri = server.get_uri()
-    return PostgresServer(_psycopg_url(uri), stop=server.cleanup, folder=folder)
+    return PostgresServer(_psycopg_url(uri), stop=server.cleanup, folder=owned)
 
 
 def _unavailable(why: str) -> None:

@@ -24,6 +24,9 @@ from tests.support import write_config
 from tests.support.crash import check, kill, query, serve
 from tests.support.e2e import E2E_KEY, Served, start, wait_for
 
+# Four hwf processes and a PostgreSQL server at full speed: nothing else may load the machine meanwhile.
+pytestmark = pytest.mark.serial
+
 PROCESSES = 4
 SETS = 20
 

@@ -20,6 +20,9 @@ from tests.support import write_config
 from tests.support.crash import add_sets, check, kill, query, serve
 from tests.support.e2e import E2E_KEY, Served, start
 
+# They count requests per second across processes: nothing else may load the machine meanwhile.
+pytestmark = pytest.mark.serial
+
 CAP = 4  # requests per second, for the key, all processes together
 PROCESSES = 4
 SETS = 6

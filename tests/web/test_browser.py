@@ -19,6 +19,9 @@ from tests.support.browser import LiveServer, chrome, require_browser
 from tests.support.web import World, build_world
 
 pytestmark = pytest.mark.timeout(180)
+# One Chromium for the module, alone on the machine while it runs (its waits are real time).
+pytestmark = [pytest.mark.serial, pytest.mark.xdist_group("browser")]
+
 TOKEN = "browser-test-token-0123456789"
 
 
