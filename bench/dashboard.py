@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy import insert
 
 from orchestrator.config import parse_config
-from orchestrator.domain.machine import Stage
+from orchestrator.domain.steps import Stage
 from orchestrator.service.context import Context
 from orchestrator.store.db import open_database
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Record
@@ -96,7 +96,7 @@ def fill_sets(folder: Path, sets: int, records: int = 100) -> Context:
                         state=AttemptState.SUBMITTED,
                         status="RUNNING",
                         progress=40.0,
-                        started_at=start + timedelta(minutes=i),
+                        begun_at=start + timedelta(minutes=i),
                         submitted_at=start + timedelta(minutes=i, seconds=2),
                     )
                 )

@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 from orchestrator.alma.client import AlmaClient
 from orchestrator.config import Config, parse_config
 from orchestrator.resolver import Verifier
-from orchestrator.service import preflight, scheduler, views, workflow
+from orchestrator.service import repair, scheduler, views, workflow
 from orchestrator.service.context import Context
 from orchestrator.service.reporting import NullReporter
 from orchestrator.simulator import JobRunLog, ManualClock, Scenario, Simulator
@@ -181,7 +181,7 @@ def run(res: Results, *, sets: int, records: int, job_seconds: float, profile: s
                 waiting = list(session.scalars(select(AlmaSet.alma_set_id).where(AlmaSet.attention_kind == "records")))
             for ref in waiting:
                 started = clock.monotonic()
-                report = preflight.fix(ctx, ref, apply=True)
+                report = repair.fix(ctx, ref, apply=True)
                 fixes["sets"] += 1
                 fixes["records"] += len(report.changed)
                 fixes["seconds"] += clock.monotonic() - started

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from orchestrator.domain.machine import Stage
+from orchestrator.domain.steps import Stage
 from orchestrator.service import views
 from orchestrator.store.db import open_database
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, Record
@@ -94,7 +94,7 @@ def fill(url: str, *, sets: int, records: int, events: int) -> str:
                         "state": AttemptState.SUBMITTED if running else AttemptState.FINISHED,
                         "status": "RUNNING" if running else "COMPLETED_SUCCESS",
                         "progress": 42.0 if running else 100.0,
-                        "started_at": T0,
+                        "begun_at": T0,
                         "created_at": T0,
                         "updated_at": T0,
                     }

@@ -24,7 +24,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from orchestrator.resolver import Verdict, Verifier, VerifyItem
+from orchestrator.domain.handles import Verdict
+from orchestrator.resolver import Verifier, VerifyItem
 from orchestrator.service import preflight, verification, workflow
 from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator

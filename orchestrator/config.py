@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from orchestrator.domain.steps import JOB_KEYS
 from orchestrator.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "hwf.toml"
-STEP_JOB_KEYS = ("copy_identifiers", "handle_migration", "handle_integration")
+STEP_JOB_KEYS = JOB_KEYS  # the keys under [alma.jobs], in the workflow's order
 _JOB_ID = re.compile(r"^[MSO]\d+$")
 _INSTITUTION = re.compile(r"^[A-Za-z0-9_]+$")
 KEY_FILE_MAX_BYTES = 4096  # an Alma API key is ~36 characters; anything this big is not a key file
@@ -251,15 +252,26 @@ def _url(reader: _Reader, key: str, default: str | None = None, *, value: str | 
     return value
 
 
-def is_loopback(url: str) -> bool:
-    """The URL's host is this machine (localhost, 127.0.0.0/8, ::1): nothing it carries leaves it."""
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+def is_loopback_host(host: str) -> bool:
+    """``host`` is this machine: the name ``localhost`` (any case), or an address in 127.0.0.0/8 or ::1 (an IPv6
+    address with or without its brackets). No other name counts, ``*.localhost`` included: a name is only as
+    local as whatever resolves it.
+
+    The one loopback rule: plain http to a loopback URL needs no ``allow_insecure_http`` (config), a loopback URL
+    is never sent through a proxy (transport), a dashboard bound to a loopback address needs no token and answers
+    only requests whose Host is loopback, so a page elsewhere that points its own name at 127.0.0.1 (DNS
+    rebinding) gets nothing (web)."""
+    if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
     except ValueError:
         return False
+
+
+def is_loopback(url: str) -> bool:
+    """The URL's host is this machine (:func:`is_loopback_host`): nothing it carries leaves it."""
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 def plain_http_elsewhere(url: str) -> bool:

@@ -1,4 +1,5 @@
-"""The one place that builds what a command runs on: the database, the Alma client and the verifier.
+"""The one place that builds what a command runs on: the database, the Alma clients, the verifier and the
+handle resolver's client for ``hwf ping``.
 
 The outside world comes in through a :class:`Wiring`: the HTTP transports, the clock and the sleep.
 The CLI uses the real ones; tests (and the demo) pass the simulator's transport instead of
@@ -73,6 +74,48 @@ def build_alma(config: Config, wiring: Wiring | None = None, engine: Engine | No
         user_agent=f"hwf/{__version__}",
         transport=wiring.alma_transport,
         **extra,  # type: ignore[arg-type]
+    )
+
+
+def build_setup_alma(base_url: str, api_key: str, wiring: Wiring | None = None, *, timeout: float = 30.0) -> AlmaClient:
+    """An Alma client for set-up and checks (``hwf init``, ``hwf jobs``, ``hwf ping``), from a gateway and a
+    key alone (``hwf init`` has no configuration yet): one retry (an unreachable gateway is said at once),
+    no daily floor (``ping`` reports the quota instead of stopping at it), the process's own pacing.
+    :raises ConfigError: the key cannot travel in an HTTP header."""
+    from orchestrator.alma.client import AlmaClient
+
+    wiring = wiring or Wiring()
+    extra: dict[str, object] = {}
+    if wiring.sleep is not None:
+        extra["sleep"] = wiring.sleep
+    return AlmaClient(
+        base_url,
+        api_key,
+        transport=wiring.alma_transport,
+        timeout=timeout,
+        max_retries=1,
+        daily_call_floor=0,
+        user_agent=f"hwf/{__version__} (setup)",
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def build_setup_alma_for(config: Config, wiring: Wiring | None = None) -> AlmaClient:
+    """:func:`build_setup_alma` for ``config``'s gateway, key and timeout. :raises ConfigError: no key."""
+    return build_setup_alma(config.alma.base_url, config.require_api_key(), wiring, timeout=config.alma.timeout_seconds)
+
+
+def build_resolver_http(config: Config, wiring: Wiring | None = None) -> httpx.Client:
+    """A plain HTTP client for one look at ``config``'s handle resolver (``hwf ping``): redirects followed,
+    the resolver's timeout."""
+    import httpx
+
+    wiring = wiring or Wiring()
+    return httpx.Client(
+        timeout=config.handles.timeout_seconds,
+        follow_redirects=True,
+        headers={"User-Agent": f"hwf/{__version__} (ping)"},
+        transport=wiring.resolver_transport,
     )
 
 

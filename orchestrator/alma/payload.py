@@ -2,6 +2,7 @@
 
 A job-run payload can start from the template an operator pasted from Alma's Run-a-job wizard
 ("API Information" panel): hwf sets its own parameters (set_id, job_name) and keeps every other one.
+This is the one reader of that template: ``hwf ping`` asks it which parameters the template gives.
 """
 
 from __future__ import annotations
@@ -50,15 +51,42 @@ def build_job_payload(
         if fmt == "xml":
             return _xml_payload(etree.Element("job"), parameters)
         return _json_payload({}, parameters)
+    loaded = _load_template(template)
+    if isinstance(loaded, dict):
+        return _json_payload(loaded, parameters)
+    return _xml_payload(loaded, parameters)
+
+
+def template_parameter_names(template: bytes) -> set[str]:
+    """The names of the parameters a job payload template gives, as :func:`build_job_payload` reads them
+    (the parameters it keeps when it sets set_id and job_name).
+
+    :raises BadInputError: the template is neither XML nor a JSON object, or is malformed.
+    """
+    loaded = _load_template(template)
+    if isinstance(loaded, dict):
+        parameters = as_list(_json_holder(loaded).get("parameter"))
+        return {name for p in parameters if isinstance(p, dict) and (name := text_of(p.get("name")))}
+    wrapper = _xml_wrapper(loaded)
+    if wrapper is None:
+        return set()
+    found = (_xml_child_text(el, "name") for el in wrapper if isinstance(el.tag, str) and local_name(el) == "parameter")
+    return {name for name in found if name}
+
+
+def _load_template(template: bytes) -> etree._Element | Tree:
+    """A job payload template parsed: the XML root, or the JSON object.
+
+    :raises BadInputError: the template is neither XML nor a JSON object, or is malformed.
+    """
     kind = sniff(template)
     if kind == "xml":
         try:
-            root = parse_xml(template, "job payload template")
+            return parse_xml(template, "job payload template")
         except UnsafeXmlError as exc:
             if is_unsafe_xml(template):
                 raise
             raise BadInputError(f"job payload template: {exc}") from None
-        return _xml_payload(root, parameters)
     if kind == "json":
         try:
             data = json.loads(template.decode("utf-8-sig"))
@@ -66,12 +94,25 @@ def build_job_payload(
             raise BadInputError(f"job payload template: malformed JSON ({exc})") from None
         if not isinstance(data, dict):
             raise BadInputError('job payload template: JSON must be an object like {"parameter": [...]}')
-        return _json_payload(data, parameters)
+        return data
     raise BadInputError('job payload template: neither XML (<job>…) nor JSON ({"parameter": …})')
 
 
+def _xml_wrapper(root: etree._Element) -> etree._Element | None:
+    """The template's ``<parameters>`` element (the first one), if it has one."""
+    return next((el for el in root.iter() if isinstance(el.tag, str) and local_name(el) == "parameters"), None)
+
+
+def _json_holder(data: Tree) -> Tree:
+    """The object whose ``parameter`` list holds the parameters: ``data`` or its ``parameters`` object."""
+    holder = data.get("parameters")
+    if "parameter" not in data and isinstance(holder, dict):
+        return holder
+    return data
+
+
 def _xml_payload(root: etree._Element, parameters: Sequence[tuple[str, str]]) -> tuple[str, bytes]:
-    wrapper = next((el for el in root.iter() if isinstance(el.tag, str) and local_name(el) == "parameters"), None)
+    wrapper = _xml_wrapper(root)
     if wrapper is None:
         wrapper = etree.SubElement(root, "parameters")
     for name, values in _grouped(parameters):
@@ -123,9 +164,7 @@ def _xml_param(parent: etree._Element, name: str, value: str) -> etree._Element:
 
 
 def _json_payload(data: Tree, parameters: Sequence[tuple[str, str]]) -> tuple[str, bytes]:
-    holder: Tree = data
-    if "parameter" not in data and isinstance(data.get("parameters"), dict):
-        holder = data["parameters"]
+    holder = _json_holder(data)
     current = as_list(holder.get("parameter"))
     for name, values in _grouped(parameters):
         new = [{"name": {"value": name}, "value": value} for value in values]

@@ -1,14 +1,19 @@
-"""The ``hwf`` command line. Each module registers its commands on the one typer ``app``:
-``run`` (moving sets forward), ``read`` (status, history, report), ``setup`` (init, jobs, ping),
-``ops`` (audit), ``doctor``, ``evidence`` (support-case bundle), ``serve`` (overview, the dashboard), ``sim``
-(demo, simulator, db upgrade)."""
+"""The ``hwf`` command line, on typer.
+
+:mod:`~orchestrator.cli.base` holds the one ``app``, the table of its commands (the module that defines each,
+imported only when one of its commands runs), the common options and the exit path for errors. The command
+modules register their commands on ``app``: ``setup`` (init, ping, jobs), ``run`` (add, check, fix, exclude,
+include, advance, resume, verify, retry, confirm), ``read`` (status, history, report), ``serve`` (overview, the
+dashboard), ``ops`` (audit), ``evidence`` (the support-case bundle), ``doctor``, ``demo``, ``sim`` (the
+simulator, db upgrade), ``about`` (version, graph). ``render`` draws tables and progress with rich; ``text``
+escapes data for the terminal and shows local times.
+"""
 
 from __future__ import annotations
 
-from orchestrator.cli import doctor, evidence, ops, read, run, serve, setup, sim
 from orchestrator.cli.base import app, owns_process
 
-__all__ = ["app", "main", "doctor", "evidence", "ops", "read", "run", "serve", "setup", "sim"]
+__all__ = ["app", "main"]
 
 
 def main() -> None:

@@ -1,24 +1,33 @@
-"""What every command module shares: the typer apps, the consoles, and the one exit path for errors.
+"""What every command module shares: the typer apps and the table of commands, the consoles, the common
+options, and the one exit path for errors.
 
 A command parses its options, builds the context through :mod:`orchestrator.wiring`, calls one service
-function and renders the result. Domain errors become one line on stderr and an exit code
-(INTERFACE.md): 1 operational, 2 bad usage or input, 3 needs attention, 4 set held by another process.
+function and renders the result. A domain error becomes one line on stderr (``Error: ...``, its first line
+unless -v) and its exit code (:class:`orchestrator.errors.HwfError` ``.exit_code``): 1 operational, 2 bad usage
+or input, 3 needs attention, 4 set held by another process; a bug shows its traceback.
+
+This module is imported by every ``hwf`` run, ``hwf --help`` included: it imports no command module and no
+service. A command's module is imported when the command runs (:class:`HwfRoot`), and imports what it needs at
+its top.
 """
 
 from __future__ import annotations
 
 import gc
+import importlib
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import sys
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, NoReturn
 
 import typer
 import typer.main
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
+from orchestrator import __version__
 from orchestrator.cli.text import TimeDisplay, clean
 from orchestrator.config import Config, find_config_path, load_config
 from orchestrator.errors import HwfError
@@ -26,6 +35,88 @@ from orchestrator.errors import HwfError
 if TYPE_CHECKING:
     from orchestrator.service.context import Context
     from orchestrator.wiring import Wiring
+
+
+class Lazy(NamedTuple):
+    """Where a command of ``hwf`` is defined (a module of :mod:`orchestrator.cli`) and its one-line help."""
+
+    module: str
+    help: str
+
+
+# Every command of `hwf`, in the order `hwf --help` lists them: a new user's workflow first, then operations,
+# then the tools. Each names the module that defines it, imported only when the command runs, and its
+# one-line help for `hwf --help` and shell completion, which therefore import no command module (a test
+# holds each help equal to the first sentence of the command's docstring).
+COMMANDS: dict[str, Lazy] = {
+    "init": Lazy(
+        "setup", "Write a commented hwf.toml; with an API key in the environment, look the three job ids up in Alma."
+    ),
+    "ping": Lazy(
+        "setup", "Check, with read-only calls, that the key, the jobs and the handle resolver are ready for a run."
+    ),
+    "jobs": Lazy("setup", "List the institution's manual jobs (id, name, category), to fill in [alma.jobs]."),
+    "add": Lazy("run", "Register an existing Alma set (reads its name and members), or create sets from a CSV."),
+    "check": Lazy(
+        "run", "Preflight: read every record's Dublin Core and classify it (READY, NEEDS_COPY, NEEDS_FIX, ...)."
+    ),
+    "fix": Lazy(
+        "run",
+        "Remove xsi:type from the handle dc:identifier of NEEDS_FIX records; a dry run (a line each) unless --apply.",
+    ),
+    "exclude": Lazy(
+        "run",
+        "Leave records out of the workflow: out of every later guard, of verification, and (unless "
+        "--keep-in-alma-set) out of the Alma set the jobs run on (audited).",
+    ),
+    "include": Lazy("run", "Take excluded records back into the workflow (audited)."),
+    "advance": Lazy(
+        "run", "Run the set forward, step after step, until verified, or until it must wait or needs attention."
+    ),
+    "resume": Lazy(
+        "run",
+        "Advance every unfinished set (`hwf resume` and `hwf resume --all` are the same), re-attaching to Alma "
+        "jobs already running: a scheduler within Alma's limits.",
+    ),
+    "status": Lazy("read", "Where each set stands."),
+    "overview": Lazy(
+        "serve", "The whole migration at a glance: sets per state, records verified, attention, running jobs, ETA."
+    ),
+    "history": Lazy(
+        "read", "The audit trail: every transition, submission, job result and operator action, oldest first."
+    ),
+    "report": Lazy("read", "Per-record results: MMS ID, handle, preflight class, verdict, resolved and expected URL."),
+    "verify": Lazy("run", "Resolve every handle of the set at the handle proxy and compare with its Primo record URL."),
+    "retry": Lazy(
+        "run", "Clear a set's attention after fixing the cause, so `hwf advance` runs the step again (audited)."
+    ),
+    "confirm": Lazy(
+        "run", "Adopt a job instance for the set's waiting step (manual integration, ambiguous reconciliation)."
+    ),
+    "audit": Lazy(
+        "ops",
+        "What Alma's own job history says ran on a set (including runs made by hand in the UI), in which order, "
+        "with which result, and whether the order was valid.",
+    ),
+    "evidence": Lazy(
+        "evidence",
+        "A zip for an Ex Libris support case: report, history, raw job instances, preflight, backups, "
+        "configuration without the key, hwf's version; times in UTC and the institution's time zone.",
+    ),
+    "serve": Lazy(
+        "serve", "The read-only web dashboard of the migration, from the same database (workers may run meanwhile)."
+    ),
+    "doctor": Lazy(
+        "doctor",
+        "Find what crashes and killed processes left behind (stale leases, jobs stuck submitting, instances "
+        "Alma no longer knows, inconsistent rows, an old schema) and say what to do.",
+    ),
+    "graph": Lazy("about", "The state machine as a mermaid diagram."),
+    "demo": Lazy("demo", "The whole workflow end to end against the built-in simulator: no Alma account needed."),
+    "sim": Lazy("sim", "The built-in Alma simulator."),
+    "db": Lazy("sim", "Database maintenance."),
+    "version": Lazy("about", "Print hwf's version (also: hwf --version)."),
+}
 
 
 class HwfGroup(TyperGroup):
@@ -39,11 +130,98 @@ class HwfGroup(TyperGroup):
         return command
 
 
-def _typer(help_text: str) -> typer.Typer:
+class _Commands(MutableMapping[str, Any]):
+    """The commands of ``hwf`` by name, in :data:`COMMANDS` order. Looking a command up imports the module that
+    defines it (once) and builds the command from what that module registered on :data:`app`; listing the
+    names imports nothing. Within :meth:`summaries`, a command not loaded yet is looked up as a stand-in that
+    has only its name and its help from the table."""
+
+    def __init__(self, built: MutableMapping[str, Any]) -> None:
+        self._built = dict(built)  # what typer built from the commands registered so far
+        self._loaded = {
+            name
+            for name, lazy in COMMANDS.items()
+            if name in self._built and f"{__package__}.{lazy.module}" in sys.modules
+        }
+        self._summaries = False
+
+    def __getitem__(self, name: str) -> Any:
+        lazy = COMMANDS.get(name)
+        if lazy is not None and name not in self._loaded:
+            if self._summaries:
+                return TyperCommand(name=name, help=lazy.help)
+            self._load(lazy.module)
+        return self._built[name]
+
+    def _load(self, module: str) -> None:
+        importlib.import_module(f"{__package__}.{module}")
+        fresh = typer.main.get_group(app).commands
+        assert isinstance(fresh, _Commands)
+        for name, lazy in COMMANDS.items():
+            if lazy.module == module:
+                if name not in fresh._built:  # a bug, not a user's typo: not the KeyError that means "no such command"
+                    raise RuntimeError(f"{__package__}.{module} defines no command {name!r}")
+                self._built[name] = fresh._built[name]
+                self._loaded.add(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in COMMANDS or name in self._built
+
+    def __iter__(self) -> Iterator[str]:
+        yield from COMMANDS
+        yield from (name for name in self._built if name not in COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS) + sum(1 for name in self._built if name not in COMMANDS)
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._built[name] = command
+        self._loaded.add(name)
+
+    def __delitem__(self, name: str) -> None:
+        del self._built[name]
+        self._loaded.discard(name)
+
+    @contextmanager
+    def summaries(self) -> Iterator[None]:
+        """Within: a command not loaded yet is a stand-in (its name and one-line help), for listing it."""
+        self._summaries = True
+        try:
+            yield
+        finally:
+            self._summaries = False
+
+
+class HwfRoot(HwfGroup):
+    """The ``hwf`` group, its subcommands loaded lazily (click's "Lazily Loading Subcommands"): ``hwf status``
+    imports the module of ``status`` and what it needs, not every command's services; ``hwf --help`` and shell
+    completion list the commands from :data:`COMMANDS` without importing any."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = _Commands(self.commands)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        with self._summaries():
+            super().format_commands(ctx, formatter)
+
+    def shell_complete(self, ctx: Any, incomplete: str) -> Any:
+        with self._summaries():
+            return super().shell_complete(ctx, incomplete)
+
+    def _summaries(self) -> AbstractContextManager[None]:
+        assert isinstance(self.commands, _Commands)
+        return self.commands.summaries()
+
+
+def _typer(help_text: str, group: type[TyperGroup] = HwfGroup) -> typer.Typer:
     # rich_markup_mode=None: plain click help, so square brackets ([alma.jobs]) print as written, paragraphs
     # are re-wrapped to the terminal and option names are never cut at 80 columns.
     return typer.Typer(
-        cls=HwfGroup,
+        cls=group,
         no_args_is_help=True,
         pretty_exceptions_show_locals=False,
         rich_markup_mode=None,
@@ -51,9 +229,9 @@ def _typer(help_text: str) -> typer.Typer:
     )
 
 
-app = _typer("hwf: give Alma digital titles their existing Handle identifiers, safely and provably.")
-sim_app = _typer("The built-in Alma simulator.")
-db_app = _typer("Database maintenance.")
+app = _typer("hwf: give Alma digital titles their existing Handle identifiers, safely and provably.", HwfRoot)
+sim_app = _typer(COMMANDS["sim"].help)
+db_app = _typer(COMMANDS["db"].help)
 app.add_typer(sim_app, name="sim")
 app.add_typer(db_app, name="db")
 
@@ -142,8 +320,6 @@ def add_common_options(command: Any) -> None:
 
 def _print_version(value: bool) -> None:
     if value:
-        from orchestrator import __version__
-
         typer.echo(f"hwf {__version__}")
         raise typer.Exit()
 
@@ -197,6 +373,10 @@ def errors() -> Iterator[None]:
 def config() -> Config:
     """The configuration named by --config, $HWF_CONFIG or ./hwf.toml. :raises ConfigError:"""
     return load_config(config_path())
+
+
+# The three functions below import orchestrator.wiring (and through it the services, SQLAlchemy, httpx) and the
+# renderer when a command asks for its context: this module is imported by `hwf --help` and `hwf --version` too.
 
 
 def wiring() -> Wiring | None:

@@ -4,21 +4,41 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator.cli.base import app, err, errors, fail, out, time_display
 from orchestrator.cli.render import RichReporter, print_fix, print_steps
 from orchestrator.cli.text import TimeDisplay, safe
 from orchestrator.config import load_config
 from orchestrator.domain.wording import plural
 from orchestrator.errors import NeedsAttentionError
-from orchestrator.service import preflight, verification, views, workflow
+from orchestrator.service import preflight, repair, verification, views, workflow
 from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, SimServer, Simulator
+from orchestrator.wiring import build_context
 
 DEMO_KEY_ENV = "HWF_DEMO_API_KEY"
 DEMO_SET_NAME = "Demo digital titles"
+
+
+@app.command()
+def demo(
+    *,
+    records: Annotated[int, typer.Option(help="How many digital titles the demo set has.")] = 300,
+    directory: Annotated[Path, typer.Option("--dir", help="Where the demo database and config go.")] = Path("hwf-demo"),
+    job_seconds: Annotated[float, typer.Option(help="How long each simulated Alma job runs.")] = 4.0,
+) -> None:
+    """The whole workflow end to end against the built-in simulator: no Alma account needed."""
+    if not 1 <= records <= 100_000:
+        fail(f"--records must be between 1 and 100000, not {records}", 2)
+    if not 0 <= job_seconds <= 3600:  # also refuses nan
+        fail(f"--job-seconds must be between 0 and 3600, not {job_seconds}", 2)
+    with errors():
+        run_demo(out, err, directory=directory, records=records, job_seconds=job_seconds, times=time_display())
 
 
 def _write_config(path: Path, url: str, database: Path, job_ids: dict[str, str]) -> None:
@@ -67,8 +87,6 @@ def run_demo(
     times: TimeDisplay | None = None,
 ) -> None:
     """Start the simulator, create a set of realistic titles, and drive it to ``verified``."""
-    from orchestrator.wiring import build_context
-
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     database = directory / "hwf.db"
@@ -127,7 +145,7 @@ def run_demo(
 
 def _show_and_fix_the_trap(out: Console, ctx: Context, set_id: str) -> bool:
     """The seed case's trap: show one record's diff, then repair every record (False: nothing to fix)."""
-    dry = preflight.fix(ctx, set_id, apply=False, diff=True)
+    dry = repair.fix(ctx, set_id, apply=False, diff=True)
     if not dry.diffs:
         return False
     first = next(iter(dry.diffs))
@@ -136,11 +154,11 @@ def _show_and_fix_the_trap(out: Console, ctx: Context, set_id: str) -> bool:
         "onto dc:identifier, and the Handle Migration job would skip those records while "
         "reporting success. `hwf fix` removes only that attribute (diff of one record):"
     )
-    one = preflight.FixReport(
+    one = repair.FixReport(
         set=dry.set, mode="dry-run", summaries={first: dry.summaries[first]}, diffs={first: dry.diffs[first]}
     )
     print_fix(out, one, diff=True)
-    applied = preflight.fix(ctx, set_id, apply=True)
+    applied = repair.fix(ctx, set_id, apply=True)
     out.print(
         f"`hwf fix {set_id} --apply`: {plural(len(applied.changed), 'record')} repaired "
         "(each original <bib> backed up first; `hwf fix --undo` restores them).\n"

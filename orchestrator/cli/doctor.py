@@ -10,6 +10,7 @@ import typer
 from orchestrator.cli.base import app, build_context, config, errors, out
 from orchestrator.cli.text import safe
 from orchestrator.domain.wording import plural
+from orchestrator.service import doctor as checks
 
 
 @app.command()
@@ -20,8 +21,6 @@ def doctor(
 ) -> None:
     """Find what crashes and killed processes left behind (stale leases, jobs stuck submitting, instances Alma
     no longer knows, inconsistent rows, an old schema) and say what to do. Exit 0 if healthy, 1 if not."""
-    from orchestrator.service import doctor as checks
-
     with errors():
         cfg = config()
         diagnosis = checks.run(

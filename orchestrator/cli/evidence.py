@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli.base import app, context, dump, err, errors
+from orchestrator.service import evidence as service
 
 
 @app.command()
@@ -19,8 +20,6 @@ def evidence(
 ) -> None:
     """A zip for an Ex Libris support case: report, history, raw job instances, preflight, backups,
     configuration without the key, hwf's version; times in UTC and the institution's time zone."""
-    from orchestrator.service import evidence as service
-
     with context(quiet=True) as ctx, errors():
         result = service.build(ctx, set_ref, output)
     if json_output:

@@ -1,21 +1,16 @@
-"""Operations commands (``hwf doctor``, ``hwf audit``), registered on the main ``app``."""
+"""``hwf audit``: what Alma's own job history says ran on a set, registered on the main ``app``."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from orchestrator.cli.base import app, context, errors, out, time_display
 from orchestrator.cli.text import safe
-
-if TYPE_CHECKING:
-    from orchestrator.service.audit import AuditReport
-
-# ---------------------------------------------------------------------------------------------
-# hwf audit
+from orchestrator.service.audit import AuditReport, audit_set
 
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "note": "dim"}
 
@@ -30,8 +25,6 @@ def audit(
     """What Alma's own job history says ran on a set (including runs made by hand in the UI), in which
     order, with which result, and whether the order was valid. Exit 3 if it was not."""
     with context(quiet=True) as ctx, errors():
-        from orchestrator.service.audit import audit_set
-
         report = audit_set(ctx, set_ref, days=days)
     if json_output:
         typer.echo(json.dumps(report.as_json(), indent=2, ensure_ascii=False))

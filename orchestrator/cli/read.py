@@ -1,4 +1,4 @@
-"""Commands that read: status, history, report, graph, version."""
+"""Commands that read the database: status, history, report."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from typing import Annotated
 
 import typer
 
-from orchestrator import __version__
 from orchestrator.cli.base import app, context, dump, err, errors, fail, out, time_display, verbosity
+from orchestrator.cli.render import HistoryLines, print_status, print_steps
 from orchestrator.cli.text import clean, safe
+from orchestrator.service import report as reports
+from orchestrator.service import views, worker
 
 
 @app.command()
@@ -24,19 +26,13 @@ def status(
 ) -> None:
     """Where each set stands. On a terminal, long names and reasons are shortened to one line;
     `hwf status SET` shows one set in full. Piped, the output is tab-separated and never shortened."""
-    from orchestrator.cli.render import print_status
-
     with context(quiet=True) as ctx, errors():
-        from orchestrator.service import views
-
         rows = views.status(ctx, set_ref)
     if json_output:
         dump([r.as_json() for r in rows])
     else:
         print_status(out, rows, full=set_ref is not None)
         if set_ref is None:
-            from orchestrator.service import worker
-
             with context(quiet=True) as ctx, errors():
                 for w in worker.workers(ctx):
                     out.print(clean(w.text()), markup=False)
@@ -56,11 +52,7 @@ def history(
     if steps:
         _steps(set_ref, json_output)
         return
-    from orchestrator.cli.render import HistoryLines
-
     with context(quiet=True) as ctx, errors():
-        from orchestrator.service import views
-
         events = iter(views.history(ctx, set_ref))
         first = next(events, None)  # an unknown set fails here, before anything is written
         everything = itertools.chain([first], events) if first is not None else iter(())
@@ -88,11 +80,7 @@ def history(
 
 
 def _steps(set_ref: str, json_output: bool) -> None:
-    from orchestrator.cli.render import print_steps
-
     with context(quiet=True) as ctx, errors():
-        from orchestrator.service import views
-
         steps = views.attempts(ctx, set_ref)
         times = time_display(ctx.config)
     if json_output:
@@ -116,8 +104,6 @@ def report(
     ] = False,
 ) -> None:
     """Per-record results: MMS ID, handle, preflight class, verdict, resolved and expected URL."""
-    from orchestrator.service import report as reports
-
     if json_output and format not in (None, "json"):
         fail(f"--json means --format json, not --format {format}: give one of them", 2)
     format = "json" if json_output else format or "csv"
@@ -135,17 +121,3 @@ def report(
                 fail(f"cannot write the report to standard output: {exc.strerror or exc}", 1)
     if output is not None and verbosity() >= 0:
         err.print(f"Wrote {safe(output)}")
-
-
-@app.command()
-def graph() -> None:
-    """The state machine as a mermaid diagram."""
-    from orchestrator.domain import machine
-
-    typer.echo(machine.mermaid(), nl=False)
-
-
-@app.command()
-def version() -> None:
-    """Print hwf's version (also: hwf --version)."""
-    typer.echo(__version__)

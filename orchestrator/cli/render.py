@@ -21,11 +21,13 @@ from rich.progress import (
 from rich.table import Column, Table
 
 from orchestrator.alma.types import JobInstance
-from orchestrator.cli.text import TimeDisplay, clean, duration, safe, shorten
+from orchestrator.cli.text import TimeDisplay, clean, safe, shorten
+from orchestrator.display import duration
 from orchestrator.domain.wording import plural
 
 if TYPE_CHECKING:
-    from orchestrator.service.preflight import CheckSummary, FixReport
+    from orchestrator.service.preflight import CheckSummary
+    from orchestrator.service.repair import FixReport
     from orchestrator.service.views import AttemptView, EventView, SetSummary
 
 
@@ -344,8 +346,8 @@ def print_steps(console: Console, steps: Sequence[AttemptView], times: TimeDispl
     below = []
     for a in steps:
         counters = _counters_text(a.counters)
-        took = duration((a.finished_at - a.started_at).total_seconds()) if a.finished_at else "-"
-        started = (times.stamp(a.started_at),) if wide else ()
+        took = duration((a.ended_at - a.begun_at).total_seconds()) if a.ended_at else "-"
+        started = (times.stamp(a.begun_at),) if wide else ()
         table.add_row(a.step, safe(a.instance_id or "-"), safe(a.status or a.state), *started, took)
         if counters:
             below.append(f"  {a.step}: {safe(counters)}")

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from orchestrator.cli.base import app, context, dump, err, errors, fail, out, say
+from orchestrator.cli.render import FixProgress, print_check, print_fix
 from orchestrator.cli.text import clean, safe
+from orchestrator.display import iso_z
 from orchestrator.domain.handles import VERIFIED_VALUES
 from orchestrator.domain.wording import plural
-
-if TYPE_CHECKING:
-    from orchestrator.service import scheduler
-    from orchestrator.service.workflow import AdvanceResult
+from orchestrator.service import adoption, batches, dryrun, preflight, repair, scheduler, verification, worker, workflow
+from orchestrator.service.actions import manual
+from orchestrator.service.workflow import AdvanceResult
 
 SET_HELP = "Alma set id or the local name given at `hwf add`."
 
@@ -42,7 +44,7 @@ def result_json(r: AdvanceResult) -> dict[str, object]:
         "outcome": r.outcome.value,
         "state": r.state,
         "message": r.message,
-        "wait_until": r.wait_until.isoformat().replace("+00:00", "Z") if r.wait_until else None,
+        "wait_until": iso_z(r.wait_until),
     }
 
 
@@ -74,8 +76,6 @@ def add(
             fail("--from-csv creates new sets: give no ALMA_SET_ID and no --adopt", 2)
         if not name:
             fail("--from-csv needs --name NAME (sets are named 'NAME (batch k/K)')", 2)
-        from orchestrator.service import batches
-
         with context(quiet=json_output) as ctx, errors():
             summaries = batches.add_from_csv(ctx, from_csv, name, batch_size=batch_size)
     else:
@@ -83,12 +83,8 @@ def add(
             fail("give an ALMA_SET_ID, or --from-csv FILE --name NAME", 2)
         with context(quiet=json_output) as ctx, errors():
             if adopt:
-                from orchestrator.service import audit
-
-                summaries = [audit.adopt(ctx, alma_set_id, name)]
+                summaries = [adoption.adopt(ctx, alma_set_id, name)]
             else:
-                from orchestrator.service import workflow
-
                 summaries = [workflow.add_set(ctx, alma_set_id, name)]
     if json_output:
         dump([s.as_json() for s in summaries] if from_csv else summaries[0].as_json())
@@ -110,9 +106,6 @@ def check(
 
     Exit 0 when the set can go on as it is (every included record READY or NEEDS_COPY), 3 when it
     cannot (NEEDS_FIX, NO_HANDLE, BAD_HANDLE, DUPLICATE_HANDLE, NOT_DC, BAD_XML, MISSING)."""
-    from orchestrator.cli.render import print_check
-    from orchestrator.service import preflight
-
     with context(quiet=json_output) as ctx, errors():
         summary = preflight.check_set(ctx, set_ref)
     if json_output:
@@ -136,8 +129,6 @@ def exclude(
 ) -> None:
     """Leave records out of the workflow: out of every later guard, of verification, and (unless
     --keep-in-alma-set) out of the Alma set the jobs run on (audited)."""
-    from orchestrator.service import preflight
-
     with context(quiet=True) as ctx, errors():
         message = preflight.exclude(ctx, set_ref, mms_ids, reason, keep_in_alma_set=keep_in_alma_set)
     _said("exclude", set_ref, message, json_output)
@@ -152,8 +143,6 @@ def include(
     json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
     """Take excluded records back into the workflow (audited)."""
-    from orchestrator.service import preflight
-
     with context(quiet=True) as ctx, errors():
         message = preflight.include(ctx, set_ref, mms_ids, reason)
     _said("include", set_ref, message, json_output)
@@ -171,9 +160,6 @@ def fix(
     """Remove xsi:type from the handle dc:identifier of NEEDS_FIX records; a dry run (a line each) unless
     --apply. Records are read 100 at a time and written concurrently within the rate cap, each original
     backed up first."""
-    from orchestrator.cli.render import FixProgress, print_fix
-    from orchestrator.service import preflight
-
     if apply and undo:
         fail("--apply and --undo cannot be used together", 2)
     if undo and diff:
@@ -182,9 +168,9 @@ def fix(
     try:
         with context(quiet=True) as ctx, errors():
             if undo:
-                result = preflight.undo(ctx, set_ref, progress=progress)
+                result = repair.undo(ctx, set_ref, progress=progress)
             else:
-                result = preflight.fix(ctx, set_ref, apply=apply, diff=diff, progress=progress)
+                result = repair.fix(ctx, set_ref, apply=apply, diff=diff, progress=progress)
     finally:
         if progress is not None:
             progress.close()
@@ -211,8 +197,6 @@ def advance(
     Exit 0 when verified (or waiting, with --no-wait), 3 when the set needs attention (the reason is on
     stderr), 4 when another hwf process holds it."""
     if dry_run:
-        from orchestrator.service import dryrun
-
         with context(quiet=True) as ctx, errors():
             plan = dryrun.describe_advance(ctx, set_ref)
         if json_output:
@@ -221,8 +205,6 @@ def advance(
             typer.echo(clean(plan.text(), keep_newlines=True))
         return
     with context(quiet=json_output) as ctx, errors():
-        from orchestrator.service import workflow
-
         result = workflow.advance(ctx, set_ref, wait=wait)
     if json_output:
         dump(result_json(result))
@@ -272,8 +254,6 @@ def resume(
         _follow(only, max_running, until_idle)
         return
     if dry_run:
-        from orchestrator.service import dryrun
-
         with context(quiet=True) as ctx, errors():
             plans = dryrun.describe_all(ctx, only=only)
         if json_output:
@@ -284,8 +264,6 @@ def resume(
             say("Nothing to resume: every set is verified.")
         return
     with context(quiet=json_output) as ctx, errors():
-        from orchestrator.service import scheduler
-
         summary = scheduler.resume_all(ctx, wait=wait, only=only, max_running=max_running)
     if json_output:
         dump(
@@ -313,10 +291,6 @@ def _print_resume(summary: scheduler.ResumeSummary) -> None:
 
 
 def _follow(only: str | None, max_running: int | None, until_idle: bool) -> None:
-    import signal
-
-    from orchestrator.service import worker
-
     stop = worker.StopFlag()
 
     def on_signal(number: int, _frame: object) -> None:
@@ -346,8 +320,6 @@ def verify(
     json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
     """Resolve every handle of the set at the handle proxy and compare with its Primo record URL."""
-    from orchestrator.service import verification
-
     with context(quiet=json_output) as ctx, errors():
         counts = verification.verify_set(ctx, set_ref, recheck_all=recheck_all, follow=follow)
     if json_output:
@@ -368,8 +340,6 @@ def retry(
 ) -> None:
     """Clear a set's attention after fixing the cause, so `hwf advance` runs the step again (audited)."""
     with context(quiet=True) as ctx, errors():
-        from orchestrator.service import workflow
-
         message = workflow.retry(ctx, set_ref, reason=reason, step=step)
     _said("retry", set_ref, message, json_output)
 
@@ -388,8 +358,6 @@ def confirm(
     """Adopt a job instance for the set's waiting step (manual integration, ambiguous reconciliation).
 
     The instance must be a run of the step's job, on this set, and not adopted by another set or step."""
-    from orchestrator.service import jobs
-
     with context(quiet=True) as ctx, errors():
-        message = jobs.confirm(ctx, set_ref, instance, force=force)
+        message = manual.confirm(ctx, set_ref, instance, force=force)
     _said("confirm", set_ref, message, json_output)

@@ -4,9 +4,12 @@ registered on the main ``app``. Both show the one read model, ``overview.overvie
 from __future__ import annotations
 
 import json
+import secrets
+import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Annotated
+import webbrowser
+from typing import Annotated
 
 import typer
 from rich.console import Group, RenderableType
@@ -15,9 +18,12 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli.base import app, config, context, errors, fail, out
-
-if TYPE_CHECKING:
-    from orchestrator.service.overview import Overview
+from orchestrator.cli.text import clean, shorten
+from orchestrator.config import is_loopback_host
+from orchestrator.display import duration, utc_stamp
+from orchestrator.service import overview as read
+from orchestrator.service.overview import Overview
+from orchestrator.wiring import read_only_context
 
 DEFAULT_PORT = 8155
 MIN_TOKEN_LENGTH = 16
@@ -27,14 +33,7 @@ MIN_TOKEN_LENGTH = 16
 
 
 def _short(text: str, width: int) -> str:
-    from orchestrator.web.text import clean
-
-    text = " ".join(clean(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _stamp(ov: Overview) -> str:
-    return ov.generated_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return shorten(" ".join(clean(text, keep_newlines=True).split()), width)
 
 
 def render_overview(ov: Overview) -> RenderableType:
@@ -42,12 +41,12 @@ def render_overview(ov: Overview) -> RenderableType:
     lines: list[RenderableType] = []
     pct = f" ({100 * ov.records_verified / ov.records:.1f} %)" if ov.records else ""
     head = Text()
-    head.append(f"hwf overview, {_stamp(ov)}\n", style="bold")
+    head.append(f"hwf overview, {utc_stamp(ov.generated_at)}\n", style="bold")
     head.append(f"Records verified: {ov.records_verified:,} of {ov.records:,}{pct}")
     head.append(f", {ov.records_excluded:,} excluded\n" if ov.records_excluded else "\n")
     states = ", ".join(f"{state} {n}" for state, n in ov.sets_by_state.items())
     head.append(f"Sets: {ov.sets} ({states})\n")
-    eta = ov.eta.strftime("%Y-%m-%d %H:%M UTC") if ov.eta else ("done" if ov.done else "unknown")
+    eta = utc_stamp(ov.eta, seconds=False) if ov.eta else ("done" if ov.done else "unknown")
     head.append(f"ETA: {eta}", style="bold")
     head.append(f" ({ov.eta_note})\n")
     limits = ov.limits
@@ -58,9 +57,9 @@ def render_overview(ov: Overview) -> RenderableType:
     )
     oldest = ov.oldest_check
     if oldest is not None:
-        head.append(f"Oldest full verification: set {oldest[0]}, {oldest[1].strftime('%Y-%m-%d %H:%M UTC')}\n")
+        head.append(f"Oldest full verification: set {oldest[0]}, {utc_stamp(oldest[1], seconds=False)}\n")
     if ov.durations:
-        measured = ", ".join(f"{step} {d.mean_seconds / 60:.1f} min ({d.runs})" for step, d in ov.durations.items())
+        measured = ", ".join(f"{step} {duration(d.mean_seconds)} ({d.runs})" for step, d in ov.durations.items())
         head.append(f"Job durations measured (mean, runs): {measured}\n")
     lines.append(head)
     if ov.attention:
@@ -95,8 +94,6 @@ def overview(
     ] = None,
 ) -> None:
     """The whole migration at a glance: sets per state, records verified, attention, running jobs, ETA."""
-    from orchestrator.service import overview as read
-
     if watch is not None and not watch > 0:
         fail(f"--watch must be a positive number of seconds, not {watch:g}", 2)
     with context(quiet=True) as ctx, errors():
@@ -127,8 +124,6 @@ def overview(
 
 def _display_host(host: str) -> str:
     if host in ("0.0.0.0", "::", ""):
-        import socket  # here, not at the top: every hwf command imports this module to register `serve`
-
         return socket.gethostname()
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
@@ -151,8 +146,9 @@ def serve(
     refresh: Annotated[float, typer.Option(help="How often the overview page updates itself, in seconds.")] = 5.0,
 ) -> None:
     """The read-only web dashboard of the migration, from the same database (workers may run meanwhile)."""
-    from orchestrator.web import bind, create_app, is_loopback
-    from orchestrator.web import serve as run_server
+    # Imported here, not at the top: `hwf overview` shares this module and needs none of Starlette and Jinja
+    # (0.1 s of start-up). `web.serve` is looked up when called: a test replaces it.
+    from orchestrator import web
 
     if not 0 <= port <= 65535:
         fail(f"--port must be between 0 and 65535, not {port}", 2)
@@ -160,17 +156,13 @@ def serve(
         fail(f"--refresh must be a positive number of seconds, not {refresh:g}", 2)
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
         fail(f"--token must be at least {MIN_TOKEN_LENGTH} characters long", 2)
-    loopback = is_loopback(host)
+    loopback = is_loopback_host(host)
     generated = token is None and not loopback
     if generated:
-        import secrets
-
         token = secrets.token_urlsafe(24)
     with errors():
-        from orchestrator.wiring import read_only_context
-
         ctx = read_only_context(config())
-        sock = bind(host, port)
+        sock = web.bind(host, port)
     try:
         actual = sock.getsockname()[1]
         base = f"http://{_display_host(host)}:{actual}/"
@@ -183,12 +175,10 @@ def serve(
             typer.echo(f"Open {url} (the token then lives in a cookie) or send Authorization: Bearer TOKEN.", err=True)
         typer.echo(url)
         if open_browser:
-            import webbrowser
-
             threading.Timer(0.5, webbrowser.open, args=(url,)).start()
-        app_ = create_app(ctx, token=token, loopback=loopback, poll_seconds=refresh)
+        app_ = web.create_app(ctx, token=token, loopback=loopback, poll_seconds=refresh)
         try:
-            run_server(app_, sock)
+            web.serve(app_, sock)
         except KeyboardInterrupt:
             pass
     finally:

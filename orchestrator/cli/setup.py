@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from orchestrator.cli.base import app, config, config_path, err, errors, fail, out
+from orchestrator.cli.base import app, config, config_path, err, errors, fail, out, wiring
 from orchestrator.cli.text import safe
 from orchestrator.config import STEP_JOB_KEYS, plain_http_elsewhere
 from orchestrator.errors import AlmaError
 
 if TYPE_CHECKING:
     from orchestrator.alma.types import JobInfo
-    from orchestrator.service import setup
+    from orchestrator.service.onboarding import InitResult, JobDiscovery
 
 _STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
@@ -29,9 +29,9 @@ def _interactive() -> bool:
 
 
 def _choose(role: str, candidates: tuple[JobInfo, ...]) -> str:
-    from orchestrator.service import setup  # lazy: keeps other commands' start-up light
+    from orchestrator.service.onboarding import ROLE_TITLES  # lazy: keeps other commands' start-up light
 
-    err.print(f"Several manual jobs could be {role} ({setup.ROLE_TITLES[role]}):")
+    err.print(f"Several manual jobs could be {role} ({ROLE_TITLES[role]}):")
     for number, job in enumerate(candidates, start=1):
         err.print(f"  {number}. {safe(job.id)}  {safe(job.name)}  ({safe(job.category or '-')})")
     while True:
@@ -69,26 +69,22 @@ def init(
     ] = None,
 ) -> None:
     """Write a commented hwf.toml; with an API key in the environment, look the three job ids up in Alma."""
-    from orchestrator.service import setup  # lazy: keeps other commands' start-up light
+    from orchestrator.service import onboarding  # lazy: keeps other commands' start-up light
 
     with errors():
-        base_url = setup.region_base_url(region)
-        code = setup.check_institution(institution) if institution is not None else None
-        given = {
-            "copy_identifiers": copy_job,
-            "handle_migration": migration_job,
-            "handle_integration": integration_job,
-        }
+        base_url = onboarding.region_base_url(region)
+        code = onboarding.check_institution(institution) if institution is not None else None
+        given = {"copy_identifiers": copy_job, "handle_migration": migration_job, "handle_integration": integration_job}
         chosen: dict[str, str | None] = {
-            role: setup.check_job_id(value, setup.ROLE_OPTIONS[role]) if value else None
+            role: onboarding.check_job_id(value, onboarding.ROLE_OPTIONS[role]) if value else None
             for role, value in given.items()
         }
         path = _config_path(output)
-        setup.refuse_overwrite(path, force)
+        onboarding.refuse_overwrite(path, force)
         names: dict[str, str] = {}
         key = os.environ.get(key_env, "").strip()
         found = _look_jobs_up(os.environ.get("HWF_ALMA_BASE_URL") or base_url, key, key_env, chosen, names)
-        settings = setup.InitSettings(
+        settings = onboarding.InitSettings(
             region=region,
             institution=code,
             jobs=chosen,
@@ -98,7 +94,7 @@ def init(
             primo_domain=primo_domain,
             primo_view=primo_view,
         )
-        result = setup.write_init_config(path, settings, force=force)
+        result = onboarding.write_init_config(path, settings, force=force)
     _print_init(result, names, found, key, key_env)
 
 
@@ -109,10 +105,13 @@ def jobs_command(
     json_output: Annotated[bool, typer.Option("--json", help="JSON array for scripts.")] = False,
 ) -> None:
     """List the institution's manual jobs (id, name, category), to fill in [alma.jobs]."""
-    from orchestrator.service import setup  # lazy: keeps other commands' start-up light
+    from orchestrator.service.onboarding import list_jobs  # lazy: keeps other commands' start-up light
+    from orchestrator.wiring import build_setup_alma_for
 
     with errors():
-        listings = setup.list_jobs(config(), search)
+        cfg = config()
+        with build_setup_alma_for(cfg, wiring()) as alma:
+            listings = list_jobs(cfg, alma, search)
     if json_output:
         typer.echo(json.dumps([listing.as_json() for listing in listings], indent=2, ensure_ascii=False))
         return
@@ -131,13 +130,31 @@ def jobs_command(
 
 def _look_jobs_up(
     lookup: str, key: str, key_env: str, chosen: dict[str, str | None], names: dict[str, str]
-) -> setup.JobDiscovery | None:
+) -> JobDiscovery | None:
     """With a key, find the three jobs in Alma by name (asking when several match and a person is there);
     fills ``chosen`` and ``names``. None without a key."""
-    from orchestrator.service import setup
+    from orchestrator.service.onboarding import discover_jobs
+    from orchestrator.service.ping import explain_alma_error
+    from orchestrator.wiring import build_setup_alma
 
     if not key:
         return None
+    _refuse_plain_http(lookup, key_env)
+    try:
+        with build_setup_alma(lookup, key, wiring()) as alma:
+            found = discover_jobs(alma)
+    except AlmaError as exc:
+        fail(
+            f"could not look the jobs up in Alma ({lookup}): {explain_alma_error(exc)}. "
+            f"Fix the key, or unset {key_env} to write the file with placeholders; nothing was written",
+            1,
+        )
+    _pick_jobs(found, chosen, names)
+    return found
+
+
+def _refuse_plain_http(lookup: str, key_env: str) -> None:
+    """Exit 2 before the key is sent anywhere but an https URL (or plain http to this machine)."""
     web = lookup.lower().startswith(("http://", "https://"))
     if not web or plain_http_elsewhere(lookup):
         # The config's own check (allow_insecure_http) cannot apply: there is no file yet.
@@ -149,15 +166,14 @@ def _look_jobs_up(
             f"unset {key_env} to write the file with placeholders; nothing was written",
             2,
         )
-    try:
-        with setup.make_client(lookup, key) as alma:
-            found = setup.discover_jobs(alma)
-    except AlmaError as exc:
-        fail(
-            f"could not look the jobs up in Alma ({lookup}): {setup.explain_alma_error(exc)}. "
-            f"Fix the key, or unset {key_env} to write the file with placeholders; nothing was written",
-            1,
-        )
+
+
+def _pick_jobs(found: JobDiscovery, chosen: dict[str, str | None], names: dict[str, str]) -> None:
+    """Fill ``chosen`` and ``names`` from what Alma lists: the job given by option (named if Alma has it),
+    else the one job that matches by name, else the one a person picks; exit 2 when several match and no
+    one is at the terminal."""
+    from orchestrator.service.onboarding import ROLE_OPTIONS
+
     ambiguous = []
     for role in STEP_JOB_KEYS:
         if chosen[role] is not None:
@@ -177,15 +193,12 @@ def _look_jobs_up(
                 names[role] = next(j.name for j in candidates if j.id == picked)
             else:
                 listed = "; ".join(f"{j.id} {j.name!r}" for j in candidates)
-                ambiguous.append(f"several jobs could be {role}: {listed}: pass {setup.ROLE_OPTIONS[role]} ID")
+                ambiguous.append(f"several jobs could be {role}: {listed}: pass {ROLE_OPTIONS[role]} ID")
     if ambiguous:
         fail(". ".join(ambiguous) + "; nothing was written", 2)
-    return found
 
 
-def _print_init(
-    result: setup.InitResult, names: dict[str, str], found: setup.JobDiscovery | None, key: str, key_env: str
-) -> None:
+def _print_init(result: InitResult, names: dict[str, str], found: JobDiscovery | None, key: str, key_env: str) -> None:
     out.print(f"Wrote {safe(result.path)} (Alma gateway {safe(result.base_url)})")
     for role in STEP_JOB_KEYS:
         job_id = result.jobs.get(role)
@@ -213,10 +226,17 @@ def ping(
     ] = False,
 ) -> None:
     """Check, with read-only calls, that the key, the jobs and the handle resolver are ready for a run."""
-    from orchestrator.service import setup  # lazy: keeps other commands' start-up light
+    from orchestrator.service.ping import ping as run_checks  # lazy: keeps other commands' start-up light
+    from orchestrator.wiring import build_resolver_http, build_setup_alma_for
 
     with errors():
-        report = setup.ping(config(), accept_unknown=accept_unknown)
+        cfg, given = config(), wiring()
+        report = run_checks(
+            cfg,
+            alma=lambda: build_setup_alma_for(cfg, given),
+            http=lambda: build_resolver_http(cfg, given),
+            accept_unknown=accept_unknown,
+        )
     if json_output:
         typer.echo(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
     else:

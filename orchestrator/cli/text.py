@@ -1,56 +1,40 @@
-"""Text for the terminal: the one escaping function every renderer uses, times, durations.
+"""Text for the terminal: the one escaping function every renderer uses, and local times.
 
 Everything that comes from Alma, a CSV or an operator (set names, titles, job names, reasons) is data:
-``safe`` makes it print as itself on a rich console (markup such as ``[/]`` or ``[link=...]`` escaped,
-control characters such as ESC shown as ``\\x1b``); ``clean`` does the second half for plain output.
+``safe`` makes it print as itself on a rich console (markup such as ``[/]`` or ``[link=...]`` escaped, the
+characters :mod:`orchestrator.display` calls unsafe shown as escapes such as ``\\x1b`` or ``\\u202e``);
+``clean`` does the second half for plain output.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, tzinfo
 
 from rich.markup import escape
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
-_CONTROL_OR_NEWLINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+from orchestrator.display import as_utc, show_unsafe
 
 
-def _visible(match: re.Match[str]) -> str:
-    code = ord(match.group())
+def _escape(character: str) -> str:
+    code = ord(character)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def clean(text: object, *, keep_newlines: bool = False) -> str:
-    """``text`` with every control character (ESC, CR, BEL, ..., and newlines unless ``keep_newlines``)
-    replaced by its visible escape, so nothing it contains can move the cursor or restyle the terminal."""
-    pattern = _CONTROL if keep_newlines else _CONTROL_OR_NEWLINE
-    return pattern.sub(_visible, str(text))
+    """``text`` with every unsafe character (ESC, CR, BEL, a bidirectional override, ..., and tab and newline
+    unless ``keep_newlines``) replaced by its escape, so nothing it contains can move the cursor, restyle the
+    terminal or reorder the line."""
+    return show_unsafe(str(text), _escape, keep_newlines=keep_newlines)
 
 
 def safe(text: object, *, keep_newlines: bool = False) -> str:
-    """``text`` for a rich console: control characters made visible, rich markup escaped."""
+    """``text`` for a rich console: unsafe characters made visible, rich markup escaped."""
     return escape(clean(text, keep_newlines=keep_newlines))
 
 
 def shorten(text: str, width: int) -> str:
     """``text`` cut to ``width`` characters with an ellipsis (for a screen; never for piped output)."""
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
-
-
-def duration(seconds: float) -> str:
-    """``45s``, ``4m 05s``, ``2h 03m``, ``3d 04h``."""
-    total = max(int(round(seconds)), 0)
-    if total < 60:
-        return f"{total}s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h {minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours:02d}h"
 
 
 class TimeDisplay:
@@ -62,8 +46,7 @@ class TimeDisplay:
         self._first_day: str | None = None
 
     def local(self, at: datetime) -> datetime:
-        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at
-        return at.astimezone(self.zone)  # zone None: the machine's local zone
+        return as_utc(at).astimezone(self.zone)  # zone None: the machine's local zone
 
     def stamp(self, at: datetime) -> str:
         """``14:02:05 CST`` (the date before it once the day changes)."""

@@ -6,9 +6,10 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from orchestrator.config import PrimoConfig
+from orchestrator.display import utc_stamp
 
 HANDLE_PROXY_HOSTS = frozenset({"hdl.handle.net"})
 
@@ -150,7 +151,7 @@ def stale_cache_detail(public_verdict: Verdict, public_url: str | None, expires:
     seen = f"{public_verdict.value} ({public_url.strip()})" if public_url else public_verdict.value
     return (
         f"right at the primary server; the public proxy still serves its cached value, {seen}, until "
-        f"{expires.astimezone(UTC).strftime('%Y-%m-%d %H:%M UTC')} at the latest"
+        f"{utc_stamp(expires, seconds=False)} at the latest"
     )
 
 

@@ -14,9 +14,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from orchestrator.alma.types import GOOD_STATUSES, Counter, JobInstance
-from orchestrator.domain.machine import Step
+from orchestrator.domain.steps import Step
 
 API_SUBMITTERS = ("exl_api", "api")
+UNKNOWN_INSTANCE_CODES = frozenset({"402218"})  # Alma's "Invalid job instance id": it knows no such run
 # hwf's job_name: "hwf <step> set <alma set id> hwf-<token>" (see job_name); Alma appends " - <timestamp>".
 HWF_NAME = re.compile(r"\bhwf (copy_identifiers|migrate|integrate) set (\d+) (hwf-[0-9a-f]+)")
 _EXCEPTION_WORDS = ("exception", "fail", "error")
@@ -131,7 +132,7 @@ def instance_window(started: datetime, now: datetime) -> tuple[date, date]:
 
 
 # Alma's clock has been seen ~30 hours behind the local one: look back at least this far for runs that
-# a lost database no longer knows about (DESIGN.md §3, issue 13 item 12).
+# a lost database no longer knows about, so that no step is submitted again after the database was lost.
 HISTORY_LOOKBACK = timedelta(days=3)
 
 
@@ -143,3 +144,31 @@ def history_window(now: datetime) -> tuple[date, date]:
 def settle_until(integration_ended: datetime, settle_minutes: float) -> datetime:
     """When verification may start: ``settle_minutes`` after the integration run ended."""
     return integration_ended + timedelta(minutes=settle_minutes)
+
+
+POLL_GROWTH = 1.5  # each poll of a running job waits this much longer than the one before, up to the maximum
+
+
+def next_poll_interval(current: float | None, maximum: float) -> float:
+    """The wait before the next poll of a job still running: the last wait grown, at most ``maximum``."""
+    return min((current or 1.0) * POLL_GROWTH, maximum)
+
+
+def poll_schedule(first: float, maximum: float) -> str:
+    """How the polls of a running job are spaced, for people: ``every 15 s, growing to 300 s``."""
+    return f"every {first:g} s, growing to {maximum:g} s"
+
+
+def run_seconds(
+    alma_submitted: datetime | None,
+    alma_ended: datetime | None,
+    submitted: datetime | None,
+    ended: datetime | None,
+) -> float | None:
+    """How long a run took, submission to end: by Alma's clock when Alma gave both times, else by hwf's
+    (never one of each: the two clocks have been seen hours apart). None while it has not ended."""
+    if alma_submitted is not None and alma_ended is not None:
+        return max((alma_ended - alma_submitted).total_seconds(), 0.0)
+    if submitted is not None and ended is not None:
+        return max((ended - submitted).total_seconds(), 0.0)
+    return None

@@ -1,18 +1,16 @@
-"""``hwf audit`` and ``hwf add --adopt``: what Alma's own job history says happened to a set.
+"""``hwf audit``: what Alma's own job history says happened to a set (``hwf add --adopt`` builds on it).
 
 The instances of the three configured jobs over a window are listed and kept when their name names
 the set: hwf's runs carry ``hwf <step> set <id> <token>``, runs made in the Alma UI are named
 ``<job> - <set name> - <timestamp>``. The runs, in submission order, are walked through the workflow's
 order (copy, migration, integration): each run counts, is harmless, or breaks the order, and every
-finding says what is wrong and what to do. ``adopt`` registers a set at the stage the history proves,
-records the runs as finished attempts (so hwf never runs those steps twice), and refuses to go past
-an invalid order.
+finding says what is wrong and what to do. ``service.adoption`` registers a set at the stage the history
+proves.
 """
 
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,19 +18,26 @@ from typing import Any
 from sqlalchemy import func, select
 
 from orchestrator.alma.types import JobInstance
+from orchestrator.display import iso_z, utc_stamp
 from orchestrator.domain.jobrules import HWF_NAME, SetMatch, counted, match_instance, run_ok, submitted_by_api
-from orchestrator.domain.machine import Stage, Step, StepFacts
+from orchestrator.domain.steps import JOB_STEPS, Stage, Step
 from orchestrator.domain.wording import plural
 from orchestrator.errors import BadInputError
-from orchestrator.service import jobs, preflight, views, workflow
-from orchestrator.service.context import Context, add_event, find_set, set_attention
-from orchestrator.service.steps import fire_step
-from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, Record
+from orchestrator.service.context import Context, find_set
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState
 
 DEFAULT_DAYS = 365
-JOB_STEPS = (Step.COPY_IDENTIFIERS, Step.MIGRATE, Step.INTEGRATE)
-_STAGES = (Stage.CREATED, Stage.IDENTIFIERS_COPIED, Stage.MIGRATED, Stage.INTEGRATED)
+# The walk's positions in the order of the jobs (domain.steps.ORDER): the index of each job step, and DONE
+# once every job has run. _REACHED[i] is the milestone a set reaches once the first i jobs have run.
+COPY, MIGRATION, INTEGRATION = (JOB_STEPS.index(s) for s in (Step.COPY_IDENTIFIERS, Step.MIGRATE, Step.INTEGRATE))
+DONE = len(JOB_STEPS)
+_REACHED = (JOB_STEPS[0].source, *(step.dest for step in JOB_STEPS))
 _SET_ID = re.compile(r"^\d{1,40}$")
+
+
+def reached(stage: Stage) -> int:
+    """How many of the jobs a set at ``stage`` has run."""
+    return _REACHED.index(stage)
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ class AuditRun:
         out = asdict(self)
         for key in ("submit_time", "start_time", "end_time"):
             value = out[key]
-            out[key] = value.isoformat().replace("+00:00", "Z") if value else None
+            out[key] = iso_z(value)
         return out
 
 
@@ -254,8 +259,8 @@ class _Walk:
         self.report = report
         self.copy_not_needed = copy_not_needed
         self.done: dict[int, AuditRun] = {}  # step index -> the run that made it count
-        self.counted: dict[int, list[AuditRun]] = {0: [], 1: [], 2: []}
-        self.following = 0  # index of the next step the history still has to show
+        self.counted: dict[int, list[AuditRun]] = {i: [] for i in range(DONE)}
+        self.following = COPY  # index of the next step the history still has to show
         self.broken = False
         self.frontier: AuditRun | None = None
         self.out: list[AuditRun] = []
@@ -284,7 +289,7 @@ class _Walk:
             self.failed(run, idx)
         elif idx == self.following:
             self.expected(run, idx)
-        elif idx == 1 and self.following == 0:
+        elif idx == MIGRATION and self.following == COPY:
             self.migration_without_copy(run)
         elif idx > self.following:
             self.broken = True
@@ -297,12 +302,12 @@ class _Walk:
                 _INTEGRATION_FIRST_ACTION,
                 run.instance_id,
             )
-        elif idx == 0 and self.following >= 2:
+        elif idx == COPY and self.following > MIGRATION:
             self.copy_after_migration(run)
-        elif idx == 1 and self.following == 3:
+        elif idx == MIGRATION and self.following == DONE:
             self.judge(run, "counts (the integration must run again)")
-            self.count(1, run, 2)
-            self.counted[2].clear()
+            self.count(MIGRATION, run, INTEGRATION)
+            self.counted[INTEGRATION].clear()
             self.add(
                 "warning",
                 "migration_after_integration",
@@ -317,7 +322,7 @@ class _Walk:
             self.add(
                 "note",
                 f"{run.step}_again",
-                f"the {_LABEL[idx]} ran again (instance {run.instance_id}): harmless.",
+                f"the {JOB_STEPS[idx].label} ran again (instance {run.instance_id}): harmless.",
                 "Nothing to do.",
                 run.instance_id,
             )
@@ -326,7 +331,7 @@ class _Walk:
         if idx == self.following:
             self.frontier = run
             self.judge(run, "running")
-        elif idx == 2 and self.following < 2:
+        elif idx == INTEGRATION and self.following < INTEGRATION:
             self.broken = True
             self.judge(run, "breaks the order")
             self.add(
@@ -348,7 +353,7 @@ class _Walk:
         self.add(
             "note",
             "run_failed",
-            f"the {_LABEL[idx]} run {run.instance_id} ended {run.status}"
+            f"the {JOB_STEPS[idx].label} run {run.instance_id} ended {run.status}"
             + (f" ({_counters(run)})" if run.counters else ""),
             "See its report in Alma (Monitor Jobs > History); it does not count as done.",
             run.instance_id,
@@ -357,12 +362,12 @@ class _Walk:
     def expected(self, run: AuditRun, idx: int) -> None:
         """The run of the step the history has to show next: it counts if the step before it had ended."""
         before = self.done.get(idx - 1)
-        if idx == 0 or _ended_before(before, run):
+        if idx == COPY or _ended_before(before, run):
             self.judge(run, "counts")
             self.count(idx, run, idx + 1)
             return
         assert before is not None
-        if idx == 2:
+        if idx == INTEGRATION:
             self.broken = True
             self.judge(run, "breaks the order")
             self.add(
@@ -389,7 +394,7 @@ class _Walk:
 
     def migration_without_copy(self, run: AuditRun) -> None:
         self.judge(run, "counts (copy not needed)" if self.copy_not_needed else "counts (no copy run before it)")
-        self.count(1, run, 2)
+        self.count(MIGRATION, run, INTEGRATION)
         self.report.copy_skipped = True
         if self.copy_not_needed:
             return
@@ -417,9 +422,9 @@ class _Walk:
             )
             return
         self.judge(run, "counts (the migration must run again)")
-        self.count(0, run, 1)
-        self.counted[1].clear()
-        self.counted[2].clear()
+        self.count(COPY, run, MIGRATION)
+        self.counted[MIGRATION].clear()
+        self.counted[INTEGRATION].clear()
         changed = f"changed {plural(modified, 'record')}" if modified is not None else "may have changed records"
         self.add(
             "warning",
@@ -433,7 +438,7 @@ class _Walk:
     def finish(self, any_runs: bool) -> None:
         report = self.report
         report.runs = self.out
-        report.proven_stage = _STAGES[self.following].value
+        report.proven_stage = _REACHED[self.following].value
         verdicts = {r.instance_id: r for r in self.out}
         report.frontier = verdicts[self.frontier.instance_id] if self.frontier is not None else None
         report.counted = {
@@ -450,225 +455,9 @@ class _Walk:
             )
 
 
-_LABEL = ("copy", "migration", "integration")
-
-
 def _counters(run: AuditRun) -> str:
     return ", ".join(f"{c.get('desc') or c.get('code')}: {c.get('value')}" for c in run.counters)
 
 
 def _hm(at: datetime | None) -> str:
-    return at.strftime("%Y-%m-%d %H:%M UTC") if at else "?"
-
-
-# ---------------------------------------------------------------------------------------------
-# adopt
-
-
-def adopt(ctx: Context, alma_set_id: str, name: str | None = None) -> views.SetSummary:
-    """Register a set partly done by hand at the stage Alma's history proves, recording the runs as
-    finished attempts; an invalid order stops adoption there with an attention reason.
-
-    :raises BadInputError: not a set id, already registered and moved on, or a run still running that
-        is not the set's next step.
-    """
-    alma_set_id = alma_set_id.strip()
-    if not _SET_ID.match(alma_set_id):
-        raise BadInputError(f"{alma_set_id!r} is not an Alma set id (digits only)")
-    with ctx.sessions() as session:
-        row = session.scalar(select(AlmaSet).where(AlmaSet.alma_set_id == alma_set_id))
-        if row is not None:
-            busy = session.scalar(select(func.count()).select_from(Attempt).where(Attempt.set_id == row.id))
-            moved = session.scalar(
-                select(func.count()).select_from(Event).where(Event.set_id == row.id, Event.kind == "transition")
-            )
-            if row.stage is not Stage.CREATED or busy or moved:
-                raise BadInputError(
-                    f"set {alma_set_id} is already registered and hwf has worked on it; "
-                    f"see `hwf audit {alma_set_id}` and `hwf history {alma_set_id}`"
-                )
-    report = audit_set(ctx, alma_set_id)
-    taken = [r for r in report.runs if r.known_to_hwf]
-    if taken:
-        with ctx.sessions() as session:
-            owner = jobs.adopted_by(session, taken[0].instance_id)
-        raise BadInputError(
-            f"the {taken[0].step} run {taken[0].instance_id} on set {alma_set_id} is already adopted by {owner}; "
-            "one run cannot count for two sets: see `hwf history` of that set"
-        )
-    stray = [r for r in report.runs if not r.terminal and r is not report.frontier]
-    if stray:
-        raise BadInputError(
-            f"the {stray[0].step} run {stray[0].instance_id} on set {alma_set_id} is still running and is not "
-            "the set's next step: adopt the set once it has ended"
-        )
-    if row is None:
-        workflow.add_set(ctx, alma_set_id, name)
-    with ctx.sessions() as session:
-        set_id = find_set(session, alma_set_id).id
-    if report.proven_stage != Stage.CREATED.value:
-        preflight.check_records(ctx, set_id)
-    _record_adoption(ctx, set_id, report)
-    return views.status(ctx, alma_set_id)[0]
-
-
-def _attempt(set_id: int, step: Step, number: int, run: AuditRun, state: AttemptState, now: datetime) -> Attempt:
-    started = run.submit_time or run.start_time or now
-    return Attempt(
-        set_id=set_id,
-        step=step.value,
-        number=number,
-        token=f"adopted-{secrets.token_hex(6)}",
-        job_id=run.job_id,
-        job_name=(run.name or "")[:255] or None,
-        instance_id=run.instance_id,
-        state=state,
-        status=run.status,
-        counters=run.counters,
-        note=f"adopted from Alma's job history (run by {run.by})",
-        started_at=started,
-        submitted_at=started,
-        finished_at=run.end_time if state is AttemptState.FINISHED else None,
-        next_poll_at=now if state is AttemptState.SUBMITTED else None,
-    )
-
-
-def _record_adoption(ctx: Context, set_id: int, report: AuditReport) -> None:
-    now = ctx.clock()
-    target = _STAGES.index(Stage(report.proven_stage))
-    with ctx.sessions.begin() as session:
-        row = session.get_one(AlmaSet, set_id)
-        add_event(
-            session,
-            row,
-            "audit",
-            f"adopting from Alma's job history ({report.date_from} to {report.date_to}): "
-            f"{plural(len(report.runs), 'run')}; "
-            f"the history proves {report.proven_stage}" + ("" if report.valid else "; the order is INVALID"),
-            at=now,
-            actor=ctx.owner,
-            runs=[r.as_json() for r in report.runs],
-            findings=[f.as_json() for f in report.findings],
-        )
-        reached = 0
-        for idx, step in enumerate(JOB_STEPS[:target]):
-            runs = report.counted.get(step.value, [])
-            if step is Step.COPY_IDENTIFIERS and report.copy_skipped and not runs:
-                if not _adopt_skipped_copy(session, row, now):
-                    break
-            ready = step is Step.INTEGRATE or preflight.records_ready(session, row, step)
-            if not ready:
-                add_event(
-                    session,
-                    row,
-                    "adopt_stopped",
-                    f"adopted at {row.stage.value}: the {step.value} job ran in Alma, but the records are not "
-                    f"ready for it now (see `hwf check {row.alma_set_id}`); hwf will run it again once they are",
-                    at=now,
-                )
-                break
-            for number, run in enumerate(runs, start=1):
-                session.add(_attempt(set_id, step, number, run, AttemptState.FINISHED, now))
-                _adopted_run_event(session, ctx, row, step, run, now, f"{run.status} ({run.verdict})")
-            fire_step(
-                ctx,
-                session,
-                row,
-                step,
-                StepFacts(job_ok=True, records_ready=ready),
-                now,
-                how=", adopted from Alma's job history",
-                adopted=True,
-                instance_id=runs[-1].instance_id if runs else None,
-            )
-            reached = idx + 1
-        session.flush()
-        if reached == target:
-            _frontier(session, ctx, row, report, now)
-        if not report.valid:
-            errors = [f for f in report.findings if f.severity == "error"]
-            set_attention(
-                session,
-                row,
-                "audit",
-                f"adopted at {row.stage.value}, not further: {errors[0].message} {errors[0].action}",
-                now,
-            )
-
-
-def _adopt_skipped_copy(session: Any, row: AlmaSet, now: datetime) -> bool:
-    """A migration ran without a copy run: record the copy as not needed if every record had its handle in
-    a plain dc:identifier (True); else stop the adoption there (False)."""
-    needs_copy = session.scalar(
-        select(func.count())
-        .select_from(Record)
-        .where(Record.set_id == row.id, Record.excluded.is_(False), Record.preflight == "NEEDS_COPY")
-    )
-    if needs_copy:
-        add_event(
-            session,
-            row,
-            "adopt_stopped",
-            f"adopted at {row.stage.value}: the migration ran without a copy run while {needs_copy} "
-            "records have their handle only in dcterms:identifier; hwf runs the copy, then the "
-            "migration again",
-            at=now,
-        )
-        return False
-    session.add(
-        Attempt(
-            set_id=row.id,
-            step=Step.COPY_IDENTIFIERS.value,
-            number=1,
-            token=f"not-needed-{row.id}-adopted",
-            state=AttemptState.NOT_NEEDED,
-            started_at=now,
-            note="adopted: the migration ran without a copy, and every record is READY",
-        )
-    )
-    return True
-
-
-def _adopted_run_event(
-    session: Any, ctx: Context, row: AlmaSet, step: Step, run: AuditRun, now: datetime, outcome: str
-) -> None:
-    """The audit event of a run hwf adopted from Alma's job history instead of submitting it."""
-    add_event(
-        session,
-        row,
-        "adopted_run",
-        f"{step.value}: adopted job {run.job_id} instance {run.instance_id} by {run.by}, {outcome}",
-        at=now,
-        actor=ctx.owner,
-        job_id=run.job_id,
-        instance_id=run.instance_id,
-        status=run.status,
-        by=run.by,
-    )
-
-
-def _frontier(session: Any, ctx: Context, row: AlmaSet, report: AuditReport, now: datetime) -> None:
-    """The next step's latest run, if it failed (attention) or is running (hwf polls it from here)."""
-    run = report.frontier
-    if run is None or not report.valid:
-        return
-    step = Step(run.step)
-    if step.source is not row.stage:
-        return
-    number = jobs.next_attempt_number(session, row.id, step)
-    state = AttemptState.FINISHED if run.terminal else AttemptState.SUBMITTED
-    attempt = _attempt(row.id, step, number, run, state, now)
-    if state is AttemptState.SUBMITTED:
-        attempt.poll_interval = ctx.config.alma.poll_interval_seconds
-    session.add(attempt)
-    _adopted_run_event(session, ctx, row, step, run, now, run.status)
-    if run.terminal:
-        set_attention(
-            session,
-            row,
-            "job",
-            f"{step.value} job {run.job_id} instance {run.instance_id} (run by {run.by} before hwf adopted the set) "
-            f"ended {run.status}; see its report in Alma, fix the cause, then "
-            f"`hwf retry {row.alma_set_id} --reason TEXT`",
-            now,
-        )
+    return utc_stamp(at, seconds=False) if at else "?"

@@ -23,7 +23,7 @@ from orchestrator.alma.types import AlmaSetInfo
 from orchestrator.domain.wording import plural, verb
 from orchestrator.errors import AlmaError, AlmaUnreachableError, BadInputError
 from orchestrator.service import views, workflow
-from orchestrator.service.context import Context, add_event
+from orchestrator.service.context import Context
 from orchestrator.store.models import AlmaSet, Record, SetCreation
 
 MAX_MEMBERS_PER_CALL = 1000
@@ -384,8 +384,8 @@ def _register(
             )
             return None
         workflow.add_set(ctx, info.id, batch.name)
-    now = ctx.clock()
-    with ctx.sessions.begin() as session:
+    with ctx.ledger() as book:
+        session, now = book.session, book.now
         row = session.scalars(select(AlmaSet).where(AlmaSet.alma_set_id == info.id)).one()
         creation = session.scalars(select(SetCreation).where(SetCreation.name == batch.name)).one()
         if creation.state != "registered":
@@ -402,13 +402,10 @@ def _register(
                 ctx.reporter.note(batch.name, f"Alma rejected {_lines(rejected)}; the other ids went in")
             if dups:
                 detail += f"; {len(dups)} duplicates dropped"
-            add_event(
-                session,
+            book.event(
                 row,
                 "batch",
                 detail,
-                at=now,
-                actor=ctx.owner,
                 csv=str(path),
                 batch=batch.number,
                 batches=count,

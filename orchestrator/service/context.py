@@ -1,66 +1,36 @@
-"""What every service module shares: the ``Context`` a command runs in and the audit helpers.
+"""What every service module shares: the ``Context`` a command runs in, and finding a set by name or id.
 
-Service modules (``workflow``, ``jobs``, ``preflight``, ``verification``) are the only ones that
-open transactions.
+The service modules are the only code that opens transactions, and none is open during a remote call (a slow
+reply would hold SQLite's one write lock from every other hwf). Writes go through ``Context.ledger()``: it
+opens the transaction, hands out the one writer of a set's state (``store.ledger.Ledger``), commits, then
+sends the notifications the work queued.
 """
 
 from __future__ import annotations
 
-import getpass
-import logging
-import os
 import re
-import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING
 
-from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.config import Config
-from orchestrator.errors import BadInputError
-from orchestrator.service.notify import NOTIFY, OUTBOX, queue_attention, queue_for_event, send_pending
+from orchestrator.display import utc_stamp
+from orchestrator.errors import BadInputError, LeaseHeldError
+from orchestrator.service.notify import send_pending
 from orchestrator.service.reporting import NullReporter, Reporter
-from orchestrator.store.leases import default_owner
-from orchestrator.store.models import AlmaSet, Event, utcnow
+from orchestrator.store.leases import LeaseKeeper, claim, default_owner, holder, release
+from orchestrator.store.ledger import Identity, Ledger
+from orchestrator.store.models import AlmaSet, utcnow
 
 if TYPE_CHECKING:
     from orchestrator.alma.client import AlmaClient
     from orchestrator.resolver import Verifier
-
-_events_log = logging.getLogger("orchestrator.events")
-IDENTITY = "hwf_identity"  # Session.info key: the Identity that add_event stamps on every event
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who acts (the operator's name, else the OS user) and the process acting: every event carries all three."""
-
-    actor: str
-    host: str
-    pid: int | None
-
-    @classmethod
-    def of(cls, actor: str | None, owner: str | None = None) -> Identity:
-        """``actor`` (else the OS user) on the process named by a lease ``owner`` (``host:pid``; default this one)."""
-        host: str = socket.gethostname()
-        pid: int | None = os.getpid()
-        if owner:
-            name, _, number = owner.rpartition(":")
-            host, pid = (name, int(number)) if name and number.isdigit() else (owner, None)
-        return cls(actor=actor or os_user(), host=host, pid=pid)
-
-
-def os_user() -> str:
-    """The OS user running hwf (``unknown`` when the system cannot say)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 @dataclass
@@ -77,21 +47,40 @@ class Context:
     owner: str = field(default_factory=default_owner)
     _alma: AlmaClient | None = None
 
-    def __post_init__(self) -> None:
-        # A session factory of this context's own (same engine), so every session it opens knows who acts:
-        # add_event stamps actor, host and pid from it, and commits that queued a notification send it.
-        kw = {k: v for k, v in self.sessions.kw.items() if k != "info"}
-        info = {IDENTITY: self.identity, NOTIFY: self.config.notify}
-        self.sessions = sessionmaker(class_=self.sessions.class_, info=info, **kw)
-        sa_event.listen(self.sessions, "after_commit", self._after_commit)
-
     @property
     def identity(self) -> Identity:
+        """Who acts (``[operator] name`` or ``$HWF_OPERATOR``, else the OS user) on this process."""
         return Identity.of(self.config.operator, self.owner)
 
-    def _after_commit(self, session: Session) -> None:
-        if session.info.pop(OUTBOX, False):
+    @contextmanager
+    def ledger(self) -> Iterator[Ledger]:
+        """One write transaction and the writer of sets' state inside it; after the commit, the notifications
+        the work queued are sent (outside any transaction)."""
+        with self.sessions.begin() as session:
+            book = Ledger(session, identity=self.identity, notify=self.config.notify, now=self.clock())
+            yield book
+        if book.queued:
             send_pending(self)
+
+    @contextmanager
+    def lease(self, set_id: int) -> Iterator[LeaseKeeper]:
+        """Claim the set's lease, keep it renewed while the caller works, release it afterwards: one hwf
+        process per set at a time.
+
+        :raises LeaseHeldError: another live hwf process holds the set.
+        """
+        now = self.clock()
+        with self.sessions.begin() as session:
+            if not claim(session, set_id, self.owner, now, self.config.lease_seconds):
+                owner, expires = holder(session, set_id)
+                until = f" until {utc_stamp(expires)}" if expires else ""
+                raise LeaseHeldError(f"another hwf process ({owner}) holds this set{until}; try again later")
+        try:
+            with LeaseKeeper(self.sessions, set_id, self.owner, self.config.lease_seconds, self.clock) as keeper:
+                yield keeper
+        finally:
+            with self.sessions.begin() as session:
+                release(session, set_id, self.owner)
 
     @property
     def alma(self) -> AlmaClient:
@@ -112,49 +101,6 @@ class Context:
             bind.dispose()
 
 
-# ---------------------------------------------------------------------------------------------
-# Small helpers used by every service module
-
-
-def add_event(
-    session: Session,
-    set_row: AlmaSet,
-    kind: str,
-    detail: str,
-    *,
-    at: datetime,
-    actor: str | None = None,
-    **data: Any,
-) -> None:
-    """Append one audit event (inside the caller's transaction), stamped with who acts and where: the
-    session's Identity (see Context), else this process and OS user. An ``actor`` given that is only the
-    lease owner (``host:pid``, as older callers passed) does not replace the operator's name."""
-    who = session.info.get(IDENTITY)
-    if not isinstance(who, Identity):
-        who = Identity.of(None)
-    name = actor if actor and actor != f"{who.host}:{who.pid}" else who.actor
-    session.add(
-        Event(
-            set_id=set_row.id,
-            at=at,
-            kind=kind,
-            detail=detail,
-            data=data or None,
-            actor=name,
-            host=who.host,
-            pid=who.pid,
-        )
-    )
-    fields = {"event": "audit", "kind": kind, "set": set_row.alma_set_id, "actor": name, "detail": detail}
-    _events_log.info("%s %s: %s", set_row.alma_set_id, kind, detail, extra={"hwf": fields | _loggable(data)})
-    queue_for_event(session, set_row, kind, detail, at, data)
-
-
-def _loggable(data: dict[str, Any]) -> dict[str, Any]:
-    """The event's data fields for the log line, without bulky lists (counters, alerts, record lists)."""
-    return {k: v for k, v in data.items() if isinstance(v, str | int | float | bool) or v is None}
-
-
 def find_set(session: Session, ref: str) -> AlmaSet:
     """The set named by an Alma set id (digits) or local name. :raises BadInputError: unknown."""
     ref = ref.strip()
@@ -172,18 +118,3 @@ def require_match(session: Session, pattern: re.Pattern[str] | None, only: str |
         return
     if not any(pattern.search(name) for name in session.scalars(select(AlmaSet.name))):
         raise BadInputError(f"no registered set's name matches --only {only!r} (see `hwf status`)")
-
-
-def set_attention(session: Session, set_row: AlmaSet, kind: str, reason: str, now: datetime) -> None:
-    if set_row.attention != reason or set_row.attention_kind != kind:
-        queue_attention(session, set_row, kind, reason, now)  # one message per attention, not one per poll
-    set_row.attention = reason
-    set_row.attention_kind = kind
-    set_row.waiting = None
-    set_row.wait_until = None
-    add_event(session, set_row, "attention", reason, at=now, attention_kind=kind)
-
-
-def format_utc(at: datetime) -> str:
-    """A moment for messages: ``2026-02-02 15:04:05 UTC``."""
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

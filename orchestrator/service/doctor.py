@@ -19,18 +19,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.alma.types import TERMINAL_STATUSES
-from orchestrator.domain.machine import Stage, Step, next_step
+from orchestrator.display import duration, utc_stamp
+from orchestrator.domain.jobrules import UNKNOWN_INSTANCE_CODES
+from orchestrator.domain.steps import ORDER, STAGES, Stage, Step, next_step
 from orchestrator.errors import AlmaError, DatabaseError
 from orchestrator.service.context import Context
-from orchestrator.service.jobs import UNKNOWN_INSTANCE_CODES
 from orchestrator.store import db
 from orchestrator.store.leases import dead_local_owner
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
 
 PROBLEM = "problem"
 NOTE = "note"
-_STEP_ORDER = {s.value: i for i, s in enumerate(Step)}
-_STAGE_ORDER = {s.value: i for i, s in enumerate(Stage)}
+_STEP_ORDER = {spec.step.value: i for i, spec in enumerate(ORDER)}  # positions in the workflow's order
+_STAGE_ORDER = {s.value: i for i, s in enumerate(STAGES)}
 _STATES = {s.value for s in AttemptState}
 
 
@@ -87,19 +88,8 @@ class Diagnosis:
         }
 
 
-def _age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
 def _hhmm(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc_stamp(at)
 
 
 def check_schema(url: str) -> tuple[Diagnosis, Engine | None]:
@@ -205,8 +195,8 @@ class _AttemptRow:
     job_id: str | None
     instance_id: str | None
     status: str | None
-    started_at: datetime | None
-    finished_at: datetime | None
+    begun_at: datetime | None
+    ended_at: datetime | None
 
 
 def _read(ctx: Context) -> tuple[list[_SetRow], list[_AttemptRow]]:
@@ -239,8 +229,8 @@ def _read(ctx: Context) -> tuple[list[_SetRow], list[_AttemptRow]]:
                     a.job_id,
                     a.instance_id,
                     a.status,
-                    a.started_at,
-                    a.finished_at,
+                    a.begun_at,
+                    a.ended_at,
                 ).order_by(a.set_id, a.id)
             )
         ]
@@ -283,7 +273,7 @@ def _corruption(row: _SetRow, a: _AttemptRow) -> list[str]:
         wrong.append(f"unknown step {a.step!r}")
     if a.state not in _STATES:
         wrong.append(f"unknown state {a.state!r}")
-    if a.started_at is None:
+    if a.begun_at is None:
         wrong.append("no start time")
     active = a.state in (AttemptState.SUBMITTING.value, AttemptState.SUBMITTED.value, AttemptState.FINISHED.value)
     if active and not a.job_id:
@@ -356,8 +346,8 @@ def diagnose(ctx: Context, *, check_alma: bool = True, schema: Diagnosis | None 
         attempt = latest.get(current.value) if current is not None else None
         if attempt is None:
             continue
-        if attempt.state == AttemptState.SUBMITTING.value and attempt.started_at is not None:
-            age = (now - attempt.started_at).total_seconds()
+        if attempt.state == AttemptState.SUBMITTING.value and attempt.begun_at is not None:
+            age = (now - attempt.begun_at).total_seconds()
             live = _live_lease(row, now)
             if live and age <= grace:
                 continue
@@ -367,7 +357,7 @@ def diagnose(ctx: Context, *, check_alma: bool = True, schema: Diagnosis | None 
                     "submitting",
                     PROBLEM,
                     f"set {row.alma_set_id}: the {attempt.step} job (attempt {attempt.number}) has been submitting "
-                    f"for {_age(age)} {where}: the POST's outcome is unknown",
+                    f"for {duration(age)} {where}: the POST's outcome is unknown",
                     f"`hwf resume --all` (or `hwf advance {row.alma_set_id}`) looks the job up by its token and "
                     "adopts it, or resubmits once it has surely not reached Alma; do not run the job by hand",
                     set=row.alma_set_id,

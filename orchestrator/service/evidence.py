@@ -30,11 +30,11 @@ from sqlalchemy.exc import ArgumentError
 
 from orchestrator import __version__
 from orchestrator.config import Config
+from orchestrator.display import iso_z
 from orchestrator.errors import BadInputError, HwfError
 from orchestrator.service import verification, views
 from orchestrator.service.context import Context, find_set
-from orchestrator.service.jobs import RAW_REPLY_CAP
-from orchestrator.store.models import Attempt, Backup, Record
+from orchestrator.store.models import RAW_REPLY_CAP, Attempt, Backup, Record
 
 REDACTED = "***"
 
@@ -62,7 +62,7 @@ class _Times:
         self.zone = ZoneInfo(zone)
 
     def utc(self, at: datetime | None) -> str | None:
-        return at.astimezone(UTC).isoformat().replace("+00:00", "Z") if at else None
+        return iso_z(at)
 
     def local(self, at: datetime | None) -> str | None:
         return at.astimezone(self.zone).isoformat() if at else None
@@ -164,7 +164,10 @@ def _jobs(ctx: Context, set_id: int, times: _Times) -> dict[str, bytes]:
         entry: dict[str, Any] = {"step": a.step, "attempt": a.number, "state": a.state.value, "job_id": a.job_id}
         entry |= {"job_name": a.job_name, "instance_id": a.instance_id, "status": a.status, "progress": a.progress}
         entry |= {"counters": a.counters, "alerts": a.alerts, "note": a.note}
-        for key in ("started_at", "submitted_at", "finished_at"):
+        # hwf's clock: attempt committed (before the POST), instance id known, end read; then Alma's own times.
+        for key, value in (("started_at", a.begun_at), ("submitted_at", a.submitted_at), ("finished_at", a.ended_at)):
+            entry |= times.both(key, value)
+        for key in ("alma_submitted_at", "alma_started_at", "alma_ended_at"):
             entry |= times.both(key, getattr(a, key))
         entry["raw_reply"] = None
         if a.raw_reply:

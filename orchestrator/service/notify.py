@@ -1,9 +1,7 @@
-"""Notifications through apprise, from an outbox table: one message per event, sent after its commit.
+"""Notifications through apprise, sent from the outbox table after the commit of the event they announce.
 
-An event that deserves a message (a set needs attention, Alma's daily quota is spent, a set is verified when
-``[notify] on_verified``, every set is verified) adds one ``notifications`` row per configured URL in the
-same transaction as the event (:func:`queue_for_event`, called by ``add_event``/``set_attention``), so the
-message exists exactly when the event does. After that transaction commits, :func:`send_pending` sends it:
+The messages are written by the ledger (``store.outbox``), in the transaction of the event itself, so a message
+exists exactly when its event does. After that transaction commits, :func:`send_pending` sends it:
 
 1. claim the row (a conditional UPDATE of ``sending_at``) and commit;
 2. send it with apprise, outside any transaction;
@@ -11,99 +9,27 @@ message exists exactly when the event does. After that transaction commits, :fun
 
 A crash before 3 leaves a claimed row; any later hwf command sends it once :data:`STALE_SECONDS` have
 passed, saying that an earlier send was interrupted (it may then arrive twice: never zero times). A failed
-send is logged and never stops the work. The quota message is keyed by day and the "done" message by the
-sets it covers, so many sets or many polls give one message.
+send is logged and never stops the work.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.config import Config, NotifyConfig, load_apprise
-from orchestrator.domain.machine import Stage
-from orchestrator.store.models import AlmaSet, Notification
+from orchestrator.config import Config, load_apprise
+from orchestrator.store.models import Notification
 
 _log = logging.getLogger(__name__)
-NOTIFY = "hwf_notify"  # Session.info key: the NotifyConfig of the context that opened the session
-OUTBOX = "hwf_outbox"  # Session.info key: this transaction queued a notification (sent after commit)
 MAX_TRIES = 5
 STALE_SECONDS = 300.0
 BATCH = 50
-
-
-def queue_attention(session: Session, row: AlmaSet, attention_kind: str, reason: str, at: datetime) -> None:
-    """A set entered attention (not: was told the same reason again): queue one message."""
-    notify = _settings(session)
-    if notify is None:
-        return
-    if attention_kind == "quota":
-        if notify.on_quota:
-            title = "hwf: Alma's daily API quota is spent"
-            body = f"{reason}\n\nNo new work starts until the quota resets. First seen on set {row.alma_set_id}."
-            _queue(session, notify, f"quota:{at.date().isoformat()}", "quota", None, title, body, at)
-        return
-    if notify.on_attention:
-        title = f"hwf: set {row.alma_set_id} ({_short(row.name)}) needs attention"
-        body = f"{reason}\n\nState: {row.stage.value}. Details: hwf status {row.alma_set_id}"
-        _queue(session, notify, f"attention:{row.id}:{uuid.uuid4().hex}", "attention", row.id, title, body, at)
-
-
-def queue_for_event(session: Session, row: AlmaSet, kind: str, detail: str, at: datetime, data: dict[str, Any]) -> None:
-    """Messages an event written by ``add_event`` calls for: a set verified, the whole migration done."""
-    if kind != "transition" or data.get("to") != Stage.VERIFIED.value:
-        return
-    notify = _settings(session)
-    if notify is None:
-        return
-    if notify.on_verified:
-        title = f"hwf: set {row.alma_set_id} ({_short(row.name)}) is verified"
-        body = f"Every included record's handle resolves to its own Primo page ({row.record_count} records)."
-        _queue(session, notify, f"verified:{row.id}:{uuid.uuid4().hex}", "verified", row.id, title, body, at)
-    if notify.on_done:
-        left = session.scalar(
-            select(func.count()).select_from(AlmaSet).where(AlmaSet.stage != Stage.VERIFIED, AlmaSet.id != row.id)
-        )
-        if left == 0:
-            total, newest = session.execute(select(func.count(), func.max(AlmaSet.id)).select_from(AlmaSet)).one()
-            title = f"hwf: the migration is done: all {total} sets are verified"
-            body = f"The last set verified was {row.alma_set_id} ({row.name}). See hwf status."
-            _queue(session, notify, f"done:{total}:{newest}", "done", None, title, body, at)
-
-
-def _settings(session: Session) -> NotifyConfig | None:
-    notify = session.info.get(NOTIFY)
-    return notify if isinstance(notify, NotifyConfig) and notify.urls else None
-
-
-def _short(name: str, width: int = 60) -> str:
-    return name if len(name) <= width else name[: width - 1] + "…"
-
-
-def _queue(
-    session: Session,
-    notify: NotifyConfig,
-    key: str,
-    kind: str,
-    set_id: int | None,
-    title: str,
-    body: str,
-    at: datetime,
-) -> None:
-    if session.scalar(select(Notification.id).where(Notification.key == key).limit(1)) is not None:
-        return  # already queued (the quota of one day, one "done")
-    for target in range(len(notify.urls)):
-        session.add(
-            Notification(key=key, target=target, kind=kind, set_id=set_id, title=title, body=body, created_at=at)
-        )
-    session.info[OUTBOX] = True
 
 
 class Context(Protocol):

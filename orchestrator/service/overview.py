@@ -10,32 +10,24 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
+from orchestrator.display import iso_z
 from orchestrator.domain.attention import advice, next_command
-from orchestrator.domain.machine import Stage, Step
+from orchestrator.domain.jobrules import run_seconds
+from orchestrator.domain.steps import JOB_STEPS, Stage, Step, job_steps_left
 from orchestrator.service import views
+from orchestrator.service.actions.gate import JobSlots
 from orchestrator.service.context import Context
+from orchestrator.service.eta import StepDurations, time_left
+from orchestrator.service.eta import eta as estimate
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Record
 
-JOB_STEPS = (Step.COPY_IDENTIFIERS, Step.MIGRATE, Step.INTEGRATE)
-_STEPS_FROM = {
-    Stage.CREATED: JOB_STEPS,
-    Stage.IDENTIFIERS_COPIED: (Step.MIGRATE, Step.INTEGRATE),
-    Stage.MIGRATED: (Step.INTEGRATE,),
-    Stage.INTEGRATED: (),
-    Stage.VERIFIED: (),
-}
 _ACTIVE = (AttemptState.SUBMITTING, AttemptState.SUBMITTED, AttemptState.WAITING_OPERATOR)
 SERIES_POINTS = 200
-
-
-def iso(at: datetime | None) -> str | None:
-    """ISO-8601 UTC with ``Z`` (None stays None)."""
-    return at.isoformat().replace("+00:00", "Z") if at is not None else None
 
 
 @dataclass(frozen=True)
@@ -81,27 +73,8 @@ class RunningJob:
             "instance_id": self.instance_id,
             "status": self.status,
             "progress": self.progress,
-            "submitted_at": iso(self.submitted_at),
+            "submitted_at": iso_z(self.submitted_at),
             "elapsed_seconds": self.elapsed_seconds,
-        }
-
-
-@dataclass(frozen=True)
-class StepDurations:
-    """How long a step's Alma job took, over the runs that finished (submission to end)."""
-
-    step: str
-    runs: int
-    mean_seconds: float
-    min_seconds: float
-    max_seconds: float
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "runs": self.runs,
-            "mean_seconds": round(self.mean_seconds, 1),
-            "min_seconds": round(self.min_seconds, 1),
-            "max_seconds": round(self.max_seconds, 1),
         }
 
 
@@ -157,7 +130,7 @@ class Overview:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "generated_at": iso(self.generated_at),
+            "generated_at": iso_z(self.generated_at),
             "sets": self.sets,
             "sets_by_state": dict(self.sets_by_state),
             "records": self.records,
@@ -166,13 +139,13 @@ class Overview:
             "attention": [a.as_json() for a in self.attention],
             "running": [r.as_json() for r in self.running],
             "waiting": self.waiting,
-            "eta": iso(self.eta),
+            "eta": iso_z(self.eta),
             "eta_note": self.eta_note,
             "done": self.done,
             "limits": self.limits.as_json(),
             "durations": {step: d.as_json() for step, d in self.durations.items()},
-            "verified_over_time": [{"at": iso(p.at), "records": p.records} for p in self.verified_over_time],
-            "last_checked": {s: iso(at) for s, at in self.last_checked.items()},
+            "verified_over_time": [{"at": iso_z(p.at), "records": p.records} for p in self.verified_over_time],
+            "last_checked": {s: iso_z(at) for s, at in self.last_checked.items()},
         }
 
 
@@ -199,60 +172,22 @@ class SetRow:
         return {
             **self.summary.as_json(),
             "verified": self.verified,
-            "updated_at": iso(self.updated_at),
-            "last_checked": iso(self.last_checked),
+            "updated_at": iso_z(self.updated_at),
+            "last_checked": iso_z(self.last_checked),
         }
-
-
-# ---------------------------------------------------------------------------------------------
-# the ETA
-
-
-def estimate_finish(
-    now: datetime,
-    remaining: list[tuple[float, list[str]]],
-    durations: dict[str, float],
-    *,
-    max_running: int,
-    per_hour: int,
-    runs_last_hour: dict[str, int],
-    settle_seconds: float,
-) -> datetime:
-    """The earliest moment Alma's job limits allow every moving set to finish, at the measured durations.
-
-    ``remaining`` holds, per set, the seconds its running job still needs and the job steps still to run
-    (in order). Three lower bounds, the largest wins: the longest chain of one set; all job time left
-    shared by ``max_running`` jobs at once; per job, ``per_hour`` starts an hour (counting the starts of
-    the last hour), followed by the later steps of the last set to start it. Settle time follows the
-    integration run; verification itself takes minutes and is not counted.
-    """
-    order = [s.value for s in JOB_STEPS]
-    chain = 0.0
-    work = 0.0
-    runs: Counter[str] = Counter()
-    for running_left, steps in remaining:
-        tail = settle_seconds if steps or running_left else 0.0
-        chain = max(chain, running_left + sum(durations[s] for s in steps) + tail)
-        work += running_left + sum(durations[s] for s in steps)
-        runs.update(steps)
-    hourly = 0.0
-    for step, n in runs.items():
-        free_now = max(per_hour - runs_last_hour.get(step, 0), 0)
-        hours = 0 if n <= free_now else math.ceil((n - free_now) / per_hour)
-        later = order[order.index(step) + 1 :]
-        hourly = max(hourly, hours * 3600.0 + durations[step] + sum(durations[s] for s in later) + settle_seconds)
-    return now + timedelta(seconds=max(chain, work / max_running, hourly))
 
 
 # ---------------------------------------------------------------------------------------------
 # the read
 
 
-def _mean_durations(rows: list[tuple[str, datetime | None, datetime | None, datetime]]) -> dict[str, StepDurations]:
+def _mean_durations(attempts: list[Any]) -> dict[str, StepDurations]:
+    """How long each step's finished runs took, submission to end (``jobrules.run_seconds``)."""
     seconds: dict[str, list[float]] = defaultdict(list)
-    for step, submitted, finished, started in rows:
-        if finished is not None:
-            seconds[step].append(max((finished - (submitted or started)).total_seconds(), 0.0))
+    for a in attempts:
+        took = run_seconds(a.alma_submitted_at, a.alma_ended_at, a.submitted_at or a.begun_at, a.ended_at)
+        if a.state is AttemptState.FINISHED and took is not None:
+            seconds[a.step].append(took)
     return {
         step: StepDurations(step, len(v), sum(v) / len(v), min(v), max(v))
         for step in (s.value for s in JOB_STEPS)
@@ -277,24 +212,18 @@ def overview(ctx: Context) -> Overview:
     cfg = ctx.config.alma
     with ctx.sessions() as session:
         facts = _read_facts(session)
+        slots = JobSlots.load(session, now, max_running=cfg.max_running_jobs, per_hour=cfg.max_runs_per_job_hour)
     latest = {a.set_id: a for a in facts.attempts}
-    durations = _mean_durations(
-        [
-            (a.step, a.submitted_at, a.finished_at, a.started_at)
-            for a in facts.attempts
-            if a.state is AttemptState.FINISHED
-        ]
-    )
-    hour_ago = now - timedelta(hours=1)
+    durations = _mean_durations(facts.attempts)
     runs_last_hour = Counter(
-        a.step
-        for a in facts.attempts
-        if a.job_id and a.started_at >= hour_ago and a.state not in (AttemptState.ABANDONED, AttemptState.NOT_NEEDED)
+        {step.value: len(slots.recent.get(cfg.jobs[step.job_key].id, [])) for step in JOB_STEPS if step.job_key}
     )
     tally = _Tally(now, durations)
     for s in facts.sets:
         tally.add(s, facts.per_set.get(s.id), latest.get(s.id))
-    eta, note = _eta(ctx, now, tally.remaining, durations, runs_last_hour, len(tally.attention), len(facts.sets))
+    eta, note = estimate(
+        ctx.config, now, tally.remaining, durations, runs_last_hour, len(tally.attention), len(facts.sets)
+    )
     return Overview(
         generated_at=now,
         sets=len(facts.sets),
@@ -304,7 +233,7 @@ def overview(ctx: Context) -> Overview:
         records_verified=sum(c.ok for c in facts.per_set.values()),
         attention=tuple(tally.attention),
         running=tuple(tally.running),
-        waiting=tally.waiting,
+        waiting=tally.waiting_sets,
         eta=eta,
         eta_note=note,
         limits=JobLimits(
@@ -366,9 +295,11 @@ def _read_facts(session: Any) -> _Facts:
             Attempt.status,
             Attempt.progress,
             Attempt.state,
-            Attempt.started_at,
+            Attempt.begun_at,
             Attempt.submitted_at,
-            Attempt.finished_at,
+            Attempt.ended_at,
+            Attempt.alma_submitted_at,
+            Attempt.alma_ended_at,
         ).order_by(Attempt.id)
     ).all()
     times = list(
@@ -391,7 +322,7 @@ class _Tally:
         self.running: list[RunningJob] = []
         self.remaining: list[tuple[float, list[str]]] = []
         self.last_checked: dict[str, datetime | None] = {}
-        self.waiting = 0
+        self.waiting_sets = 0
 
     def add(self, s: Any, counts: Any, a: Any) -> None:
         self.by_state[s.stage.value] += 1
@@ -401,7 +332,7 @@ class _Tally:
         if active is not None:
             self.running.append(self._running(s, active))
         elif s.waiting and not s.attention:
-            self.waiting += 1
+            self.waiting_sets += 1
         if s.attention:
             self.attention.append(
                 AttentionItem(
@@ -417,18 +348,18 @@ class _Tally:
             return
         if s.stage is Stage.VERIFIED:
             return
-        steps = [step.value for step in _STEPS_FROM[s.stage]]
+        steps = [step.value for step in job_steps_left(s.stage)]
         if s.stage is Stage.CREATED and counts is not None and counts.preflighted and not counts.copy:
             steps.remove(Step.COPY_IDENTIFIERS.value)  # no record needs the copy job: it is skipped
         running_left = 0.0
         if active is not None and active.step in steps:
             steps.remove(active.step)
             elapsed = self.running[-1].elapsed_seconds or 0.0
-            running_left = _left(active.step, active.progress, elapsed, self.durations)
+            running_left = time_left(active.step, active.progress, elapsed, self.durations)
         self.remaining.append((running_left, steps))
 
     def _running(self, s: Any, active: Any) -> RunningJob:
-        start = active.submitted_at or active.started_at
+        start = active.submitted_at or active.begun_at
         return RunningJob(
             set=s.alma_set_id,
             name=s.name,
@@ -441,56 +372,6 @@ class _Tally:
             submitted_at=start,
             elapsed_seconds=round(max((self.now - start).total_seconds(), 0.0), 1),
         )
-
-
-def _left(step: str, progress: float | None, elapsed: float, durations: dict[str, StepDurations]) -> float:
-    """Seconds a running job still needs: from its measured mean, its elapsed time and its progress."""
-    measured = durations.get(step)
-    if measured is None:
-        return 0.0
-    by_time = measured.mean_seconds - elapsed
-    by_progress = measured.mean_seconds * (1 - min(max(progress or 0.0, 0.0), 100.0) / 100.0)
-    return max(min(by_time, by_progress) if progress else by_time, 0.0)
-
-
-def _eta(
-    ctx: Context,
-    now: datetime,
-    remaining: list[tuple[float, list[str]]],
-    durations: dict[str, StepDurations],
-    runs_last_hour: Counter[str],
-    attention: int,
-    total: int,
-) -> tuple[datetime | None, str]:
-    held = f"; {attention} set(s) needing attention are not counted" if attention else ""
-    if not total:
-        return None, "no sets registered yet"
-    if not remaining:
-        if attention:
-            return None, f"nothing can move until someone acts: {attention} set(s) need attention"
-        return None, "every set is verified"
-    needed = {s for _, steps in remaining for s in steps}
-    means = {step: d.mean_seconds for step, d in durations.items()}
-    if needed - set(means):
-        if not means:
-            return None, "no Alma job has finished yet: no durations measured to estimate from" + held
-        fallback = sum(means.values()) / len(means)
-        means = {step.value: means.get(step.value, fallback) for step in JOB_STEPS}
-    cfg = ctx.config.alma
-    eta = estimate_finish(
-        now,
-        remaining,
-        means,
-        max_running=cfg.max_running_jobs,
-        per_hour=cfg.max_runs_per_job_hour,
-        runs_last_hour=dict(runs_last_hour),
-        settle_seconds=ctx.config.handles.settle_minutes * 60.0,
-    )
-    sets = len(remaining)
-    return eta, (
-        f"{sets} set(s) to go; the earliest Alma's limits ({cfg.max_running_jobs} jobs at once, "
-        f"{cfg.max_runs_per_job_hour} runs of a job an hour) allow at the job durations measured so far" + held
-    )
 
 
 def set_rows(ctx: Context) -> list[SetRow]:

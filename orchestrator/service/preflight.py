@@ -1,9 +1,9 @@
-"""Preflight of every Dublin Core record, exclusions, and the safe ``hwf fix`` repair (with undo).
+"""Preflight of every Dublin Core record (``hwf check``), and leaving records out or taking them back in
+(``hwf exclude``, ``hwf include``).
 
-Reads bibs 100 at a time, classifies each with ``dc.classify_bib``, stores results per batch (a
-failure half-way keeps what was checked). Repairs keep every byte but the removed attribute, back
-up the original ``<bib>`` before the PUT, and refuse to write a record that changed in Alma since hwf
-read it.
+Reads bibs 100 at a time, classifies each with ``dc.classify_bib``, stores results per batch (a failure
+half-way keeps what was checked), and marks handles shared within the set or with another registered set.
+The repair of the records the check finds (``hwf fix``) is ``service.repair``.
 """
 
 from __future__ import annotations
@@ -17,19 +17,15 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.domain import dc
+from orchestrator.domain.attention import RECORD_KINDS, kind_of
 from orchestrator.domain.dc import BLOCKING, Preflight, RecordCheck
-from orchestrator.domain.machine import Stage, Step, next_step
-from orchestrator.domain.wording import plural, verb
+from orchestrator.domain.steps import Stage, Step, next_step
+from orchestrator.domain.wording import plural
 from orchestrator.errors import AlmaBadReplyError, BadInputError, UnsafeXmlError
-from orchestrator.service import repair
-from orchestrator.service.context import Context, add_event, find_set, set_attention
-from orchestrator.service.jobs import next_attempt_number
-from orchestrator.service.repair import FixReport as FixReport
-from orchestrator.service.repair import Progress
-from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Record
+from orchestrator.service.context import Context, find_set
+from orchestrator.store.models import AlmaSet, Record
 
 BATCH = 100
-RECORD_ATTENTION = ("records", "verify", "guard")
 
 
 @dataclass(frozen=True)
@@ -119,9 +115,8 @@ def check_records(ctx: Context, set_id: int) -> CheckSummary:
         checks.extend(results)
     included = [c for c in checks if c.mms_id not in excluded]
     dups = dc.find_duplicates([c for c in included if c.handle], known)
-    now = ctx.clock()
-    with ctx.sessions.begin() as session:
-        row = session.get_one(AlmaSet, set_id)
+    with ctx.ledger() as book:
+        session, row = book.session, book.set(set_id)
         if dups:
             session.execute(
                 update(Record)
@@ -137,12 +132,10 @@ def check_records(ctx: Context, set_id: int) -> CheckSummary:
                     .execution_options(synchronize_session=False)
                 )
         summary = _summary(session, row)
-        add_event(
-            session,
+        book.event(
             row,
             "check",
             "preflight: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())),
-            at=now,
             counts=summary.counts,
         )
     return summary
@@ -198,14 +191,14 @@ def check_set(ctx: Context, ref: str) -> CheckSummary:
     return check_records(ctx, set_id)
 
 
-def _included_classes(session: Session, set_id: int) -> Counter[str]:
+def included_classes(session: Session, set_id: int) -> Counter[str]:
     rows = session.scalars(select(Record.preflight).where(Record.set_id == set_id, Record.excluded.is_(False)))
     return Counter(r or "UNCHECKED" for r in rows)
 
 
 def records_ready(session: Session, row: AlmaSet, step: Step) -> bool:
     """The record guard of a step, from the stored check results of the included records."""
-    classes = _included_classes(session, row.id)
+    classes = included_classes(session, row.id)
     if step is Step.COPY_IDENTIFIERS:
         return not any(c in classes for c in [*(p.value for p in BLOCKING), "UNCHECKED"])
     if step is Step.MIGRATE:
@@ -228,7 +221,7 @@ _ADVICE = {
 NAMED_MMS_IDS = 5  # an attention reason names this many MMS IDs, then "+N more: `hwf check SET`"
 
 
-def _problem_ids(session: Session, set_id: int, keep: Iterable[str]) -> dict[str, list[str]]:
+def problem_ids(session: Session, set_id: int, keep: Iterable[str]) -> dict[str, list[str]]:
     """The included records' MMS IDs per problem class in ``keep``, in MMS ID order."""
     wanted = set(keep)
     found: dict[str, list[str]] = {}
@@ -243,7 +236,7 @@ def _problem_ids(session: Session, set_id: int, keep: Iterable[str]) -> dict[str
     return found
 
 
-def _describe(by_class: dict[str, list[str]], set_id: str) -> tuple[str, str]:
+def describe_problems(by_class: dict[str, list[str]], set_id: str) -> tuple[str, str]:
     """("1 NOT_DC (991011597314004641: not a Dublin Core record ...)", "991011597314004641"): each class
     with its first MMS IDs (at most :data:`NAMED_MMS_IDS` in all, then "+N more"), and the named IDs."""
     shown: dict[str, list[str]] = {cls: [] for cls in sorted(by_class)}
@@ -264,68 +257,6 @@ def _describe(by_class: dict[str, list[str]], set_id: str) -> tuple[str, str]:
     hidden = sum(len(ids) for ids in by_class.values()) - len(named)
     text = "; ".join(parts) + (f"; +{hidden} more: `hwf check {set_id}`" if hidden else "")
     return text, " ".join(named)
-
-
-def precheck_step(ctx: Context, set_id: int, step: Step) -> None:
-    """The fresh check before the copy or migration job; records attention or the copy job's skip."""
-    check_records(ctx, set_id)
-    now = ctx.clock()
-    with ctx.sessions.begin() as session:
-        row = session.get_one(AlmaSet, set_id)
-        classes = _included_classes(session, set_id)
-        total = sum(classes.values())
-        if step is Step.COPY_IDENTIFIERS:
-            blocking = [p.value for p in BLOCKING]
-            if any(c in classes for c in blocking):
-                bad = sum(classes[c] for c in blocking)
-                text, named = _describe(_problem_ids(session, set_id, blocking), row.alma_set_id)
-                set_attention(
-                    session,
-                    row,
-                    "records",
-                    f"{bad} of {plural(total, 'record')} cannot go through the workflow: {text}. Fix them in Alma or "
-                    f"`hwf exclude {row.alma_set_id} {named} --reason TEXT`, then "
-                    f"`hwf advance {row.alma_set_id}` again",
-                    now,
-                )
-                return
-            if classes.get(Preflight.NEEDS_COPY.value, 0) == 0:
-                _copy_not_needed(session, row, total, now)
-            return
-        if step is Step.MIGRATE and set(classes) - {Preflight.READY.value}:
-            bad = total - classes.get(Preflight.READY.value, 0)
-            set_attention(
-                session,
-                row,
-                "records",
-                f"{bad} of {plural(total, 'record')} {verb(bad, 'is')} not ready for the Handle Migration job: "
-                f"{_describe(_problem_ids(session, set_id, set(classes) - {'READY'}), row.alma_set_id)[0]}. "
-                "The migration would skip them silently",
-                now,
-            )
-
-
-def _copy_not_needed(session: Session, row: AlmaSet, total: int, now: datetime) -> None:
-    number = next_attempt_number(session, row.id, Step.COPY_IDENTIFIERS)
-    session.add(
-        Attempt(
-            set_id=row.id,
-            step=Step.COPY_IDENTIFIERS.value,
-            number=number,
-            token=f"not-needed-{row.id}-{number}",
-            state=AttemptState.NOT_NEEDED,
-            started_at=now,
-            note="no record has its handle only in dcterms:identifier",
-        )
-    )
-    add_event(
-        session,
-        row,
-        "step_skipped",
-        f"copy_identifiers: not needed: none of the {total} included records has its handle only in "
-        "dcterms:identifier; the copy job was not submitted",
-        at=now,
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,9 +328,8 @@ def _set_excluded(
     # The jobs run on the Alma set, not on hwf's list: an excluded record left in the set still goes
     # through them (a MARC record fails its whole bulk of 100). So the Alma set follows, first.
     changed_in_alma = _follow_in_alma(ctx, alma_id, mms_ids, records, excluded, keep_in_alma_set)
-    now = ctx.clock()
-    with ctx.sessions.begin() as session:
-        row = session.get_one(AlmaSet, set_id)
+    with ctx.ledger() as book:
+        session, row = book.session, book.set(set_id)
         for rec in session.scalars(select(Record).where(Record.set_id == set_id, Record.mms_id.in_(list(mms_ids)))):
             rec.excluded = excluded
             rec.exclude_reason = reason if excluded else None
@@ -413,23 +343,17 @@ def _set_excluded(
             alma_note = (
                 f"; {'removed from' if excluded else 'added back to'} Alma set {alma_id}: {len(changed_in_alma)}"
             )
-        add_event(
-            session,
+        book.event(
             row,
             "exclude" if excluded else "include",
             f"{plural(len(records), 'record')} {done}: {', '.join(sorted(records)[:20])}; reason: {reason}{alma_note}",
-            at=now,
-            actor=ctx.owner,
             mms_ids=sorted(records),
             reason=reason,
             alma_set_changed=changed_in_alma,
         )
-        row.record_count = row.record_count  # unchanged: excluded records stay listed and reported
         cleared = ""
-        if row.attention and row.attention_kind in RECORD_ATTENTION and _resolves(session, row, excluded):
-            add_event(session, row, "attention_cleared", f"cleared by {done}: {row.attention}", at=now)
-            row.attention = None
-            row.attention_kind = None
+        if row.attention and kind_of(row.attention_kind) in RECORD_KINDS and _resolves(session, row, excluded):
+            book.event(row, "attention_cleared", f"cleared by {done}: {book.clear_attention(row)}")
             cleared = f"; attention cleared, run `hwf advance {alma_id}` again"
         elif row.attention:
             cleared = f"; the set still needs attention (`hwf status {alma_id}`)"
@@ -464,23 +388,3 @@ def exclude(ctx: Context, ref: str, mms_ids: Sequence[str], reason: str, *, keep
 def include(ctx: Context, ref: str, mms_ids: Sequence[str], reason: str) -> str:
     """Undo ``exclude``, putting the records back into the Alma set if hwf removed them (audited)."""
     return _set_excluded(ctx, ref, mms_ids, reason, False, False)
-
-
-# ---------------------------------------------------------------------------------------------
-# fix
-
-
-def fix(
-    ctx: Context, ref: str, *, apply: bool = False, diff: bool = False, progress: Progress | None = None
-) -> FixReport:
-    """Remove ``xsi:type`` from the handle ``dc:identifier`` of every NEEDS_FIX record (``repair.fix``).
-
-    Dry run by default (a line per record, diffs with ``diff``). With ``apply``: back up, re-read, PUT,
-    confirm, in bulk batches with concurrent PUTs.
-    """
-    return repair.fix(ctx, ref, apply=apply, diff=diff, progress=progress)
-
-
-def undo(ctx: Context, ref: str, *, progress: Progress | None = None) -> FixReport:
-    """Restore every record hwf changed from its backup, unless it changed again since (``repair.undo``)."""
-    return repair.undo(ctx, ref, progress=progress)

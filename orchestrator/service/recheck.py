@@ -17,12 +17,12 @@ from typing import Protocol
 
 from sqlalchemy import func, or_, select
 
+from orchestrator.domain.attention import Attention
 from orchestrator.domain.handles import Verdict
-from orchestrator.domain.machine import Stage
+from orchestrator.domain.steps import Stage
 from orchestrator.errors import LeaseHeldError
 from orchestrator.service import verification
-from orchestrator.service.context import Context, add_event, set_attention
-from orchestrator.service.steps import holding_lease
+from orchestrator.service.context import Context
 from orchestrator.store.models import AlmaSet, Event, Record
 
 NAMED = 5  # MMS IDs named in the attention reason; the rest are counted
@@ -72,12 +72,11 @@ def recheck_set(ctx: Context, set_id: int, stop: _Stop) -> bool:
     this check found a new regression."""
     rate = ctx.config.handles.recheck_requests_per_second
     pace = _pacer(1.0 / rate, ctx.clock, ctx.sleep, stop)
-    with holding_lease(ctx, set_id):
+    with ctx.lease(set_id):
         all_ok = verification.run(ctx, set_id, only_problems=False, pace=pace)
-        now = ctx.clock()
-        with ctx.sessions.begin() as session:
-            row = session.get_one(AlmaSet, set_id)
-            bad = session.scalars(
+        with ctx.ledger() as book:
+            row = book.set(set_id)
+            bad = book.session.scalars(
                 select(Record.mms_id)
                 .where(
                     Record.set_id == set_id,
@@ -86,28 +85,25 @@ def recheck_set(ctx: Context, set_id: int, stop: _Stop) -> bool:
                 )
                 .order_by(Record.id)
             ).all()
-            add_event(
-                session,
+            book.event(
                 row,
                 RECHECK,
                 f"re-verification: {'every handle resolves' if all_ok else f'{len(bad)} handles do not resolve'}",
-                at=now,
-                actor=ctx.owner,
                 bad=len(bad),
             )
             if all_ok:
-                if row.attention_kind == verification.REGRESSION:
-                    verification.repaired(session, row, now, "re-verification")
+                if row.attention_kind == Attention.REGRESSION:
+                    verification.repaired(book, row, "re-verification")
                 return False
-            if row.attention_kind == verification.REGRESSION:
+            if row.attention_kind == Attention.REGRESSION:
                 return False  # already reported: one notification per regression, not one per check
             named = ", ".join(bad[:NAMED]) + (f" +{len(bad) - NAMED} more" if len(bad) > NAMED else "")
             reason = (
                 f"regression: {len(bad)} handles no longer resolve to their own record ({named}); "
                 f"see `hwf report {row.alma_set_id} --problems`; after the fix `hwf verify {row.alma_set_id}`"
             )
-            set_attention(session, row, verification.REGRESSION, reason, now)
-            add_event(session, row, "regression", reason, at=now, actor=ctx.owner, mms_ids=list(bad[:100]))
+            book.attention(row, Attention.REGRESSION, reason)
+            book.event(row, "regression", reason, mms_ids=list(bad[:100]))
             return True
 
 

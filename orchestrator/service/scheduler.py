@@ -14,14 +14,28 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator.domain.machine import Stage, Step, next_step
-from orchestrator.errors import AlmaError, LeaseHeldError, NeedsAttentionError
-from orchestrator.service import jobs
-from orchestrator.service.context import Context, add_event, format_utc, require_match, set_attention
-from orchestrator.service.workflow import Action, AdvanceResult, Outcome, Plan, drive_leased, plan_step
+from orchestrator.display import utc_stamp
+from orchestrator.domain.attention import Attention
+from orchestrator.domain.steps import Stage, next_step
+from orchestrator.errors import (
+    AlmaError,
+    AlmaUnreachableError,
+    DailyQuotaError,
+    DatabaseError,
+    HwfError,
+    LeaseHeldError,
+    NeedsAttentionError,
+    RateLimitedError,
+)
+from orchestrator.service.actions import Action, Plan, plan_step
+from orchestrator.service.actions.gate import SLOT_WAIT, JobSlots
+from orchestrator.service.actions.plan import poll_due_at
+from orchestrator.service.context import Context, require_match
+from orchestrator.service.workflow import AdvanceResult, Outcome, drive_leased
 from orchestrator.store.leases import candidate_ids
+from orchestrator.store.ledger import Ledger
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
 
 
@@ -37,96 +51,11 @@ _decided: dict[tuple[str, str], str] = {}  # (database, set) -> the last decisio
 _RESCAN_SECONDS = 60.0  # the longest the scheduler sleeps: sets added, retried or fixed meanwhile move soon
 _TRANSIENT_WAIT_SECONDS = 60.0
 _TRANSIENT_PASSES = 10  # passes in a row where Alma failed every set before resume gives up
-SLOT_WAIT = "waiting for a job slot"
 _NEEDS_SLOT = (Action.PRECHECK, Action.SUBMIT)
-
-
-log = logging.getLogger(__name__)
-FAULT = "fault"  # the attention kind: an error on this set alone (a bad reply, a 4xx, a bug in hwf)
 
 
 class _QuotaSpentError(NeedsAttentionError):
     """Alma's daily quota is spent: the scheduler starts no more work on any set."""
-
-
-@dataclass
-class _Slots:
-    """Alma's job limits as ``jobs.submit`` counts them (across every set in the database), with a
-    cap on running jobs that may be lower than Alma's (``--max-running``)."""
-
-    max_running: int
-    per_hour: int
-    running: int = 0
-    recent: dict[str, list[datetime]] = field(default_factory=dict)  # job id -> starts in the last hour
-    next_poll: datetime | None = None  # the soonest poll of a running job (when a slot may free)
-
-    def load(self, session: Session, now: datetime) -> _Slots:
-        self.running = int(
-            session.scalar(
-                select(func.count())
-                .select_from(Attempt)
-                .where(
-                    Attempt.state.in_([AttemptState.SUBMITTING, AttemptState.SUBMITTED]), Attempt.job_id.is_not(None)
-                )
-            )
-            or 0
-        )
-        self.next_poll = session.scalar(
-            select(func.min(Attempt.next_poll_at)).where(
-                Attempt.state == AttemptState.SUBMITTED, Attempt.job_id.is_not(None)
-            )
-        )
-        self.recent = {}
-        for job_id, started in session.execute(
-            select(Attempt.job_id, Attempt.started_at)
-            .where(
-                Attempt.job_id.is_not(None),
-                Attempt.started_at >= now - timedelta(hours=1),
-                Attempt.state.not_in([AttemptState.ABANDONED, AttemptState.NOT_NEEDED]),
-            )
-            .order_by(Attempt.started_at)
-        ):
-            self.recent.setdefault(job_id or "", []).append(started)
-        return self
-
-    def refusal(self, ctx: Context, step: Step, now: datetime) -> tuple[str, datetime | None] | None:
-        """Why ``step``'s job cannot start now, and when it can (None: when a running job ends)."""
-        key = step.job_key
-        assert key is not None
-        job_id = ctx.config.alma.jobs[key].id
-        if self.running >= self.max_running:
-            return f"{SLOT_WAIT}: {self.running} Alma jobs running (at most {self.max_running} at once)", None
-        starts = self.recent.get(job_id, [])
-        if len(starts) >= self.per_hour:
-            # jobs.submit counts starts at or after now - 1 h: the slot frees just after the hour.
-            free = starts[len(starts) - self.per_hour] + timedelta(hours=1, seconds=1)
-            return (
-                f"{SLOT_WAIT}: job {job_id} ({step.value}) started {len(starts)} times in the last hour "
-                f"(Alma allows {self.per_hour}); next slot at {format_utc(free)}",
-                free,
-            )
-        return None
-
-    def slot_may_free(self, now: datetime) -> datetime:
-        """When to look again for a running-job slot: just after the soonest poll of a running job (whoever
-        drives it, maybe another process), at most a rescan away."""
-        latest = now + timedelta(seconds=_RESCAN_SECONDS)
-        if self.next_poll is None:
-            return latest
-        return min(max(self.next_poll + timedelta(seconds=0.5), now + timedelta(seconds=0.5)), latest)
-
-    def take(self, ctx: Context, step: Step, now: datetime) -> None:
-        key = step.job_key
-        assert key is not None
-        self.running += 1
-        self.recent.setdefault(ctx.config.alma.jobs[key].id, []).append(now)
-
-
-def _wait_for_slot(session: Session, row: AlmaSet, reason: str, until: datetime | None, now: datetime) -> None:
-    if not (row.waiting or "").startswith(SLOT_WAIT):
-        add_event(session, row, "waiting", reason, at=now)
-    row.waiting = reason
-    row.wait_until = until
 
 
 def _asleep_until(row: AlmaSet, latest: Attempt | None, now: datetime) -> datetime | None:
@@ -139,9 +68,9 @@ def _asleep_until(row: AlmaSet, latest: Attempt | None, now: datetime) -> dateti
         and step is not None
         and latest.step == step.value
         and latest.state is AttemptState.SUBMITTED
-        and jobs.poll_due_at(latest, now) > now
+        and poll_due_at(latest, now) > now
     ):
-        return jobs.poll_due_at(latest, now)
+        return poll_due_at(latest, now)
     return None
 
 
@@ -158,8 +87,6 @@ def resume_all(
     jobs lower), sleeping until the earliest wake time, until every set is verified, needs attention,
     or is held by another process. ``wait=False``: one pass. Sets held by another process are left to it.
     """
-    from orchestrator.errors import AlmaUnreachableError
-
     pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE) if only else None
     cfg = ctx.config.alma
     cap = min(max_running, cfg.max_running_jobs) if max_running else cfg.max_running_jobs
@@ -226,7 +153,8 @@ def _scan(ctx: Context, pattern: re.Pattern[str] | None, cap: int, outcomes: _Ou
     """Look at every unfinished set in one short transaction: which can run now, which wait until when."""
     now = ctx.clock()
     current = _Pass()
-    with ctx.sessions.begin() as session:
+    with ctx.ledger() as book:
+        session = book.session
         rows = [
             r
             for r in session.scalars(
@@ -238,7 +166,7 @@ def _scan(ctx: Context, pattern: re.Pattern[str] | None, cap: int, outcomes: _Ou
         free = set(candidate_ids(session, ids, now)) if ids else set()
         newest = select(func.max(Attempt.id)).where(Attempt.set_id.in_(ids)).group_by(Attempt.set_id)
         latest = {a.set_id: a for a in session.scalars(select(Attempt).where(Attempt.id.in_(newest.scalar_subquery())))}
-        slots = _Slots(cap, ctx.config.alma.max_runs_per_job_hour).load(session, now)
+        slots = JobSlots.load(session, now, max_running=cap, per_hour=ctx.config.alma.max_runs_per_job_hour)
         for row in rows:
             if row.attention:
                 outcomes.put(
@@ -247,16 +175,16 @@ def _scan(ctx: Context, pattern: re.Pattern[str] | None, cap: int, outcomes: _Ou
             elif row.id not in free:
                 outcomes.put(row.alma_set_id, "skipped", "held by another hwf process")
             else:
-                _triage(ctx, session, row, latest.get(row.id), slots, now, current, outcomes)
+                _triage(ctx, book, row, latest.get(row.id), slots, now, current, outcomes)
     return current
 
 
 def _triage(
     ctx: Context,
-    session: Session,
+    book: Ledger,
     row: AlmaSet,
     latest: Attempt | None,
-    slots: _Slots,
+    slots: JobSlots,
     now: datetime,
     current: _Pass,
     outcomes: _Outcomes,
@@ -275,26 +203,34 @@ def _triage(
         current.wakes.append(asleep)
         waiting(row.waiting or "", asleep)
         return
-    plan = plan_step(ctx, session, row, now, set())
+    plan = plan_step(ctx.config, book.session, row, now, set())
     if plan.action is Action.WAIT:
         assert plan.wake_at is not None
-        if row.waiting != plan.reason:
-            row.waiting = plan.reason
+        book.show_waiting(row, plan.reason)
         current.wakes.append(plan.wake_at)
         waiting(plan.reason, plan.wake_at)
         return
-    if plan.action in _NEEDS_SLOT and plan.step is not None and plan.step.job_key is not None:
-        refused = slots.refusal(ctx, plan.step, now)
+    job_id = _job_id(ctx, plan)
+    if job_id is not None:
+        assert plan.step is not None
+        refused = slots.refusal(plan.step, job_id, now)
         if refused is not None:
             current.gated = True
             reason, until = refused
-            _wait_for_slot(session, row, reason, until, now)
+            book.wait(row, reason, until, same_as=SLOT_WAIT)
             current.wakes.append(until or slots.slot_may_free(now))
             waiting(reason, until)
             return
-        slots.take(ctx, plan.step, now)
+        slots.take(job_id, now)
     _log_decision(ctx, row, "run", f"{plan.action.value} {plan.step.value if plan.step else ''}".strip(), None)
     current.admitted.append((row.id, alma_id))
+
+
+def _job_id(ctx: Context, plan: Plan) -> str | None:
+    """The Alma job the plan would start (a precheck leads straight to its submission), if any."""
+    if plan.action not in _NEEDS_SLOT or plan.step is None or plan.step.job_key is None:
+        return None
+    return ctx.config.alma.jobs[plan.step.job_key].id
 
 
 def _log_decision(ctx: Context, row: AlmaSet, decision: str, reason: str, until: datetime | None) -> None:
@@ -312,8 +248,6 @@ def _log_decision(ctx: Context, row: AlmaSet, decision: str, reason: str, until:
 
 def _drive_admitted(ctx: Context, current: _Pass, cap: int, outcomes: _Outcomes) -> bool:
     """Drive each admitted set until it must wait. False when Alma's daily quota is spent (stop all)."""
-    from orchestrator.errors import AlmaUnreachableError, RateLimitedError
-
     for position, (set_id, alma_id) in enumerate(current.admitted):
         try:
             result = _advance_once(ctx, set_id, cap)
@@ -355,17 +289,13 @@ def _drive_admitted(ctx: Context, current: _Pass, cap: int, outcomes: _Outcomes)
 def _transient(ctx: Context, current: _Pass, outcomes: _Outcomes, alma_id: str, exc: Exception) -> None:
     current.transient += 1
     later_at = ctx.clock() + timedelta(seconds=_TRANSIENT_WAIT_SECONDS)
-    outcomes.put(alma_id, "skipped", f"Alma did not answer ({exc}); trying again at {format_utc(later_at)}")
+    outcomes.put(alma_id, "skipped", f"Alma did not answer ({exc}); trying again at {utc_stamp(later_at)}")
     current.wakes.append(later_at)
 
 
 def concerns_everyone(exc: BaseException) -> bool:
     """An error that stops every set, not just the one it happened on: the key refused (401, 403,
     400 UNAUTHORIZED), or the database gone (hwf's DatabaseError, SQLAlchemy's)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from orchestrator.errors import DailyQuotaError, DatabaseError
-
     if isinstance(exc, DailyQuotaError):
         return True
     if isinstance(exc, AlmaError):
@@ -375,8 +305,6 @@ def concerns_everyone(exc: BaseException) -> bool:
 
 def _isolate(ctx: Context, set_id: int, alma_id: str, exc: Exception) -> str:
     """Stop this set alone with a one-line reason (the traceback goes to the log); the others go on."""
-    from orchestrator.errors import HwfError
-
     bug = not isinstance(exc, HwfError)
     what = f"{type(exc).__name__}: {exc}" if bug else str(exc)
     what = " ".join(what.split())[:500] or type(exc).__name__
@@ -389,10 +317,10 @@ def _isolate(ctx: Context, set_id: int, alma_id: str, exc: Exception) -> str:
         reason = f"Alma's reply stopped this set: {what}; `hwf retry {alma_id}` once the cause is fixed"
     else:
         reason = f"this set stopped: {what}; `hwf retry {alma_id}` once the cause is fixed"
-    log.error("set %s: %s", alma_id, reason, exc_info=exc)
-    with ctx.sessions.begin() as session:
-        row = session.get_one(AlmaSet, set_id)
-        set_attention(session, row, FAULT, reason, ctx.clock())
+    _log.error("set %s: %s", alma_id, reason, exc_info=exc)
+    with ctx.ledger() as book:
+        row = book.set(set_id)
+        book.attention(row, Attention.FAULT, reason)
         return f"set {alma_id} ({row.name}) needs attention: {reason}"
 
 
@@ -400,14 +328,16 @@ def _advance_once(ctx: Context, set_id: int, max_running: int | None = None) -> 
     """Drive one set, under its lease, until it must wait (a running job, a settle time, or, when
     ``max_running`` is given, a job slot the scheduler's limits do not allow yet)."""
 
-    def gate(session: Session, row: AlmaSet, plan: Plan, now: datetime) -> tuple[str, datetime | None] | None:
-        if max_running is None or plan.action not in _NEEDS_SLOT or plan.step is None or plan.step.job_key is None:
+    def gate(book: Ledger, row: AlmaSet, plan: Plan) -> tuple[str, datetime | None] | None:
+        job_id = _job_id(ctx, plan)
+        if max_running is None or job_id is None or plan.step is None:
             return None
-        slots = _Slots(max_running, ctx.config.alma.max_runs_per_job_hour).load(session, now)
-        refused = slots.refusal(ctx, plan.step, now)
+        per_hour = ctx.config.alma.max_runs_per_job_hour
+        slots = JobSlots.load(book.session, book.now, max_running=max_running, per_hour=per_hour)
+        refused = slots.refusal(plan.step, job_id, book.now)
         if refused is not None:
-            _wait_for_slot(session, row, refused[0], refused[1], now)
-            return refused[0], refused[1] or slots.slot_may_free(now)  # the scheduler looks again then
+            book.wait(row, refused[0], refused[1], same_as=SLOT_WAIT)
+            return refused[0], refused[1] or slots.slot_may_free(book.now)  # the scheduler looks again then
         return None
 
     return drive_leased(ctx, set_id, wait=False, gate=gate, quota_error=_QuotaSpentError)

@@ -14,10 +14,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from orchestrator.display import iso_z
 from orchestrator.domain.attention import advice, next_command
+from orchestrator.domain.jobrules import run_seconds
 from orchestrator.service import verification, views
 from orchestrator.service.context import Context, find_set
-from orchestrator.service.overview import iso
 from orchestrator.store.models import Attempt, Backup, Event, Record
 
 PROBLEMS_SHOWN = 500
@@ -45,12 +46,12 @@ class Milestone:
     actor: str | None
 
     def as_json(self) -> dict[str, Any]:
-        return {"at": iso(self.at), "from": self.from_state, "to": self.to_state, "detail": self.detail}
+        return {"at": iso_z(self.at), "from": self.from_state, "to": self.to_state, "detail": self.detail}
 
 
 @dataclass(frozen=True)
 class JobRun:
-    """One submission of a step: when hwf sent it, when Alma took it, when it ended, and what it did."""
+    """One submission of a step: when hwf sent it, when Alma started it, when it ended, and what it did."""
 
     step: str
     number: int
@@ -60,16 +61,11 @@ class JobRun:
     status: str | None
     progress: float | None
     counters: tuple[tuple[str, str], ...]  # (description, value)
-    submitted_at: datetime  # hwf committed the attempt and sent the POST
-    started_at: datetime | None  # Alma answered with the instance id
-    ended_at: datetime | None  # hwf saw the terminal status
+    begun_at: datetime  # hwf's clock: the attempt was committed and its POST sent
+    alma_started_at: datetime | None  # Alma's clock: the run started (unknown until Alma says)
+    ended_at: datetime | None  # hwf's clock: hwf read the run's end
+    duration_seconds: float | None  # submission to end, on one clock (domain.jobrules.run_seconds)
     note: str | None
-
-    @property
-    def duration_seconds(self) -> float | None:
-        if self.ended_at is None:
-            return None
-        return max((self.ended_at - (self.started_at or self.submitted_at)).total_seconds(), 0.0)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -81,9 +77,9 @@ class JobRun:
             "status": self.status,
             "progress": self.progress,
             "counters": [{"desc": d, "value": v} for d, v in self.counters],
-            "submitted_at": iso(self.submitted_at),
-            "started_at": iso(self.started_at),
-            "ended_at": iso(self.ended_at),
+            "submitted_at": iso_z(self.begun_at),
+            "started_at": iso_z(self.alma_started_at),
+            "ended_at": iso_z(self.ended_at),
             "duration_seconds": self.duration_seconds,
             "note": self.note,
         }
@@ -97,7 +93,7 @@ class OperatorEvent:
     actor: str | None
 
     def as_json(self) -> dict[str, Any]:
-        return {"at": iso(self.at), "kind": self.kind, "detail": self.detail, "actor": self.actor}
+        return {"at": iso_z(self.at), "kind": self.kind, "detail": self.detail, "actor": self.actor}
 
 
 @dataclass(frozen=True)
@@ -113,8 +109,8 @@ class BackupView:
             "mms_id": self.mms_id,
             "state": self.state,
             "detail": self.detail,
-            "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at),
+            "created_at": iso_z(self.created_at),
+            "updated_at": iso_z(self.updated_at),
         }
 
 
@@ -143,12 +139,12 @@ class SetDetail:
     def as_json(self) -> dict[str, Any]:
         return {
             **self.summary.as_json(),
-            "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at),
+            "created_at": iso_z(self.created_at),
+            "updated_at": iso_z(self.updated_at),
             "attention_kind": self.attention_kind,
             "attention_command": self.attention_command,
             "attention_advice": self.attention_advice,
-            "last_checked": iso(self.last_checked),
+            "last_checked": iso_z(self.last_checked),
             "milestones": [m.as_json() for m in self.milestones],
             "jobs": [j.as_json() for j in self.jobs],
             "verdicts": dict(self.verdicts),
@@ -203,9 +199,10 @@ def _jobs(session: Any, set_id: int) -> tuple[JobRun, ...]:
             status=a.status,
             progress=a.progress,
             counters=_counters(a.counters),
-            submitted_at=a.started_at,
-            started_at=a.submitted_at,
-            ended_at=a.finished_at,
+            begun_at=a.begun_at,
+            alma_started_at=a.alma_started_at,
+            ended_at=a.ended_at,
+            duration_seconds=run_seconds(a.alma_submitted_at, a.alma_ended_at, a.submitted_at, a.ended_at),
             note=a.note,
         )
         for a in session.scalars(select(Attempt).where(Attempt.set_id == set_id).order_by(Attempt.id))

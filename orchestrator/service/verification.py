@@ -15,13 +15,16 @@ from typing import cast
 from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from orchestrator.config import Config
+from orchestrator.display import iso_z
+from orchestrator.domain.attention import Attention
 from orchestrator.domain.handles import VERIFIED_VALUES, Verdict
 from orchestrator.domain.jobrules import settle_until
-from orchestrator.domain.machine import Stage, Step, StepFacts
+from orchestrator.domain.steps import Stage, Step, StepFacts
 from orchestrator.domain.wording import plural
 from orchestrator.resolver import VerifyItem, VerifyResult
-from orchestrator.service.context import Context, add_event, find_set, set_attention
-from orchestrator.service.steps import fire_step, holding_lease, latest_attempt
+from orchestrator.service.context import Context, find_set
+from orchestrator.store.ledger import Ledger, latest_attempt
 from orchestrator.store.models import AlmaSet, Record
 
 FLUSH_EVERY = 250
@@ -147,36 +150,31 @@ def run(
     finally:
         _flush(ctx, set_id, pending)
         verifier.close()
-    now = ctx.clock()
-    with ctx.sessions.begin() as session:
-        row = session.get_one(AlmaSet, set_id)
-        verdicts = _verdicts(session, set_id)
+    with ctx.ledger() as book:
+        row = book.set(set_id)
+        verdicts = _verdicts(book.session, set_id)
         included = sum(verdicts.values())
         ok = sum(verdicts.get(v, 0) for v in VERIFIED_VALUES)  # STALE_CACHE: right at the primary server
         counts = ", ".join(f"{v} {k}" for k, v in sorted(verdicts.items()) if k != Verdict.OK.value)
-        add_event(
-            session,
+        book.event(
             row,
             "verification",
             f"verification: {ok} of {plural(included, 'handle')} resolve to their own record"
             + (f"; {counts}" if counts else "")
             + f" ({done} checked now)",
-            at=now,
             verdicts=dict(verdicts),
             checked=done,
         )
         if ok == included:
-            row.last_checked = now
+            row.last_checked = book.now
             return True
         if row.stage is Stage.INTEGRATED:
-            set_attention(
-                session,
+            book.attention(
                 row,
-                "verify",
+                Attention.VERIFY,
                 f"{included - ok} of {plural(included, 'handle')} do not resolve to their own record ({counts}); "
                 f"see `hwf report {row.alma_set_id} --problems`; fix the cause (or wait for the proxy's cache), "
                 f"then `hwf verify {row.alma_set_id}` re-checks only those",
-                now,
             )
         return False
 
@@ -186,41 +184,34 @@ def verify_set(ctx: Context, ref: str, *, recheck_all: bool = False, follow: boo
     every record is OK, record the ``verify`` transition."""
     with ctx.sessions.begin() as session:
         set_id = find_set(session, ref).id
-    with holding_lease(ctx, set_id):
-        with ctx.sessions.begin() as session:
-            row = session.get_one(AlmaSet, set_id)
-            if row.attention_kind == "verify":
-                row.attention = None
-                row.attention_kind = None
+    with ctx.lease(set_id):
+        with ctx.ledger() as book:
+            row = book.set(set_id)
+            if row.attention_kind == Attention.VERIFY:
+                book.clear_attention(row)
         all_ok = run(ctx, set_id, only_problems=not recheck_all, follow=follow)
-        now = ctx.clock()
-        with ctx.sessions.begin() as session:
-            row = session.get_one(AlmaSet, set_id)
-            if all_ok and row.attention_kind == REGRESSION:
-                repaired(session, row, now, "`hwf verify`")
+        with ctx.ledger() as book:
+            row = book.set(set_id)
+            if all_ok and row.attention_kind == Attention.REGRESSION:
+                repaired(book, row, "`hwf verify`")
             if all_ok and row.stage is Stage.INTEGRATED:
-                integration = latest_attempt(session, set_id, Step.INTEGRATE)
-                ended = integration.finished_at if integration and integration.finished_at else now
-                settled = settle_until(ended, ctx.config.handles.settle_minutes) <= now
-                fire_step(ctx, session, row, Step.VERIFY, StepFacts(settled=settled, all_verified=True), now)
-            return dict(_verdicts(session, set_id))
+                settled = settle_at(book.session, row, ctx.config, book.now) <= book.now
+                book.fire(row, Step.VERIFY, StepFacts(settled=settled, all_verified=True))
+            return dict(_verdicts(book.session, set_id))
 
 
-REGRESSION = "regression"  # attention kind: a verified set's handle no longer resolves to its record
+def settle_at(session: Session, row: AlmaSet, config: Config, fallback: datetime) -> datetime:
+    """When verification may start: the settle time after the integration run's end (as hwf read it; the
+    ``fallback`` moment when no end is recorded)."""
+    integration = latest_attempt(session, row.id, Step.INTEGRATE)
+    ended = integration.ended_at if integration and integration.ended_at else fallback
+    return settle_until(ended, config.handles.settle_minutes)
 
 
-def repaired(session: Session, row: AlmaSet, now: datetime, how: str) -> None:
+def repaired(book: Ledger, row: AlmaSet, how: str) -> None:
     """Every handle of a set in regression resolves again: clear its attention, say so in the history."""
-    previous = row.attention
-    row.attention = None
-    row.attention_kind = None
-    add_event(
-        session,
-        row,
-        "regression-repaired",
-        f"every handle resolves to its record again ({how}); was: {previous}",
-        at=now,
-    )
+    previous = book.clear_attention(row)
+    book.event(row, "regression-repaired", f"every handle resolves to its record again ({how}); was: {previous}")
 
 
 @dataclass(frozen=True)
@@ -253,7 +244,7 @@ class ReportRow:
             "resolved_url": self.resolved_url,
             "expected_url": self.expected_url,
             "returned_correct_mms_id": self.correct_mms,
-            "checked_at": self.checked_at.isoformat().replace("+00:00", "Z") if self.checked_at else None,
+            "checked_at": iso_z(self.checked_at),
             "detail": self.detail,
             "excluded": self.excluded,
         }

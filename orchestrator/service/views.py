@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import String, Text, cast, func, select, type_coerce
 from sqlalchemy.orm import Session
 
+from orchestrator.display import iso_z
 from orchestrator.service.context import Context, find_set
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, Record
 
@@ -43,13 +44,13 @@ class SetSummary:
             "records": self.records,
             "excluded": self.excluded,
             "waiting": self.waiting,
-            "wait_until": self.wait_until.isoformat().replace("+00:00", "Z") if self.wait_until else None,
+            "wait_until": iso_z(self.wait_until),
             "lease_owner": self.lease_owner,
             "step": self.step,
             "instance_id": self.instance_id,
             "job_status": self.job_status,
             "progress": self.progress,
-            "last_checked": self.last_checked.isoformat().replace("+00:00", "Z") if self.last_checked else None,
+            "last_checked": iso_z(self.last_checked),
         }
 
 
@@ -164,7 +165,7 @@ class EventView:
         """ISO-8601 UTC with Z; from SQLite's stored text without parsing it."""
         if isinstance(self.at, str) and "+" not in self.at[10:]:
             return self.at.replace(" ", "T", 1) + "Z"
-        return self.at_utc.isoformat().replace("+00:00", "Z")
+        return iso_z(self.at_utc) or ""
 
     def json_text(self) -> str:
         """``as_json`` serialised, without decoding the stored data: its members are spliced in (the
@@ -212,18 +213,11 @@ class AttemptView:
     instance_id: str | None
     status: str | None
     counters: list[Any] | None
-    started_at: datetime
-    finished_at: datetime | None
+    begun_at: datetime  # hwf committed the attempt (before the POST)
+    ended_at: datetime | None  # hwf read the run's end
     note: str | None
 
     def as_json(self) -> dict[str, Any]:
-        def stamp(at: datetime | None) -> str | None:
-            if at is None:
-                return None
-            return (
-                (at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)).isoformat().replace("+00:00", "Z")
-            )
-
         return {
             "step": self.step,
             "attempt": self.number,
@@ -232,9 +226,9 @@ class AttemptView:
             "instance_id": self.instance_id,
             "status": self.status,
             "counters": self.counters or [],
-            "started_at": stamp(self.started_at),
-            "finished_at": stamp(self.finished_at),
-            "seconds": (self.finished_at - self.started_at).total_seconds() if self.finished_at else None,
+            "started_at": iso_z(self.begun_at),
+            "finished_at": iso_z(self.ended_at),
+            "seconds": (self.ended_at - self.begun_at).total_seconds() if self.ended_at else None,
             "note": self.note,
         }
 
@@ -252,8 +246,8 @@ def attempts(ctx: Context, ref: str) -> list[AttemptView]:
                 instance_id=a.instance_id,
                 status=a.status,
                 counters=a.counters,
-                started_at=a.started_at,
-                finished_at=a.finished_at,
+                begun_at=a.begun_at,
+                ended_at=a.ended_at,
                 note=a.note,
             )
             for a in session.scalars(select(Attempt).where(Attempt.set_id == set_id).order_by(Attempt.id))

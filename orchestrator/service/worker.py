@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,10 +25,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from orchestrator.domain.machine import Stage
+from orchestrator.display import utc_stamp
+from orchestrator.domain.attention import Attention
+from orchestrator.domain.steps import Stage
 from orchestrator.errors import AlmaError, AlmaUnreachableError, RateLimitedError
 from orchestrator.service import recheck, scheduler
-from orchestrator.service.context import Context, add_event, format_utc
+from orchestrator.service.context import Context
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, Worker
 
 RESCAN_SECONDS = 60.0  # the longest the worker sleeps: sets added, retried or fixed meanwhile move soon
@@ -35,7 +38,6 @@ OUTAGE_FIRST_SECONDS = 60.0  # after Alma failed every set: the first pause, dou
 OUTAGE_MAX_SECONDS = 900.0
 QUOTA_MARGIN = timedelta(minutes=5)  # go on this long after the configured reset time
 STALE_WORKER = timedelta(minutes=10)  # a worker row not updated for this long is shown as gone
-QUOTA = "quota"
 
 
 class Stopped(Exception):
@@ -100,27 +102,22 @@ def next_quota_reset(after: datetime, reset: str, zone: str) -> datetime:
 def quota_resets_due(ctx: Context) -> tuple[int, datetime | None]:
     """Clear the quota attention of every set whose quota stop was before the last reset (audited).
     Returns how many were cleared and when the next still-stopped set can go on."""
-    now = ctx.clock()
     cfg = ctx.config.alma
     cleared, later = 0, None
-    with ctx.sessions.begin() as session:
-        rows = list(session.scalars(select(AlmaSet).where(AlmaSet.attention_kind == QUOTA)))
+    with ctx.ledger() as book:
+        rows = list(book.session.scalars(select(AlmaSet).where(AlmaSet.attention_kind == Attention.QUOTA)))
         for row in rows:
-            since = _attention_since(session, row)
+            since = _attention_since(book.session, row)
             resume_at = next_quota_reset(since, cfg.quota_reset, cfg.timezone) + QUOTA_MARGIN
-            if now < resume_at:
+            if book.now < resume_at:
                 later = resume_at if later is None else min(later, resume_at)
                 continue
-            previous = row.attention
-            row.attention = row.attention_kind = row.waiting = row.wait_until = None
-            add_event(
-                session,
+            previous = book.resume(row)
+            book.event(
                 row,
                 "quota-reset",
                 f"Alma's daily quota has reset ({cfg.quota_reset} {cfg.timezone}); the worker goes on "
                 f"(was: {previous})",
-                at=now,
-                actor=ctx.owner,
             )
             cleared += 1
     return cleared, later
@@ -176,21 +173,22 @@ def describe(summary: WorkerSummary) -> str:
     return f"{why} after {summary.passes} passes; " + ", ".join(parts)
 
 
-def _tally(ctx: Context, summary: WorkerSummary) -> None:
+def _tally(ctx: Context, summary: WorkerSummary) -> WorkerSummary:
+    """The summary with the sets counted as they stand now: verified, needing attention, waiting."""
     with ctx.sessions() as session:
         counts = dict(
             session.execute(
                 select(AlmaSet.stage, func.count()).where(AlmaSet.attention.is_(None)).group_by(AlmaSet.stage)
             ).all()
         )
-        summary.attention = [
+        attention = [
             (a, r or "")
             for a, r in session.execute(
                 select(AlmaSet.alma_set_id, AlmaSet.attention).where(AlmaSet.attention.is_not(None))
             )
         ]
-    summary.verified = int(counts.pop(Stage.VERIFIED, 0))
-    summary.waiting = int(sum(counts.values()))
+    verified = int(counts.pop(Stage.VERIFIED, 0))
+    return dataclasses.replace(summary, verified=verified, attention=attention, waiting=int(sum(counts.values())))
 
 
 def follow(
@@ -235,7 +233,7 @@ def follow(
                 summary.outages += 1
                 delay = min(OUTAGE_FIRST_SECONDS * 2 ** (outage - 1), OUTAGE_MAX_SECONDS)
                 wake = worker_ctx.clock() + timedelta(seconds=delay)
-                _report(worker_ctx, "waiting", f"Alma outage: {exc}; trying again at {format_utc(wake)}", wake)
+                _report(worker_ctx, "waiting", f"Alma outage: {exc}; trying again at {utc_stamp(wake)}", wake)
                 worker_ctx.sleep(delay)
                 continue
             checked, regressed, recheck_wake = recheck.due_sets(worker_ctx, stop)
@@ -258,7 +256,7 @@ def follow(
             _report(worker_ctx, "stopped", "stopped by an error (see the worker's output)", None)
         worker_ctx.close()
         raise
-    _tally(worker_ctx, summary)
+    summary = _tally(worker_ctx, summary)
     _forget(worker_ctx, summary)
     worker_ctx.close()
     return summary
@@ -308,10 +306,10 @@ def _next_wake(ctx: Context, quota: datetime | None, recheck_at: datetime | None
     if quota is not None and quota < wake:
         wake, reason = quota, "Alma's daily quota is spent"
     elif quota is not None:
-        reason = f"Alma's daily quota is spent; it resets about {format_utc(quota)}"
+        reason = f"Alma's daily quota is spent; it resets about {utc_stamp(quota)}"
     if recheck_at is not None and recheck_at < wake:
         wake, reason = recheck_at, "the next re-verification"
-    return wake, f"{reason} at {format_utc(wake)}"
+    return wake, f"{reason} at {utc_stamp(wake)}"
 
 
 def _idle(ctx: Context, only: str | None) -> bool:
@@ -321,8 +319,6 @@ def _idle(ctx: Context, only: str | None) -> bool:
             select(AlmaSet.name).where(AlmaSet.stage != Stage.VERIFIED, AlmaSet.attention.is_(None))
         ).all()
     if only:
-        import re
-
         pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE)
         names = [n for n in names if pattern.search(n)]
     return not names
@@ -340,9 +336,9 @@ class WorkerView:
 
     def text(self) -> str:
         if self.gone and self.state != "stopped":
-            return f"Worker {self.owner}: not seen since {format_utc(self.heartbeat_at)} (stopped without saying)"
+            return f"Worker {self.owner}: not seen since {utc_stamp(self.heartbeat_at)} (stopped without saying)"
         what = self.state + (f": {self.reason}" if self.reason else "")
-        return f"Worker {self.owner} (since {format_utc(self.started_at)}): {what}"
+        return f"Worker {self.owner} (since {utc_stamp(self.started_at)}): {what}"
 
 
 def workers(ctx: Context) -> list[WorkerView]:

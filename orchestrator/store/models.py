@@ -1,6 +1,7 @@
 """SQLAlchemy 2 models: sets, attempts, records, events (append-only), backups, runs of set creation.
 
-Functions here never commit: the caller (``workflow.py``) owns the transaction.
+Nothing here commits: the service opens the transactions; ``store.ledger`` is the one writer of a set's
+status fields, attempts and events.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from orchestrator.domain.machine import Stage
+from orchestrator.domain.steps import Stage
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -68,7 +69,8 @@ class Base(DeclarativeBase):
 
 
 class AttemptState(enum.Enum):
-    """Where one submission of a step stands (DESIGN.md §3)."""
+    """Where one submission of a step stands. An attempt is committed before its POST, so a crash between the
+    two leaves a ``submitting`` attempt that is reconciled by its token, never submitted again blindly."""
 
     SUBMITTING = "submitting"  # attempt committed, POST not known to have succeeded
     SUBMITTED = "submitted"  # instance id known, job not finished
@@ -76,6 +78,14 @@ class AttemptState(enum.Enum):
     NOT_NEEDED = "not_needed"  # step skipped by rule (e.g. no record needs the copy job)
     ABANDONED = "abandoned"  # the POST never reached Alma (reconciled: no instance) or was refused
     WAITING_OPERATOR = "waiting_operator"  # manual integration mode: waiting for the operator's run
+
+
+RAW_REPLY_CAP = 1_000_000  # bytes of a finished job instance's reply kept as evidence (``Attempt.raw_reply``)
+
+# Where an attempt's run came from: hwf submitted it through the API; found in Alma's history before a first
+# submission (a lost database); adopted by `hwf add --adopt`; a person's run hwf bound (manual steps,
+# `hwf confirm`); or no run at all (a step not needed).
+ORIGINS = ("hwf", "found", "adopted", "operator", "skipped")
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
@@ -109,7 +119,7 @@ class AlmaSet(Base):
 
 
 class Attempt(Base):
-    """One submission of one step's Alma job. Committed *before* the POST (DESIGN.md §3)."""
+    """One submission of one step's Alma job, committed *before* the POST (see ``AttemptState``)."""
 
     __tablename__ = "attempts"
     __table_args__ = (
@@ -126,17 +136,24 @@ class Attempt(Base):
     job_name: Mapped[str | None] = mapped_column(String(255))
     instance_id: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[AttemptState] = mapped_column(_enum(AttemptState, "attempt_state"))
+    origin: Mapped[str] = mapped_column(String(16), default="hwf")  # see ORIGINS
     status: Mapped[str | None] = mapped_column(String(40))  # Alma systemJobStatus
     progress: Mapped[float | None] = mapped_column()
     counters: Mapped[list[Any] | None] = mapped_column()
     alerts: Mapped[list[Any] | None] = mapped_column()
     note: Mapped[str | None] = mapped_column(Text)
-    started_at: Mapped[datetime] = mapped_column(default=utcnow)  # before the POST
+    # hwf's clock: when the attempt was committed (before any POST), when hwf learned its instance id (the
+    # reply, a reconciliation, an adoption), and when hwf read the run's end.
+    begun_at: Mapped[datetime] = mapped_column(default=utcnow)
     submitted_at: Mapped[datetime | None] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+    # Alma's clock, as the instance reports it (null when it does not say).
+    alma_submitted_at: Mapped[datetime | None] = mapped_column()
+    alma_started_at: Mapped[datetime | None] = mapped_column()
+    alma_ended_at: Mapped[datetime | None] = mapped_column()
     next_poll_at: Mapped[datetime | None] = mapped_column()
     poll_interval: Mapped[float | None] = mapped_column()
-    finished_at: Mapped[datetime | None] = mapped_column()  # Alma's end_time
-    raw_reply: Mapped[bytes | None] = mapped_column(LargeBinary)  # the instance as Alma returned it at the end
+    raw_reply: Mapped[bytes | None] = mapped_column(LargeBinary)  # the instance as Alma returned it (RAW_REPLY_CAP)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

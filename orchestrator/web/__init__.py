@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from orchestrator.web.app import TOKEN_COOKIE, create_app
-from orchestrator.web.server import bind, is_loopback, serve
+from orchestrator.web.server import bind, serve
 
-__all__ = ["TOKEN_COOKIE", "bind", "create_app", "is_loopback", "serve"]
+__all__ = ["TOKEN_COOKIE", "bind", "create_app", "serve"]

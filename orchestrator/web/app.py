@@ -23,13 +23,13 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from orchestrator.config import is_loopback_host
 from orchestrator.errors import HwfError
 from orchestrator.service.context import Context
 from orchestrator.web import routes
 
 STATIC = Path(__file__).parent / "static"
 TOKEN_COOKIE = "hwf_token"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -62,7 +62,7 @@ class _Guard(BaseHTTPMiddleware):
         return response
 
     async def _checked(self, request: Request, call_next: Dispatch) -> Response:
-        if self.loopback and _hostname(request.headers.get("host", "")) not in LOOPBACK_HOSTS:
+        if self.loopback and not is_loopback_host(_hostname(request.headers.get("host", ""))):
             # A page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) gets nothing.
             return Response("hwf serve answers on 127.0.0.1 and localhost only\n", status_code=400)
         if self.token is None:
@@ -88,6 +88,7 @@ class _Guard(BaseHTTPMiddleware):
 
 
 def _hostname(host: str) -> str:
+    """The name or address in a Host header, without its port (an IPv6 address keeps its brackets)."""
     if host.startswith("["):
         return host[: host.find("]") + 1] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from xml.sax.saxutils import escape
 
+from orchestrator.display import utc_stamp
 from orchestrator.service.overview import SeriesPoint
 from orchestrator.service.setdetail import JobRun, Milestone
 from orchestrator.web.text import clean
@@ -59,10 +60,6 @@ def bars(counts: Mapping[str, int], *, title: str, colours: Mapping[str, str] | 
     return "\n".join(out)
 
 
-def _stamp(at: datetime, seconds: bool = False) -> str:
-    return at.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
-
-
 def verified_over_time(points: Sequence[SeriesPoint], total: int) -> str:
     """Records verified (cumulative) against time, as a step line, with the total as a dashed ceiling."""
     width, height, left, right, top, bottom = 640, 240, 56, 16, 16, 36
@@ -73,9 +70,8 @@ def verified_over_time(points: Sequence[SeriesPoint], total: int) -> str:
         out.append("</svg>")
         return "\n".join(out)
     last = points[-1]
-    desc = (
-        f"{last.records:,} of {total:,} records verified; first at {_stamp(points[0].at)}, latest at {_stamp(last.at)}"
-    )
+    first, latest = utc_stamp(points[0].at, seconds=False), utc_stamp(last.at, seconds=False)
+    desc = f"{last.records:,} of {total:,} records verified; first at {first}, latest at {latest}"
     out = _open(width, height, title, desc)
     t0, t1 = points[0].at.timestamp(), last.at.timestamp()
     span = (t1 - t0) or 1.0
@@ -103,8 +99,10 @@ def verified_over_time(points: Sequence[SeriesPoint], total: int) -> str:
     out.append(f'<path d="{"".join(path)}" fill="none" stroke="#2f5fa0" stroke-width="2"/>')
     out.append(f'<text x="{left - 6}" y="{top + 4}" text-anchor="end" {_FONT} fill="#222">{ceiling:,}</text>')
     out.append(f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" {_FONT} fill="#222">0</text>')
-    out.append(f'<text x="{left}" y="{height - 12}" {_FONT} fill="#222">{_t(_stamp(points[0].at, fine))}</text>')
-    end = _t(_stamp(last.at, fine))
+    out.append(
+        f'<text x="{left}" y="{height - 12}" {_FONT} fill="#222">{_t(utc_stamp(points[0].at, seconds=fine))}</text>'
+    )
+    end = _t(utc_stamp(last.at, seconds=fine))
     out.append(f'<text x="{left + plot_w}" y="{height - 12}" text-anchor="end" {_FONT} fill="#222">{end}</text>')
     out.append("</svg>")
     return "\n".join(out)
@@ -128,14 +126,14 @@ def timeline(runs: Sequence[JobRun], milestones: Sequence[Milestone], now: datet
     milestones as marks along the top."""
     title = "Timeline of the set's jobs and milestones"
     lines = [
-        f"{r.step} attempt {r.number}: {r.status or r.state}, submitted {_stamp(r.submitted_at, True)}"
-        + (f", ended {_stamp(r.ended_at, True)}" if r.ended_at else "")
+        f"{r.step} attempt {r.number}: {r.status or r.state}, submitted {utc_stamp(r.begun_at)}"
+        + (f", ended {utc_stamp(r.ended_at)}" if r.ended_at else "")
         for r in runs
-    ] + [f"{m.to_state} at {_stamp(m.at, True)}" for m in milestones]
+    ] + [f"{m.to_state} at {utc_stamp(m.at)}" for m in milestones]
     width, left, right, row_h, top = 720, 150, 50, 24, 46
     height = top + row_h * max(len(runs), 1) + 30
     out = _open(width, height, title, "; ".join(lines) or "no job yet")
-    moments = [r.submitted_at for r in runs] + [r.ended_at or now for r in runs] + [m.at for m in milestones]
+    moments = [r.begun_at for r in runs] + [r.ended_at or now for r in runs] + [m.at for m in milestones]
     if not moments:
         out.append(f'<text x="10" y="{top}" {_FONT} fill="#555">no job submitted yet</text>')
         out.append("</svg>")
@@ -162,7 +160,7 @@ def timeline(runs: Sequence[JobRun], milestones: Sequence[Milestone], now: datet
         )
     for i, r in enumerate(runs):
         y = top + i * row_h
-        start, end = x(r.submitted_at), x(r.ended_at or now)
+        start, end = x(r.begun_at), x(r.ended_at or now)
         out.append(
             f'<text x="{left - 8}" y="{y + 16}" text-anchor="end" {_FONT} fill="#222">'
             f"{_t(f'{r.step} #{r.number}')}</text>"
@@ -172,10 +170,12 @@ def timeline(runs: Sequence[JobRun], milestones: Sequence[Milestone], now: datet
             f'fill="{_run_colour(r.status, r.state)}"/>'
         )
     fine = span < 86400
-    out.append(f'<text x="{left}" y="{height - 8}" {_FONT} fill="#222">{_t(_stamp(min(moments), fine))}</text>')
+    out.append(
+        f'<text x="{left}" y="{height - 8}" {_FONT} fill="#222">{_t(utc_stamp(min(moments), seconds=fine))}</text>'
+    )
     out.append(
         f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end" {_FONT} fill="#222">'
-        f"{_t(_stamp(max(moments), fine))}</text>"
+        f"{_t(utc_stamp(max(moments), seconds=fine))}</text>"
     )
     out.append("</svg>")
     return "\n".join(out)

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from orchestrator import __version__
+from orchestrator.display import duration, utc_stamp
 from orchestrator.errors import BadInputError
 from orchestrator.service import evidence, overview, report, setdetail, views
 from orchestrator.service.context import Context
@@ -35,20 +36,11 @@ def _finalize(value: Any) -> Any:
 
 
 def _when(at: datetime | None) -> str:
-    return at.strftime("%Y-%m-%d %H:%M:%S UTC") if at is not None else ""
+    return utc_stamp(at) if at is not None else ""
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, s = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {s:02d} s"
-    hours, m = divmod(minutes, 60)
-    return f"{hours} h {m:02d} min"
+    return duration(seconds) if seconds is not None else ""
 
 
 def code_spans(text: str) -> Markup:

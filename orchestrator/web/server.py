@@ -4,25 +4,12 @@ with uvicorn until interrupted. uvicorn's access log stays off: a first visit's 
 from __future__ import annotations
 
 import errno
-import ipaddress
 import signal
 import socket
 from types import FrameType
 from typing import Any
 
 from orchestrator.errors import ServeError
-
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost: the only binds that need no access token."""
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.alma.payload import build_job_payload, set_body
+from orchestrator.alma.payload import build_job_payload, set_body, template_parameter_names
 from orchestrator.errors import BadInputError, UnsafeXmlError
 from orchestrator.xmlsafe import parse_xml
 
@@ -103,6 +103,27 @@ def test_job_payload_bad_template(template):
 def test_job_payload_template_with_entities_is_refused():
     with pytest.raises(UnsafeXmlError):
         build_job_payload([("set_id", "1")], fmt="xml", template=body("doctype_entity.xml"))
+
+
+@pytest.mark.parametrize(
+    ("template", "names"),
+    [
+        (b"<job><parameters><parameter><name>task_x</name><value>1</value></parameter></parameters></job>", {"task_x"}),
+        (b'{"parameter": [{"name": {"value": "task_x"}, "value": "1"}, {"name": "set_id"}]}', {"task_x", "set_id"}),
+        (b'{"parameters": {"parameter": {"name": {"value": "task_y"}}}}', {"task_y"}),
+        (b"<job/>", set()),
+    ],
+)
+def test_template_parameter_names_reads_what_the_payload_keeps(template, names):
+    assert template_parameter_names(template) == names
+    kept = build_job_payload([], fmt="json", template=template)[1]
+    assert all(name.encode() in kept for name in names)
+
+
+@pytest.mark.parametrize("template", [b"set_id=1", b"<job><parameters>", b'{"parameter": [', b"[1]"])
+def test_template_parameter_names_bad_template(template):
+    with pytest.raises(BadInputError, match="job payload template"):
+        template_parameter_names(template)
 
 
 def test_job_payload_bad_format():

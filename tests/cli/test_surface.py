@@ -100,6 +100,104 @@ def test_docstring_paragraphs_are_rewrapped() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# lazy subcommands (issue 19): the table of commands, and what a run imports
+
+
+def _registered() -> dict[str, str]:
+    """Every command and sub-group registered on the app (all modules loaded): name -> defining module."""
+    import typer.main
+
+    typer.main.get_command(cli.app).commands.items()  # type: ignore[attr-defined]  # looking up loads them all
+    names = {
+        info.name or typer.main.get_command_name(info.callback.__name__): info.callback.__module__
+        for info in cli.app.registered_commands
+        if info.callback is not None
+    }
+    for group in cli.app.registered_groups:
+        assert group.typer_instance is not None and group.name
+        [module] = {info.callback.__module__ for info in group.typer_instance.registered_commands if info.callback}
+        names[group.name] = module
+    return names
+
+
+def test_the_table_names_every_command_its_module_and_its_own_help() -> None:
+    import typer.main
+
+    registered = _registered()
+    assert set(registered) == set(cli.COMMANDS)
+    group = typer.main.get_command(cli.app)
+    for name, lazy in cli.COMMANDS.items():
+        assert registered[name] == f"orchestrator.cli.{lazy.module}", name
+        own = group.commands[name].get_short_help_str(limit=10_000)  # type: ignore[attr-defined]
+        assert lazy.help == own, f"{name}: the table says {lazy.help!r}, the command {own!r}"
+
+
+def test_help_lists_the_commands_in_workflow_order() -> None:
+    text = runner.invoke(cli.app, ["--help"], terminal_width=100).stdout
+    listed = [line.split()[0] for line in text.split("Commands:\n", 1)[1].splitlines() if line.startswith("  ")]
+    assert listed == list(cli.COMMANDS)
+    assert listed[:4] == ["init", "ping", "jobs", "add"] and listed[-1] == "version"
+    assert "  status    Where each set stands.\n" in text
+
+
+def _imported_by(*argv: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``hwf ARGV`` in a fresh interpreter as the console script does; which of hwf's modules it imported."""
+    import os
+    import subprocess
+
+    code = (
+        "import json, sys\n"
+        f"sys.argv = ['hwf', *{list(argv)!r}]\n"
+        "from orchestrator.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "mods = sorted(m for m in sys.modules if m.startswith('orchestrator.'))\n"
+        "print(json.dumps({'code': code, 'modules': mods}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
+    )
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    result["stdout"] = "\n".join(done.stdout.splitlines()[:-1])
+    return result
+
+
+def test_help_version_and_completion_import_no_command_module() -> None:
+    commands = {f"orchestrator.cli.{lazy.module}" for lazy in cli.COMMANDS.values()}
+    for argv, env in [
+        (("--help",), None),
+        (("--version",), None),
+        ((), {"_HWF_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": "hwf st"}),
+    ]:
+        run = _imported_by(*argv, env=env)
+        assert run["code"] in (0, None), run
+        assert not commands & set(run["modules"]), (argv, sorted(commands & set(run["modules"])))
+        assert not any(m.startswith(("orchestrator.service", "orchestrator.wiring")) for m in run["modules"]), argv
+    completion = _imported_by(env={"_HWF_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": "hwf st"})
+    assert '"status":"Where each set stands."' in completion["stdout"]
+
+
+def test_a_command_imports_its_own_module_only(tmp_path: Path) -> None:
+    version = _imported_by("version")
+    assert version["code"] in (0, None) and version["stdout"] == __version__
+    assert "orchestrator.cli.about" in version["modules"]
+    assert not any(m.startswith("orchestrator.service") for m in version["modules"])
+    config = write_config(tmp_path / "hwf.toml", preset="minimal")
+    status = _imported_by("--config", str(config), "status")
+    assert status["code"] in (0, None), status
+    loaded = {m for m in status["modules"] if m.startswith("orchestrator.cli.")}
+    assert loaded == {
+        "orchestrator.cli.base",
+        "orchestrator.cli.read",
+        "orchestrator.cli.render",
+        "orchestrator.cli.text",
+    }
+    for argv in (["sim", "serve", "--help"], ["db", "upgrade", "--help"]):
+        sub = _imported_by(*argv)
+        assert sub["code"] in (0, None) and "orchestrator.cli.sim" in sub["modules"], argv
+        assert "Usage: hwf " + " ".join(argv[:2]) in sub["stdout"]
+
+
+# ---------------------------------------------------------------------------------------------
 # common options after the command
 
 

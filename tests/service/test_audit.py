@@ -15,7 +15,7 @@ from orchestrator.alma.types import JobInstance
 from orchestrator.cli import app
 from orchestrator.domain import jobrules
 from orchestrator.errors import BadInputError, NeedsAttentionError
-from orchestrator.service import audit, preflight, views, workflow
+from orchestrator.service import adoption, audit, repair, views, workflow
 from orchestrator.service.audit import AuditReport, AuditRun
 from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, SimServer, Simulator
@@ -263,7 +263,7 @@ def test_adopt_copy_and_migration_done_by_hand_then_hwf_runs_only_the_rest(
     set_id = make_set(sim, 30, profile="demo", name="Hand done", seed=9)
     copy = by_hand(ctx, clock, "copy", set_id, "Hand done")
     migration = by_hand(ctx, clock, "migration", set_id, "Hand done")
-    summary = audit.adopt(ctx, set_id, "hand")
+    summary = adoption.adopt(ctx, set_id, "hand")
     assert (summary.name, summary.state, summary.attention) == ("hand", "migrated", None)
     assert attempts(ctx, set_id) == [("copy_identifiers", "finished", copy), ("migrate", "finished", migration)]
     history = list(views.history(ctx, set_id))
@@ -281,7 +281,7 @@ def test_adopt_the_seed_case_stops_before_the_broken_order_with_attention(
     by_hand(ctx, clock, "copy", set_id, "Seed case")
     by_hand(ctx, clock, "integration", set_id, "Seed case")
     by_hand(ctx, clock, "migration", set_id, "Seed case")
-    summary = audit.adopt(ctx, set_id)
+    summary = adoption.adopt(ctx, set_id)
     assert summary.state == "identifiers_copied"
     assert summary.attention is not None
     assert summary.attention.startswith("adopted at identifiers_copied, not further: the integration run")
@@ -295,7 +295,7 @@ def test_adopt_reattaches_to_a_running_next_step(ctx: Context, sim: Simulator, c
     set_id = make_set(sim, 30, profile="demo", name="Running", seed=7)
     by_hand(ctx, clock, "copy", set_id, "Running")
     migration = by_hand(ctx, clock, "migration", set_id, "Running", wait=5)
-    summary = audit.adopt(ctx, set_id)
+    summary = adoption.adopt(ctx, set_id)
     assert summary.state == "identifiers_copied"
     assert (summary.step, summary.instance_id) == ("migrate", migration)
     assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
@@ -305,7 +305,7 @@ def test_adopt_reattaches_to_a_running_next_step(ctx: Context, sim: Simulator, c
 def test_adopt_a_failed_next_step_asks_for_retry(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
     set_id = sim.create_set("Failing", sim.generate_records(8, profile="problems", seed=4))
     by_hand(ctx, clock, "copy", set_id, "Failing")
-    summary = audit.adopt(ctx, set_id)
+    summary = adoption.adopt(ctx, set_id)
     assert summary.state == "created"
     assert summary.attention is not None and "COMPLETED_FAILED" in summary.attention
     assert "hwf retry" in summary.attention
@@ -327,14 +327,14 @@ def test_adopt_does_not_go_past_records_that_were_not_ready(clock: FakeClock, tm
         set_id = make_set(sim, 30, profile="demo", name="Trap", seed=4)
         by_hand(ctx, clock, "copy", set_id, "Trap")
         by_hand(ctx, clock, "migration", set_id, "Trap")
-        summary = audit.adopt(ctx, set_id)
+        summary = adoption.adopt(ctx, set_id)
         # The copy kept xsi:type, so the migration skipped those records: it does not count.
         assert summary.state == "identifiers_copied" and summary.attention is None
         assert [a[0] for a in attempts(ctx, set_id)] == ["copy_identifiers"]
         assert any(e.kind == "adopt_stopped" for e in views.history(ctx, set_id))
         with pytest.raises(NeedsAttentionError, match="NEEDS_FIX"):
             workflow.advance(ctx, set_id)
-        preflight.fix(ctx, set_id, apply=True)
+        repair.fix(ctx, set_id, apply=True)
         assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
         assert [r.kind for r in sim.runs_for(set_id)] == ["copy", "migration", "migration", "integration"]
     finally:
@@ -346,12 +346,12 @@ def test_adopt_migration_without_copy_records_the_copy_as_not_needed(
 ) -> None:
     set_id = make_set(sim, 30, profile="clean", name="Clean by hand", seed=13)
     by_hand(ctx, clock, "migration", set_id, "Clean by hand")
-    summary = audit.adopt(ctx, set_id)
+    summary = adoption.adopt(ctx, set_id)
     assert summary.state == "migrated"
     assert [a[:2] for a in attempts(ctx, set_id)] == [("copy_identifiers", "not_needed"), ("migrate", "finished")]
     demo = make_set(sim, 30, profile="demo", name="Demo by hand", seed=12)
     by_hand(ctx, clock, "migration", demo, "Demo by hand")
-    assert audit.adopt(ctx, demo).state == "created"
+    assert adoption.adopt(ctx, demo).state == "created"
 
 
 def test_adopt_refuses_a_set_hwf_has_worked_on_and_a_stray_running_run(
@@ -361,23 +361,23 @@ def test_adopt_refuses_a_set_hwf_has_worked_on_and_a_stray_running_run(
     workflow.add_set(ctx, worked)
     workflow.advance(ctx, worked, wait=False)
     with pytest.raises(BadInputError, match="already registered and hwf has worked on it"):
-        audit.adopt(ctx, worked)
+        adoption.adopt(ctx, worked)
     untouched = make_set(sim, 30, profile="clean", name="Untouched", seed=9)
     workflow.add_set(ctx, untouched)
     by_hand(ctx, clock, "migration", untouched, "Untouched")
-    assert audit.adopt(ctx, untouched).state == "migrated"
+    assert adoption.adopt(ctx, untouched).state == "migrated"
     stray = make_set(sim, 30, profile="demo", name="Stray", seed=5)
     by_hand(ctx, clock, "migration", stray, "Stray", wait=5)
     with pytest.raises(BadInputError, match="still running and is not the set's next step"):
-        audit.adopt(ctx, stray)
+        adoption.adopt(ctx, stray)
     with pytest.raises(BadInputError, match="not an Alma set id"):
-        audit.adopt(ctx, "abc")
+        adoption.adopt(ctx, "abc")
 
 
 def test_adopted_runs_are_never_run_twice(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
     set_id = make_set(sim, 30, profile="demo", name="Twice", seed=5)
     copy = by_hand(ctx, clock, "copy", set_id, "Twice")
-    audit.adopt(ctx, set_id)
+    adoption.adopt(ctx, set_id)
     with ctx.sessions() as session:
         row = session.scalars(select(Attempt).where(Attempt.instance_id == copy)).one()
         assert row.state is AttemptState.FINISHED and row.job_id == JOB["copy"]

@@ -13,7 +13,8 @@ from sqlalchemy import select, text, update
 
 from orchestrator.cli import base as cli
 from orchestrator.errors import NeedsAttentionError
-from orchestrator.service import doctor, jobs, views, workflow
+from orchestrator.service import doctor, views, workflow
+from orchestrator.service.actions import manual
 from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
 from orchestrator.store import db
@@ -76,7 +77,7 @@ def test_attempt_stuck_submitting_is_reported_with_its_age(ctx: Context, sim: Si
     diagnosis = doctor.diagnose(ctx)
     assert sorted(kinds(diagnosis)) == ["lease", "submitting"]
     stuck = next(f for f in diagnosis.findings if f.kind == "submitting")
-    assert "10 min" in stuck.problem and "migrate" in stuck.problem and "no hwf process" in stuck.problem
+    assert "10m 00s" in stuck.problem and "migrate" in stuck.problem and "no hwf process" in stuck.problem
     assert stuck.data["age_seconds"] == 600.0
     assert "token" in stuck.action and "do not run the job by hand" in stuck.action
 
@@ -97,7 +98,7 @@ def test_instance_alma_no_longer_knows(ctx: Context, sim: Simulator) -> None:
     with pytest.raises(NeedsAttentionError, match="no longer knows"):
         workflow.advance(ctx, set_id)
     # ... and the operator adopts the real run, which is not resubmitted.
-    jobs.confirm(ctx, set_id, real)
+    manual.confirm(ctx, set_id, real)
     assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
     assert [r.kind for r in sim.runs_for(set_id)] == ["migration", "integration"]
 

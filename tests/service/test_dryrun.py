@@ -16,7 +16,10 @@ from typer.testing import CliRunner
 from orchestrator.cli import base as cli
 from orchestrator.config import parse_config
 from orchestrator.errors import BadInputError
-from orchestrator.service import dryrun, jobs, preflight, views, workflow
+from orchestrator.service import dryrun, preflight, views, workflow
+from orchestrator.service.actions import PlannedRequest
+from orchestrator.service.actions.manual import Manual
+from orchestrator.service.actions.submit import TOKEN_PLACEHOLDER
 from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
 from orchestrator.store.models import AlmaSet, Attempt, Event, Record
@@ -45,7 +48,7 @@ def fingerprint(ctx: Context) -> tuple[Any, ...]:
     return sets, attempts, records, events
 
 
-def requests_of(plan: dryrun.DryRunPlan) -> list[dryrun.PlannedRequest]:
+def requests_of(plan: dryrun.DryRunPlan) -> list[PlannedRequest]:
     return [r for a in plan.actions for r in a.requests]
 
 
@@ -215,12 +218,12 @@ def test_manual_integration_mode(
     data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}")
     data["alma"]["jobs"]["handle_integration_mode"] = "manual"
     ctx = make_context(parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY}), sim, clock)
-    real = jobs.manual_integration
+    real = Manual.run
 
     def crash(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt("killed right after the migrate transition")
 
-    monkeypatch.setattr(jobs, "manual_integration", crash)
+    monkeypatch.setattr(Manual, "run", crash)
     try:
         set_id = make_set(sim, 12, name="Dry titles")
         workflow.add_set(ctx, set_id)
@@ -235,7 +238,7 @@ def test_manual_integration_mode(
         assert requests_of(plan)[0].path.startswith("/almaws/v1/conf/jobs/M50700/instances?")
         assert plan.transition is not None and plan.transition.startswith("migrated -> integrated (integrate)")
 
-        monkeypatch.setattr(jobs, "manual_integration", real)
+        monkeypatch.setattr(Manual, "run", real)
         with ctx.sessions.begin() as s:  # the killed process's lease has run out
             s.scalars(select(AlmaSet)).one().lease_owner = None
         workflow.advance(ctx, set_id, wait=False)
@@ -338,4 +341,4 @@ def test_dry_run_shows_the_very_requests_the_client_sends(
         assert shown == {name: sent.headers[name] for name in shown}
     token = json.loads(sent_post.content)["parameter"][1]["value"].rsplit(" ", 1)[1]
     assert planned_post.path == sent_post.url.raw_path.decode()
-    assert planned_post.body == sent_post.content.decode().replace(token, dryrun.TOKEN_PLACEHOLDER)
+    assert planned_post.body == sent_post.content.decode().replace(token, TOKEN_PLACEHOLDER)

@@ -13,7 +13,8 @@ from sqlalchemy import select, update
 from orchestrator.cli import app
 from orchestrator.config import parse_config
 from orchestrator.errors import BadInputError, NeedsAttentionError
-from orchestrator.service import audit, jobs, views, workflow
+from orchestrator.service import adoption, views, workflow
+from orchestrator.service.actions import manual
 from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, Simulator
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
@@ -47,15 +48,15 @@ def test_confirm_refuses_another_sets_finished_migration(ctx: Context, sim: Simu
     theirs = next(r.instance_id for r in sim.runs_for(s2) if r.kind == "migration")
 
     with pytest.raises(BadInputError, match=f"already adopted by set {s2}'s migrate attempt 1"):
-        jobs.confirm(ctx, s1, theirs)
+        manual.confirm(ctx, s1, theirs)
     # A run of S2 that hwf does not know (another database, a colleague): its name names S2.
     stray = ctx.alma.run_job(MIGRATION, [("set_id", s2), ("job_name", f"hwf migrate set {s2} hwf-0123456789ab")])
     with pytest.raises(BadInputError, match=f"names set {s2}, not {s1}"):
-        jobs.confirm(ctx, s1, stray.instance_id)
+        manual.confirm(ctx, s1, stray.instance_id)
     # An integration run is not the migration job's.
     other_job = ctx.alma.run_job(INTEGRATION, [("set_id", s1), ("job_name", f"hwf integrate set {s1} hwf-00aa")])
     with pytest.raises(BadInputError, match="Alma knows no instance"):
-        jobs.confirm(ctx, s1, other_job.instance_id)
+        manual.confirm(ctx, s1, other_job.instance_id)
 
     with pytest.raises(NeedsAttentionError):
         workflow.advance(ctx, s1)
@@ -67,10 +68,10 @@ def test_confirm_of_a_run_that_names_no_set_needs_force_and_records_it(ctx: Cont
     s1 = lost_migration(ctx, sim)
     bare = ctx.alma.run_job(MIGRATION, [("set_id", s1)])  # no job_name: "DG Handle Migration - <time>"
     with pytest.raises(BadInputError, match="nothing ties instance .* add --force"):
-        jobs.confirm(ctx, s1, bare.instance_id)
+        manual.confirm(ctx, s1, bare.instance_id)
     assert stage(ctx, s1) == "identifiers_copied"
 
-    assert "(forced)" in jobs.confirm(ctx, s1, bare.instance_id, force=True)
+    assert "(forced)" in manual.confirm(ctx, s1, bare.instance_id, force=True)
     event = [e for e in views.history(ctx, s1) if e.kind == "confirm"][-1]
     assert "forced (--force)" in event.detail and (event.data or {})["forced"] is True
     assert workflow.advance(ctx, s1).outcome is workflow.Outcome.VERIFIED
@@ -79,7 +80,7 @@ def test_confirm_of_a_run_that_names_no_set_needs_force_and_records_it(ctx: Cont
 def test_confirm_adopts_this_sets_own_run_unforced(ctx: Context, sim: Simulator) -> None:
     s1 = lost_migration(ctx, sim)
     real = next(r.instance_id for r in sim.runs_for(s1) if r.kind == "migration")
-    jobs.confirm(ctx, s1, real)
+    manual.confirm(ctx, s1, real)
     event = [e for e in views.history(ctx, s1) if e.kind == "confirm"][-1]
     assert (event.data or {})["forced"] is False and "carries hwf's name" in event.detail
 
@@ -106,10 +107,10 @@ def test_manual_integration_refuses_another_sets_run(tmp_path: Path, sim: Simula
         workflow.advance(ctx, s1, wait=False)
         assert stage(ctx, s1) == "migrated"
         with pytest.raises(BadInputError, match="nothing ties instance"):
-            jobs.confirm(ctx, s1, theirs.instance_id)
+            manual.confirm(ctx, s1, theirs.instance_id)
         workflow.advance(ctx, s2, wait=False)  # S2 finds its own run ...
         with pytest.raises(BadInputError, match=f"already adopted by set {s2}'s integrate"):
-            jobs.confirm(ctx, s1, theirs.instance_id, force=True)  # ... and even --force cannot take it
+            manual.confirm(ctx, s1, theirs.instance_id, force=True)  # ... and even --force cannot take it
         assert stage(ctx, s1) == "migrated"
     finally:
         ctx.close()
@@ -132,11 +133,11 @@ def test_add_adopt_refuses_a_run_another_set_adopted(ctx: Context, sim: Simulato
                 instance_id=run.instance_id,
                 state=AttemptState.FINISHED,
                 status="COMPLETED_SUCCESS",
-                started_at=clock(),
+                begun_at=clock(),
             )
         )
     with pytest.raises(BadInputError, match=f"already adopted by set {s2}'s migrate attempt 1"):
-        audit.adopt(ctx, s1)
+        adoption.adopt(ctx, s1)
     assert [s.set for s in views.status(ctx)] == [s2]
 
 
@@ -196,7 +197,7 @@ def test_several_earlier_runs_stop_with_attention_and_confirm_picks_one(ctx: Con
     with pytest.raises(NeedsAttentionError, match="already ran job .* 2 times"):
         workflow.advance(ctx, set_id)
     assert [r.kind for r in sim.runs_for(set_id)] == ["migration", "migration"]
-    jobs.confirm(ctx, set_id, runs[1].instance_id)
+    manual.confirm(ctx, set_id, runs[1].instance_id)
     assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
     assert [r.kind for r in sim.runs_for(set_id)] == ["migration", "migration", "integration"]
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.service import overview
-from orchestrator.service.overview import estimate_finish
+from orchestrator.service.eta import estimate_finish
 from tests.support import write_config
 from tests.support.web import HOSTILE_NAME, World, build_world
 

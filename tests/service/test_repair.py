@@ -91,7 +91,7 @@ def test_apply_reads_in_bulk_and_puts_each_record_once(ctx: Context, sim: Simula
     set_id = registered(ctx, sim, n)
     before = requests(sim)
     seen: list[tuple[int, int]] = []
-    report = preflight.fix(ctx, set_id, apply=True, progress=lambda done, total: seen.append((done, total)))
+    report = repair.fix(ctx, set_id, apply=True, progress=lambda done, total: seen.append((done, total)))
     calls = delta(requests(sim), before)
     # N PUTs; per batch of 100: the read for the diff, the re-read before the writes, the confirmation.
     assert calls == {"bib_put": n, "bibs": 3 * math.ceil(n / 100)}
@@ -104,7 +104,7 @@ def test_apply_reads_in_bulk_and_puts_each_record_once(ctx: Context, sim: Simula
         assert b.original_xml.count(TYPED) == 1 and b.new_xml == b.original_xml.replace(TYPED, PLAIN, 1)
     assert all(TYPED not in r.xml for r in sim.records.values())
     assert seen[-1] == (n, n) and [d for d, _ in seen] == sorted(d for d, _ in seen)
-    again = preflight.fix(ctx, set_id, apply=True)
+    again = repair.fix(ctx, set_id, apply=True)
     assert not again.changed and delta(requests(sim), before)["bib_put"] == n  # nothing left to write
 
 
@@ -117,12 +117,12 @@ def test_apply_and_undo_take_the_sets_lease(ctx: Context, sim: Simulator) -> Non
         assert leases.try_claim(session, row.id, "other-host:4242", ctx.clock(), 600)
     before = requests(sim)
     with pytest.raises(LeaseHeldError, match="other-host:4242"):
-        preflight.fix(ctx, set_id, apply=True)
+        repair.fix(ctx, set_id, apply=True)
     assert backups(ctx) == [] and "bib_put" not in delta(requests(sim), before)
-    assert len(preflight.fix(ctx, set_id).summaries) == 5  # the dry run: GETs only, no lease needed
+    assert len(repair.fix(ctx, set_id).summaries) == 5  # the dry run: GETs only, no lease needed
     with ctx.sessions.begin() as session:
         leases.release(session, row.id, "other-host:4242")
-    assert len(preflight.fix(ctx, set_id, apply=True).changed) == 5
+    assert len(repair.fix(ctx, set_id, apply=True).changed) == 5
     with ctx.sessions.begin() as session:
         assert leases.try_claim(session, row.id, "other-host:4242", ctx.clock(), 600)
     with pytest.raises(LeaseHeldError):
@@ -137,13 +137,13 @@ def test_apply_and_undo_take_the_sets_lease(ctx: Context, sim: Simulator) -> Non
 def test_dry_run_prints_a_line_per_record_and_the_diff_on_request(ctx: Context, sim: Simulator) -> None:
     set_id = registered(ctx, sim, 3)
     before = requests(sim)
-    report = preflight.fix(ctx, set_id)
+    report = repair.fix(ctx, set_id)
     assert delta(requests(sim), before) == {"bibs": 1}
     assert not backups(ctx) and not report.diffs
     for mms, line in report.summaries.items():
         assert line.startswith(f"{mms}: dc:identifier http://hdl.handle.net/11084/")
         assert line.endswith(': remove xsi:type="dcterms:URI"')
-    diffs = preflight.fix(ctx, set_id, diff=True).diffs
+    diffs = repair.fix(ctx, set_id, diff=True).diffs
     assert set(diffs) == set(report.summaries)
     assert all("-" in d and 'xsi:type="dcterms:URI"' in d for d in diffs.values())
 
@@ -165,7 +165,7 @@ def test_a_record_changed_between_read_and_write_is_refused(hooked: tuple[Contex
 
     hook.hook = someone_edits_after_the_first_read
     before = requests(sim)
-    report = preflight.fix(ctx, set_id, apply=True)
+    report = repair.fix(ctx, set_id, apply=True)
     assert "between hwf's read and write" in report.refused[victim]
     assert len(report.changed) == 119 and victim not in report.changed
     assert delta(requests(sim), before)["bib_put"] == 119
@@ -194,7 +194,7 @@ def test_a_refused_put_is_reported_with_its_code_and_the_rest_go_on(
         return sim.handle(request)
 
     hook.hook = refuse_one
-    report = preflight.fix(ctx, set_id, apply=True)
+    report = repair.fix(ctx, set_id, apply=True)
     assert "4022032" in report.failed[victim] and "The record failed validation" in report.failed[victim]
     assert len(report.changed) == 29 and not report.refused
     assert {b.mms_id: b.state for b in backups(ctx)}[victim] == "failed"
@@ -203,7 +203,7 @@ def test_a_refused_put_is_reported_with_its_code_and_the_rest_go_on(
         event = session.scalars(select(Event).where(Event.kind == "fix")).one()
     assert "29 records repaired" in event.detail and "1 failed" in event.detail
     hook.hook = None
-    retried = preflight.fix(ctx, set_id, apply=True)  # the operator fixed the cause: it goes through now
+    retried = repair.fix(ctx, set_id, apply=True)  # the operator fixed the cause: it goes through now
     assert retried.changed == [victim]
 
 
@@ -211,7 +211,7 @@ def test_a_429_slows_the_one_shared_pacing_and_every_record_gets_through(ctx: Co
     set_id = registered(ctx, sim, 150)
     full = ctx.alma.pacing_rate
     sim.faults.burst_429 = 4
-    report = preflight.fix(ctx, set_id, apply=True)
+    report = repair.fix(ctx, set_id, apply=True)
     assert sim.stats["sent_429"]["burst"] == 4
     assert len(report.changed) == 150 and not report.failed
     assert ctx.alma.pacing_rate < full * 0.75  # cut for every worker, not one
@@ -235,12 +235,12 @@ def test_a_run_stopped_by_an_unreachable_alma_is_finished_by_the_next_apply(
 
     hook.hook = alma_goes_away
     with pytest.raises(AlmaUnreachableError):
-        preflight.fix(ctx, set_id, apply=True)
+        repair.fix(ctx, set_id, apply=True)
     states = [b.state for b in backups(ctx)]
     assert states.count("applied") >= 1 and "pending" in states and "failed" not in states
     hook.hook = None
     before = requests(sim)
-    report = preflight.fix(ctx, set_id, apply=True)
+    report = repair.fix(ctx, set_id, apply=True)
     assert not report.failed and not report.refused
     assert set(classes(ctx).values()) == {"READY"}
     assert all(TYPED not in sim.records[m].xml for m in sim.set_members(set_id))
@@ -270,7 +270,7 @@ def test_pending_backups_are_finished_or_settled_without_a_second_write(ctx: Con
     sim.records[first].xml = sim.records[first].xml.replace(TYPED, PLAIN, 1)
     sim.records[third].xml = sim.records[third].xml.replace(b"<dc:title>", b"<dc:title>Edited: ", 1)
     before = requests(sim)
-    report = preflight.fix(ctx, set_id, apply=True)
+    report = repair.fix(ctx, set_id, apply=True)
     assert delta(requests(sim), before) == {"bibs": 3, "bib_put": 1}
     assert sorted(report.changed) == [first, second] and list(report.refused) == [third]
     assert [b.state for b in backups(ctx)] == ["applied", "applied", "conflict"]
@@ -280,11 +280,11 @@ def test_pending_backups_are_finished_or_settled_without_a_second_write(ctx: Con
 def test_undo_restores_each_record_byte_for_byte_and_refuses_one_changed_since(ctx: Context, sim: Simulator) -> None:
     set_id = registered(ctx, sim, 130)
     originals = {m: sim.records[m].xml for m in sim.set_members(set_id)}
-    preflight.fix(ctx, set_id, apply=True)
+    repair.fix(ctx, set_id, apply=True)
     edited = sorted(originals)[11]
     sim.records[edited].xml = sim.records[edited].xml.replace(b"<dc:title>", b"<dc:title>Edited: ", 1)
     before = requests(sim)
-    report = preflight.undo(ctx, set_id)
+    report = repair.undo(ctx, set_id)
     assert delta(requests(sim), before) == {"bib_put": 129, "bibs": 2 * math.ceil(130 / 100)}
     assert list(report.refused) == [edited] and len(report.changed) == 129
     for mms, xml in originals.items():
@@ -297,11 +297,11 @@ def test_undo_restores_each_record_byte_for_byte_and_refuses_one_changed_since(c
 
 def test_an_undo_stopped_after_its_put_is_settled_without_writing_again(ctx: Context, sim: Simulator) -> None:
     set_id = registered(ctx, sim, 5)
-    preflight.fix(ctx, set_id, apply=True)
+    repair.fix(ctx, set_id, apply=True)
     done_already = backups(ctx)[0]
     ctx.alma.put_bib_xml(done_already.mms_id, done_already.original_xml)  # the PUT of an undo that was killed
     before = requests(sim)
-    report = preflight.undo(ctx, set_id)
+    report = repair.undo(ctx, set_id)
     assert delta(requests(sim), before)["bib_put"] == 4
     assert len(report.changed) == 5 and {b.state for b in backups(ctx)} == {"restored"}
 

@@ -20,9 +20,11 @@ from orchestrator.cli import base as cli
 from orchestrator.cli import setup as cli_setup
 from orchestrator.config import load_config, parse_config
 from orchestrator.errors import BadInputError
-from orchestrator.service import setup
+from orchestrator.service import onboarding
+from orchestrator.service.ping import Check, PingReport, ping
 from orchestrator.simulator import Scenario, SimServer, Simulator
 from orchestrator.simulator.scenario import DEFAULT_JOBS, ApiKey, JobDef
+from orchestrator.wiring import Wiring, build_resolver_http, build_setup_alma, build_setup_alma_for
 from tests.support import API_KEY, FakeClock, config_dict
 
 runner = CliRunner()
@@ -49,28 +51,28 @@ def keys_of(table: dict[str, Any], prefix: str = "") -> set[str]:
 
 @pytest.mark.parametrize("region", ["na", "eu", "ap", "aps", "ca"])
 def test_regional_gateways(region: str) -> None:
-    assert setup.region_base_url(region) == f"https://api-{region}.hosted.exlibrisgroup.com"
-    assert setup.region_base_url(region.upper()) == f"https://api-{region}.hosted.exlibrisgroup.com"
+    assert onboarding.region_base_url(region) == f"https://api-{region}.hosted.exlibrisgroup.com"
+    assert onboarding.region_base_url(region.upper()) == f"https://api-{region}.hosted.exlibrisgroup.com"
 
 
 def test_china_uses_the_com_cn_gateway() -> None:
-    assert setup.region_base_url("cn") == "https://api-cn.hosted.exlibrisgroup.com.cn"
+    assert onboarding.region_base_url("cn") == "https://api-cn.hosted.exlibrisgroup.com.cn"
 
 
 def test_unknown_region_lists_the_regions() -> None:
     with pytest.raises(BadInputError) as info:
-        setup.region_base_url("xx")
+        onboarding.region_base_url("xx")
     assert str(info.value) == "unknown region 'xx': one of na, eu, ap, aps, ca, cn"
 
 
 @pytest.mark.parametrize("code", ["01GCL INST", " ", "01GCL-INST", "01GCL_INST;rm"])
 def test_bad_institution_codes(code: str) -> None:
     with pytest.raises(BadInputError, match="institution code"):
-        setup.check_institution(code)
+        onboarding.check_institution(code)
 
 
 def test_good_institution_code_is_stripped() -> None:
-    assert setup.check_institution(" 01GCL_INST ") == "01GCL_INST"
+    assert onboarding.check_institution(" 01GCL_INST ") == "01GCL_INST"
 
 
 @pytest.mark.parametrize(
@@ -88,13 +90,13 @@ def test_good_institution_code_is_stripped() -> None:
     ],
 )
 def test_roles_by_name_and_category(name: str, category: str | None, roles: tuple[str, ...]) -> None:
-    assert setup.roles_of(JobInfo(id="M1", name=name, category=category)) == roles
+    assert onboarding.roles_of(JobInfo(id="M1", name=name, category=category)) == roles
 
 
 def test_job_id_option_is_checked() -> None:
-    assert setup.check_job_id(" M50700 ", "--integration-job") == "M50700"
+    assert onboarding.check_job_id(" M50700 ", "--integration-job") == "M50700"
     with pytest.raises(BadInputError, match="--copy-job 'copy' is not an Alma job id"):
-        setup.check_job_id("copy", "--copy-job")
+        onboarding.check_job_id("copy", "--copy-job")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,8 +116,8 @@ def test_discovery_pages_through_every_manual_job(clock: FakeClock) -> None:
         seen.append(request.url)
         return sim.handle(request)
 
-    with setup.make_client("http://alma.test", API_KEY, transport=httpx.MockTransport(handler)) as alma:
-        found = setup.discover_jobs(alma)
+    with build_setup_alma("http://alma.test", API_KEY, Wiring(alma_transport=httpx.MockTransport(handler))) as alma:
+        found = onboarding.discover_jobs(alma)
     assert len(found.jobs) == 230 + len(DEFAULT_JOBS)
     assert [j.id for j in found.candidates["copy_identifiers"]] == ["M1234567890000561"]
     assert [j.id for j in found.candidates["handle_migration"]] == ["M2234567890000561"]
@@ -128,31 +130,55 @@ def test_discovery_pages_through_every_manual_job(clock: FakeClock) -> None:
 # the file `hwf init` writes
 
 
-def test_written_file_has_the_example_keys_and_loads(tmp_path: Path) -> None:
-    settings = setup.InitSettings(
+def test_written_file_is_the_example_with_the_values_filled_in(tmp_path: Path) -> None:
+    settings = onboarding.InitSettings(
         region="eu",
         institution="44TEST_INST",
         jobs={"copy_identifiers": "M1", "handle_migration": "M2", "handle_integration": "M50700"},
         job_names={"copy_identifiers": 'Copy "dcterms"'},
+        key_env="HWF_EU_KEY",
         prefix="20.500.12345",
         primo_domain="test.primo.exlibrisgroup.com",
         primo_view="44TEST_INST:MAIN",
     )
-    result = setup.write_init_config(tmp_path / "hwf.toml", settings)
+    result = onboarding.write_init_config(tmp_path / "hwf.toml", settings)
     text = result.path.read_text()
+    example = EXAMPLE.read_text().splitlines()
+    written = text.splitlines()
+    assert "\n".join(written[:2]) + "\n" == onboarding.INIT_HEADER  # in place of the example's first line
+    assert len(written) == len(example) + 1
+    changed = {old: new for old, new in zip(example[1:], written[2:], strict=True) if old != new}
+    assert sorted(new for new in changed.values()) == sorted(
+        [
+            'base_url = "https://api-eu.hosted.exlibrisgroup.com"',
+            'api_key_env = "HWF_EU_KEY"',
+            'institution_code = "44TEST_INST"',
+            'copy_identifiers = "M1"  # "Copy \\"dcterms\\""',  # a job name with quotes stays a comment
+            'handle_migration = "M2"',
+            'handle_integration = "M50700"',
+            'prefix = "20.500.12345"',
+            'domain = "test.primo.exlibrisgroup.com"',
+            'view = "44TEST_INST:MAIN"',
+        ]
+    )
+    assert all(old.split(" = ")[0] == new.split(" = ")[0] for old, new in changed.items())
     assert keys_of(tomllib.loads(text)) == keys_of(tomllib.loads(EXAMPLE.read_text()))
     config = load_config(result.path, environ={})
     assert config.alma.base_url == "https://api-eu.hosted.exlibrisgroup.com"
     assert config.alma.institution_code == "44TEST_INST"
     assert config.alma.jobs["handle_migration"].id == "M2"
     assert config.handles.prefix == "20.500.12345"
-    assert result.placeholders == () and setup.placeholders_in(config) == []
-    assert '# "Copy \\"dcterms\\""' in text  # a job name with quotes stays a comment
+    assert result.placeholders == () and onboarding.placeholders_in(config) == []
     assert "api_key" not in tomllib.loads(text)["alma"]
 
 
+def test_the_example_at_the_root_is_the_one_hwf_init_fills_in() -> None:
+    assert EXAMPLE.is_symlink() and EXAMPLE.resolve() == Path(onboarding.__file__).parent.parent / EXAMPLE.name
+    assert onboarding.example_config() == EXAMPLE.read_text()
+
+
 def test_placeholders_load_and_are_flagged(tmp_path: Path) -> None:
-    result = setup.write_init_config(tmp_path / "hwf.toml", setup.InitSettings())
+    result = onboarding.write_init_config(tmp_path / "hwf.toml", onboarding.InitSettings())
     config = load_config(result.path, environ={})
     expected = [
         "alma.institution_code",
@@ -164,7 +190,7 @@ def test_placeholders_load_and_are_flagged(tmp_path: Path) -> None:
         "primo.view",
     ]
     assert list(result.placeholders) == expected
-    assert setup.placeholders_in(config) == expected
+    assert onboarding.placeholders_in(config) == expected
     assert result.path.read_text().count("# TODO") == len(expected)
 
 
@@ -172,9 +198,9 @@ def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     path = tmp_path / "hwf.toml"
     path.write_text("# mine\n")
     with pytest.raises(BadInputError, match=f"{path} already exists.*--force"):
-        setup.write_init_config(path, setup.InitSettings())
+        onboarding.write_init_config(path, onboarding.InitSettings())
     assert path.read_text() == "# mine\n"
-    setup.write_init_config(path, setup.InitSettings(), force=True)
+    onboarding.write_init_config(path, onboarding.InitSettings(), force=True)
     assert "[alma.jobs]" in path.read_text()
 
 
@@ -188,7 +214,7 @@ def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
 )
 def test_bad_settings_are_refused(tmp_path: Path, field: str, value: str, needle: str) -> None:
     with pytest.raises(BadInputError, match=needle):
-        setup.write_init_config(tmp_path / "hwf.toml", setup.InitSettings(**{field: value}))
+        onboarding.write_init_config(tmp_path / "hwf.toml", onboarding.InitSettings(**{field: value}))
     assert not (tmp_path / "hwf.toml").exists()
 
 
@@ -219,7 +245,7 @@ def test_init_without_key_writes_placeholders(tmp_path: Path) -> None:
     assert "No API key in $HWF_ALMA_API_KEY" in result.stdout and "hwf jobs" in result.stdout
     config = load_config(tmp_path / "hwf.toml", environ={})
     assert config.alma.institution_code == "01GCL_INST"
-    assert {spec.id for spec in config.alma.jobs.values()} == {setup.PLACEHOLDER_JOB_ID}
+    assert {spec.id for spec in config.alma.jobs.values()} == {onboarding.PLACEHOLDER_JOB_ID}
     assert config.alma.base_url == "https://api-na.hosted.exlibrisgroup.com"
 
 
@@ -347,22 +373,18 @@ def ping_with(
     data: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
     handler: Callable[[httpx.Request], httpx.Response] | None = None,
-) -> setup.PingReport:
+) -> PingReport:
     data = data or config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}")
     env = {"HWF_ALMA_API_KEY": API_KEY} if environ is None else environ
     config = parse_config(data, tmp_path / "hwf.toml", environ=env)
     transport = httpx.MockTransport(handler or sim.handle)
-    alma = None
-    if config.alma.api_key:
-        alma = setup.make_client(config.alma.base_url, config.alma.api_key, transport=transport, sleep=clock.sleep)
-    with httpx.Client(transport=transport) as http:
-        report = setup.ping(config, alma=alma, http=http)
-    if alma is not None:
-        alma.close()
-    return report
+    wired = Wiring(alma_transport=transport, resolver_transport=transport, sleep=clock.sleep)
+    return ping(
+        config, alma=lambda: build_setup_alma_for(config, wired), http=lambda: build_resolver_http(config, wired)
+    )
 
 
-def by_name(report: setup.PingReport) -> dict[str, setup.Check]:
+def by_name(report: PingReport) -> dict[str, Check]:
     return {c.name: c for c in report.checks}
 
 
@@ -527,8 +549,8 @@ def test_ping_without_a_key_still_checks_the_resolver(tmp_path: Path, sim: Simul
 
 def test_ping_flags_placeholders(tmp_path: Path, sim: Simulator, clock: FakeClock) -> None:
     data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}")
-    data["alma"]["jobs"]["copy_identifiers"] = setup.PLACEHOLDER_JOB_ID
-    data["primo"]["view"] = "01GCL_INST:" + setup.PLACEHOLDER_VIEW
+    data["alma"]["jobs"]["copy_identifiers"] = onboarding.PLACEHOLDER_JOB_ID
+    data["primo"]["view"] = "01GCL_INST:" + onboarding.PLACEHOLDER_VIEW
     report = ping_with(tmp_path, sim, clock, data=data)
     checks = by_name(report)
     assert not report.ok

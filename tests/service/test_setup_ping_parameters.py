@@ -9,8 +9,9 @@ from pathlib import Path
 
 import httpx
 
-from orchestrator.service import setup
+from orchestrator.service.ping import ping
 from orchestrator.simulator import Simulator
+from orchestrator.wiring import Wiring, build_resolver_http, build_setup_alma_for
 from tests.service.test_setup import by_name, ping_with
 from tests.support import API_KEY, FakeClock, config_dict
 
@@ -44,10 +45,13 @@ def test_accept_unknown_makes_it_a_warning(tmp_path: Path, sim: Simulator, clock
 
     config = parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
     transport = httpx.MockTransport(_no_parameters(sim))
-    alma = setup.make_client(config.alma.base_url, API_KEY, transport=transport, sleep=clock.sleep)
-    with httpx.Client(transport=transport) as http:
-        report = setup.ping(config, alma=alma, http=http, accept_unknown=True)
-    alma.close()
+    wired = Wiring(alma_transport=transport, resolver_transport=transport, sleep=clock.sleep)
+    report = ping(
+        config,
+        alma=lambda: build_setup_alma_for(config, wired),
+        http=lambda: build_resolver_http(config, wired),
+        accept_unknown=True,
+    )
     check = by_name(report)["job handle_migration"]
     assert report.ok and check.status == "warn" and "accepted with --accept-unknown" in check.detail
 

@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy import select
 
 from orchestrator.errors import BadInputError, LeaseHeldError, NeedsAttentionError
-from orchestrator.service import jobs, preflight, scheduler, verification, views, workflow
+from orchestrator.service import preflight, repair, scheduler, verification, views, workflow
+from orchestrator.service.actions import manual
 from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
@@ -44,7 +45,7 @@ def test_demo_profile_goes_through_copy_fix_migrate_integrate_verify(ctx: Contex
         workflow.advance(ctx, set_id)
     assert views.status(ctx, set_id)[0].state == "identifiers_copied"
     assert kinds(sim, set_id) == ["copy"]
-    report = preflight.fix(ctx, set_id, apply=True)
+    report = repair.fix(ctx, set_id, apply=True)
     assert report.changed and not report.failed
     result = workflow.advance(ctx, set_id)
     assert result.outcome is workflow.Outcome.VERIFIED
@@ -173,7 +174,7 @@ def test_confirm_requires_a_waiting_step(ctx: Context, sim: Simulator) -> None:
     set_id = make_set(sim, 40, seed=3)
     workflow.add_set(ctx, set_id)
     with pytest.raises(BadInputError, match="not waiting"):
-        jobs.confirm(ctx, set_id, "123")
+        manual.confirm(ctx, set_id, "123")
 
 
 def test_verify_by_hand_names_bad_and_missing_handles(ctx: Context, sim: Simulator) -> None:

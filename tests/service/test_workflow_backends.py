@@ -15,7 +15,9 @@ from sqlalchemy import Engine, event, select, update
 from orchestrator.config import parse_config
 from orchestrator.domain.machine import Step
 from orchestrator.errors import LeaseHeldError, NeedsAttentionError
-from orchestrator.service import jobs, preflight, scheduler, verification, views, workflow
+from orchestrator.service import preflight, repair, scheduler, verification, views, workflow
+from orchestrator.service.actions import Action, Plan
+from orchestrator.service.actions.submit import Submit
 from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
 from orchestrator.store import leases
@@ -36,7 +38,7 @@ def test_full_demo_run_copy_fix_migrate_integrate_verify(bctx: Context, sim: Sim
     workflow.add_set(bctx, set_id)
     with pytest.raises(NeedsAttentionError, match="NEEDS_FIX"):
         workflow.advance(bctx, set_id)
-    report = preflight.fix(bctx, set_id, apply=True)
+    report = repair.fix(bctx, set_id, apply=True)
     assert report.changed and not report.failed
     assert workflow.advance(bctx, set_id).outcome is workflow.Outcome.VERIFIED
     assert kinds(sim, set_id) == ["copy", "migration", "integration"]
@@ -107,7 +109,7 @@ def test_a_process_that_lost_its_lease_does_not_submit(bctx: Context, sim: Simul
     with bctx.sessions.begin() as session:
         assert leases.try_claim(session, row_id, "other-host:7", clock(), 60)
     with pytest.raises(LeaseHeldError, match="other-host:7"):
-        jobs.submit(bctx, row_id, Step.MIGRATE)
+        Submit().run(bctx, row_id, Plan(Action.SUBMIT, step=Step.MIGRATE))
     assert views.attempts(bctx, set_id) == [] and sim.runs_for(set_id) == []
 
 
@@ -121,7 +123,7 @@ def test_exclude_problem_records_then_fix(bctx: Context, sim: Simulator) -> None
     preflight.exclude(bctx, set_id, [m for m in bad if m], "not part of this batch")
     with pytest.raises(NeedsAttentionError, match="NEEDS_FIX"):
         workflow.advance(bctx, set_id)
-    preflight.fix(bctx, set_id, apply=True)
+    repair.fix(bctx, set_id, apply=True)
     assert workflow.advance(bctx, set_id).outcome is workflow.Outcome.VERIFIED
     rows = {r.mms_id: r for r in verification.report(bctx, set_id)}
     assert all(rows[m].excluded and rows[m].verdict is None for m in bad if m)
@@ -202,7 +204,7 @@ def test_no_connection_is_held_during_a_remote_call(
         sim.faults.drop_run_reply = 1
         summary = scheduler.resume_all(ctx)
         assert summary.attention and "NEEDS_FIX" in summary.attention[0][1]
-        preflight.fix(ctx, demo, apply=True)
+        repair.fix(ctx, demo, apply=True)
         scheduler.resume_all(ctx)
         assert [s.state for s in views.status(ctx)] == ["verified", "verified"]
         assert guard.requests > 50 and guard.violations == []

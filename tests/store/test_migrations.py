@@ -128,3 +128,63 @@ def test_hwf_process_waits_while_another_migrates(db_url: str, tmp_path: Path) -
 def _migrate(engine: Engine) -> None:
     with engine.begin() as conn:
         command.upgrade(db.alembic_config(conn), "head")
+
+
+def test_0004_gives_attempt_times_one_meaning_and_their_origin(db_url: str) -> None:
+    """Runs adopted from Alma's history kept Alma's times in submitted_at/finished_at: after 0004 those are in the
+    Alma columns, hwf's own names mean hwf's clock, and every attempt says where its run came from."""
+    engine = db.make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(db.alembic_config(conn), "0003")
+            conn.execute(
+                text(
+                    "INSERT INTO sets (id, alma_set_id, name, state, record_count, version, created_at, updated_at) "
+                    "VALUES (1, '111', 'Old', 'migrated', 0, 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                )
+            )
+            rows = [  # (token, state, job_name, started_at, submitted_at, finished_at)
+                ("hwf-aa", "finished", "hwf copy_identifiers set 111 hwf-aa", "01:00", "01:01", "01:30"),
+                ("adopted-bb", "finished", "DG Handle Migration - Old - 2026", "02:00", "02:00", "02:40"),
+                ("found-cc", "submitted", "hwf integrate set 111 hwf-zz", "03:00", "03:00", None),
+                ("hwf-dd", "waiting_operator", None, "04:00", None, None),
+                ("not-needed-1-1", "not_needed", None, "05:00", None, None),
+            ]
+            for n, (token, state, name, started, submitted, finished) in enumerate(rows, 1):
+                conn.execute(
+                    text(
+                        "INSERT INTO attempts (id, set_id, step, number, token, job_name, state, started_at, "
+                        "submitted_at, finished_at, created_at, updated_at) VALUES (:n, 1, 'migrate', :n, :token, "
+                        ":name, :state, :started, :submitted, :finished, :started, :started)"
+                    ),
+                    {
+                        "n": n,
+                        "token": token,
+                        "name": name,
+                        "state": state,
+                        "started": f"2026-01-01 {started}:00",
+                        "submitted": submitted and f"2026-01-01 {submitted}:00",
+                        "finished": finished and f"2026-01-01 {finished}:00",
+                    },
+                )
+        _migrate(engine)
+        with engine.connect() as conn:
+            got = conn.execute(
+                text(
+                    "SELECT origin, begun_at IS NOT NULL, ended_at IS NOT NULL, alma_submitted_at IS NOT NULL, "
+                    "alma_ended_at IS NOT NULL FROM attempts ORDER BY id"
+                )
+            ).all()
+        assert [tuple(bool(v) if i else v for i, v in enumerate(r)) for r in got] == [
+            ("hwf", True, True, False, False),
+            ("adopted", True, True, True, True),
+            ("found", True, False, False, False),
+            ("operator", True, False, False, False),
+            ("skipped", True, False, False, False),
+        ]
+        with engine.begin() as conn:
+            command.downgrade(db.alembic_config(conn), "0003")
+            names = {c["name"] for c in inspect(conn).get_columns("attempts")}
+        assert {"started_at", "finished_at"} <= names and not {"begun_at", "origin", "alma_ended_at"} & names
+    finally:
+        engine.dispose()

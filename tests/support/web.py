@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from orchestrator.config import Config, parse_config
 from orchestrator.errors import NeedsAttentionError
-from orchestrator.service import preflight, workflow
+from orchestrator.service import preflight, repair, workflow
 from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, Simulator
 from orchestrator.store.models import Record
@@ -68,7 +68,7 @@ def build_world(tmp_path: Path, url: str | None = None) -> World:
     try:
         workflow.advance(writer, verified)
     except NeedsAttentionError:
-        preflight.fix(writer, verified, apply=True)
+        repair.fix(writer, verified, apply=True)
     first = sorted(sim.set_members(verified))[0]
     preflight.exclude(writer, verified, [first], "withdrawn title", keep_in_alma_set=True)
     workflow.advance(writer, verified)

@@ -4,7 +4,7 @@ Each window is reached deterministically, with no test hook in hwf: hwf's own re
 ``requests_per_second`` holds the next request back for seconds), the simulator holding a reply, the
 simulator's handle-proxy latency, or a full stderr pipe (hwf blocks on its next progress line). Every
 test first proves the kill landed in its window (the database and the simulator say so), then that the
-resume left exactly one Alma job per (set, step), in order, and the set verified (``tests/crashkit.py``).
+resume left exactly one Alma job per (set, step), in order, and the set verified (``tests/support/crash.py``).
 The window "after the reply, before the instance id is committed" and a kill while polling are in
 tests/system/test_crash.py.
 """

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.alma import client as alma_module
+from orchestrator.alma import caller as alma_module
 from orchestrator.alma.client import AlmaClient
 from orchestrator.cli import base as cli
 from orchestrator.errors import AlmaError

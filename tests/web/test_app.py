@@ -293,6 +293,44 @@ def test_loopback_answers_loopback_names_only(world: World) -> None:
     assert rebound.headers["x-content-type-options"] == "nosniff"
 
 
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "LocalHost", "[::1]", "::1", "127.0.0.2", "127.255.255.254"]
+OTHER_HOSTS = [
+    "attacker.example",
+    "localhost.attacker.example",
+    "127.0.0.1.attacker.example",
+    "app.localhost",  # a name is only as local as what resolves it
+    "localhost.localdomain",
+    "0.0.0.0",
+    "10.0.0.1",
+    "2130706433",
+    "",
+]
+
+
+@pytest.mark.parametrize("host", LOOPBACK_HOSTS + OTHER_HOSTS)
+def test_one_loopback_rule(host: str) -> None:
+    """config.is_loopback_host decides for the config (plain http allowed), the transport (never proxied),
+    `hwf serve --host` (no token needed) and the dashboard's Host check: the same answer everywhere."""
+    from orchestrator.config import is_loopback, is_loopback_host
+
+    expected = host in LOOPBACK_HOSTS
+    assert is_loopback_host(host) is expected
+    if host:
+        bracketed = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        assert is_loopback(f"http://{bracketed}:8155/api") is expected
+
+
+@pytest.mark.parametrize("host", LOOPBACK_HOSTS + OTHER_HOSTS)
+def test_loopback_dashboard_checks_the_host_by_the_one_rule(world: World, host: str) -> None:
+    """DNS rebinding: a page elsewhere that points its own name at 127.0.0.1 sends that name as the Host, and
+    gets nothing; only the name localhost and loopback addresses, which no DNS answer can change, get through."""
+    client = TestClient(create_app(world.reader), base_url="http://127.0.0.1:8155")
+    with_port = f"[{host}]:8155" if host.count(":") > 1 and not host.startswith("[") else f"{host}:8155"
+    for header in (host, with_port):
+        status = client.get("/api/overview", headers={"host": header}).status_code
+        assert status == (200 if host in LOOPBACK_HOSTS else 400), header
+
+
 def test_token_rule(world: World) -> None:
     app = create_app(world.reader, token=TOKEN, loopback=False)
     anonymous = TestClient(app, base_url="http://dashboard.library.example:8155")

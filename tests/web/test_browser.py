@@ -192,3 +192,34 @@ def test_token_from_the_address_then_the_cookie(driver: Any, world: World) -> No
         _wait(driver, lambda d: _text(d, '[data-field="records_verified"]') == "59")  # polling carries the cookie
         assert _console_errors(driver) == []
         driver.delete_all_cookies()
+
+
+def _script_function(name: str) -> str:
+    """The source of one function of the dashboard's script, to run on its own in the browser."""
+    import re
+
+    from orchestrator.web import text
+
+    script = (Path(text.__file__).parent / "static" / "hwf.js").read_text(encoding="utf-8")
+    match = re.search(rf"^  function {name}\(.*?^  \}}$", script, re.M | re.S)
+    assert match is not None, name
+    return match.group(0)
+
+
+def test_the_script_shows_durations_and_unsafe_text_as_the_server_does(driver: Any) -> None:
+    """The live update writes what the page first showed: one duration format, one rule for unsafe text."""
+    from orchestrator.display import duration
+    from orchestrator.web.text import clean
+
+    seconds = [0, 0.4, 0.5, 2.5, 45, 59.4, 59.5, 245, 3599, 3600, 7400, 86399, 3 * 86400 + 4 * 3600]
+    shown = driver.execute_script(_script_function("duration") + "\nreturn arguments[0].map(duration);", seconds)
+    assert shown == [duration(s) for s in seconds]
+    samples = [
+        "a\x00b\x1bc\x7fd\x9be",
+        "invoice \u202etxt.exe \u2066x\u2069",
+        "line\u2028break\u2029",
+        "tab\tnew\nline",
+    ]
+    samples += ["marks \u200e\u200f\u061c", "plain Thèses 中文 🙂"]
+    cleaned = driver.execute_script(_script_function("clean") + "\nreturn arguments[0].map(clean);", samples)
+    assert cleaned == [clean(s) for s in samples]

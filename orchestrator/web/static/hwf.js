@@ -3,10 +3,11 @@
 "use strict";
 
 (function () {
-  // Control characters (a terminal escape in a set name) become visible symbols, as on the server.
+  // Unsafe characters (a terminal escape or a bidirectional override in a set name) become visible symbols, as
+  // on the server: the same character class as orchestrator/display.py (tests/test_web.py holds them equal).
   function clean(value) {
     return String(value === null || value === undefined ? "" : value).replace(
-      /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g,
+      /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g,
       function (c) {
         var code = c.charCodeAt(0);
         if (code < 0x20) return String.fromCharCode(0x2400 + code);
@@ -25,13 +26,16 @@
     return iso.replace("T", " ").replace(/\.\d+/, "").replace("Z", " UTC");
   }
 
+  // 45s, 4m 05s, 2h 03m, 3d 04h: as orchestrator/display.py writes a duration (tests/test_web_browser.py checks).
   function duration(seconds) {
     if (seconds === null || seconds === undefined) return "";
-    var s = Math.round(seconds);
-    if (s < 60) return s + " s";
+    var s = Math.max(Math.round(seconds), 0);
+    if (s < 60) return s + "s";
     var m = Math.floor(s / 60);
-    if (m < 60) return m + " min " + String(s % 60).padStart(2, "0") + " s";
-    return Math.floor(m / 60) + " h " + String(m % 60).padStart(2, "0") + " min";
+    if (m < 60) return m + "m " + String(s % 60).padStart(2, "0") + "s";
+    var h = Math.floor(m / 60);
+    if (h < 24) return h + "h " + String(m % 60).padStart(2, "0") + "m";
+    return Math.floor(h / 24) + "d " + String(h % 24).padStart(2, "0") + "h";
   }
 
   // Text with its `backticked` commands set in <code>, built from text nodes only.

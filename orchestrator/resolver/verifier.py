@@ -1,12 +1,11 @@
-"""The handle verifier: asks a handle proxy's JSON API for many handles with bounded concurrency,
-one connection pool, the shared pacing of :mod:`orchestrator.pacing` and retries, and streams the
-results. The rules it applies (handle syntax, verdicts) are in :mod:`orchestrator.domain.handles`.
+"""The handle verifier: asks a handle proxy's JSON API for many handles with bounded concurrency, a
+kept-alive connection per worker thread, the shared pacing of :mod:`orchestrator.pacing` and retries, and
+streams the results. What one reply means is :mod:`orchestrator.resolver.replies`; the rules it applies
+(handle syntax, verdicts) are in :mod:`orchestrator.domain.handles`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import queue
 import random
@@ -17,31 +16,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urljoin
 
 import httpx
 
-from orchestrator.bounded import MB, ReplyTooLarge, ReplyTooSlow, load_json, send_bounded
+from orchestrator.bounded import MB, ReplyTooLarge, ReplyTooSlow, send_bounded
 from orchestrator.config import PrimoConfig
 from orchestrator.domain.handles import (
     Verdict,
-    classify_url,
     expected_url,
-    explain,
     normalise_url,
     parse_handle,
     stale_cache_detail,
     stale_cache_expiry,
 )
 from orchestrator.pacing import TokenBucket, backoff_delay, retry_after
+from orchestrator.resolver.replies import REDIRECT_STATUSES, Answer, Refused, Transient, is_proxy_hop, read_reply
 from orchestrator.transport import KeepAliveTransport, environment_proxy
 
 _http_log = logging.getLogger("orchestrator.http")
 
 _T = TypeVar("_T")
 
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-TRANSIENT_RESPONSE_CODES = frozenset({2, 3, 7})  # RC_ERROR, RC_SERVER_TOO_BUSY, RC_SERVER_BACKUP
 MAX_RETRY_AFTER = 600.0
 
 
@@ -91,28 +87,6 @@ class VerifyStats:
             "circuit_pauses": self.circuit_pauses,
             "verdicts": {v.value: n for v, n in self.verdicts.items()},
         }
-
-
-class _Refused(Exception):
-    """One attempt got a reply hwf will not read (over the size cap): an ERROR verdict, no retry."""
-
-
-class _Transient(Exception):
-    """One attempt failed in a way worth retrying."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class _Answer:
-    verdict: Verdict
-    url: str | None = None
-    detail: str | None = None
-    ttl: float | None = None  # the URL value's TTL (seconds), as the reply gives it
-    changed_at: datetime | None = None  # the URL value's timestamp (when it was last written)
 
 
 class Verifier:
@@ -314,7 +288,7 @@ class Verifier:
     def _check_safely(self, item: VerifyItem) -> VerifyResult:
         try:
             return self._check(item)
-        except _Refused as exc:
+        except Refused as exc:
             return self._result(item, Verdict.ERROR, detail=f"the proxy's reply was refused: {exc}", attempts=1)
         except Exception as exc:  # one bad record must never stop the run
             return self._result(item, Verdict.ERROR, detail=f"internal error: {type(exc).__name__}: {exc}")
@@ -370,7 +344,7 @@ class Verifier:
             redirect_ok=redirect_ok,
         )
 
-    def _public_view(self, handle: str, mms_id: str, expected: str, primary: _Answer) -> tuple[_Answer, int]:
+    def _public_view(self, handle: str, mms_id: str, expected: str, primary: Answer) -> tuple[Answer, int]:
         """The primary server has the right URL: ask what the public proxy (its cache) answers.
 
         Only asked when the authoritative answer is OK (a wrong handle needs no second request), so a
@@ -379,12 +353,12 @@ class Verifier:
         the verdict OK (the primary is what registration is about) with a note."""
         public, attempts, reason = self._retrying(lambda: self._ask_api(handle, mms_id, expected, authoritative=False))
         if public is None:
-            return _Answer(Verdict.OK, url=primary.url, detail=f"public proxy not checked: {reason}"), attempts
+            return Answer(Verdict.OK, url=primary.url, detail=f"public proxy not checked: {reason}"), attempts
         if public.verdict is Verdict.OK:
             return primary, attempts
         expires = stale_cache_expiry(datetime.now(UTC), primary.changed_at, public.ttl)
         detail = stale_cache_detail(public.verdict, public.url, expires)
-        return _Answer(Verdict.STALE_CACHE, url=primary.url, detail=detail, ttl=public.ttl), attempts
+        return Answer(Verdict.STALE_CACHE, url=primary.url, detail=detail, ttl=public.ttl), attempts
 
     def _retrying(self, once: Callable[[], _T]) -> tuple[_T | None, int, str | None]:
         """Run ``once`` until it returns or raises _Transient ``retries + 1`` times."""
@@ -395,7 +369,7 @@ class Verifier:
             self._count(requests=1)
             try:
                 value = once()
-            except _Transient as failure:
+            except Transient as failure:
                 self._note_transient()
                 if attempt > self._retries or self._stopping.is_set():
                     # Out of retries, or the run is ending (Ctrl-C, the caller stopped): no more waiting on
@@ -452,18 +426,18 @@ class Verifier:
         except ReplyTooLarge as exc:
             # A handle's reply is a few hundred bytes: a huge one is a broken proxy, not worth retrying.
             _log_call(request, None, started, "ReplyTooLarge")
-            raise _Refused(f"{exc} (handles.max_reply_kb)") from None
+            raise Refused(f"{exc} (handles.max_reply_kb)") from None
         except ReplyTooSlow as exc:
             _log_call(request, None, started, "ReplyTooSlow")
-            raise _Transient(f"{exc} (handles.deadline_seconds)") from None
+            raise Transient(f"{exc} (handles.deadline_seconds)") from None
         except httpx.TimeoutException as exc:
             _log_call(request, None, started, type(exc).__name__)
-            raise _Transient(f"timeout ({type(exc).__name__})") from None
+            raise Transient(f"timeout ({type(exc).__name__})") from None
         except httpx.UnsupportedProtocol:
             raise
         except (httpx.TransportError, httpx.DecodingError) as exc:
             _log_call(request, None, started, type(exc).__name__)
-            raise _Transient(f"connection error ({type(exc).__name__}: {exc})") from None
+            raise Transient(f"connection error ({type(exc).__name__}: {exc})") from None
         _log_call(request, response.status_code, started)
         return response
 
@@ -475,47 +449,10 @@ class Verifier:
         url = f"{self._resolver}/api/handles/{quote(handle, safe='/')}?{query}"
         return httpx.Request("GET", url, headers=self._api_headers, extensions=dict(self._api_extensions))
 
-    def _ask_api(self, handle: str, mms_id: str, expected: str, *, authoritative: bool = True) -> _Answer:
+    def _ask_api(self, handle: str, mms_id: str, expected: str, *, authoritative: bool = True) -> Answer:
         # The API never redirects by itself; following is only for an http->https hop in front.
         resp = self._send(self.api_request(handle, authoritative=authoritative), follow_redirects=True)
-        status = resp.status_code
-        body = _json_object(resp)
-        rc = _response_code(body)
-        rc_text = f", responseCode {rc}" if rc is not None else ""
-        if status == 429 or status >= 500:
-            raise _Transient(f"HTTP {status}{rc_text}", retry_after(resp))
-        if status == 404:
-            if body is None:
-                return _Answer(Verdict.ERROR, detail="HTTP 404 without a handle JSON reply (is resolver_url right?)")
-            if rc == 100:
-                return _Answer(Verdict.NOT_REGISTERED)
-            return _Answer(Verdict.NOT_REGISTERED, detail=f"HTTP 404{rc_text}{_message(body)}")
-        if status == 400:
-            if rc == 102:
-                return _Answer(Verdict.BAD_HANDLE, detail=f"the handle server calls it invalid{_message(body)}")
-            return _Answer(Verdict.ERROR, detail=f"HTTP 400{rc_text}{_message(body)}")
-        if status != 200:
-            return _Answer(Verdict.ERROR, detail=f"HTTP {status}{rc_text}")
-        if body is None:
-            raise _Transient("the reply is not JSON (HTML or garbage)")
-        if rc in TRANSIENT_RESPONSE_CODES:
-            raise _Transient(f"HTTP 200, responseCode {rc}{_message(body)}")
-        if rc == 200:
-            return _Answer(Verdict.NO_URL, detail="registered, but no URL value (responseCode 200)")
-        if rc == 100:
-            return _Answer(Verdict.NOT_REGISTERED, detail="responseCode 100 with HTTP 200")
-        if rc == 102:
-            return _Answer(Verdict.BAD_HANDLE, detail=f"the handle server calls it invalid{_message(body)}")
-        if rc != 1:
-            return _Answer(Verdict.ERROR, detail=f"unexpected reply: HTTP 200{rc_text}{_message(body)}")
-        found, value = _first_url_value(body.get("values"))
-        if not found:
-            return _Answer(Verdict.NO_URL, detail="registered, but no URL value")
-        if value is None:
-            return _Answer(Verdict.NO_URL, detail="the URL value has no readable data")
-        verdict = classify_url(value, mms_id, self._primo)
-        ttl, changed_at = _url_value_times(body.get("values"))
-        return _Answer(verdict, url=value, detail=explain(verdict, value, expected), ttl=ttl, changed_at=changed_at)
+        return read_reply(resp, mms_id, expected, self._primo)
 
     def _follow_redirect(self, handle: str, expected: str) -> tuple[bool, str | None, int]:
         """GET the proxy's user-facing URL without following: (Location is expected, what was seen,
@@ -528,7 +465,7 @@ class Verifier:
             resp = self._get(url, follow_redirects=False)
             status = resp.status_code
             if status == 429 or status >= 500:
-                raise _Transient(f"redirect check: HTTP {status}", retry_after(resp))
+                raise Transient(f"redirect check: HTTP {status}", retry_after(resp))
             if status not in REDIRECT_STATUSES:
                 return False, f"answers HTTP {status} instead of a redirect", hop
             location = resp.headers.get("Location")
@@ -537,7 +474,7 @@ class Verifier:
             target = urljoin(url, location.strip())
             if normalise_url(target) == normalise_url(expected):
                 return True, None, hop
-            if _is_proxy_hop(url, target):
+            if is_proxy_hop(url, target):
                 url = target
                 continue
             return False, f"redirects ({status}) to {location.strip()}", hop
@@ -552,80 +489,3 @@ def _log_call(request: httpx.Request, status: int | None, started: float, error:
     fields["status"] = status
     fields |= {"ms": ms, "error": error}
     _http_log.info("resolver %s %s -> %s in %.0f ms", request.method, path, status or error, ms, extra={"hwf": fields})
-
-
-def _is_proxy_hop(current: str, target: str) -> bool:
-    a, b = urlsplit(current), urlsplit(target)
-    return a.path == b.path and (a.scheme, a.netloc.lower()) != (b.scheme, b.netloc.lower())
-
-
-def _json_object(resp: httpx.Response) -> dict[str, Any] | None:
-    try:
-        data = load_json(resp.content)
-    except (ValueError, UnicodeDecodeError):  # JsonTooDeep included: not a handle reply
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _response_code(body: dict[str, Any] | None) -> int | None:
-    if body is None:
-        return None
-    rc = body.get("responseCode")
-    if isinstance(rc, bool):
-        return None
-    if isinstance(rc, int):
-        return rc
-    if isinstance(rc, str) and rc.strip().isdigit():
-        return int(rc)
-    return None
-
-
-def _message(body: dict[str, Any] | None) -> str:
-    message = body.get("message") if body else None
-    return f": {message}" if isinstance(message, str) and message else ""
-
-
-def _url_value_times(values: object) -> tuple[float | None, datetime | None]:
-    """The first URL value's ``ttl`` (seconds; negative TTLs are absolute times, ignored) and ``timestamp``."""
-    if not isinstance(values, list):
-        return None, None
-    for value in values:
-        if isinstance(value, dict) and str(value.get("type", "")).upper() == "URL":
-            ttl = value.get("ttl")
-            seconds = float(ttl) if isinstance(ttl, int | float) and not isinstance(ttl, bool) and ttl >= 0 else None
-            return seconds, _timestamp(value.get("timestamp"))
-    return None, None
-
-
-def _timestamp(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "zZ" else text)
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _first_url_value(values: object) -> tuple[bool, str | None]:
-    """The proxy's choice: the first value whose type is exactly URL (case-insensitive)."""
-    if not isinstance(values, list):
-        return False, None
-    for value in values:
-        if not isinstance(value, dict) or str(value.get("type", "")).upper() != "URL":
-            continue
-        data = value.get("data")
-        if isinstance(data, str):
-            return True, data
-        if isinstance(data, dict):
-            raw = data.get("value")
-            if data.get("format") == "base64" and isinstance(raw, str):
-                try:
-                    return True, base64.b64decode(raw, validate=True).decode("utf-8")
-                except (binascii.Error, UnicodeDecodeError):
-                    return True, None
-            if isinstance(raw, str):
-                return True, raw
-        return True, None
-    return False, None

@@ -1,0 +1,124 @@
+"""The ETA of the whole migration: the earliest moment Alma's job limits allow every set that can move to
+finish, at the job durations measured so far.
+
+Three lower bounds, the largest wins: the longest chain of steps one set still has (its running job's
+remainder, then its later jobs, then the settle time); all job time left shared by the jobs Alma runs at once;
+per job, the runs an hour Alma allows (counting the runs of the last hour), followed by the later steps of the
+last set to start it. Sets needing attention are left out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from orchestrator.config import Config
+from orchestrator.domain.steps import JOB_STEPS
+
+
+@dataclass(frozen=True)
+class StepDurations:
+    """How long a step's Alma job took, over the runs that finished (submission to end)."""
+
+    step: str
+    runs: int
+    mean_seconds: float
+    min_seconds: float
+    max_seconds: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "runs": self.runs,
+            "mean_seconds": round(self.mean_seconds, 1),
+            "min_seconds": round(self.min_seconds, 1),
+            "max_seconds": round(self.max_seconds, 1),
+        }
+
+
+def estimate_finish(
+    now: datetime,
+    remaining: list[tuple[float, list[str]]],
+    durations: dict[str, float],
+    *,
+    max_running: int,
+    per_hour: int,
+    runs_last_hour: dict[str, int],
+    settle_seconds: float,
+) -> datetime:
+    """The earliest moment Alma's job limits allow every moving set to finish, at the measured durations.
+
+    ``remaining`` holds, per set, the seconds its running job still needs and the job steps still to run
+    (in order). Three lower bounds, the largest wins: the longest chain of one set; all job time left
+    shared by ``max_running`` jobs at once; per job, ``per_hour`` starts an hour (counting the starts of
+    the last hour), followed by the later steps of the last set to start it. Settle time follows the
+    integration run; verification itself takes minutes and is not counted.
+    """
+    order = [s.value for s in JOB_STEPS]
+    chain = 0.0
+    work = 0.0
+    runs: Counter[str] = Counter()
+    for running_left, steps in remaining:
+        tail = settle_seconds if steps or running_left else 0.0
+        chain = max(chain, running_left + sum(durations[s] for s in steps) + tail)
+        work += running_left + sum(durations[s] for s in steps)
+        runs.update(steps)
+    hourly = 0.0
+    for step, n in runs.items():
+        free_now = max(per_hour - runs_last_hour.get(step, 0), 0)
+        hours = 0 if n <= free_now else math.ceil((n - free_now) / per_hour)
+        later = order[order.index(step) + 1 :]
+        hourly = max(hourly, hours * 3600.0 + durations[step] + sum(durations[s] for s in later) + settle_seconds)
+    return now + timedelta(seconds=max(chain, work / max_running, hourly))
+
+
+def time_left(step: str, progress: float | None, elapsed: float, durations: dict[str, StepDurations]) -> float:
+    """Seconds a running job still needs: from its measured mean, its elapsed time and its progress."""
+    measured = durations.get(step)
+    if measured is None:
+        return 0.0
+    by_time = measured.mean_seconds - elapsed
+    by_progress = measured.mean_seconds * (1 - min(max(progress or 0.0, 0.0), 100.0) / 100.0)
+    return max(min(by_time, by_progress) if progress else by_time, 0.0)
+
+
+def eta(
+    config: Config,
+    now: datetime,
+    remaining: list[tuple[float, list[str]]],
+    durations: dict[str, StepDurations],
+    runs_last_hour: Counter[str],
+    attention: int,
+    total: int,
+) -> tuple[datetime | None, str]:
+    held = f"; {attention} set(s) needing attention are not counted" if attention else ""
+    if not total:
+        return None, "no sets registered yet"
+    if not remaining:
+        if attention:
+            return None, f"nothing can move until someone acts: {attention} set(s) need attention"
+        return None, "every set is verified"
+    needed = {s for _, steps in remaining for s in steps}
+    means = {step: d.mean_seconds for step, d in durations.items()}
+    if needed - set(means):
+        if not means:
+            return None, "no Alma job has finished yet: no durations measured to estimate from" + held
+        fallback = sum(means.values()) / len(means)
+        means = {step.value: means.get(step.value, fallback) for step in JOB_STEPS}
+    cfg = config.alma
+    eta = estimate_finish(
+        now,
+        remaining,
+        means,
+        max_running=cfg.max_running_jobs,
+        per_hour=cfg.max_runs_per_job_hour,
+        runs_last_hour=dict(runs_last_hour),
+        settle_seconds=config.handles.settle_minutes * 60.0,
+    )
+    sets = len(remaining)
+    return eta, (
+        f"{sets} set(s) to go; the earliest Alma's limits ({cfg.max_running_jobs} jobs at once, "
+        f"{cfg.max_runs_per_job_hour} runs of a job an hour) allow at the job durations measured so far" + held
+    )

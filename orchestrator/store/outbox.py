@@ -1,0 +1,82 @@
+"""The outbox of notifications: the messages an event calls for, written in the event's own transaction.
+
+An event that deserves a message (a set needs attention, Alma's daily quota is spent, a set is verified when
+``[notify] on_verified``, every set is verified) adds one ``notifications`` row per configured URL in the same
+transaction as the event, so the message exists exactly when the event does. Sending them, after the commit,
+is ``service.notify``'s work. The quota message is keyed by day and the "done" message by the sets it covers,
+so many sets or many polls give one message.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from orchestrator.config import NotifyConfig
+from orchestrator.domain.attention import Attention
+from orchestrator.domain.steps import Stage
+from orchestrator.store.models import AlmaSet, Notification
+
+
+def queue_attention(session: Session, notify: NotifyConfig, row: AlmaSet, kind: str, reason: str, at: datetime) -> bool:
+    """A set entered attention (not: was told the same reason again): queue one message. True if queued."""
+    if not notify.urls:
+        return False
+    if kind == Attention.QUOTA:
+        if not notify.on_quota:
+            return False
+        title = "hwf: Alma's daily API quota is spent"
+        body = f"{reason}\n\nNo new work starts until the quota resets. First seen on set {row.alma_set_id}."
+        return _queue(session, notify, f"quota:{at.date().isoformat()}", "quota", None, title, body, at)
+    if not notify.on_attention:
+        return False
+    title = f"hwf: set {row.alma_set_id} ({_short(row.name)}) needs attention"
+    body = f"{reason}\n\nState: {row.stage.value}. Details: hwf status {row.alma_set_id}"
+    return _queue(session, notify, f"attention:{row.id}:{uuid.uuid4().hex}", "attention", row.id, title, body, at)
+
+
+def queue_verified(session: Session, notify: NotifyConfig, row: AlmaSet, at: datetime) -> bool:
+    """A set was verified: its own message (``on_verified``) and, if it was the last, the migration's."""
+    if not notify.urls:
+        return False
+    queued = False
+    if notify.on_verified:
+        title = f"hwf: set {row.alma_set_id} ({_short(row.name)}) is verified"
+        body = f"Every included record's handle resolves to its own Primo page ({row.record_count} records)."
+        queued |= _queue(session, notify, f"verified:{row.id}:{uuid.uuid4().hex}", "verified", row.id, title, body, at)
+    if notify.on_done:
+        left = session.scalar(
+            select(func.count()).select_from(AlmaSet).where(AlmaSet.stage != Stage.VERIFIED, AlmaSet.id != row.id)
+        )
+        if left == 0:
+            total, newest = session.execute(select(func.count(), func.max(AlmaSet.id)).select_from(AlmaSet)).one()
+            title = f"hwf: the migration is done: all {total} sets are verified"
+            body = f"The last set verified was {row.alma_set_id} ({row.name}). See hwf status."
+            queued |= _queue(session, notify, f"done:{total}:{newest}", "done", None, title, body, at)
+    return queued
+
+
+def _short(name: str, width: int = 60) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def _queue(
+    session: Session,
+    notify: NotifyConfig,
+    key: str,
+    kind: str,
+    set_id: int | None,
+    title: str,
+    body: str,
+    at: datetime,
+) -> bool:
+    if session.scalar(select(Notification.id).where(Notification.key == key).limit(1)) is not None:
+        return False  # already queued (the quota of one day, one "done")
+    for target in range(len(notify.urls)):
+        session.add(
+            Notification(key=key, target=target, kind=kind, set_id=set_id, title=title, body=body, created_at=at)
+        )
+    return True
