@@ -69,8 +69,10 @@ def make_config(
     settle_minutes: float = 0.0,
     alma_format: str = "json",
     public_cache_check: bool = True,
+    integration: str = "api",
 ) -> Config:
-    """A config like ``hwf init`` writes, pointed at the simulator (both Alma and the handle proxy)."""
+    """A config like ``hwf init`` writes, pointed at the simulator (both Alma and the handle proxy); the
+    integration job runs by API unless ``integration="manual"``."""
     data: dict[str, Any] = {
         "database": {"url": database or f"sqlite:///{workdir / 'hwf.db'}"},
         "alma": {
@@ -87,6 +89,7 @@ def make_config(
                 "copy_identifiers": COPY_JOB,
                 "handle_migration": MIGRATION_JOB,
                 "handle_integration": INTEGRATION_JOB,
+                "handle_integration_mode": integration,
             },
         },
         "handles": {

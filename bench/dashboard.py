@@ -142,7 +142,7 @@ def measure(sets: int, records: int, repeat: int, browser: bool) -> None:
 
 def _in_browser(app: object, folder: Path, repeat: int) -> None:
     """Headless Chromium's own clock: request sent to the page fully loaded (scripts run) and rendered."""
-    from tests.browserkit import LiveServer, chrome
+    from tests.support.browser import LiveServer, chrome
 
     with LiveServer(app) as live, chrome(folder / "profile") as driver:
         for path in ("/sets", "/"):
@@ -160,7 +160,7 @@ def _in_browser(app: object, folder: Path, repeat: int) -> None:
 
 def screenshot(target: Path) -> None:
     """Run ``hwf demo``, serve its database, and let headless Chromium photograph the overview."""
-    from tests.browserkit import chrome, free_port, wait_for
+    from tests.support.browser import chrome, free_port, wait_for
 
     with tempfile.TemporaryDirectory() as tmp:
         demo = Path(tmp) / "demo"

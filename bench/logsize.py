@@ -40,6 +40,7 @@ class _Clock:
 def _config(folder: Path, enabled: bool) -> Path:
     jobs = (
         'copy_identifiers = "M1234567890000561"\nhandle_migration = "M2234567890000561"\nhandle_integration = "M50700"'
+        '\nhandle_integration_mode = "api"'
     )
     text = f"""[database]\nurl = "sqlite:///{folder / "hwf.db"}"\n[alma]\nbase_url = "http://alma.test"
 institution_code = "01GCL_INST"\npoll_interval_seconds = 2\nrequests_per_second = 1000\n[alma.jobs]\n{jobs}

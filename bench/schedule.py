@@ -51,8 +51,9 @@ ALMA_RUNS_PER_HOUR = 5
 ALMA_RPS = 25.0
 
 
-def make_config(workdir: Path, *, poll: float, alma_rps: float) -> Config:
-    """hwf's configuration for the run: real-world poll interval, Alma's limits, no settle time."""
+def make_config(workdir: Path, *, poll: float, alma_rps: float, integration: str = "api") -> Config:
+    """hwf's configuration for the run: real-world poll interval, Alma's limits, no settle time; the integration
+    job by API unless ``integration="manual"`` (a person presses Run on an integration batch)."""
     data: dict[str, Any] = {
         "allow_insecure_http": True,  # alma.bench is the in-process simulator
         "database": {"url": f"sqlite:///{workdir / 'hwf.db'}"},
@@ -66,7 +67,7 @@ def make_config(workdir: Path, *, poll: float, alma_rps: float) -> Config:
             "daily_call_floor": 0,
             "max_running_jobs": ALMA_MAX_RUNNING,
             "max_runs_per_job_hour": ALMA_RUNS_PER_HOUR,
-            "jobs": JOBS,
+            "jobs": {**JOBS, "handle_integration_mode": integration},
         },
         "handles": {"prefix": "11084", "resolver_url": "http://alma.bench", "settle_minutes": 0, "retries": 2},
         "primo": {"domain": "grinnell.primo.exlibrisgroup.com", "view": "01GCL_INST:GCL"},

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.crashkit import (
+from tests.support.config import write_config
+from tests.support.crash import (
     KillLog,
     add_sets,
     check,
@@ -38,9 +39,8 @@ from tests.crashkit import (
     kill_rounds,
     query,
     serve,
-    write_config,
 )
-from tests.e2e import Served
+from tests.support.e2e import Served
 
 PROFILES = ["demo", "clean", "demo", "clean", "clean"]
 NOT_ALMA = {"admin", "handles_api", "handle_redirect"}
@@ -81,7 +81,7 @@ def kill_soak(workdir: Path, kills: int, seed: int, job_seconds: float, records:
     try:
         # Alma holds each job POST's reply for 0.6 s, and hwf paces itself at 8 requests a second: the two
         # windows where a kill leaves a submission in doubt are wide enough for random kills to land in.
-        config = write_config(workdir, served.url, lease_seconds=5, requests_per_second=8)
+        config = write_config(workdir, served.url, preset="crash", lease_seconds=5, requests_per_second=8)
         url = database_url(config)
         sets = add_sets(config, served, PROFILES, records=records, prefix="Soak")
         served.faults(run_reply_delay_s=0.6)
@@ -151,7 +151,7 @@ def fault_run(workdir: Path, *, faults: bool, seed: int, rps: float, job_seconds
     served = serve(workdir, job_seconds=job_seconds, per_second_limit=25, seed=seed)
     stop = threading.Event()
     try:
-        config = write_config(workdir, served.url, requests_per_second=rps, max_retries=8)
+        config = write_config(workdir, served.url, preset="crash", requests_per_second=rps, max_retries=8)
         sets = add_sets(config, served, PROFILES, records=records, prefix="Fault")
         calls_before = alma_calls(served)
         if faults:

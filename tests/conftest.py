@@ -1,53 +1,31 @@
-"""The test world: a fake clock, the simulator as an httpx transport, a migrated SQLite database,
-and a Context wired like the CLI's. An autouse fixture keeps every test off real config and network."""
+"""The test world's fixtures: a fake clock, the simulator as an httpx transport, a migrated SQLite database, and
+a Context wired like the CLI's; ``bctx`` is that Context on SQLite and then on PostgreSQL (``db_url``, from the
+``tests.support.pg`` plugin). An autouse fixture keeps every test off real config and network. The helpers these
+use, and tests import, are in ``tests/support/``; ``tests.support.parallel`` is the plugin for running the suite
+in parallel (one PostgreSQL server per run, the ``serial`` marker)."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import httpx
+import alembic.config  # noqa: F401  (see below)
 import pytest
-from click.testing import Result
-from typer.testing import CliRunner
 
-from orchestrator.config import Config, is_loopback, parse_config
+from orchestrator.config import Config, parse_config
 from orchestrator.service.context import Context
-from orchestrator.service.reporting import CollectingReporter
 from orchestrator.simulator import Scenario, Simulator
-from orchestrator.wiring import Wiring, build_context
+from tests.support import API_KEY, FakeClock, close_context, config_dict, make_context
+from tests.support.people import first_contact_context
 
-pytest_plugins = ["tests.pg"]
+pytest_plugins = ["tests.support.parallel", "tests.support.pg"]
 
-API_KEY = "l7xx-test-key-0123456789abcdef"
-BASE = "http://alma.test"
-
-
-class FakeClock:
-    """A clock that only moves when someone sleeps (or a test advances it). Thread-safe."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2026, 2, 2, 15, 0, 0, tzinfo=UTC)
-        self._lock = threading.Lock()
-        self.slept = 0.0
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def sleep(self, seconds: float) -> None:
-        self.advance(max(seconds, 0.0))
-        self.slept += max(seconds, 0.0)
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += timedelta(seconds=seconds)
+# alembic.config is imported above, at the start of the session, on purpose: alembic's Config takes the sys.stdout
+# of the moment alembic.config is first imported as its default output. First imported inside a CliRunner.invoke
+# (hwf init, hwf report, ...), it would keep that call's buffer, closed afterwards, and a later `alembic check`
+# (tests/store/test_migrations.py) in the same process would fail writing to it, depending on which tests ran
+# before it in that process (xdist's distribution made this show).
 
 
 @pytest.fixture(autouse=True)
@@ -56,35 +34,6 @@ def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith("HWF_") or name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
-
-
-def config_dict(
-    base: str = BASE, resolver: str | None = None, db: str = "sqlite:///hwf.db", **alma: Any
-) -> dict[str, Any]:
-    return {
-        "allow_insecure_http": True,  # the simulator's http://alma.test never leaves the process
-        "database": {"url": db},
-        "alma": {
-            "base_url": base,
-            "institution_code": "01GCL_INST",
-            "poll_interval_seconds": 2,
-            "poll_max_interval_seconds": 10,
-            "reconcile_grace_seconds": 30,
-            "requests_per_second": 1000,
-            **alma,
-            "jobs": {
-                "copy_identifiers": "M1234567890000561",
-                "handle_migration": "M2234567890000561",
-                "handle_integration": "M50700",
-                # the tests that do not say otherwise run the integration profile through the API; the
-                # manual mode (the default) has its own tests
-                "handle_integration_mode": "api",
-            },
-        },
-        "handles": {"prefix": "11084", "resolver_url": resolver or base, "settle_minutes": 0, "retries": 2},
-        "primo": {"domain": "grinnell.primo.exlibrisgroup.com", "view": "01GCL_INST:GCL"},
-        "workflow": {"lease_seconds": 60},
-    }
 
 
 @pytest.fixture
@@ -108,39 +57,6 @@ def config(tmp_path: Path) -> Config:
     return parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
 
 
-def sim_wiring(sim: Any, clock: FakeClock, **overrides: Any) -> Wiring:
-    """The simulator as both remotes (in process, no sockets), the fake clock, and no real sleeping."""
-    transport = httpx.MockTransport(sim.handle)
-    values: dict[str, Any] = {
-        "alma_transport": transport,
-        "resolver_transport": transport,
-        "clock": clock,
-        "sleep": clock.sleep,
-        "resolver_sleep": lambda seconds: None,
-        "owner": "test-host:1",
-        "verifier_concurrency": 4,
-    }
-    values.update(overrides)
-    return Wiring(**values)
-
-
-def make_context(config: Config, sim: Any, clock: FakeClock, **overrides: Any) -> Context:
-    """A Context wired exactly as the CLI wires it (``orchestrator.wiring``), on the simulator."""
-    context = build_context(config, reporter=CollectingReporter(), wiring=sim_wiring(sim, clock))
-    return dataclasses.replace(context, **overrides) if overrides else context
-
-
-class WiredRunner(CliRunner):
-    """A CliRunner that hands the real ``hwf`` app a Wiring (``app(obj=...)``), when one is set."""
-
-    wiring: Wiring | None = None
-
-    def invoke(self, *args: Any, **kwargs: Any) -> Result:  # type: ignore[override]
-        if self.wiring is not None:
-            kwargs.setdefault("obj", self.wiring)
-        return super().invoke(*args, **kwargs)
-
-
 @pytest.fixture
 def ctx(config: Config, sim: Simulator, clock: FakeClock) -> Iterator[Context]:
     context = make_context(config, sim, clock)
@@ -148,47 +64,27 @@ def ctx(config: Config, sim: Simulator, clock: FakeClock) -> Iterator[Context]:
     context.close()
 
 
-DEFAULT_JOBS = {
-    "copy_identifiers": "M1234567890000561",
-    "handle_migration": "M2234567890000561",
-    "handle_integration": "M50700",
-    "handle_integration_mode": "api",
-}
+@pytest.fixture
+def bctx(db_url: str, sim: Simulator, clock: FakeClock, tmp_path: Path) -> Iterator[Context]:
+    """``ctx`` on a fresh database of each backend: SQLite, then PostgreSQL (marked ``postgres``)."""
+    config = parse_config(config_dict(db=db_url), tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
+    context = make_context(config, sim, clock)
+    yield context
+    close_context(context)
 
 
-def toml_text(data: dict[str, Any], prefix: str = "") -> str:
-    """TOML for a config dict (scalars first, then sub-tables), as hwf reads it."""
-    lines = [f"{key} = {json.dumps(value)}" for key, value in data.items() if not isinstance(value, dict)]
-    for key, value in data.items():
-        if isinstance(value, dict):
-            name = f"{prefix}{key}"
-            lines += ["", f"[{name}]", toml_text(value, name + ".").strip("\n")]
-    return "\n".join(lines).strip("\n") + "\n"
+@pytest.fixture
+def api(tmp_path: Path, sim: Simulator, clock: FakeClock) -> Iterator[Context]:
+    """Integration by API (an institution whose sandbox proved op=run of the integration job)."""
+    ctx = first_contact_context(tmp_path, sim, clock, handle_integration_mode="api")
+    yield ctx
+    ctx.close()
 
 
-def write_config(path: Path, data: dict[str, Any]) -> Path:
-    """The one writer of test configuration files: ``data`` is shaped like ``config_dict()``."""
-    path.write_text(toml_text(data), encoding="utf-8")
-    return path
-
-
-def minimal_config(
-    database_url: str, base_url: str = "http://127.0.0.1:9", jobs: dict[str, str] | None = None, **alma: Any
-) -> dict[str, Any]:
-    """Only the required keys (plus ``alma``), for tests that drive the real CLI; plain http to a host
-    that is not this machine (the in-process simulator's ``alma.test``) also needs allow_insecure_http."""
-    insecure = {} if is_loopback(base_url) or base_url.startswith("https:") else {"allow_insecure_http": True}
-    return {
-        **insecure,
-        "database": {"url": database_url},
-        "alma": {"base_url": base_url, "institution_code": "01GCL_INST", **alma, "jobs": dict(jobs or DEFAULT_JOBS)},
-        "handles": {"prefix": "11084"},
-        "primo": {"domain": "grinnell.primo.exlibrisgroup.com", "view": "01GCL_INST:GCL"},
-    }
-
-
-def write_minimal_config(
-    path: Path, database_url: str, base_url: str = "http://127.0.0.1:9", jobs: dict[str, str] | None = None
-) -> Path:
-    """A small hwf.toml with only the required keys, for tests that drive the real CLI."""
-    return write_config(path, minimal_config(database_url, base_url, jobs))
+@pytest.fixture
+def manual(tmp_path: Path, sim: Simulator, clock: FakeClock) -> Iterator[Context]:
+    """hwf's default: a person presses Run on the Handle integration profile, once per integration batch."""
+    ctx = first_contact_context(tmp_path, sim, clock)
+    assert ctx.config.alma.jobs["handle_integration"].manual, "manual integration is the default"
+    yield ctx
+    ctx.close()

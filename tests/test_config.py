@@ -7,7 +7,7 @@ import pytest
 
 from orchestrator.config import find_config_path, load_config, parse_config
 from orchestrator.errors import ConfigError
-from tests.conftest import config_dict
+from tests.support import config_dict
 
 KEY = "l7xx-config-secret"
 

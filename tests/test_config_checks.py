@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.config import parse_config
 from orchestrator.errors import ConfigError
-from tests.conftest import config_dict
+from tests.support import config_dict
 
 KEY = "l7xx-config-secret"
 
@@ -22,10 +22,7 @@ def parse(tmp_path: Path, data: dict[str, Any], **env: str) -> Any:
 
 
 def secure_dict(**alma: Any) -> dict[str, Any]:
-    data = config_dict(base="https://api-na.hosted.exlibrisgroup.com", **alma)
-    data.pop("allow_insecure_http")
-    data["handles"]["resolver_url"] = "https://hdl.handle.net"
-    return data
+    return config_dict(url="https://api-na.hosted.exlibrisgroup.com", resolver="https://hdl.handle.net", **alma)
 
 
 # -- item 5: plain http

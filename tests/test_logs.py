@@ -13,8 +13,8 @@ import pytest
 
 from orchestrator.config import default_log_file
 from orchestrator.simulator import Simulator
-from tests.conftest import API_KEY, FakeClock, sim_wiring
-from tests.opskit import run, runner, write_config
+from tests.support import API_KEY, FakeClock, sim_wiring, write_config
+from tests.support.ops import run, runner
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_default_log_file_is_beside_the_sqlite_database(tmp_path: Path) -> None:
 
 
 def test_a_whole_run_is_in_the_log_and_the_key_never_is(tmp_path: Path, wired: Simulator) -> None:
-    path = write_config(tmp_path)
+    path = write_config(tmp_path, preset="cli")
     set_id = wired.create_set("Logged", wired.generate_records(12, profile="clean", seed=4))
     other = wired.create_set("Waits", wired.generate_records(5, profile="clean", seed=6))
     assert run(path, "add", set_id).exit_code == 0
@@ -65,14 +65,14 @@ def test_a_whole_run_is_in_the_log_and_the_key_never_is(tmp_path: Path, wired: S
 
 
 def test_an_alma_error_is_logged_with_its_code_and_tracking_id(tmp_path: Path, wired: Simulator) -> None:
-    path = write_config(tmp_path)
+    path = write_config(tmp_path, preset="cli")
     assert run(path, "add", "999999999").exit_code != 0  # the simulator does not know this set
     errors = [x for x in _lines(tmp_path / "hwf.log") if x.get("event") == "http" and x["status"] >= 400]
     assert errors and errors[0]["alma_code"] and errors[0]["path"] == "/conf/sets/999999999"
 
 
 def test_the_log_rotates_by_size(tmp_path: Path, wired: Simulator) -> None:
-    path = write_config(tmp_path, log={"file": "logs/run.log", "max_bytes": 10_000, "backups": 2})
+    path = write_config(tmp_path, preset="cli", log={"file": "logs/run.log", "max_bytes": 10_000, "backups": 2})
     set_id = wired.create_set("Rotated", wired.generate_records(40, profile="clean", seed=5))
     assert run(path, "add", set_id).exit_code == 0
     assert run(path, "advance", set_id).exit_code == 0
@@ -82,7 +82,7 @@ def test_the_log_rotates_by_size(tmp_path: Path, wired: Simulator) -> None:
 
 
 def test_no_log_file_when_disabled(tmp_path: Path, wired: Simulator) -> None:
-    path = write_config(tmp_path, log={"enabled": False})
+    path = write_config(tmp_path, preset="cli", log={"enabled": False})
     assert run(path, "status").exit_code == 0
     assert not (tmp_path / "hwf.log").exists()
 
@@ -93,7 +93,7 @@ def test_an_unwritable_log_file_is_one_line_naming_it_exit_2(tmp_path: Path, wir
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        path = write_config(tmp_path, log={"file": "locked/sub/hwf.log"})
+        path = write_config(tmp_path, preset="cli", log={"file": "locked/sub/hwf.log"})
         result = run(path, "status")
     finally:
         locked.chmod(0o700)
@@ -104,7 +104,7 @@ def test_an_unwritable_log_file_is_one_line_naming_it_exit_2(tmp_path: Path, wir
 
 def test_a_log_path_that_is_a_directory_is_one_line_exit_2(tmp_path: Path, wired: Simulator) -> None:
     (tmp_path / "adir").mkdir()
-    path = write_config(tmp_path, log={"file": "adir"})
+    path = write_config(tmp_path, preset="cli", log={"file": "adir"})
     result = run(path, "status")
     assert result.exit_code == 2, result.output
     assert result.output.startswith("Error: cannot write the log file ") and "adir" in result.output
@@ -112,7 +112,7 @@ def test_a_log_path_that_is_a_directory_is_one_line_exit_2(tmp_path: Path, wired
 
 
 def test_a_log_file_that_cannot_be_created_is_one_line_exit_2(tmp_path: Path, wired: Simulator) -> None:
-    path = write_config(tmp_path, log={"file": "/proc/hwf-test/hwf.log"})  # not even root can make it
+    path = write_config(tmp_path, preset="cli", log={"file": "/proc/hwf-test/hwf.log"})  # not even root can make it
     result = run(path, "status")
     assert result.exit_code == 2, result.output
     assert result.output.startswith("Error: cannot write the log file /proc/hwf-test/hwf.log")

@@ -30,6 +30,7 @@ from orchestrator.domain.attention import Attention
 from orchestrator.domain.steps import Stage
 from orchestrator.errors import AlmaError, AlmaUnreachableError, RateLimitedError
 from orchestrator.service import recheck, scheduler
+from orchestrator.service.actions.plan import clicks_awaited
 from orchestrator.service.context import Context
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, IntegrationBatch, Worker
 
@@ -334,6 +335,14 @@ def _idle(ctx: Context, only: str | None) -> bool:
                 )
             )
         )
+        if clicks_awaited(session):  # the sets queued behind that batch wait for its click too
+            person |= set(
+                session.scalars(
+                    select(Attempt.set_id).where(
+                        Attempt.state == AttemptState.QUEUED, Attempt.set_id.in_([r.id for r in rows])
+                    )
+                )
+            )
     names = [r.name for r in rows if not r.attention and r.id not in person]
     if only:
         pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE)

@@ -6,7 +6,8 @@ to that page, sets that reach ``migrated`` wait in one queue, and hwf makes one 
 *integration batch*, of the included records of every queued set (their members compared with hwf's records
 just before). It closes a batch at once when every set not needing attention has reached ``migrated``; else
 when it is full (``[alma.jobs] integration_batch_max_records``), or when no further set can reach ``migrated``
-within ``integration_batch_wait_minutes``. A batch's membership is frozen once announced.
+within ``integration_batch_wait_minutes``. A batch's membership is frozen once announced, and one batch waits
+for a click at a time (the next forms once its run is found), so that a click can only be that batch's.
 
 The announcement (terminal, ``hwf status``, ``hwf overview``, the dashboard, a notification) gives the exact
 clicks. hwf then reads the integration job's runs: the one that binds is new since the batch was formed, not
@@ -139,6 +140,15 @@ def _form(ctx: Context) -> None:
         queued = _queued(session)
         if not queued:
             return
+        waiting = session.scalar(
+            select(IntegrationBatch.number)
+            .where(IntegrationBatch.state.in_(("creating", "announced")))
+            .order_by(IntegrationBatch.number)
+        )
+    if waiting is not None:
+        _queued_behind(ctx, queued, waiting)
+        return
+    with ctx.sessions() as session:
         on_the_way = _on_the_way(session, now, timedelta(minutes=cfg.integration_batch_wait_minutes))
         durations = mean_durations(list(session.execute(_timing_query()).all()))
     total = sum(records for _, _, records in queued)
@@ -169,6 +179,20 @@ def _form(ctx: Context) -> None:
             _open_batch(book, chosen, records, why, seen)
     except IntegrityError:
         return  # another hwf process formed a batch at the same moment: the next look sees it
+
+
+def _queued_behind(ctx: Context, queued: list[tuple[int, int, int]], number: int) -> None:
+    """One batch waits for a click at a time, so that a click can only be that batch's: the queue forms the next
+    batch once batch ``number``'s run is found."""
+    with ctx.ledger() as book:
+        look = book.now + timedelta(seconds=_QUEUE_LOOK_SECONDS)
+        text = (
+            f"integration: queued for the next integration batch; it forms once integration batch {number}'s run "
+            "is found (one batch waits for a click at a time, so that each click binds to its own batch)"
+        )
+        for attempt_id, set_id, _ in queued:
+            book.attempt(attempt_id).next_poll_at = look
+            book.wait(book.set(set_id), text, look, same_as="integration: queued")
 
 
 def _queued(session: Session) -> list[tuple[int, int, int]]:

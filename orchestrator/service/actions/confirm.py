@@ -19,6 +19,7 @@ from orchestrator.domain.attention import Attention
 from orchestrator.domain.jobrules import (
     UNKNOWN_INSTANCE_CODES,
     SetMatch,
+    handles_created,
     match_instance,
     records_processed,
     submitted_by_api,
@@ -131,6 +132,13 @@ def _confirm_batch(ctx: Context, batch_id: int, instance_id: str, *, force: bool
         raise BadInputError(
             f"instance {inst.id} was submitted through the API ({inst.submitted_by}), not by a person pressing Run "
             "on the Handle integration profile"
+        )
+    minted = handles_created(inst.counters)
+    if minted and not force:
+        raise BadInputError(
+            f"instance {inst.id} created {minted:,} new handles, and a run on integration batch {name!r} creates none "
+            "(its records have their handles from the migration job): check in Alma (Monitor Jobs) that it ran on "
+            "that set, then add --force"
         )
     counted = records_processed(inst.counters)
     if counted is not None and counted != records:

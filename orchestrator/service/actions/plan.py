@@ -98,12 +98,27 @@ def waits_for_a_person(session: Session, row: AlmaSet, step: Step) -> bool:
     if row.attention_kind == Attention.MANUAL_STEP:
         return True
     attempt = latest_attempt(session, row.id, step)
+    if attempt is not None and attempt.state is AttemptState.QUEUED:
+        return clicks_awaited(session)  # queued behind a batch that waits for its click
     if attempt is None or attempt.state is not AttemptState.WAITING_OPERATOR:
         return False
     if attempt.batch_id is not None:  # a person's run is going on: hwf watches it, the person has done their part
         batch = session.get(IntegrationBatch, attempt.batch_id)
         return batch is None or not batch.watching
     return True
+
+
+def clicks_awaited(session: Session) -> bool:
+    """An integration batch waits for a person's click (announced, and no run of a person's is being watched):
+    the queue behind it cannot form the next batch until then."""
+    return (
+        session.scalar(
+            select(IntegrationBatch.id).where(
+                IntegrationBatch.state == "announced", IntegrationBatch.watching.is_(None)
+            )
+        )
+        is not None
+    )
 
 
 def _first(config: Config, step: Step, prechecked: set[Step]) -> Plan:

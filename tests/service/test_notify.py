@@ -1,0 +1,181 @@
+"""Notifications through apprise, end to end: a local JSON webhook receiver and a local SMTP server get one
+message per event (attention, quota spent, verified when asked, migration done), never one per poll; a send
+that fails is logged and never stops the work, and is sent later; a send interrupted by a crash is sent by
+the next hwf; a malformed URL is refused at start, exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from orchestrator.config import load_config
+from orchestrator.service import notify
+from orchestrator.simulator import Scenario, Simulator
+from orchestrator.store.models import Notification
+from orchestrator.wiring import build_context
+from tests.support import API_KEY, FakeClock, sim_wiring, write_config
+from tests.support.ops import Receiver, http_receiver, run, runner, smtp_server
+
+
+@pytest.fixture
+def wired(sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Simulator:
+    monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
+    monkeypatch.setattr(runner, "wiring", sim_wiring(sim, clock))
+    return sim
+
+
+@pytest.fixture
+def hook() -> Any:
+    with http_receiver() as receiver:
+        yield receiver
+
+
+def _titles(receiver: Receiver) -> list[str]:
+    return [str(m.get("title")) for m in receiver.received]
+
+
+def _rows(path: Path) -> list[Notification]:
+    ctx = build_context(load_config(path, environ={"HWF_ALMA_API_KEY": API_KEY}))
+    try:
+        with ctx.sessions() as session:
+            return list(session.scalars(select(Notification).order_by(Notification.id)))
+    finally:
+        ctx.close()
+
+
+def test_attention_is_one_email_and_one_webhook_message_not_one_per_poll(
+    tmp_path: Path, wired: Simulator, hook: Receiver
+) -> None:
+    with smtp_server() as mailbox:
+        path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url, mailbox.url]})
+        set_id = wired.create_set("Needs a fix", wired.generate_records(10, profile="demo", seed=3))
+        added = run(path, "add", set_id)
+        assert added.exit_code == 0, added.output
+        assert run(path, "advance", set_id).exit_code == 3  # the demo profile's xsi:type trap needs `hwf fix`
+        for _ in range(3):
+            run(path, "advance", set_id)
+            run(path, "resume", "--all")
+        assert _titles(hook) == [f"hwf: set {set_id} (Needs a fix) needs attention"]
+        assert hook.received[0]["type"] == "warning" and "hwf fix" in hook.received[0]["message"]
+        assert len(mailbox.messages) == 1
+        mail = mailbox.messages[0].decode()
+        assert f"Subject: hwf: set {set_id} (Needs a fix) needs attention" in mail and "To: ops@example.org" in mail
+    rows = _rows(path)
+    assert [(r.kind, r.target, r.sent_at is not None, r.tries) for r in rows] == [
+        ("attention", 0, True, 1),
+        ("attention", 1, True, 1),
+    ]
+
+
+def test_verified_is_off_by_default_and_done_is_sent_once(tmp_path: Path, wired: Simulator, hook: Receiver) -> None:
+    path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url]})
+    first = wired.create_set("First", wired.generate_records(4, profile="clean", seed=1))
+    second = wired.create_set("Second", wired.generate_records(4, profile="clean", seed=2))
+    for set_id in (first, second):
+        assert run(path, "add", set_id).exit_code == 0
+    assert run(path, "advance", first).exit_code == 0
+    assert _titles(hook) == []  # one set left: not done, and verified is opt-in
+    assert run(path, "advance", second).exit_code == 0
+    assert run(path, "resume", "--all").exit_code == 0
+    assert _titles(hook) == ["hwf: the migration is done: all 2 sets are verified"]
+    assert hook.received[0]["type"] == "success"
+
+
+def test_verified_when_asked(tmp_path: Path, wired: Simulator, hook: Receiver) -> None:
+    path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url], "on_verified": True, "on_done": False})
+    set_id = wired.create_set("Opted in", wired.generate_records(4, profile="clean", seed=1))
+    assert run(path, "add", set_id).exit_code == 0
+    assert run(path, "advance", set_id).exit_code == 0
+    assert _titles(hook) == [f"hwf: set {set_id} (Opted in) is verified"]
+
+
+def test_a_spent_quota_is_one_message_for_every_set(
+    tmp_path: Path, clock: FakeClock, hook: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wired = Simulator(
+        Scenario(job_seconds={"copy": 30, "migration": 60, "integration": 45}, daily_quota=40, per_second_limit=0),
+        clock=clock,
+    )
+    monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
+    monkeypatch.setattr(runner, "wiring", sim_wiring(wired, clock))
+    path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url]}, alma={"daily_call_floor": 0})
+    ids = [wired.create_set(f"Quota {i}", wired.generate_records(4, profile="clean", seed=i)) for i in range(3)]
+    for set_id in ids:
+        run(path, "add", set_id)
+    for _ in range(3):
+        run(path, "resume", "--all")
+    quota = [t for t in _titles(hook) if "quota" in t]
+    assert quota == ["hwf: Alma's daily API quota is spent"], _titles(hook)
+
+
+def test_a_failed_send_is_logged_never_stops_the_work_and_goes_later(
+    tmp_path: Path, wired: Simulator, hook: Receiver
+) -> None:
+    path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url]})
+    set_id = wired.create_set("Receiver down", wired.generate_records(4, profile="clean", seed=1))
+    assert run(path, "add", set_id).exit_code == 0
+    hook.status = 500
+    result = run(path, "advance", set_id)
+    assert result.exit_code == 0, result.output  # verified although the "done" message failed
+    assert hook.received == []
+    warnings = [json.loads(x) for x in (tmp_path / "hwf.log").read_text().splitlines() if '"notify"' in x]
+    assert warnings and all(not w["ok"] and w["error"] == "json:// send failed" for w in warnings)
+    assert hook.url.split("//")[1] not in (tmp_path / "hwf.log").read_text()  # the URL (a secret) is not logged
+    hook.status = 200
+    assert run(path, "status").exit_code == 0  # any later command sends what is due
+    assert _titles(hook) == ["hwf: the migration is done: all 1 sets are verified"]
+    assert run(path, "status").exit_code == 0
+    assert len(hook.received) == 1
+
+
+def test_a_send_interrupted_by_a_crash_is_sent_by_the_next_hwf_once(
+    tmp_path: Path, wired: Simulator, hook: Receiver, clock: FakeClock
+) -> None:
+    path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url]})
+    set_id = wired.create_set("Crashed", wired.generate_records(4, profile="clean", seed=1))
+    assert run(path, "add", set_id).exit_code == 0
+    hook.status = 500
+    assert run(path, "advance", set_id).exit_code == 0
+    hook.status = 200
+    # As a process killed inside the send leaves it: claimed, not sent.
+    ctx = build_context(load_config(path, environ={"HWF_ALMA_API_KEY": API_KEY}), wiring=sim_wiring(wired, clock))
+    with ctx.sessions.begin() as session:
+        session.execute(update(Notification).values(sending_at=clock(), sending_by="dead-host:1"))
+    assert notify.send_pending(ctx) == 0  # claimed a moment ago: another process may be sending it
+    clock.advance(notify.STALE_SECONDS + 1)
+    assert notify.send_pending(ctx) == 1
+    assert notify.send_pending(ctx) == 0
+    ctx.close()
+    assert len(hook.received) == 1 and "interrupted" in hook.received[0]["message"]
+
+
+def test_a_message_is_given_up_after_max_tries(tmp_path: Path, wired: Simulator, hook: Receiver) -> None:
+    path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url]})
+    set_id = wired.create_set("Never", wired.generate_records(4, profile="clean", seed=1))
+    assert run(path, "add", set_id).exit_code == 0
+    hook.status = 500
+    for _ in range(notify.MAX_TRIES + 2):
+        run(path, "advance", set_id)
+    (row,) = _rows(path)
+    assert row.sent_at is None and row.tries == notify.MAX_TRIES and row.last_error == "json:// send failed"
+
+
+@pytest.mark.parametrize("url", ["nonsense://example", "json://", "not a url at all"])
+def test_a_malformed_apprise_url_is_named_at_start_exit_2(tmp_path: Path, wired: Simulator, url: str) -> None:
+    path = write_config(tmp_path, preset="cli", notify={"urls": ["json://127.0.0.1:9/ok", url]})
+    result = run(path, "status")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"Error: {path}: key notify.urls[1]: not a usable apprise URL")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_no_urls_no_outbox_rows(tmp_path: Path, wired: Simulator) -> None:
+    path = write_config(tmp_path, preset="cli")
+    set_id = wired.create_set("Quiet", wired.generate_records(6, profile="demo", seed=3))
+    run(path, "add", set_id)
+    run(path, "advance", set_id)
+    assert _rows(path) == []

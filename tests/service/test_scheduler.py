@@ -1,0 +1,177 @@
+"""``hwf resume --all`` as a scheduler within Alma's job limits, on the simulator and a virtual clock.
+
+A small version of ``bench/schedule.py`` (6 sets, 2 jobs each) keeps the benchmark from rotting.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from bench.schedule import max_per_hour, max_running, schedule_bound
+from orchestrator.cli import app
+from orchestrator.config import Config, parse_config
+from orchestrator.service import scheduler, views, workflow
+from orchestrator.service.context import Context
+from orchestrator.simulator import Scenario, Simulator
+from orchestrator.store.models import AlmaSet
+from tests.support import API_KEY, FakeClock, config_dict, make_context, make_set, write_config
+
+JOB_SECONDS = 30.0
+
+
+@pytest.fixture
+def scenario() -> Scenario:
+    return Scenario(
+        job_seconds=dict.fromkeys(("copy", "migration", "integration", "other"), JOB_SECONDS),
+        per_second_limit=0,
+        enforce_job_thresholds=True,
+        max_running_api_jobs=3,
+        max_runs_per_hour=5,
+    )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}", poll_interval_seconds=15, poll_max_interval_seconds=300)
+    return parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
+
+
+class Sleeps:
+    """Records every sleep of the scheduler, then lets the fake clock move."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        self.clock.sleep(seconds)
+
+
+@pytest.fixture
+def sleeps(clock: FakeClock) -> Sleeps:
+    return Sleeps(clock)
+
+
+@pytest.fixture
+def ctx(config: Config, sim: Simulator, clock: FakeClock, sleeps: Sleeps) -> Context:
+    context = make_context(config, sim, clock, sleep=sleeps)
+    yield context  # type: ignore[misc]
+    context.close()
+
+
+def add_sets(ctx: Context, sim: Simulator, count: int, profile: str = "clean") -> list[str]:
+    ids = []
+    for k in range(count):
+        set_id = make_set(sim, 12, profile=profile, name=f"Batch {k + 1}", seed=k)
+        workflow.add_set(ctx, set_id)
+        ids.append(set_id)
+    return ids
+
+
+def test_six_sets_within_alma_limits_near_the_bound(
+    ctx: Context, sim: Simulator, clock: FakeClock, sleeps: Sleeps
+) -> None:
+    add_sets(ctx, sim, 6)
+    start = clock()
+    summary = scheduler.resume_all(ctx)
+    elapsed = (clock() - start).total_seconds()
+    assert [r.outcome for r in summary.results] == [workflow.Outcome.VERIFIED] * 6
+    assert summary.attention == [] and summary.skipped == []
+    runs = sim.job_runs
+    assert sorted(r.kind for r in runs) == ["integration"] * 6 + ["migration"] * 6
+    assert max_running(runs, JOB_SECONDS) <= 3
+    assert all(n <= 5 for n in max_per_hour(runs).values())
+    bound = schedule_bound(6, 2, JOB_SECONDS, 3, 5)
+    assert bound <= elapsed <= 1.2 * bound, (elapsed, bound)
+    # It slept until something was due, never in a tight loop.
+    assert all(s > 0 for s in sleeps.calls) and len(sleeps.calls) < 150
+
+
+def test_max_running_caps_jobs_below_alma(ctx: Context, sim: Simulator) -> None:
+    add_sets(ctx, sim, 4)
+    summary = scheduler.resume_all(ctx, max_running=1)
+    assert [r.state for r in summary.results] == ["verified"] * 4
+    assert max_running(sim.job_runs, JOB_SECONDS) == 1
+
+
+def test_oldest_first_and_each_waiting_set_says_what_it_waits_for(
+    ctx: Context, sim: Simulator, clock: FakeClock
+) -> None:
+    ids = add_sets(ctx, sim, 7)
+    summary = scheduler.resume_all(ctx, wait=False)
+    assert [r.outcome for r in summary.results] == [workflow.Outcome.WAITING] * 7
+    assert [r.set_id for r in sim.job_runs] == ids[:3]
+    status = {s.set: s for s in views.status(ctx)}
+    running = status[ids[0]]
+    assert running.step == "migrate" and running.instance_id and "instance" in (running.waiting or "")
+    slot = status[ids[3]]
+    assert slot.waiting == "waiting for a job slot: 3 Alma jobs running (at most 3 at once)"
+    # Later, once the first five migrations have run, the others wait for the hour to pass.
+    waits: dict[str, str] = {}
+    for _ in range(30):
+        clock.advance(20)
+        scheduler.resume_all(ctx, wait=False)
+        waits = {s.set: s.waiting or "" for s in views.status(ctx)}
+        if "started 5 times" in waits[ids[6]]:
+            break
+    assert sum(1 for r in sim.job_runs if r.kind == "migration") == 5
+    assert (
+        "job M2234567890000561 (migrate) started 5 times in the last hour (Alma allows 5); next slot at"
+        in (waits[ids[6]])
+    )
+    assert views.status(ctx, ids[6])[0].wait_until is not None
+    events = [e for e in views.history(ctx, ids[6]) if e.kind == "waiting"]
+    assert 1 <= len(events) <= 2  # a new kind of wait is recorded once, not at every pass
+
+
+def test_quota_spent_stops_every_set(ctx: Context, sim: Simulator) -> None:
+    ids = add_sets(ctx, sim, 3)
+    sim.faults.daily_remaining = 0
+    summary = scheduler.resume_all(ctx)
+    assert [s for s, _ in summary.attention] == [ids[0]]
+    assert "daily" in summary.attention[0][1].lower()
+    assert summary.skipped == [
+        (ids[1], "not started: Alma's daily API quota is spent"),
+        (ids[2], summary.skipped[1][1]),
+    ]
+    assert sim.job_runs == []
+
+
+def test_only_pattern_and_sets_held_elsewhere(ctx: Context, sim: Simulator, clock: FakeClock) -> None:
+    ids = add_sets(ctx, sim, 3)
+    with ctx.sessions.begin() as session:
+        row = session.scalars(select(AlmaSet).where(AlmaSet.alma_set_id == ids[2])).one()
+        row.lease_owner = "other-host:4242"
+        row.lease_expires_at = clock() + timedelta(hours=5)
+    summary = scheduler.resume_all(ctx, only="batch [23]")
+    assert [r.set for r in summary.results] == [ids[1]]
+    assert summary.skipped == [(ids[2], "held by another hwf process")]
+    assert {r.set_id for r in sim.job_runs} == {ids[1]}
+
+
+def test_sets_needing_attention_do_not_stop_the_others(ctx: Context, sim: Simulator) -> None:
+    good = add_sets(ctx, sim, 2)
+    bad = sim.create_set("Problems", sim.generate_records(20, profile="problems", seed=9))
+    workflow.add_set(ctx, bad)
+    summary = scheduler.resume_all(ctx)
+    assert [r.set for r in summary.results if r.state == "verified"] == good
+    assert [s for s, _ in summary.attention] == [bad]
+
+
+def test_cli_retry_on_a_set_that_needs_nothing_says_so(
+    ctx: Context, sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (set_id,) = add_sets(ctx, sim, 1)
+    config = write_config(tmp_path / "cli.toml", db=ctx.config.database_url, preset="minimal")
+    monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
+    result = CliRunner().invoke(app, ["--config", str(config), "retry", set_id, "--reason", "checking"])
+    assert result.exit_code == 2, result.output
+    assert f"set {set_id} needs nothing" in result.stderr
+    result = CliRunner().invoke(app, ["--config", str(config), "resume", "--all", "--max-running", "0"])
+    assert result.exit_code == 2

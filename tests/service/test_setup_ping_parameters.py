@@ -1,0 +1,66 @@
+"""`hwf ping` and a job for which Alma lists no parameters (issue 13, wire tolerance): not "ok" until a
+payload file or parameters are configured, or the operator passes --accept-unknown."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+
+from orchestrator.service.ping import ping
+from orchestrator.simulator import Simulator
+from orchestrator.wiring import Wiring, build_resolver_http, build_setup_alma_for
+from tests.service.test_setup import by_name, ping_with
+from tests.support import API_KEY, FakeClock, config_dict
+
+JOB = re.compile(r"/conf/jobs/[^/]+$")
+
+
+def _no_parameters(sim: Simulator):
+    def handler(request: httpx.Request) -> httpx.Response:
+        response = sim.handle(request)
+        if request.method == "GET" and JOB.search(request.url.path) and response.status_code == 200:
+            body = json.loads(response.content)
+            body.pop("parameters", None)
+            body.pop("parameter", None)
+            return httpx.Response(200, json=body, headers={"X-Exl-Api-Remaining": "90000"})
+        return response
+
+    return handler
+
+
+def test_no_parameters_listed_is_not_ok(tmp_path: Path, sim: Simulator, clock: FakeClock) -> None:
+    report = ping_with(tmp_path, sim, clock, handler=_no_parameters(sim))
+    check = by_name(report)["job handle_migration"]
+    assert not report.ok and check.status == "fail"
+    assert "parameters unknown" in check.detail and "paste the payload from the job's API Information" in check.detail
+    assert "--accept-unknown" in check.detail
+
+
+def test_accept_unknown_makes_it_a_warning(tmp_path: Path, sim: Simulator, clock: FakeClock) -> None:
+    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}")
+    from orchestrator.config import parse_config
+
+    config = parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
+    transport = httpx.MockTransport(_no_parameters(sim))
+    wired = Wiring(alma_transport=transport, resolver_transport=transport, sleep=clock.sleep)
+    report = ping(
+        config,
+        alma=lambda: build_setup_alma_for(config, wired),
+        http=lambda: build_resolver_http(config, wired),
+        accept_unknown=True,
+    )
+    check = by_name(report)["job handle_migration"]
+    assert report.ok and check.status == "warn" and "accepted with --accept-unknown" in check.detail
+
+
+def test_configured_parameters_or_payload_settle_it(tmp_path: Path, sim: Simulator, clock: FakeClock) -> None:
+    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}")
+    jobs = data["alma"]["jobs"]
+    for role in ("copy_identifiers", "handle_migration", "handle_integration"):
+        spec = jobs[role] if isinstance(jobs[role], dict) else {"id": jobs[role]}
+        jobs[role] = {**spec, "parameters": {"task_x": "y"}}
+    report = ping_with(tmp_path, sim, clock, data=data, handler=_no_parameters(sim))
+    assert all(c.status == "ok" for c in report.checks if c.name.startswith("job ")), report.as_json()

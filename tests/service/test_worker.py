@@ -1,0 +1,221 @@
+"""``hwf resume --all --follow``: the unattended worker, on the simulator and a fake clock.
+
+It drives every set to verified, rides out an Alma outage (saying so in the workers table that
+``hwf status`` shows), goes on by itself after the daily quota resets, stops on request with its
+leases released, and re-verifies verified sets (a handle that breaks later is a regression).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from orchestrator.config import Config, parse_config
+from orchestrator.errors import ConfigError
+from orchestrator.service import views, worker, workflow
+from orchestrator.service.context import Context
+from orchestrator.simulator import Scenario, Simulator
+from orchestrator.store.models import AlmaSet, Event, Record, Worker
+from tests.support import API_KEY, FakeClock, config_dict, make_context, make_set
+
+
+@pytest.fixture
+def scenario() -> Scenario:
+    return Scenario(
+        job_seconds=dict.fromkeys(("copy", "migration", "integration", "other"), 30.0),
+        per_second_limit=0,
+        enforce_job_thresholds=True,
+        max_running_api_jobs=3,
+        max_runs_per_hour=5,
+    )
+
+
+def _config(tmp_path: Path, handles: dict[str, Any] | None = None, **alma: Any) -> Config:
+    handles = handles or {"recheck_days": 0}
+    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}", poll_interval_seconds=15, handles=handles, **alma)
+    return parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
+
+
+def _sets(ctx: Context, sim: Simulator, n: int, size: int = 3) -> list[str]:
+    ids = []
+    for i in range(n):
+        alma_id = make_set(sim, size, name=f"Worker {i}", seed=i + 1)
+        workflow.add_set(ctx, alma_id)
+        ids.append(alma_id)
+    return ids
+
+
+def _states(ctx: Context) -> dict[str, str]:
+    return {s.set: s.state for s in views.status(ctx)}
+
+
+def _events(ctx: Context, kind: str) -> list[Event]:
+    with ctx.sessions() as session:
+        return list(session.scalars(select(Event).where(Event.kind == kind)))
+
+
+def test_follow_drives_every_set_to_verified_and_leaves_a_stopped_worker(
+    tmp_path: Path, sim: Simulator, clock: FakeClock
+) -> None:
+    ctx = make_context(_config(tmp_path), sim, clock)
+    ids = _sets(ctx, sim, 4)
+    summary = worker.follow(ctx, worker.StopFlag(), until_idle=True)
+    assert set(_states(ctx).values()) == {"verified"}, _states(ctx)
+    assert summary.verified == 4 and summary.attention == [] and summary.stopped is None
+    assert all(len(sim.runs_for(i)) == 2 for i in ids)  # every step ran once
+    [w] = worker.workers(ctx)
+    assert w.state == "stopped" and "4 verified" in (w.reason or "")
+    with ctx.sessions() as session:
+        assert session.scalars(select(AlmaSet.lease_owner).where(AlmaSet.lease_owner.is_not(None))).all() == []
+
+
+def test_stop_request_ends_the_worker_with_leases_released_and_a_summary(
+    tmp_path: Path, sim: Simulator, clock: FakeClock
+) -> None:
+    stop = worker.StopFlag()
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.sleep(seconds)
+        if len(sleeps) == 3:
+            stop.set("SIGTERM")
+
+    ctx = make_context(_config(tmp_path), sim, clock, sleep=sleep)
+    _sets(ctx, sim, 3)
+    summary = worker.follow(ctx, stop)
+    assert summary.stopped == "SIGTERM"
+    assert "stopped: SIGTERM" in worker.describe(summary)
+    assert "verified" not in set(_states(ctx).values())  # it stopped mid-run
+    with ctx.sessions() as session:
+        assert session.scalars(select(AlmaSet.lease_owner).where(AlmaSet.lease_owner.is_not(None))).all() == []
+        assert session.get_one(Worker, "test-host:1").state == "stopped"
+    # Started again, it finishes (each step still submitted once).
+    again = worker.follow(make_context(_config(tmp_path), sim, clock), worker.StopFlag(), until_idle=True)
+    assert again.verified == 3
+    assert all(len(sim.runs_for(s)) == 2 for s in _states(ctx))
+
+
+def test_an_alma_outage_is_ridden_out_and_shown_as_the_workers_waiting_reason(
+    tmp_path: Path, sim: Simulator, clock: FakeClock
+) -> None:
+    ctx0 = make_context(_config(tmp_path), sim, clock)
+    _sets(ctx0, sim, 2)
+    sim.faults.alma_get_500_rate = 1.0  # Alma answers 500 to every GET: an outage
+    outage_ends = clock() + timedelta(hours=1)
+    seen: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock() >= outage_ends:
+            sim.faults.alma_get_500_rate = 0.0
+        seen.extend(w.reason or "" for w in worker.workers(ctx0) if w.state == "waiting")
+
+    ctx = make_context(_config(tmp_path, max_retries=1), sim, clock, sleep=sleep)
+    summary = worker.follow(ctx, worker.StopFlag(), until_idle=True)
+    assert set(_states(ctx).values()) == {"verified"}
+    assert summary.outages >= 1
+    assert any(r.startswith("Alma outage:") and "trying again at" in r for r in seen), seen
+
+
+def test_the_worker_goes_on_by_itself_after_the_daily_quota_resets(
+    tmp_path: Path, sim: Simulator, clock: FakeClock
+) -> None:
+    config = _config(tmp_path, daily_call_floor=10, quota_reset="00:00", timezone="UTC")
+    ctx = make_context(config, sim, clock)
+    _sets(ctx, sim, 2)
+    sim.faults.daily_remaining = 5  # under the floor: hwf stops new work until Alma's reset
+    summary = worker.follow(ctx, worker.StopFlag(), until_idle=True)
+    assert set(_states(ctx).values()) == {"verified"}
+    assert summary.quota_resets >= 1
+    [reset, *_] = _events(ctx, "quota-reset")
+    assert reset.at >= datetime(2026, 2, 3, 0, 5, tzinfo=UTC)  # after the reset, plus the margin
+    assert "00:00 UTC" in reset.detail and reset.actor  # who acted: the operator (here the OS user)
+
+
+def test_next_quota_reset_in_the_institution_time_zone() -> None:
+    at = datetime(2026, 3, 7, 12, 0, tzinfo=UTC)  # Chicago: 06:00 CST; DST starts on 8 March
+    assert worker.next_quota_reset(at, "00:00", "America/Chicago") == datetime(2026, 3, 8, 6, 0, tzinfo=UTC)
+    at = datetime(2026, 3, 8, 12, 0, tzinfo=UTC)  # now CDT (UTC-5)
+    assert worker.next_quota_reset(at, "00:00", "America/Chicago") == datetime(2026, 3, 9, 5, 0, tzinfo=UTC)
+    assert worker.next_quota_reset(at, "13:30", "UTC") == datetime(2026, 3, 8, 13, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("timezone", "Mars/Olympus", "unknown time zone 'Mars/Olympus'"),
+        ("quota_reset", "25:00", "HH:MM"),
+        ("quota_reset", "midnight", "HH:MM"),
+        ("shared_budget", "yes", "true or false"),
+    ],
+)
+def test_bad_quota_reset_and_time_zone_are_named(tmp_path: Path, key: str, value: str, words: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        _config(tmp_path, **{key: value})
+    assert f"alma.{key}" in str(raised.value) and words in str(raised.value)
+
+
+def test_reverification_reports_a_regression_once_keeps_verified_and_records_the_repair(
+    tmp_path: Path, sim: Simulator, clock: FakeClock
+) -> None:
+    config = _config(tmp_path, handles={"recheck_days": 0.01, "recheck_requests_per_second": 5})  # 14.4 minutes
+    ctx = make_context(config, sim, clock)
+    [alma_id] = _sets(ctx, sim, 1, size=8)
+    worker.follow(ctx, worker.StopFlag(), until_idle=True)
+    [row] = [s for s in views.status(ctx) if s.set == alma_id]
+    assert row.state == "verified" and row.last_checked is not None
+    assert row.as_json()["last_checked"].endswith("Z")
+    with ctx.sessions() as session:
+        records = session.execute(select(Record.mms_id, Record.handle).order_by(Record.id)).all()
+    broken = records[:6]
+    for _mms_id, handle in broken:  # six handles now land on another record
+        sim.misregister(handle, records[7].mms_id)
+
+    def follow_for(days: float) -> worker.WorkerSummary:
+        stop = worker.StopFlag()
+        end = clock() + timedelta(days=days)
+
+        def sleep(seconds: float) -> None:
+            clock.sleep(seconds)
+            if clock() >= end:
+                stop.set("test")
+
+        return worker.follow(make_context(config, sim, clock, sleep=sleep), stop)
+
+    first = follow_for(0.025)  # two recheck periods: the regression is reported once
+    assert first.rechecked >= 2 and first.regressions == 1
+    [row] = [s for s in views.status(ctx) if s.set == alma_id]
+    assert row.state == "verified"
+    assert row.attention is not None and row.attention.startswith("regression: 6 handles")
+    assert all(m in row.attention for m, _ in broken[:5]) and broken[5][0] not in row.attention
+    assert "+1 more" in row.attention
+    assert len(_events(ctx, "regression")) == 1
+    for mms_id, handle in broken:
+        sim.register_handle(handle, sim.primo_url(mms_id))
+    follow_for(0.012)
+    [row] = [s for s in views.status(ctx) if s.set == alma_id]
+    assert row.state == "verified" and row.attention is None
+    assert len(_events(ctx, "regression-repaired")) == 1 and len(_events(ctx, "regression")) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--until-idle"], "--until-idle goes with --follow"),
+        (["--follow", "--no-wait"], "cannot be combined"),
+        (["--follow", "--dry-run"], "cannot be combined"),
+    ],
+)
+def test_follow_options_that_do_not_go_together_exit_2(args: list[str], words: str) -> None:
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["resume", "--all", *args])
+    assert result.exit_code == 2 and words in result.output
+    assert "Traceback" not in result.output

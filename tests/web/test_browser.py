@@ -1,0 +1,225 @@
+"""The dashboard in a real browser: headless Chromium (Debian's ``chromium`` + ``chromium-driver``, driven
+by selenium) against the app served by uvicorn on a real socket, over a database the simulator filled.
+
+What a person sees: the text, the charts drawn, the live update arriving after the database changes, the
+sets table filtered and sorted, a set's page, and no error in the browser's console (a Content-Security-
+Policy violation, such as an inline script, would be one). In CI a missing browser fails these tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.web import create_app
+from tests.support.browser import LiveServer, chrome, require_browser
+from tests.support.web import World, build_world
+
+pytestmark = pytest.mark.timeout(180)
+# One Chromium for the module, alone on the machine while it runs (its waits are real time).
+pytestmark = [pytest.mark.serial, pytest.mark.xdist_group("browser")]
+
+TOKEN = "browser-test-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    require_browser()
+    with chrome(tmp_path_factory.mktemp("chromium-profile")) as d:
+        d.implicitly_wait(0)
+        yield d
+
+
+@pytest.fixture(autouse=True)
+def _blank_page(driver: Any) -> Iterator[None]:
+    """Each test starts on a blank page with an empty console (the last page polled a server now gone)."""
+    driver.get("about:blank")
+    driver.get_log("browser")
+    yield
+    driver.get("about:blank")
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = build_world(tmp_path)
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def server(world: World) -> Iterator[LiveServer]:
+    with LiveServer(create_app(world.reader, poll_seconds=0.3)) as live:
+        yield live
+
+
+def _wait(driver: Any, condition: Any, timeout: float = 15.0) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+
+
+def _text(driver: Any, css: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return str(driver.find_element(By.CSS_SELECTOR, css).text)
+
+
+def _console_errors(driver: Any) -> list[dict[str, Any]]:
+    return [entry for entry in driver.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
+
+
+def _drawn(driver: Any, image_id: str) -> bool:
+    return bool(
+        driver.execute_script(
+            "const i = document.getElementById(arguments[0]); return i.complete && i.naturalWidth > 0;", image_id
+        )
+    )
+
+
+def _visible_rows(driver: Any) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    return [tr for tr in driver.find_elements(By.CSS_SELECTOR, "#sets-table tbody tr") if tr.is_displayed()]
+
+
+def test_overview_shows_the_migration_and_updates_itself(driver: Any, world: World, server: LiveServer) -> None:
+    driver.get(server.url + "/")
+    assert driver.title == "Overview · hwf dashboard"
+    body = _text(driver, "main")
+    assert "Records verified" in body and "39 of 90" in body
+    assert "1 of 3 verified" in body
+    assert world.attention in _text(driver, "#attention-table") and "Problem titles" in body
+    assert f"hwf check {world.attention}" in _text(driver, "#attention-table")
+    running = _text(driver, "#running-table")
+    assert world.running in running and "migrate" in running
+    assert "at most 3 API jobs at once" in body
+    _wait(driver, lambda d: _drawn(d, "chart-verified") and _drawn(d, "chart-states"))
+
+    world.finish_running()  # a worker drives the running set to verified meanwhile
+    _wait(driver, lambda d: _text(d, '[data-field="records_verified"]') == "59")
+    _wait(driver, lambda d: _text(d, '[data-field="verified_sets"]') == "2")  # records first, then the set
+    _wait(driver, lambda d: not d.find_element("id", "running-table").is_displayed())
+    assert "No job of hwf's is running." in _text(driver, "main")
+    assert _text(driver, '[data-field="eta"]') == "unknown"
+    assert "need attention" in _text(driver, '[data-field="eta_note"]')
+    # The chart was drawn again for the new figures, and drawn.
+    _wait(driver, lambda d: "?at=" in d.find_element("id", "chart-verified").get_attribute("src"))
+    _wait(driver, lambda d: _drawn(d, "chart-verified"))
+    assert driver.current_url == server.url + "/"  # no reload: the page updated itself
+    assert _console_errors(driver) == []
+
+
+def test_sets_table_filters_and_sorts(driver: Any, world: World, server: LiveServer) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver.get(server.url + "/sets")
+    assert len(_visible_rows(driver)) == 3
+    assert _text(driver, "#set-count") == "3 of 3 sets"
+    search = driver.find_element(By.ID, "filter-text")
+    search.send_keys("problem")
+    _wait(driver, lambda d: len(_visible_rows(d)) == 1)
+    assert world.attention in _visible_rows(driver)[0].text
+    assert _text(driver, "#set-count") == "1 of 3 sets"
+    assert driver.current_url.endswith("/sets?q=problem")
+    search.clear()
+    search.send_keys(" ")  # an input event with an empty filter
+    Select(driver.find_element(By.ID, "filter-state")).select_by_value("verified")
+    _wait(driver, lambda d: len(_visible_rows(d)) == 1)
+    assert "Verified <script>alert('set')</script> titles \u241b[31m" in _visible_rows(driver)[0].text
+    Select(driver.find_element(By.ID, "filter-state")).select_by_value("")
+    _wait(driver, lambda d: len(_visible_rows(d)) == 3)
+
+    header = driver.find_element(By.CSS_SELECTOR, 'th[data-key="records"] a')
+    header.click()
+    records = [tr.find_elements(By.TAG_NAME, "td")[3].text for tr in _visible_rows(driver)]
+    assert records == ["20", "30", "40"]
+    header.click()
+    records = [tr.find_elements(By.TAG_NAME, "td")[3].text for tr in _visible_rows(driver)]
+    assert records == ["40", "30", "20"]
+    assert driver.find_element(By.CSS_SELECTOR, 'th[data-key="records"]').get_attribute("aria-sort") == "descending"
+    assert "sort=records&desc=1" in driver.current_url
+    assert _console_errors(driver) == []
+
+
+def test_set_pages(driver: Any, world: World, server: LiveServer) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{server.url}/sets/{world.verified}")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Verified <script>alert('set')</script> titles \u241b[31m"
+    jobs = _text(driver, "#jobs-table")
+    for run in world.sim.runs_for(world.verified):
+        assert run.instance_id in jobs
+    assert "COMPLETED_SUCCESS" in jobs
+    _wait(driver, lambda d: _drawn(d, "chart-verdicts") and _drawn(d, "chart-timeline"))
+    assert "OK 39" in _text(driver, "#verdicts-table")
+    operator = _text(driver, "#operator-table")
+    assert "withdrawn title" in operator and "librarian" in operator
+    link = driver.find_element(By.LINK_TEXT, "report CSV (every record)")
+    assert link.get_attribute("href") == f"{server.url}/sets/{world.verified}/report.csv"
+
+    driver.get(f"{server.url}/sets/{world.attention}")
+    assert "Needs attention (records)" in _text(driver, "main")
+    problems = _text(driver, "#problems-table")
+    assert "<script>alert('title')</script> An \u241b[2J escaped title" in problems  # shown as text
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert.text  # noqa: B018 (no script from the title ran)
+    primo = driver.find_elements(By.LINK_TEXT, "Primo record")[0].get_attribute("href")
+    assert primo.startswith("https://grinnell.primo.exlibrisgroup.com/discovery/fulldisplay/alma")
+
+    driver.get(f"{server.url}/sets/424242")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Not found"
+    assert "unknown set '424242'" in _text(driver, "main")
+    # The 404 itself is a console error in Chromium ("Failed to load resource"); nothing else may be.
+    errors = [e for e in _console_errors(driver) if "404" not in e["message"]]
+    assert errors == []
+
+
+def test_token_from_the_address_then_the_cookie(driver: Any, world: World) -> None:
+    with LiveServer(create_app(world.reader, token=TOKEN, loopback=False, poll_seconds=0.3)) as live:
+        driver.delete_all_cookies()
+        driver.get(live.url + "/")
+        assert driver.find_element("tag name", "h1").text == "Access token needed"
+        driver.get_log("browser")  # the 401 is logged by Chromium as a failed load: not our error
+        driver.get(f"{live.url}/?token={TOKEN}")
+        assert driver.current_url == live.url + "/"  # the token left the address bar
+        assert "Records verified" in _text(driver, "main")
+        world.finish_running()
+        _wait(driver, lambda d: _text(d, '[data-field="records_verified"]') == "59")  # polling carries the cookie
+        assert _console_errors(driver) == []
+        driver.delete_all_cookies()
+
+
+def _script_function(name: str) -> str:
+    """The source of one function of the dashboard's script, to run on its own in the browser."""
+    import re
+
+    from orchestrator.web import text
+
+    script = (Path(text.__file__).parent / "static" / "hwf.js").read_text(encoding="utf-8")
+    match = re.search(rf"^  function {name}\(.*?^  \}}$", script, re.M | re.S)
+    assert match is not None, name
+    return match.group(0)
+
+
+def test_the_script_shows_durations_and_unsafe_text_as_the_server_does(driver: Any) -> None:
+    """The live update writes what the page first showed: one duration format, one rule for unsafe text."""
+    from orchestrator.display import duration
+    from orchestrator.web.text import clean
+
+    seconds = [0, 0.4, 0.5, 2.5, 45, 59.4, 59.5, 245, 3599, 3600, 7400, 86399, 3 * 86400 + 4 * 3600]
+    shown = driver.execute_script(_script_function("duration") + "\nreturn arguments[0].map(duration);", seconds)
+    assert shown == [duration(s) for s in seconds]
+    samples = [
+        "a\x00b\x1bc\x7fd\x9be",
+        "invoice \u202etxt.exe \u2066x\u2069",
+        "line\u2028break\u2029",
+        "tab\tnew\nline",
+    ]
+    samples += ["marks \u200e\u200f\u061c", "plain Thèses 中文 🙂"]
+    cleaned = driver.execute_script(_script_function("clean") + "\nreturn arguments[0].map(clean);", samples)
+    assert cleaned == [clean(s) for s in samples]
