@@ -233,11 +233,39 @@ def print_check(console: Console, summary: CheckSummary) -> None:
         if len(summary.problems) > 200:
             console.print(f"... and {len(summary.problems) - 200} more (`hwf check {summary.set} --json` lists all)")
     blocking = summary.blocking()
+    later = summary.later()
+    if later:
+        listed = ", ".join(f"{n} {c}" for c, n in later.items())
+        console.print(f"Before the migration job: {listed}: `hwf fix {summary.set} --apply`.")
     if blocking:
         listed = ", ".join(f"{n} {c}" for c, n in blocking.items())
         console.print(f"[bold red]Cannot go on as it is:[/bold red] {listed} (exit 3).")
+        if summary.command:
+            console.print(f"To go on: `{safe(summary.command)}`")
     else:
         console.print("Can go on: `hwf advance " + summary.set + "`.")
+
+
+def print_check_all(console: Console, summaries: list[CheckSummary]) -> None:
+    """``hwf check --all``: one line per set (can go on, or what stops it and the command to go on), then counts."""
+    stopped = 0
+    for summary in summaries:
+        blocking = summary.blocking()
+        head = f"{summary.set} ({safe(summary.name)}): "
+        if not blocking:
+            later = ", ".join(f"{n} {c}" for c, n in summary.later().items())
+            console.print(head + "can go on" + (f" (before the migration job: {later})" if later else ""))
+            continue
+        stopped += 1
+        listed = ", ".join(f"{n} {c}" for c, n in blocking.items())
+        command = f"; to go on: {safe(summary.command)}" if summary.command else ""
+        console.print(head + f"[red]cannot go on[/red]: {listed}{command}")
+    if not summaries:
+        console.print("No set before its migration job: nothing to check.")
+        return
+    console.print(
+        f"{plural(len(summaries), 'set')} checked: {stopped} cannot go on" + (" (exit 3)." if stopped else ".")
+    )
 
 
 def print_fix(console: Console, report: FixReport, *, diff: bool = False) -> None:
@@ -261,6 +289,8 @@ def print_fix(console: Console, report: FixReport, *, diff: bool = False) -> Non
         console.print(f"[red]failed {safe(mms)}: {safe(why)}[/red]")
     if report.mode == "dry-run" and report.summaries:
         console.print(f"Run `hwf fix {report.set} --apply` to write these changes (originals are backed up).")
+    if report.follow_up:
+        console.print(f"Set {report.set}: {safe(report.follow_up)}")
 
 
 class FixProgress:

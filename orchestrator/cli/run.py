@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli.base import app, context, dump, err, errors, fail, out, say
-from orchestrator.cli.render import FixProgress, print_check, print_fix
+from orchestrator.cli.render import FixProgress, print_check, print_check_all, print_fix
 from orchestrator.cli.text import clean, safe
 from orchestrator.display import iso_z
 from orchestrator.domain.handles import VERIFIED_VALUES
@@ -23,6 +23,7 @@ from orchestrator.service import (
     repair,
     scheduler,
     verification,
+    views,
     worker,
     workflow,
 )
@@ -97,6 +98,7 @@ def add(
                 summaries = [adoption.adopt(ctx, alma_set_id, name)]
             else:
                 summaries = [workflow.add_set(ctx, alma_set_id, name)]
+    summaries = _first_checks(summaries, quiet=json_output)
     if json_output:
         dump([s.as_json() for s in summaries] if from_csv else summaries[0].as_json())
         return
@@ -105,25 +107,43 @@ def add(
             f"Registered set {summary.set} ({safe(summary.name)}): {plural(summary.records, 'record')}, "
             f"state {summary.state}"
         )
+        if summary.attention:
+            out.print(f"  needs attention: {safe(summary.attention)}")
+
+
+def _first_checks(summaries: list[views.SetSummary], *, quiet: bool) -> list[views.SetSummary]:
+    """Read the records of every set just registered (problems show on day one); the summaries after it."""
+    with context(quiet=quiet) as ctx, errors():
+        for summary in summaries:
+            if summary.state in ("created", "identifiers_copied"):
+                preflight.check_new(ctx, summary.set)
+        return [views.status(ctx, s.set)[0] for s in summaries]
 
 
 @app.command()
 def check(
-    set_ref: Annotated[str, typer.Argument(metavar="SET", help=SET_HELP)],
+    set_ref: Annotated[str | None, typer.Argument(metavar="SET", help=SET_HELP, show_default=False)] = None,
     *,
+    every: Annotated[bool, typer.Option("--all", help="Every set not yet migrated, oldest first.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
     """Preflight: read every record's Dublin Core and classify it (READY, NEEDS_COPY, NEEDS_FIX, ...).
 
-    Exit 0 when the set can go on as it is (every included record READY or NEEDS_COPY), 3 when it
-    cannot (NEEDS_FIX, NO_HANDLE, BAD_HANDLE, DUPLICATE_HANDLE, NOT_DC, BAD_XML, MISSING)."""
+    Exit 0 when the set can go on to its next job, 3 when records stop it (before the copy job: NO_HANDLE,
+    BAD_HANDLE, DUPLICATE_HANDLE, NOT_DC, BAD_XML, MISSING; before the migration job: anything not READY). The
+    set's attention follows: raised, rewritten or cleared. With --all: every set not yet migrated, one line
+    each; exit 3 when any set cannot go on."""
+    if every == (set_ref is not None):
+        fail("give a SET, or --all", 2)
     with context(quiet=json_output) as ctx, errors():
-        summary = preflight.check_set(ctx, set_ref)
+        summaries = preflight.check_all(ctx) if every else [preflight.check_set(ctx, set_ref or "")]
     if json_output:
-        dump(summary.as_json())
+        dump([s.as_json() for s in summaries] if every else summaries[0].as_json())
+    elif every:
+        print_check_all(out, summaries)
     else:
-        print_check(out, summary)
-    if summary.blocking():
+        print_check(out, summaries[0])
+    if any(s.blocking() for s in summaries):
         raise typer.Exit(3)
 
 

@@ -37,20 +37,26 @@ WAITS_FOR_A_RUN = frozenset({Attention.MANUAL_STEP})
 # Attentions about the records themselves: excluding the records concerned can resolve them.
 RECORD_KINDS = frozenset({Attention.RECORDS, Attention.VERIFY, Attention.GUARD})
 
+# Where a reason names its command to go on: "... To go on: `hwf fix 123 --apply`". A reason that names one
+# (the records attention names the very records) overrides the kind's advice, everywhere the command is shown.
+GO_ON = "To go on: "
+
+# What to do about each kind; the first command an advice names is the kind's command to go on.
 ADVICE: dict[Attention, str] = {
-    Attention.RECORDS: "fix the records (`hwf check {set}`, `hwf fix {set} --apply`) or leave them out "
-    "(`hwf exclude {set} MMS... --reason TEXT`), then `hwf advance {set}`",
+    Attention.RECORDS: "`hwf check {set}` reads the records again and rewrites this attention; then fix them "
+    "(`hwf fix {set} --apply`) or leave them out (`hwf exclude {set} MMS... --reason TEXT`) as it says",
     Attention.JOB: "read the job report in Alma (Monitor Jobs), fix the cause, then `hwf retry {set} --reason TEXT`",
-    Attention.VERIFY: "see `hwf report {set} --problems`, fix the registrations, then `hwf advance {set}` re-checks "
-    "those",
+    Attention.VERIFY: "`hwf verify {set}` re-checks the handles that do not resolve, once their cause is fixed (see "
+    "`hwf report {set} --problems`; the proxy's cache may need time)",
     Attention.RECONCILE: "check the instances in Alma (Monitor Jobs), abort extras, then "
     "`hwf confirm {set} --instance ID`",
     Attention.QUOTA: "wait for Alma's daily quota reset (midnight, institution time), then "
     "`hwf retry {set} --reason TEXT`",
-    Attention.GUARD: "see `hwf check {set}` and `hwf history {set}`, then `hwf retry {set} --reason TEXT`",
+    Attention.GUARD: "`hwf retry {set} --reason TEXT` once the cause is found (see `hwf check {set}` and "
+    "`hwf history {set}`)",
     Attention.AUDIT: "see `hwf audit {set}` (Alma's own job history for the set) and do what it says",
-    Attention.FAULT: "see the reason and `hwf history {set}` (the log has the details), fix the cause or report the "
-    "fault, then `hwf retry {set} --reason TEXT`",
+    Attention.FAULT: "`hwf retry {set} --reason TEXT` once the cause is fixed or the fault reported (the reason, "
+    "`hwf history {set}` and the log have the details)",
     Attention.EARLIER_RUNS: "check the runs in Alma (Monitor Jobs), then `hwf confirm {set} --instance ID` for the "
     "one that counts",
     Attention.INSTANCE_UNKNOWN: "check the job in Alma (Monitor Jobs), then `hwf confirm {set} --instance ID`, or "
@@ -59,7 +65,7 @@ ADVICE: dict[Attention, str] = {
     "like the rest; records that joined after the copy job are left for a later set), then `hwf advance {set}`",
     Attention.MANUAL_STEP: "run the step by hand in Alma as the reason says: hwf finds the run by the set's name "
     "(or `hwf confirm {set} --instance ID`)",
-    Attention.REGRESSION: "see `hwf report {set} --problems`, fix the registrations, then `hwf verify {set}`",
+    Attention.REGRESSION: "`hwf verify {set}` once the registrations are fixed (see `hwf report {set} --problems`)",
 }
 _FALLBACK = "see `hwf status {set}` and `hwf history {set}`, fix the cause, then `hwf retry {set} --reason TEXT`"
 _COMMAND = re.compile(r"`(hwf [^`]+)`")
@@ -78,14 +84,31 @@ def kind_of(value: str | None) -> Attention | None:
         return None
 
 
-def advice(kind: str | None, set_id: str) -> str:
-    """The sentence saying what to do about a set's attention of ``kind``."""
+def advice(kind: str | None, set_id: str, reason: str | None = None) -> str:
+    """The sentence saying what to do about a set's attention of ``kind`` (whose ``reason``, when it names its
+    command to go on, puts that command first)."""
     known = kind_of(kind)
-    return ADVICE.get(known, _FALLBACK).format(set=set_id) if known else _FALLBACK.format(set=set_id)
+    text = ADVICE.get(known, _FALLBACK).format(set=set_id) if known else _FALLBACK.format(set=set_id)
+    named = _named(reason)
+    if named is None:
+        return text
+    return f"`{named}`, as the reason says; " + text
 
 
-def next_command(kind: str | None, set_id: str) -> str:
-    """The command that gets the set going again (the first one the advice names)."""
+def next_command(kind: str | None, set_id: str, reason: str | None = None) -> str:
+    """The command that gets the set going again: the one the reason names after "To go on: ", else the first
+    one the kind's advice names."""
+    named = _named(reason)
+    if named is not None:
+        return named
     found = _COMMAND.search(advice(kind, set_id))
     assert found is not None  # every advice names a command
     return found.group(1)
+
+
+def _named(reason: str | None) -> str | None:
+    """The command a reason names to go on, if it names one."""
+    if not reason or GO_ON not in reason:
+        return None
+    found = _COMMAND.match(reason.rsplit(GO_ON, 1)[1])
+    return found.group(1) if found else None

@@ -80,7 +80,7 @@ def _describe(scene: Scene, plan: Plan, when: str, depth: int, out: list[Planned
                 when,
                 "attention",
                 f"stop (exit 3): the set needs attention ({kind}): {plan.reason}",
-                notes=(f"what to do: {advice(row.attention_kind, row.alma_set_id)}",),
+                notes=(f"what to do: {advice(row.attention_kind, row.alma_set_id, row.attention)}",),
             )
         )
         return None

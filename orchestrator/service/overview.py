@@ -410,8 +410,8 @@ class _Tally:
                     state=s.stage.value,
                     kind=s.attention_kind,
                     reason=s.attention,
-                    command=next_command(s.attention_kind, s.alma_set_id),
-                    advice=advice(s.attention_kind, s.alma_set_id),
+                    command=next_command(s.attention_kind, s.alma_set_id, s.attention),
+                    advice=advice(s.attention_kind, s.alma_set_id, s.attention),
                 )
             )
             return

@@ -17,11 +17,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.domain import dc
-from orchestrator.domain.attention import RECORD_KINDS, kind_of
+from orchestrator.domain.attention import RECORD_KINDS, Attention, kind_of, next_command
 from orchestrator.domain.dc import BLOCKING, Preflight, RecordCheck
 from orchestrator.domain.steps import Stage, Step, next_step
 from orchestrator.domain.wording import plural
-from orchestrator.errors import AlmaBadReplyError, BadInputError, UnsafeXmlError
+from orchestrator.errors import AlmaBadReplyError, AlmaError, BadInputError, DailyQuotaError, UnsafeXmlError
+from orchestrator.service import attend
+from orchestrator.service.attend import included_classes
 from orchestrator.service.context import Context, find_set
 from orchestrator.store.models import AlmaSet, Record
 
@@ -36,21 +38,40 @@ class CheckSummary:
     problems: list[dict[str, str | None]]
     excluded: int
     total: int
+    step: str | None = None  # the set's next step: what the records are checked for
+    attention: str | None = None  # the set's attention after the check, if any
+    command: str | None = None  # its command to go on
 
     def blocking(self) -> dict[str, int]:
-        """The classes of included records the workflow cannot take as they are (all but READY and
-        NEEDS_COPY, which the copy job is for): ``hwf check`` exits 3 when there is any."""
-        return {c: n for c, n in sorted(self.counts.items()) if n and c not in _CAN_GO_ON}
+        """The classes of included records that stop the set's next job (the copy job: NO_HANDLE, BAD_HANDLE,
+        DUPLICATE_HANDLE, NOT_DC, BAD_XML, MISSING; the migration job: all but READY), the same the set's
+        attention counts: ``hwf check`` exits 3 when there is any. After the migration, nothing stops the set."""
+        if self.step is None:  # a verified set: every class but READY and NEEDS_COPY, as before any job
+            stopping = set(self.counts) - _CAN_GO_ON
+        else:
+            stopping = attend.stopping_classes(Step(self.step), self.counts)
+        return {c: n for c, n in sorted(self.counts.items()) if n and c in stopping}
+
+    def later(self) -> dict[str, int]:
+        """Classes that do not stop the next job but will stop a later one (NEEDS_FIX before the copy job)."""
+        if self.step != Step.COPY_IDENTIFIERS.value:
+            return {}
+        later = attend.stopping_classes(Step.MIGRATE, self.counts) - set(self.blocking()) - {"NEEDS_COPY"}
+        return {c: n for c, n in sorted(self.counts.items()) if n and c in later}
 
     def as_json(self) -> dict[str, object]:
         return {
             "set": self.set,
             "name": self.name,
+            "step": self.step,
             "total": self.total,
             "excluded": self.excluded,
             "counts": self.counts,
             "can_go_on": not self.blocking(),
             "blocking": self.blocking(),
+            "later": self.later(),
+            "attention": self.attention,
+            "command": self.command,
             "problems": self.problems,
         }
 
@@ -79,7 +100,8 @@ def _store(session: Session, set_id: int, checks: Iterable[RecordCheck], now: da
 
 def check_records(ctx: Context, set_id: int) -> CheckSummary:
     """Read and classify every member of the set; mark duplicate handles (within the set and against
-    every other registered set). Stores results; returns the counts and the problem records."""
+    every other registered set). Stores results, brings the set's records attention up to date
+    (:func:`attend.refresh`); returns the counts and the problem records."""
     with ctx.sessions.begin() as session:
         row = session.get_one(AlmaSet, set_id)
         mms_ids = list(session.scalars(select(Record.mms_id).where(Record.set_id == set_id).order_by(Record.id)))
@@ -131,14 +153,16 @@ def check_records(ctx: Context, set_id: int) -> CheckSummary:
                     .values(preflight_detail=why)
                     .execution_options(synchronize_session=False)
                 )
-        summary = _summary(session, row)
+        counts = included_classes(session, set_id)
         book.event(
             row,
             "check",
-            "preflight: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())),
-            counts=summary.counts,
+            "preflight: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+            counts=dict(counts),
         )
-    return summary
+        # The set's records attention follows what was just read: raised, rewritten or cleared.
+        attend.refresh(book, row, fresh=True, why="a check of the records")
+        return _summary(session, row)
 
 
 def _check_one(ctx: Context, mms: str, prefix: str) -> RecordCheck:
@@ -163,6 +187,9 @@ def _summary(session: Session, row: AlmaSet) -> CheckSummary:
         .order_by(Record.id)
     ).all()
     counts = Counter(r.preflight or "UNCHECKED" for r in records if not r.excluded)
+    step = next_step(row.stage)
+    # Records that need something: NEEDS_COPY needs only the copy job, until that job has run.
+    fine = {Preflight.READY.value} | ({Preflight.NEEDS_COPY.value} if row.stage is Stage.CREATED else set())
     problems = [
         {
             "mms_id": r.mms_id,
@@ -172,7 +199,7 @@ def _summary(session: Session, row: AlmaSet) -> CheckSummary:
             "handle": r.handle,
         }
         for r in records
-        if not r.excluded and r.preflight != Preflight.READY.value
+        if not r.excluded and r.preflight not in fine
     ]
     return CheckSummary(
         set=row.alma_set_id,
@@ -181,6 +208,9 @@ def _summary(session: Session, row: AlmaSet) -> CheckSummary:
         problems=problems,
         excluded=sum(1 for r in records if r.excluded),
         total=len(records),
+        step=step.value if step else None,
+        attention=row.attention,
+        command=next_command(row.attention_kind, row.alma_set_id, row.attention) if row.attention else None,
     )
 
 
@@ -191,9 +221,33 @@ def check_set(ctx: Context, ref: str) -> CheckSummary:
     return check_records(ctx, set_id)
 
 
-def included_classes(session: Session, set_id: int) -> Counter[str]:
-    rows = session.scalars(select(Record.preflight).where(Record.set_id == set_id, Record.excluded.is_(False)))
-    return Counter(r or "UNCHECKED" for r in rows)
+def check_all(ctx: Context) -> list[CheckSummary]:
+    """``hwf check --all``: classify the records of every set whose records can still stop it (not yet migrated),
+    oldest first."""
+    with ctx.sessions() as session:
+        ids = list(
+            session.scalars(
+                select(AlmaSet.id)
+                .where(AlmaSet.stage.in_([Stage.CREATED, Stage.IDENTIFIERS_COPIED]))
+                .order_by(AlmaSet.created_at, AlmaSet.id)
+            )
+        )
+    return [check_records(ctx, set_id) for set_id in ids]
+
+
+def check_new(ctx: Context, alma_set_id: str) -> CheckSummary | None:
+    """The first check of a set ``hwf add`` just registered, so its problems show on the day it is added (the
+    check raises the set's records attention). A check Alma cannot answer now is left to the worker (it reads
+    every set never checked): None then, and a note says so."""
+    try:
+        return check_set(ctx, alma_set_id)
+    except AlmaError as exc:
+        if isinstance(exc, DailyQuotaError) or exc.status in (401, 403):
+            raise  # no other call of this key would go through either
+        ctx.reporter.note(
+            alma_set_id, f"records not checked now ({exc}); `hwf check {alma_set_id}` or the worker reads them"
+        )
+        return None
 
 
 def records_ready(session: Session, row: AlmaSet, step: Step) -> bool:
@@ -204,59 +258,6 @@ def records_ready(session: Session, row: AlmaSet, step: Step) -> bool:
     if step is Step.MIGRATE:
         return set(classes) <= {Preflight.READY.value}
     return True
-
-
-_ADVICE = {
-    "NEEDS_FIX": "dc:identifier carries xsi:type; run `hwf fix {set} --apply`",
-    "NEEDS_COPY": "handle only in dcterms:identifier",
-    "NO_HANDLE": "no handle in the metadata",
-    "BAD_HANDLE": "malformed handle",
-    "DUPLICATE_HANDLE": "handle shared with another record",
-    "NOT_DC": "not a Dublin Core record (fails its whole bulk of 100)",
-    "BAD_XML": "record XML unreadable or unsafe",
-    "MISSING": "Alma returned no bib",
-}
-
-
-NAMED_MMS_IDS = 5  # an attention reason names this many MMS IDs, then "+N more: `hwf check SET`"
-
-
-def problem_ids(session: Session, set_id: int, keep: Iterable[str]) -> dict[str, list[str]]:
-    """The included records' MMS IDs per problem class in ``keep``, in MMS ID order."""
-    wanted = set(keep)
-    found: dict[str, list[str]] = {}
-    rows = session.execute(
-        select(Record.preflight, Record.mms_id)
-        .where(Record.set_id == set_id, Record.excluded.is_(False))
-        .order_by(Record.mms_id)
-    )
-    for cls, mms in rows:
-        if (cls or "UNCHECKED") in wanted:
-            found.setdefault(cls or "UNCHECKED", []).append(mms)
-    return found
-
-
-def describe_problems(by_class: dict[str, list[str]], set_id: str) -> tuple[str, str]:
-    """("1 NOT_DC (991011597314004641: not a Dublin Core record ...)", "991011597314004641"): each class
-    with its first MMS IDs (at most :data:`NAMED_MMS_IDS` in all, then "+N more"), and the named IDs."""
-    shown: dict[str, list[str]] = {cls: [] for cls in sorted(by_class)}
-    named: list[str] = []
-    depth = 0
-    while len(named) < NAMED_MMS_IDS and any(len(ids) > depth for ids in by_class.values()):
-        for cls in shown:  # one of each class first, so that every class is named
-            if len(by_class[cls]) > depth and len(named) < NAMED_MMS_IDS:
-                shown[cls].append(by_class[cls][depth])
-                named.append(by_class[cls][depth])
-        depth += 1
-    parts = []
-    for cls in shown:
-        ids = by_class[cls]
-        advice = _ADVICE.get(cls, "").format(set=set_id)
-        inside = "; ".join(x for x in (", ".join(shown[cls]), advice) if x)
-        parts.append(f"{len(ids)} {cls} ({inside})" if inside else f"{len(ids)} {cls}")
-    hidden = sum(len(ids) for ids in by_class.values()) - len(named)
-    text = "; ".join(parts) + (f"; +{hidden} more: `hwf check {set_id}`" if hidden else "")
-    return text, " ".join(named)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +353,11 @@ def _set_excluded(
             alma_set_changed=changed_in_alma,
         )
         cleared = ""
-        if row.attention and kind_of(row.attention_kind) in RECORD_KINDS and _resolves(session, row, excluded):
+        if row.attention_kind == Attention.RECORDS.value:
+            # Rewritten to the records that still stop the set (or cleared): never the list just left out.
+            note = attend.refresh(book, row, fresh=False, why=f"`hwf {'exclude' if excluded else 'include'}`")
+            cleared = f"; {note}" if note else ""
+        elif row.attention and kind_of(row.attention_kind) in RECORD_KINDS and _resolves(session, row, excluded):
             book.event(row, "attention_cleared", f"cleared by {done}: {book.clear_attention(row)}")
             cleared = f"; attention cleared, run `hwf advance {alma_id}` again"
         elif row.attention:

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.display import utc_stamp
-from orchestrator.domain.attention import Attention, stops
+from orchestrator.domain.attention import GO_ON, Attention, stops
 from orchestrator.domain.steps import Stage, next_step
 from orchestrator.errors import (
     AlmaError,
@@ -29,6 +29,7 @@ from orchestrator.errors import (
     NeedsAttentionError,
     RateLimitedError,
 )
+from orchestrator.service import attend, preflight
 from orchestrator.service.actions import Action, Plan, plan_step
 from orchestrator.service.actions.gate import SLOT_WAIT, JobSlots
 from orchestrator.service.actions.plan import poll_due_at, waits_for_a_person
@@ -97,7 +98,7 @@ def resume_all(
     while True:
         rounds += 1
         current = _scan(ctx, pattern, cap, outcomes)
-        if not _drive_admitted(ctx, current, cap, outcomes):
+        if not _drive_admitted(ctx, current, cap, outcomes) or not _check_early(ctx, current, outcomes):
             return outcomes.summary()  # the daily quota is spent: nothing more today
         failing = failing + 1 if current.transient and not current.moved else 0
         if failing >= _TRANSIENT_PASSES:
@@ -167,6 +168,7 @@ class _Pass:
     # When sets that wait for a person's run in Alma are looked at again: they do not keep a pass going (nothing
     # moves until the person acts); the worker looks again by itself.
     person_wakes: list[datetime] = field(default_factory=list)
+    early: list[tuple[int, str]] = field(default_factory=list)  # sets whose records to read before their turn
     gated: bool = False
     moved: int = 0
     transient: int = 0
@@ -199,6 +201,8 @@ def _scan(ctx: Context, pattern: re.Pattern[str] | None, cap: int, outcomes: _Ou
                 outcomes.put(row.alma_set_id, "skipped", "held by another hwf process")
             else:
                 _triage(ctx, book, row, latest.get(row.id), slots, now, current, outcomes)
+                if (row.id, row.alma_set_id) not in current.admitted and attend.needs_early_check(session, row):
+                    current.early.append((row.id, row.alma_set_id))
     return current
 
 
@@ -311,6 +315,38 @@ def _drive_admitted(ctx: Context, current: _Pass, cap: int, outcomes: _Outcomes)
     return True
 
 
+def _check_early(ctx: Context, current: _Pass, outcomes: _Outcomes) -> bool:
+    """Read the records of sets that wait (for a job slot, for their turn) while nothing else is due: a problem
+    shows on the day it can be seen, not when the set's job could start. Reads only, after this pass's
+    submissions, and only until the pass's earliest wake (a poll, a free slot) is due. False when Alma's
+    daily quota is spent (stop all)."""
+    for set_id, alma_id in current.early:
+        if current.wakes and ctx.clock() >= min(current.wakes):
+            return True  # the rest wait for a quieter pass
+        try:
+            with ctx.lease(set_id):
+                summary = preflight.check_records(ctx, set_id)
+        except LeaseHeldError:
+            continue
+        except DailyQuotaError as exc:
+            outcomes.put(alma_id, "skipped", f"records not read: {exc}")
+            return False
+        except (AlmaError, HwfError) as exc:
+            if concerns_everyone(exc):
+                raise
+            _log.warning("set %s: early check of the records failed: %s", alma_id, exc, extra={"hwf": {}})
+            continue
+        fields = {"event": "schedule", "set": alma_id, "decision": "check", "counts": summary.counts}
+        _log.info("%s check: preflight %s", alma_id, _counts(summary.counts), extra={"hwf": fields})
+        if summary.attention is not None:
+            outcomes.put(alma_id, "attention", f"set {alma_id} ({summary.name}) needs attention: {summary.attention}")
+    return True
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {c}" for c, n in sorted(counts.items()))
+
+
 def _transient(ctx: Context, current: _Pass, outcomes: _Outcomes, alma_id: str, exc: Exception) -> None:
     current.transient += 1
     later_at = ctx.clock() + timedelta(seconds=_TRANSIENT_WAIT_SECONDS)
@@ -336,12 +372,14 @@ def _isolate(ctx: Context, set_id: int, alma_id: str, exc: Exception) -> str:
     if bug:
         reason = (
             f"an unexpected error in hwf stopped this set ({what}); the traceback is in hwf's log. "
-            f"Report it; `hwf retry {alma_id}` tries again"
+            f"Report it. {GO_ON}`hwf retry {alma_id} --reason TEXT` (tries again)"
         )
     elif isinstance(exc, AlmaError):
-        reason = f"Alma's reply stopped this set: {what}; `hwf retry {alma_id}` once the cause is fixed"
+        reason = (
+            f"Alma's reply stopped this set: {what}. {GO_ON}`hwf retry {alma_id} --reason TEXT` once the cause is fixed"
+        )
     else:
-        reason = f"this set stopped: {what}; `hwf retry {alma_id}` once the cause is fixed"
+        reason = f"this set stopped: {what}. {GO_ON}`hwf retry {alma_id} --reason TEXT` once the cause is fixed"
     _log.error("set %s: %s", alma_id, reason, exc_info=exc)
     with ctx.ledger() as book:
         row = book.set(set_id)

@@ -90,7 +90,7 @@ def _check() -> CheckSummary:
     return CheckSummary(
         set=LONG_ID,
         name="Problem records",
-        counts={"READY": 20, "NEEDS_COPY": 5, "BAD_HANDLE": 1, "NOT_DC": 1},
+        counts={"READY": 20, "NEEDS_COPY": 5, "NEEDS_FIX": 2, "BAD_HANDLE": 1, "NOT_DC": 1},
         problems=[
             {
                 "mms_id": "991011506418804641",
@@ -102,7 +102,10 @@ def _check() -> CheckSummary:
             {"mms_id": "991011506418804642", "class": "NOT_DC", "handle": None, "detail": "MARC 21", "title": "y"},
         ],
         excluded=1,
-        total=28,
+        total=30,
+        step="copy_identifiers",
+        attention="2 of 29 records cannot go through the workflow: ...",
+        command=f"hwf exclude {LONG_ID} 991011506418804641 991011506418804642 --reason TEXT",
     )
 
 

@@ -44,7 +44,11 @@ def test_overview_of_a_verified_an_attention_and_a_running_set(world: World) -> 
     [attention] = data["attention"]
     assert attention["set"] == world.attention and attention["name"] == "Problem titles"
     assert "cannot go through the workflow" in attention["reason"]
-    assert attention["command"] == f"hwf check {world.attention}"
+    # One command to go on, the one the reason names (it names every record concerned).
+    assert attention["command"].startswith(f"hwf exclude {world.attention} ")
+    assert attention["reason"].endswith(
+        f"To go on: `{attention['command']}` (or fix them in Alma, then `hwf check {world.attention}`)"
+    )
     [running] = data["running"]
     assert running["set"] == world.running and running["step"] == "migrate"
     assert running["instance_id"] and set(running) >= {"set", "step", "instance_id", "status", "progress"}
@@ -149,7 +153,7 @@ def test_overview_text_fits_80_columns(world: World, tmp_path: Path) -> None:
     assert "Records verified: 39 of 90" in text and "ETA:" in text
     for set_id in (world.attention, world.running):
         assert any(set_id in line for line in lines), set_id  # an id is never split over lines
-    assert f"hwf check {world.attention}" in text
+    assert f"hwf exclude {world.attention}" in text
     assert f"Oldest full verification: set {world.verified}, " in text
     assert "\x1b" not in text  # the hostile set name's escape is not sent to the terminal
     assert HOSTILE_NAME not in text

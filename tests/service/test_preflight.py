@@ -1,5 +1,5 @@
-"""A set stopped by problem records names them: up to 5 MMS IDs, then "+N more: `hwf check SET`", and a
-`hwf exclude SET MMS...` hint that works as printed (issue 13 item 4)."""
+"""A set stopped by problem records names them: up to 5 MMS IDs in its description, then "+N more", and one
+command to go on, `hwf exclude SET MMS...` naming every one, that works as printed."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_one_problem_record_is_named(ctx: Context, sim: Simulator) -> None:
     assert "more:" not in reason
 
 
-def test_many_problem_records_name_five_then_point_to_check(ctx: Context, sim: Simulator) -> None:
+def test_many_problem_records_the_exclude_hint_names_every_one(ctx: Context, sim: Simulator) -> None:
     set_id = sim.create_set("Many bad", sim.generate_records(60, profile="problems", seed=3))
     workflow.add_set(ctx, set_id)
     blocked = problems_of(ctx, set_id)
@@ -43,14 +43,16 @@ def test_many_problem_records_name_five_then_point_to_check(ctx: Context, sim: S
     with pytest.raises(NeedsAttentionError) as raised:
         workflow.advance(ctx, set_id)
     reason = str(raised.value)
-    named = re.search(rf"`hwf exclude {set_id} ([\d ]+) --reason TEXT`", reason)
+    # The description names five, then counts the rest; the command to go on names every one.
+    assert f"; +{len(blocked) - 5} more." in reason
+    named = re.search(rf"To go on: `hwf exclude {set_id} ([\d ]+) --reason TEXT`", reason)
     assert named is not None
-    ids = named.group(1).split()
-    assert len(ids) == 5 and set(ids) <= set(blocked)
-    assert f"+{len(blocked) - 5} more: `hwf check {set_id}`" in reason
+    assert sorted(named.group(1).split()) == blocked
     assert views.status(ctx, set_id)[0].attention == reason.split("needs attention: ", 1)[1]
-    # The hint works as printed: excluding those five leaves the rest named next time.
-    preflight.exclude(ctx, set_id, ids, reason="named by the attention")
+    # The hint works as printed: the attention is cleared, and the set goes on.
+    message = preflight.exclude(ctx, set_id, named.group(1).split(), reason="named by the attention")
+    assert f"attention cleared, run `hwf advance {set_id}` again" in message
+    assert views.status(ctx, set_id)[0].attention is None
 
 
 def test_include_of_a_record_never_excluded_says_so(ctx: Context, sim: Simulator) -> None:

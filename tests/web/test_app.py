@@ -192,7 +192,9 @@ def test_api_sets_and_one_set(client: TestClient, world: World) -> None:
     assert sets[0]["name"] == HOSTILE_NAME  # JSON carries the exact value
     assert sets[0]["verified"] == 39 and sets[0]["last_checked"]
     one = client.get(f"/api/sets/{world.attention}").json()
-    assert one["state"] == "created" and one["attention_command"] == f"hwf check {world.attention}"
+    # The one command to go on is the one the reason names (it names every record that stops the set).
+    assert one["state"] == "created" and one["attention_command"].startswith(f"hwf exclude {world.attention} ")
+    assert f"To go on: `{one['attention_command']}`" in one["attention"]
     blocking = sum(n for cls, n in one["preflight_classes"].items() if cls not in ("READY", "NEEDS_COPY"))
     assert one["problems_total"] == blocking == len(one["problems"])
     assert one["preflight_classes"]["NOT_DC"] >= 1

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from orchestrator.domain.attention import Attention
+from orchestrator.domain.attention import GO_ON, Attention
 from orchestrator.domain.steps import Step
 from orchestrator.service.actions.base import Plan, PlannedAction, Preview, Scene, arrow
 from orchestrator.service.actions.plan import step_facts
@@ -28,7 +28,7 @@ def fire_step(ctx: Context, set_id: int, step: Step) -> str:
         if not book.fire(row, step, facts):
             reason = (
                 f"{step.value}: guard not met ({facts}); see `hwf check {row.alma_set_id}` and "
-                f"`hwf history {row.alma_set_id}`"
+                f"`hwf history {row.alma_set_id}`. {GO_ON}`hwf retry {row.alma_set_id} --reason TEXT`"
             )
             book.attention(row, Attention.GUARD, reason)
             message, name = reason, row.name

@@ -19,8 +19,8 @@ from orchestrator.alma.client import MAX_BIBS_PER_CALL
 from orchestrator.domain.attention import Attention
 from orchestrator.domain.dc import BLOCKING, Preflight
 from orchestrator.domain.steps import Step
-from orchestrator.domain.wording import plural, verb
-from orchestrator.service import preflight
+from orchestrator.domain.wording import plural
+from orchestrator.service import attend, preflight
 from orchestrator.service.actions.base import Plan, PlannedAction, PlannedRequest, Preview, Scene, arrow
 from orchestrator.service.actions.plan import plan_step
 from orchestrator.service.membership import stop_on_drift
@@ -41,7 +41,7 @@ class Precheck:
         preflight.check_records(ctx, set_id)
         with ctx.ledger() as book:
             row = book.set(set_id)
-            classes = preflight.included_classes(book.session, set_id)
+            classes = attend.included_classes(book.session, set_id)
             if plan.step is Step.COPY_IDENTIFIERS:
                 _before_copy(book, row, classes)
             elif plan.step is Step.MIGRATE:
@@ -97,18 +97,7 @@ def _notes(step: Step, classes: Counter[str]) -> list[str]:
 
 def _before_copy(book: Ledger, row: AlmaSet, classes: Counter[str]) -> None:
     total = sum(classes.values())
-    blocking = [p.value for p in BLOCKING]
-    if any(c in classes for c in blocking):
-        bad = sum(classes[c] for c in blocking)
-        text, named = preflight.describe_problems(
-            preflight.problem_ids(book.session, row.id, blocking), row.alma_set_id
-        )
-        book.attention(
-            row,
-            Attention.RECORDS,
-            f"{bad} of {plural(total, 'record')} cannot go through the workflow: {text}. Fix them in Alma or "
-            f"`hwf exclude {row.alma_set_id} {named} --reason TEXT`, then `hwf advance {row.alma_set_id}` again",
-        )
+    if _stopped(book, row, Step.COPY_IDENTIFIERS):
         return
     if classes.get(Preflight.NEEDS_COPY.value, 0) == 0:
         book.new_attempt(
@@ -128,14 +117,15 @@ def _before_copy(book: Ledger, row: AlmaSet, classes: Counter[str]) -> None:
 
 
 def _before_migration(book: Ledger, row: AlmaSet, classes: Counter[str]) -> None:
-    if not set(classes) - {Preflight.READY.value}:
-        return
-    total = sum(classes.values())
-    bad = total - classes.get(Preflight.READY.value, 0)
-    problems = preflight.problem_ids(book.session, row.id, set(classes) - {Preflight.READY.value})
-    book.attention(
-        row,
-        Attention.RECORDS,
-        f"{bad} of {plural(total, 'record')} {verb(bad, 'is')} not ready for the Handle Migration job: "
-        f"{preflight.describe_problems(problems, row.alma_set_id)[0]}. The migration would skip them silently",
-    )
+    _stopped(book, row, Step.MIGRATE)
+
+
+def _stopped(book: Ledger, row: AlmaSet, step: Step) -> bool:
+    """Stop the set when records stop ``step``'s job (the check that just ran raised the attention already,
+    unless another one was there); True when it stops."""
+    reason = attend.records_reason(book.session, row, step)
+    if reason is None:
+        return False
+    if row.attention != reason:
+        book.attention(row, Attention.RECORDS, reason)
+    return True

@@ -53,6 +53,7 @@ class FixReport:
     unchanged: list[str] = field(default_factory=list)
     total: int = 0
     seconds: float = 0.0
+    follow_up: str = ""  # what became of the set's records attention (cleared, or what still stops the set)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -65,6 +66,7 @@ class FixReport:
             "unchanged": self.unchanged,
             "summaries": self.summaries,
             "diffs": self.diffs,
+            "attention": self.follow_up or None,
         }
 
 

@@ -18,6 +18,7 @@ from orchestrator.errors import (
     HwfError,
     UnsafeXmlError,
 )
+from orchestrator.service.attend import refresh
 from orchestrator.service.context import Context, find_set
 from orchestrator.service.repair.engine import FATAL, Batch, Engine, FixReport, Progress, Write, run_event, same
 from orchestrator.store.models import Backup, Record
@@ -235,6 +236,7 @@ def _record_fix(ctx: Context, set_id: int, report: FixReport, fatal: HwfError | 
     with ctx.ledger() as book:
         row = book.set(set_id)
         run_event(book, row, "fix", "fix --apply", "repaired", report, fatal, changed=report.changed)
-        clean = fatal is None and not report.failed and not report.refused
-        if report.changed and clean and row.attention_kind == Attention.RECORDS:
-            book.clear_attention(row)
+        if report.changed and row.attention_kind == Attention.RECORDS:
+            # Rewritten to the records that still stop the set (those the fix could not repair, and any other
+            # problem), or cleared: the next command it names is true again.
+            report.follow_up = refresh(book, row, fresh=False, why="`hwf fix --apply`")
