@@ -22,6 +22,18 @@ from orchestrator.errors import ConfigError
 ROOT = "orchestrator"
 REDACTED = "***"
 
+# The level of an audit event's log line: a set that needs a person is a warning (an error when hwf itself, or a
+# row it cannot read, stopped it); what may need a look soon is a warning; the rest of the trail is info.
+_FAULTS = frozenset({"fault", "corrupt"})
+_WARNINGS = frozenset({"warning", "regression", "drift", "submit_unknown", "abandoned", "adopt_stopped"})
+
+
+def event_level(kind: str, attention_kind: str | None = None) -> int:
+    """The logging level of an audit event of ``kind`` (``attention_kind``: the kind of an attention event)."""
+    if kind == "attention":
+        return logging.ERROR if attention_kind in _FAULTS else logging.WARNING
+    return logging.WARNING if kind in _WARNINGS else logging.INFO
+
 
 class JsonLines(logging.Formatter):
     """``{"at", "level", "logger", "event", "message", ...the record's hwf fields}`` on one line."""

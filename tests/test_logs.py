@@ -169,3 +169,19 @@ def test_a_log_that_is_not_a_regular_file_never_rolls_over(tmp_path: Path) -> No
     finally:
         os.close(reader)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.fifo"]
+
+
+def test_levels_mean_something_attention_is_a_warning_a_fault_an_error(tmp_path: Path, wired: Simulator) -> None:
+    import logging
+
+    from orchestrator.logs import event_level
+
+    path = write_config(tmp_path, preset="cli")
+    bad = wired.create_set("Problem titles", wired.generate_records(30, profile="problems", seed=9))
+    assert run(path, "add", bad).exit_code == 0  # its first check stops it
+    lines = _lines(tmp_path / "hwf.log")
+    audit = {x["kind"]: x["level"] for x in lines if x.get("event") == "audit" and x["set"] == bad}
+    assert audit["attention"] == "warning" and audit["added"] == "info" and audit["check"] == "info"
+    assert event_level("attention", "fault") == logging.ERROR
+    assert event_level("attention", "records") == logging.WARNING
+    assert event_level("transition") == logging.INFO

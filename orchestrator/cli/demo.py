@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.cli.base import app, err, errors, fail, out, time_display
-from orchestrator.cli.render import RichReporter, print_fix, print_steps
-from orchestrator.cli.text import TimeDisplay, safe
+from orchestrator.cli.render import RichReporter, print_steps
+from orchestrator.cli.text import TimeDisplay, clean, safe
 from orchestrator.config import load_config
 from orchestrator.domain.wording import plural
 from orchestrator.errors import NeedsAttentionError
@@ -23,6 +23,7 @@ from orchestrator.wiring import build_context
 
 DEMO_KEY_ENV = "HWF_DEMO_API_KEY"
 DEMO_SET_NAME = "Demo digital titles"
+SHOWN_FIXES = 3  # the trap's lines shown, a record each, as `hwf fix` prints them
 
 
 @app.command()
@@ -167,20 +168,22 @@ def _drive(out: Console, ctx: Context, sim: Simulator, set_id: str) -> None:
 
 
 def _show_and_fix_the_trap(out: Console, ctx: Context, set_id: str) -> bool:
-    """The seed case's trap: show one record's diff, then repair every record (False: nothing to fix)."""
-    dry = repair.fix(ctx, set_id, apply=False, diff=True)
-    if not dry.diffs:
+    """The seed case's trap: what `hwf fix` would change, a line per record as it prints them (the first few),
+    then repair every record (False: nothing to fix)."""
+    dry = repair.fix(ctx, set_id, apply=False)
+    if not dry.summaries:
         return False
-    first = next(iter(dry.diffs))
     out.print(
         '\nThis is the trap from the real case: the copy job carried xsi:type="dcterms:URI" '
         "onto dc:identifier, and the Handle Migration job would skip those records while "
-        "reporting success. `hwf fix` removes only that attribute (diff of one record):"
+        f"reporting success. `hwf fix {set_id}` shows what it removes, a line per record "
+        "(`--diff` for the whole record):"
     )
-    one = repair.FixReport(
-        set=dry.set, mode="dry-run", summaries={first: dry.summaries[first]}, diffs={first: dry.diffs[first]}
-    )
-    print_fix(out, one, diff=True)
+    lines = list(dry.summaries.values())
+    for line in lines[:SHOWN_FIXES]:
+        out.print(clean(line), markup=False, highlight=False)
+    if len(lines) > SHOWN_FIXES:
+        out.print(f"... and {len(lines) - SHOWN_FIXES} more")
     applied = repair.fix(ctx, set_id, apply=True)
     out.print(
         f"`hwf fix {set_id} --apply`: {plural(len(applied.changed), 'record')} repaired "

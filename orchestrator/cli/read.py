@@ -117,7 +117,9 @@ def report(
                 for chunk in chunks:
                     sys.stdout.write(clean(chunk, keep_newlines=True) if tty else chunk)  # a file gets the data
                 sys.stdout.flush()
-            except OSError as exc:  # `> /dev/full`, a closed pipe: one line, not a traceback
+            except BrokenPipeError:
+                raise  # the reader left (`| head`): quietly, as for every command (orchestrator.cli.main)
+            except OSError as exc:  # `> /dev/full`: one line, not a traceback
                 fail(f"cannot write the report to standard output: {exc.strerror or exc}", 1)
     if output is not None and verbosity() >= 0:
         err.print(f"Wrote {safe(output)}")

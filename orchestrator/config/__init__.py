@@ -150,6 +150,7 @@ class NotifyConfig:
     on_verified: bool = False
     on_done: bool = True
     on_batch: bool = True  # an integration batch waits for a person to press Run
+    public_url: str | None = None  # [serve] public_url: where people open the dashboard; messages link its pages
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,7 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
         primo=PrimoConfig(domain=primo.string("domain"), view=primo.string("view")),
         lease_seconds=workflow.number("lease_seconds", 120.0, minimum=5.0),
         log=_log(root.table("log", required=False), database_url, path),
-        notify=_notify(root.table("notify", required=False)),
+        notify=_notify(root.table("notify", required=False), root.table("serve", required=False)),
         operator=(env.get("HWF_OPERATOR") or "").strip() or operator,
         display_utc=root.table("display", required=False).boolean("utc", False),
     )
@@ -404,7 +405,7 @@ def load_apprise() -> Any:
     return apprise
 
 
-def _notify(notify: Reader) -> NotifyConfig:
+def _notify(notify: Reader, serve: Reader) -> NotifyConfig:
     urls = notify.get("urls", [])
     if isinstance(urls, str):
         urls = [urls]
@@ -423,6 +424,7 @@ def _notify(notify: Reader) -> NotifyConfig:
         on_verified=_flag(notify, "on_verified", False),
         on_done=_flag(notify, "on_done", True),
         on_batch=_flag(notify, "on_batch", True),
+        public_url=url_value(serve, "public_url") if "public_url" in serve.data else None,
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from orchestrator.config import Config
 from orchestrator.domain.jobrules import run_seconds
 from orchestrator.domain.steps import JOB_STEPS, Stage, Step
+from orchestrator.domain.wording import plural, verb
 from orchestrator.store.models import AttemptState
 
 
@@ -95,12 +96,16 @@ def eta(
     attention: int,
     total: int,
 ) -> tuple[datetime | None, str]:
-    held = f"; {attention} set(s) needing attention are not counted" if attention else ""
+    held = f"; {plural(attention, 'set')} needing attention {verb(attention, 'is')} not counted" if attention else ""
     if not total:
         return None, "no sets registered yet"
     if not remaining:
         if attention:
-            return None, f"nothing can move until someone acts: {attention} set(s) need attention"
+            return (
+                None,
+                f"nothing can move until someone acts: {plural(attention, 'set')} "
+                f"{'needs' if attention == 1 else 'need'} attention",
+            )
         return None, "every set is verified"
     needed = {s for _, steps in remaining for s in steps}
     means = {step: d.mean_seconds for step, d in durations.items()}
@@ -121,7 +126,7 @@ def eta(
     )
     sets = len(remaining)
     return eta, (
-        f"{sets} set(s) to go; the earliest Alma's limits ({cfg.max_running_jobs} jobs at once, "
+        f"{plural(sets, 'set')} to go; the earliest Alma's limits ({cfg.max_running_jobs} jobs at once, "
         f"{cfg.max_runs_per_job_hour} runs of a job an hour) allow at the job durations measured so far" + held
     )
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.config import Config
 from orchestrator.display import iso_z
-from orchestrator.domain.attention import Attention
+from orchestrator.domain.attention import GO_ON, Attention
 from orchestrator.domain.handles import VERIFIED_VALUES, Verdict
 from orchestrator.domain.jobrules import settle_until
 from orchestrator.domain.steps import Stage, Step, StepFacts
@@ -173,8 +173,8 @@ def run(
                 row,
                 Attention.VERIFY,
                 f"{included - ok} of {plural(included, 'handle')} do not resolve to their own record ({counts}); "
-                f"see `hwf report {row.alma_set_id} --problems`; fix the cause (or wait for the proxy's cache), "
-                f"then `hwf verify {row.alma_set_id}` re-checks only those",
+                f"see `hwf report {row.alma_set_id} --problems`; fix the cause (or wait for the proxy's cache). "
+                f"{GO_ON}`hwf verify {row.alma_set_id}` (re-checks only those)",
             )
         return False
 
@@ -283,6 +283,17 @@ def csv_row(r: ReportRow) -> list[str]:
     ]
 
 
+def needs_something(excluded: bool, verdict: str | None, preflight: str | None) -> bool:
+    """A record ``hwf report --problems`` lists: excluded, verified and not resolving to its own record, or (not
+    verified yet) of a preflight class the jobs would not take as it is. A record merely not verified yet, READY or
+    waiting for the copy job, needs nothing."""
+    if excluded:
+        return True
+    if verdict is not None:
+        return verdict not in VERIFIED_VALUES
+    return preflight not in (None, "READY", "NEEDS_COPY")
+
+
 def report(ctx: Context, ref: str, *, problems_only: bool = False) -> Iterator[ReportRow]:
     """One row per record: preflight class, verdict, resolved and expected URL (streamed in pages)."""
     with ctx.sessions() as session:
@@ -297,7 +308,7 @@ def report(ctx: Context, ref: str, *, problems_only: bool = False) -> Iterator[R
             return
         last = page[-1].id
         for rec in page:
-            problem = rec.excluded or rec.verdict not in VERIFIED_VALUES
+            problem = needs_something(rec.excluded, rec.verdict, rec.preflight)
             if problems_only and not problem:
                 continue
             yield ReportRow(

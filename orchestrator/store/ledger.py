@@ -28,6 +28,7 @@ from orchestrator.config import NotifyConfig
 from orchestrator.domain.attention import Attention
 from orchestrator.domain.machine import fire
 from orchestrator.domain.steps import Stage, Step, StepFacts
+from orchestrator.logs import event_level
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event
 from orchestrator.store.outbox import queue_attention, queue_person_needed, queue_verified
 
@@ -109,7 +110,8 @@ class Ledger:
             )
         )
         fields = {"event": "audit", "kind": kind, "set": row.alma_set_id, "actor": who.actor, "detail": detail}
-        _events_log.info("%s %s: %s", row.alma_set_id, kind, detail, extra={"hwf": fields | _loggable(data)})
+        level = event_level(kind, data.get("attention_kind"))
+        _events_log.log(level, "%s %s: %s", row.alma_set_id, kind, detail, extra={"hwf": fields | _loggable(data)})
 
     # -- the status fields --------------------------------------------------------------------------------
 

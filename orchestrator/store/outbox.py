@@ -34,8 +34,16 @@ def queue_attention(session: Session, notify: NotifyConfig, row: AlmaSet, kind: 
     if not notify.on_attention:
         return False
     title = f"hwf: set {row.alma_set_id} ({_short(row.name)}) needs attention"
-    body = f"{reason}\n\nState: {row.stage.value}. Details: hwf status {row.alma_set_id}"
+    body = f"{reason}\n\nState: {row.stage.value}. Details: hwf status {row.alma_set_id}{_page(notify, row)}"
     return _queue(session, notify, f"attention:{row.id}:{uuid.uuid4().hex}", "attention", row.id, title, body, at)
+
+
+def _page(notify: NotifyConfig, row: AlmaSet | None) -> str:
+    """The link to the set's dashboard page (or the overview), on a line of its own, when ``[serve] public_url``
+    says where the dashboard is."""
+    if not notify.public_url:
+        return ""
+    return f"\nDashboard: {notify.public_url}" + (f"/sets/{row.alma_set_id}" if row is not None else "/")
 
 
 def queue_verified(session: Session, notify: NotifyConfig, row: AlmaSet, at: datetime) -> bool:
@@ -45,7 +53,9 @@ def queue_verified(session: Session, notify: NotifyConfig, row: AlmaSet, at: dat
     queued = False
     if notify.on_verified:
         title = f"hwf: set {row.alma_set_id} ({_short(row.name)}) is verified"
-        body = f"Every included record's handle resolves to its own Primo page ({row.record_count} records)."
+        body = f"Every included record's handle resolves to its own Primo page ({row.record_count} records)." + _page(
+            notify, row
+        )
         queued |= _queue(session, notify, f"verified:{row.id}:{uuid.uuid4().hex}", "verified", row.id, title, body, at)
     if notify.on_done:
         left = session.scalar(
@@ -54,7 +64,7 @@ def queue_verified(session: Session, notify: NotifyConfig, row: AlmaSet, at: dat
         if left == 0:
             total, newest = session.execute(select(func.count(), func.max(AlmaSet.id)).select_from(AlmaSet)).one()
             title = f"hwf: the migration is done: all {total} sets are verified"
-            body = f"The last set verified was {row.alma_set_id} ({row.name}). See hwf status."
+            body = f"The last set verified was {row.alma_set_id} ({row.name}). See hwf status.{_page(notify, None)}"
             queued |= _queue(session, notify, f"done:{total}:{newest}", "done", None, title, body, at)
     return queued
 

@@ -26,3 +26,14 @@ def test_demo_with_no_records_is_refused(records: str, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.strip() == f"Error: --records must be between 1 and 100000, not {records}"
     assert not (tmp_path / "demo").exists()
+
+
+def test_demo_shows_the_trap_a_line_per_record_as_hwf_fix_does(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["demo", "--records", "8", "--job-seconds", "0", "--dir", str(tmp_path / "demo")], env={"COLUMNS": "80"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "<bib><mms_id>" not in result.stdout and "@@" not in result.stdout  # no whole one-line record, twice
+    trap = result.stdout.split("This is the trap", 1)[1].split("--apply`:", 1)[0]
+    fixes = [line for line in trap.splitlines() if ': remove xsi:type="dcterms:URI"' in line]
+    assert 1 <= len(fixes) <= 3 and all(line.startswith("99") for line in fixes)

@@ -179,3 +179,20 @@ def test_no_urls_no_outbox_rows(tmp_path: Path, wired: Simulator) -> None:
     run(path, "add", set_id)
     run(path, "advance", set_id)
     assert _rows(path) == []
+
+
+def test_messages_link_the_set_page_when_public_url_is_set(tmp_path: Path, wired: Simulator, hook: Receiver) -> None:
+    path = write_config(
+        tmp_path, preset="cli", notify={"urls": [hook.url]}, serve={"public_url": "https://hwf.example.edu/dash/"}
+    )
+    set_id = wired.create_set("Needs a fix", wired.generate_records(10, profile="demo", seed=3))
+    assert run(path, "add", set_id).exit_code == 0
+    assert run(path, "advance", set_id).exit_code == 3
+    [message] = hook.received
+    assert f"Dashboard: https://hwf.example.edu/dash/sets/{set_id}" in str(message.get("message"))
+    # Without it, no link (hwf does not guess where the dashboard is served).
+    plain = write_config(tmp_path / "plain", preset="cli", notify={"urls": [hook.url]})
+    assert load_config(plain, environ={"HWF_ALMA_API_KEY": API_KEY}).notify.public_url is None
+    bad = write_config(tmp_path / "bad", preset="cli", serve={"public_url": "hwf.example.edu"})
+    refused = run(bad, "status")
+    assert refused.exit_code == 2 and "public_url" in refused.output and "http(s) URL" in refused.output

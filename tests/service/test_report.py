@@ -136,3 +136,21 @@ def test_unknown_set_writes_nothing(wired, tmp_path):
     out = tmp_path / "r.csv"
     assert run(path, "report", "nope", "-o", str(out)).exit_code == 2
     assert not out.exists()
+
+
+def test_problems_before_verification_lists_only_records_that_need_something(
+    tmp_path: Path, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(tmp_path, preset="cli", poll_interval_seconds=None)
+    monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
+    monkeypatch.setattr(runner, "wiring", sim_wiring(sim, clock))
+    fine = make_set(sim, 24, profile="demo", name="Fine", seed=2)  # READY and NEEDS_COPY: nothing to do yet
+    assert run(path, "add", fine).exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(run(path, "report", fine, "--problems").stdout)))
+    assert rows == []
+    assert len(list(csv.DictReader(io.StringIO(run(path, "report", fine).stdout)))) == 24
+    bad = make_set(sim, 30, profile="problems", name="Bad", seed=9)
+    assert run(path, "add", bad).exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(run(path, "report", bad, "--problems").stdout)))
+    assert rows and all(r["Preflight"] not in ("READY", "NEEDS_COPY") for r in rows)
+    assert len(rows) < 30
