@@ -203,3 +203,28 @@ def test_the_reasons_hwf_writes_name_the_command_of_their_kind() -> None:
     for kind, text in ADVICE.items():
         first = re.search(r"`(hwf [^`]+)`", text)
         assert first is not None, kind
+
+
+def test_wrong_record_names_verify_everywhere_and_verify_holds(ctx: Context, sim: Simulator) -> None:
+    from orchestrator.service import verification
+    from orchestrator.store.models import Record
+
+    set_id = make_set(sim, 5, profile="clean", seed=6)
+    workflow.add_set(ctx, set_id)
+    preflight.check_set(ctx, set_id)
+    with ctx.sessions() as session:
+        records = session.execute(select(Record.mms_id, Record.handle).order_by(Record.id)).all()
+    sim.misregister(records[0].handle, records[1].mms_id)  # one handle lands on another record
+    with pytest.raises(NeedsAttentionError) as raised:
+        workflow.advance(ctx, set_id)
+    assert "WRONG_RECORD" in str(raised.value)
+    command = f"hwf verify {set_id}"
+    assert str(raised.value).endswith(f"{GO_ON}`{command}` (re-checks only those)")
+    item = next(a for a in overview.overview(ctx).attention if a.set == set_id)
+    assert item.command == setdetail.set_detail(ctx, set_id).attention_command == command
+    assert item.advice.startswith(f"`{command}`") and "hwf advance" not in item.advice
+    sim.register_handle(records[0].handle, sim.primo_url(records[0].mms_id))  # the registration is fixed
+    verification.verify_set(ctx, set_id)  # the command, as printed
+    assert attention_of(ctx, set_id) == (None, None)
+    with ctx.sessions() as session:
+        assert find_set(session, set_id).stage.value == "verified"
