@@ -104,7 +104,7 @@ def bench_case(res: Results, hwf: str, n: int, rps: float, latency_ms: float, la
         config = write_config(workdir, server.url, rps)
         for args in (("add", set_id), ("check", set_id)):
             took, done = run_hwf(hwf, config, *args)
-            # `hwf check` exits 3 on NEEDS_FIX records (the set cannot go on as it is): what this bench repairs.
+            # `hwf check` exits 0 or 3 (NEEDS_FIX stops the migration job, not the copy): what this bench repairs.
             if done.returncode not in ((0, 3) if args[0] == "check" else (0,)):
                 raise RuntimeError(f"hwf {' '.join(args)} failed: {done.stderr}")
             res.note(f"hwf {args[0]}: {took:.1f} s")

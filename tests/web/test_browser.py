@@ -92,7 +92,7 @@ def test_overview_shows_the_migration_and_updates_itself(driver: Any, world: Wor
     assert "Records verified" in body and "39 of 90" in body
     assert "1 of 3 verified" in body
     assert world.attention in _text(driver, "#attention-table") and "Problem titles" in body
-    assert f"hwf check {world.attention}" in _text(driver, "#attention-table")
+    assert f"hwf exclude {world.attention} " in _text(driver, "#attention-table")  # the reason's command to go on
     running = _text(driver, "#running-table")
     assert world.running in running and "migrate" in running
     assert "at most 3 API jobs at once" in body
@@ -104,7 +104,7 @@ def test_overview_shows_the_migration_and_updates_itself(driver: Any, world: Wor
     _wait(driver, lambda d: not d.find_element("id", "running-table").is_displayed())
     assert "No job of hwf's is running." in _text(driver, "main")
     assert _text(driver, '[data-field="eta"]') == "unknown"
-    assert "need attention" in _text(driver, '[data-field="eta_note"]')
+    assert "1 set needs attention" in _text(driver, '[data-field="eta_note"]')
     # The chart was drawn again for the new figures, and drawn.
     _wait(driver, lambda d: "?at=" in d.find_element("id", "chart-verified").get_attribute("src"))
     _wait(driver, lambda d: _drawn(d, "chart-verified"))
