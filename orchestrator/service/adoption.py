@@ -73,7 +73,7 @@ def adopt(ctx: Context, alma_set_id: str, name: str | None = None) -> views.SetS
     with ctx.sessions() as session:
         set_id = find_set(session, alma_set_id).id
     if report.proven_stage != Stage.CREATED.value:
-        preflight.check_records(ctx, set_id)
+        preflight.check_records(ctx, set_id, attend_to=False)  # the stage it checks for is the adopted one
     _record_adoption(ctx, set_id, report)
     return views.status(ctx, alma_set_id)[0]
 

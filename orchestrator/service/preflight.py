@@ -98,10 +98,11 @@ def _store(session: Session, set_id: int, checks: Iterable[RecordCheck], now: da
             rec.title = c.title
 
 
-def check_records(ctx: Context, set_id: int) -> CheckSummary:
+def check_records(ctx: Context, set_id: int, *, attend_to: bool = True) -> CheckSummary:
     """Read and classify every member of the set; mark duplicate handles (within the set and against
     every other registered set). Stores results, brings the set's records attention up to date
-    (:func:`attend.refresh`); returns the counts and the problem records."""
+    (:func:`attend.refresh`; not with ``attend_to=False``: the caller is about to change the set's stage); returns
+    the counts and the problem records."""
     with ctx.sessions.begin() as session:
         row = session.get_one(AlmaSet, set_id)
         mms_ids = list(session.scalars(select(Record.mms_id).where(Record.set_id == set_id).order_by(Record.id)))
@@ -161,7 +162,8 @@ def check_records(ctx: Context, set_id: int) -> CheckSummary:
             counts=dict(counts),
         )
         # The set's records attention follows what was just read: raised, rewritten or cleared.
-        attend.refresh(book, row, fresh=True, why="a check of the records")
+        if attend_to:
+            attend.refresh(book, row, fresh=True, why="a check of the records")
         return _summary(session, row)
 
 

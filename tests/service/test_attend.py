@@ -111,6 +111,39 @@ def test_the_post_copy_check_runs_when_the_copy_ends_not_when_a_slot_frees(
         ctx.close()
 
 
+def test_sets_never_read_are_read_by_the_worker_after_its_submissions(
+    config: Config, sim: Simulator, clock: FakeClock
+) -> None:
+    import httpx
+
+    seen: list[str] = []
+    answer = sim.handle
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        return answer(request)
+
+    sim.handle = recording  # type: ignore[method-assign]
+    ctx = make_context(config, sim, clock, sleep=clock.sleep)
+    try:
+        first = make_set(sim, 5, profile="demo", name="Runs first", seed=1)
+        older = make_set(sim, 30, profile="problems", name="Registered before", seed=9)
+        workflow.add_set(ctx, first)
+        workflow.add_set(ctx, older)  # as by an hwf that did not read the records at `hwf add`
+        seen.clear()
+        scheduler.resume_all(ctx, wait=False, max_running=1)  # one job slot: the older set waits for it
+        submitted = seen.index(next(x for x in seen if x.startswith("POST /almaws/v1/conf/jobs/")))
+        reads = [i for i, x in enumerate(seen) if x.startswith("GET /almaws/v1/bibs")]
+        assert reads and submitted < reads[-1]  # the job went first; the waiting set's records after it
+        reason, kind = attention_of(ctx, older)
+        assert kind == Attention.RECORDS.value and reason is not None and GO_ON in reason
+        with ctx.sessions() as session:
+            row = find_set(session, older)
+            assert row.waiting is None and row.stage.value == "created"
+    finally:
+        ctx.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # one command to go on
 
