@@ -254,11 +254,14 @@ def print_check_all(console: Console, summaries: list[CheckSummary]) -> None:
         head = f"{summary.set} ({safe(summary.name)}): "
         if not blocking:
             later = ", ".join(f"{n} {c}" for c, n in summary.later().items())
-            console.print(head + "can go on" + (f" (before the migration job: {later})" if later else ""))
+            line = head + "can go on" + (f" (before the migration job: {later})" if later else "")
+            if summary.command:  # another attention than its records: say so, with its command
+                line += f"; needs attention for another reason, to go on: `{safe(summary.command)}`"
+            console.print(line)
             continue
         stopped += 1
         listed = ", ".join(f"{n} {c}" for c, n in blocking.items())
-        command = f"; to go on: {safe(summary.command)}" if summary.command else ""
+        command = f"; to go on: `{safe(summary.command)}`" if summary.command else ""
         console.print(head + f"[red]cannot go on[/red]: {listed}{command}")
     if not summaries:
         console.print("No set before its migration job: nothing to check.")

@@ -228,3 +228,21 @@ def test_progress_lines_when_piped() -> None:
     for status in ("QUEUED", "RUNNING", "RUNNING", "COMPLETED_SUCCESS"):
         reporter.job_progress("Batch [1]", "copy_identifiers", JobInstance("77", "M1", None, status, progress=50))
     check_snapshot("progress_piped", buffer.getvalue(), 200)
+
+
+def test_check_all_is_a_line_per_set_with_its_command_to_go_on() -> None:
+    from orchestrator.cli.render import print_check_all
+
+    stopped = _check()
+    fine = CheckSummary("7593466560004643", "Fine", {"READY": 3, "NEEDS_FIX": 1}, [], 0, 4, step="copy_identifiers")
+    job = CheckSummary(
+        "7593466560004644", "Job failed", {"READY": 4}, [], 0, 4, step="migrate",
+        attention="the migrate job ended COMPLETED_FAILED", command="hwf retry 7593466560004644 --reason TEXT",
+    )  # fmt: skip
+    text = screen(200, lambda c: print_check_all(c, [stopped, fine, job]))
+    lines = text.splitlines()
+    assert lines[0].startswith(f"{LONG_ID} (Problem records): cannot go on: 1 BAD_HANDLE, 1 NOT_DC; to go on: `hwf ")
+    assert lines[1] == "7593466560004643 (Fine): can go on (before the migration job: 1 NEEDS_FIX)"
+    assert lines[2].endswith("to go on: `hwf retry 7593466560004644 --reason TEXT`")
+    assert lines[3] == "3 sets checked: 1 cannot go on (exit 3)."
+    assert screen(80, lambda c: print_check_all(c, [])).startswith("No set before its migration job")
