@@ -257,14 +257,11 @@ def overview(ctx: Context) -> Overview:
         ctx.config, now, tally.remaining, durations, runs_last_hour, len(tally.attention), len(facts.sets)
     )
     if tally.person_sets:  # the time a person takes is nobody's estimate: say what the ETA leaves out
-        eta, note = (
-            (
-                None,
-                f"{plural(tally.person_sets, 'set')} wait for a person's run in Alma (see Waiting for you): no estimate until then",
-            )
-            if not tally.remaining
-            else (eta, f"{note}; {plural(tally.person_sets, 'set')} waiting for a person's run in Alma are not counted")
-        )
+        people = plural(tally.person_sets, "set")
+        if tally.remaining:
+            note = f"{note}; {people} waiting for a person's run in Alma are not counted"
+        else:
+            eta, note = None, f"{people} wait for a person's run in Alma (see Waiting for you): no estimate until then"
     return Overview(
         generated_at=now,
         sets=len(facts.sets),
