@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring as _quote
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import String, Text, cast, func, select, type_coerce
 from sqlalchemy.orm import Session
@@ -16,6 +16,18 @@ from sqlalchemy.orm import Session
 from orchestrator.display import iso_z
 from orchestrator.service.context import Context, find_set
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, IntegrationBatch, Record
+
+
+class Timed(Protocol):
+    """What happens next to a set and when (``nextstep.Next``)."""
+
+    @property
+    def at(self) -> datetime | None: ...
+
+    @property
+    def what(self) -> str: ...
+
+    def as_json(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,7 @@ class SetSummary:
     job_status: str | None = None
     progress: float | None = None
     last_checked: datetime | None = None  # when every handle was last verified OK
+    next: Timed | None = None  # what happens next and when (``nextstep``; filled by ``overview.status``)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +64,7 @@ class SetSummary:
             "job_status": self.job_status,
             "progress": self.progress,
             "last_checked": iso_z(self.last_checked),
+            "next": self.next.as_json() if self.next is not None else None,
         }
 
 
