@@ -12,8 +12,8 @@ import typer
 from orchestrator.cli.base import app, context, dump, err, errors, fail, out, time_display, verbosity
 from orchestrator.cli.render import HistoryLines, print_status, print_steps
 from orchestrator.cli.text import clean, safe
+from orchestrator.service import nextstep, views, worker
 from orchestrator.service import report as reports
-from orchestrator.service import views, worker
 
 
 @app.command()
@@ -27,7 +27,7 @@ def status(
     """Where each set stands. On a terminal, long names and reasons are shortened to one line;
     `hwf status SET` shows one set in full. Piped, the output is tab-separated and never shortened."""
     with context(quiet=True) as ctx, errors():
-        rows = views.status(ctx, set_ref)
+        rows = nextstep.status(ctx, set_ref)
     if json_output:
         dump([r.as_json() for r in rows])
     else:
