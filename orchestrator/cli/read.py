@@ -88,7 +88,7 @@ def _steps(set_ref: str, json_output: bool) -> None:
     elif not steps:
         out.print(f"No job has run on set {safe(set_ref)} yet.")
     else:
-        print_steps(out, steps, times, f"Steps of set {safe(set_ref)}")
+        print_steps(out, steps, times, f"Steps of set {set_ref}")
 
 
 @app.command()

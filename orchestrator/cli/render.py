@@ -82,7 +82,7 @@ class RichReporter:
 
     def note(self, set_name: str, message: str) -> None:
         stamp = self.times.stamp(self.now())
-        self.console.print(f"[dim]{stamp}[/dim] [bold]{safe(set_name)}[/bold]: {safe(message)}")
+        self.console.print(f"[dim]{safe(stamp)}[/dim] [bold]{safe(set_name)}[/bold]: {safe(message)}")
 
     def job_progress(self, set_name: str, step: str, instance: JobInstance) -> None:
         key = (set_name, step)
@@ -211,7 +211,7 @@ def _print_one_set(console: Console, r: SetSummary) -> None:
 
 
 def print_check(console: Console, summary: CheckSummary) -> None:
-    console.print(f"[bold]Preflight of set {summary.set}[/bold] ({safe(summary.name)})")
+    console.print(f"[bold]Preflight of set {safe(summary.set)}[/bold] ({safe(summary.name)})")
     table = Table()
     table.add_column("class", no_wrap=True)
     table.add_column("records", justify="right", no_wrap=True)
@@ -231,11 +231,12 @@ def print_check(console: Console, summary: CheckSummary) -> None:
             problems.add_row(*(safe(p[key] or "") for key in ("mms_id", "class", "handle", "detail")))
         console.print(problems)
         if len(summary.problems) > 200:
-            console.print(f"... and {len(summary.problems) - 200} more (`hwf check {summary.set} --json` lists all)")
+            more = len(summary.problems) - 200
+            console.print(f"... and {more:d} more (`hwf check {safe(summary.set)} --json` lists all)")
     blocking = summary.blocking()
     if blocking:
         listed = ", ".join(f"{n} {c}" for c, n in blocking.items())
-        console.print(f"[bold red]Cannot go on as it is:[/bold red] {listed} (exit 3).")
+        console.print(f"[bold red]Cannot go on as it is:[/bold red] {safe(listed)} (exit 3).")
     else:
         console.print("Can go on: `hwf advance " + summary.set + "`.")
 
@@ -254,13 +255,13 @@ def print_fix(console: Console, report: FixReport, *, diff: bool = False) -> Non
     verb = {"dry-run": "would change", "apply": "changed", "undo": "restored"}[report.mode]
     count = len(report.summaries) if report.mode == "dry-run" else len(report.changed)
     took = f" in {report.seconds:.1f} s" if report.mode != "dry-run" and report.seconds else ""
-    console.print(f"{verb} {plural(count, 'record')} in set {report.set}{took}")
+    console.print(f"{safe(verb)} {plural(count, 'record')} in set {safe(report.set)}{safe(took)}")
     for mms, why in report.refused.items():
         console.print(f"[yellow]refused {safe(mms)}: {safe(why)}[/yellow]")
     for mms, why in report.failed.items():
         console.print(f"[red]failed {safe(mms)}: {safe(why)}[/red]")
     if report.mode == "dry-run" and report.summaries:
-        console.print(f"Run `hwf fix {report.set} --apply` to write these changes (originals are backed up).")
+        console.print(f"Run `hwf fix {safe(report.set)} --apply` to write these changes (originals are backed up).")
 
 
 class FixProgress:
@@ -317,7 +318,8 @@ class FixProgress:
         self._last_done, self._last_line = done, now
         rate = self._rate(done)
         eta = f", ETA {duration((total - done) / rate)}" if 0 < rate and done < total else ""
-        self.console.print(f"{self.label}: {done}/{total} records, {rate:.1f}/s{eta}", markup=False, highlight=False)
+        line = f"{clean(self.label)}: {done:d}/{total:d} records, {rate:.1f}/s{clean(eta)}"
+        self.console.print(line, markup=False, highlight=False)
 
     def close(self) -> None:
         """Stop the bar (idempotent)."""
@@ -339,7 +341,7 @@ def print_steps(console: Console, steps: Sequence[AttemptView], times: TimeDispl
     counters below the table, one line per step, so no cell wraps; the start time from 110 columns up
     (``hwf history`` always has it)."""
     wide = console.width >= 110
-    console.print(f"[bold]{title}[/bold]")
+    console.print(f"[bold]{safe(title)}[/bold]")
     table = Table()
     for column in ("step", "instance", "status", *(("started",) if wide else ()), "took"):
         table.add_column(column, no_wrap=True)

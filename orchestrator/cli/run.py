@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from orchestrator.cli.base import app, context, dump, err, errors, fail, out, say
+from orchestrator.cli.base import app, context, dump, err, errors, fail, out, say, time_display, verbosity
 from orchestrator.cli.render import FixProgress, print_check, print_fix
 from orchestrator.cli.text import clean, safe
 from orchestrator.display import iso_z
@@ -27,6 +28,8 @@ from orchestrator.service import (
     workflow,
 )
 from orchestrator.service.actions import confirm as confirming
+from orchestrator.service.context import Context
+from orchestrator.service.nextstep import Next
 from orchestrator.service.workflow import AdvanceResult
 
 SET_HELP = "Alma set id or the local name given at `hwf add`."
@@ -102,8 +105,8 @@ def add(
         return
     for summary in summaries:
         out.print(
-            f"Registered set {summary.set} ({safe(summary.name)}): {plural(summary.records, 'record')}, "
-            f"state {summary.state}"
+            f"Registered set {safe(summary.set)} ({safe(summary.name)}): {plural(summary.records, 'record')}, "
+            f"state {safe(summary.state)}"
         )
 
 
@@ -294,11 +297,23 @@ def _print_resume(summary: scheduler.ResumeSummary) -> None:
     for r in summary.results:
         out.print(result_line(r))
     for set_id, why in summary.skipped:
-        out.print(f"Set {set_id}: skipped: {safe(why)}")
+        out.print(f"Set {safe(set_id)}: skipped: {safe(why)}")
     for _set_id, why in summary.attention:
         err.print(safe(why))  # "set 123 (name) needs attention: ..." already
     if not (summary.results or summary.skipped or summary.attention):
         say("Nothing to resume: every set is verified.")
+
+
+def _speaker(ctx: Context) -> Callable[[Next], None]:
+    """The worker's lines on stdout: the local time, what it says, and until when (in the reader's zone)."""
+    times = time_display(ctx.config)
+
+    def speak(said: Next) -> None:
+        now = ctx.clock()
+        until = f"; {said.when} {times.when(said.at, now)}" if said.at is not None and said.when else ""
+        out.print(f"[dim]{safe(times.stamp(now))}[/dim] {safe(times.localize(said.what, now))}{safe(until)}")
+
+    return speak
 
 
 def _follow(only: str | None, max_running: int | None, until_idle: bool) -> None:
@@ -311,13 +326,14 @@ def _follow(only: str | None, max_running: int | None, until_idle: bool) -> None
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         with context() as ctx, errors():
-            summary = worker.follow(ctx, stop, only=only, max_running=max_running, until_idle=until_idle)
+            speak = _speaker(ctx) if verbosity() >= 0 else None
+            summary = worker.follow(ctx, stop, only=only, max_running=max_running, until_idle=until_idle, speak=speak)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-    out.print(f"Worker {worker.describe(summary)}")
+    out.print(f"Worker {safe(worker.describe(summary))}")
     for set_id, why in summary.attention:
-        out.print(f"Needs attention: set {set_id}: {why}")
+        out.print(f"Needs attention: set {safe(set_id)}: {safe(why)}")
     if until_idle and summary.stopped is None and summary.attention:
         raise typer.Exit(3)  # like `hwf resume --all`; stopped by a signal, the worker always exits 0
 

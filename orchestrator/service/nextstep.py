@@ -203,7 +203,7 @@ def overall(nexts: dict[str, Next], names: dict[str, str]) -> Next:
 def migration(session: Session, config: Config, now: datetime, only: re.Pattern[str] | None = None) -> Next:
     """The whole migration's earliest next thing (of the sets ``only`` matches)."""
     nexts = per_set(session, config, now, only)
-    names = dict(session.execute(select(AlmaSet.alma_set_id, AlmaSet.name)).tuples().all())
+    names = {row.alma_set_id: row.name for row in session.execute(select(AlmaSet.alma_set_id, AlmaSet.name))}
     return overall(nexts, names)
 
 
