@@ -28,14 +28,15 @@ def status(
     `hwf status SET` shows one set in full. Piped, the output is tab-separated and never shortened."""
     with context(quiet=True) as ctx, errors():
         rows = nextstep.status(ctx, set_ref)
+        times, now = time_display(ctx.config), ctx.clock()
     if json_output:
         dump([r.as_json() for r in rows])
     else:
-        print_status(out, rows, full=set_ref is not None)
+        print_status(out, rows, full=set_ref is not None, times=times, now=now)
         if set_ref is None:
             with context(quiet=True) as ctx, errors():
                 for w in worker.workers(ctx):
-                    out.print(clean(w.text()), markup=False)
+                    out.print(clean(times.localize(w.text(), now)), markup=False)
 
 
 @app.command()

@@ -21,7 +21,7 @@ from rich.progress import (
 from rich.table import Column, Table
 
 from orchestrator.alma.types import JobInstance
-from orchestrator.cli.text import TimeDisplay, clean, safe, shorten
+from orchestrator.cli.text import TimeDisplay, clean, safe, shorten, shorten_middle
 from orchestrator.display import duration
 from orchestrator.domain.wording import plural
 
@@ -114,11 +114,22 @@ class RichReporter:
             self.note(set_name, f"verify: {done}/{total} checked ({text})")
 
 
-def _status_note(r: SetSummary) -> str:
+PERSON = "needs a person: "
+
+
+def _status_note(r: SetSummary, times: TimeDisplay | None = None, now: datetime | None = None) -> str:
+    """The line under a set: its attention (the command to go on first), or what happens next and when (in the
+    reader's zone; what it waits for first, the time last), else what it waits for."""
+    nxt = r.next
     if r.attention:
+        if times is not None and nxt is not None and nxt.what.startswith(PERSON):
+            return f"ATTENTION, to go on: {nxt.what[len(PERSON) :]}; {r.attention}"
         return f"ATTENTION: {r.attention}"
+    if times is not None and now is not None and nxt is not None and nxt.at is not None:
+        return f"{nxt.what}; {nxt.when or 'at'} {times.when(nxt.at, now)}"
     if r.waiting:
-        return r.waiting + (f" (progress {r.progress:.0f}%)" if r.progress is not None else "")
+        waiting = times.localize(r.waiting, now) if times is not None else r.waiting
+        return waiting + (f" (progress {r.progress:.0f}%)" if r.progress is not None else "")
     if r.instance_id:
         return f"{r.step} instance {r.instance_id} {r.job_status or ''}".rstrip()
     return ""
@@ -127,10 +138,18 @@ def _status_note(r: SetSummary) -> str:
 STATUS_COLUMNS = ("set", "name", "state", "records", "excluded", "waiting for / attention")
 
 
-def print_status(console: Console, rows: Sequence[SetSummary], *, full: bool = False) -> None:
-    """Where the sets stand. On a terminal: aligned lines whose ids never wrap, long names and reasons
-    shortened to one line (``full``, as ``hwf status SET`` asks: every field in full). Piped:
-    tab-separated, never shortened."""
+def print_status(
+    console: Console,
+    rows: Sequence[SetSummary],
+    *,
+    full: bool = False,
+    times: TimeDisplay | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Where the sets stand. On a terminal: aligned lines whose ids never wrap, long names shortened in the
+    middle (so ``(batch 3/30)`` survives) and reasons at their end, to one line, with what happens next and
+    when in the reader's zone (``times``, at ``now``); ``full``, as ``hwf status SET`` asks: every field in
+    full. Piped: tab-separated, never shortened."""
     if not rows:
         console.print("No sets registered yet: `hwf add ALMA_SET_ID` (or try `hwf demo`).")
         return
@@ -146,37 +165,40 @@ def print_status(console: Console, rows: Sequence[SetSummary], *, full: bool = F
         return
     if full:
         for r in rows:
-            _print_one_set(console, r)
+            _print_one_set(console, r, times, now)
         return
-    _print_status_lines(console, rows)
+    _print_status_lines(console, rows, times, now)
 
 
 PLAIN_ABOVE = 200  # sets: more are written as plain lines (rich would take seconds over 10,000 of them)
 
 
-def _print_status_lines(console: Console, rows: Sequence[SetSummary]) -> None:
+def _print_status_lines(
+    console: Console, rows: Sequence[SetSummary], times: TimeDisplay | None, now: datetime | None
+) -> None:
     """One line per set (id, state, records, excluded, name shortened to fit), and under it, indented, its
     attention or what it waits for, shortened to one line: nothing wraps, an id is never split."""
     id_width = max(3, *(len(r.set) for r in rows))
     state_width = max(5, *(len(r.state) for r in rows))
     name_width = max(console.width - id_width - state_width - 7 - 4 - 6, 10)
-    note_width = max(console.width - id_width - 2, 10)
+    note_width = max(console.width - 2, 10)  # under the line, from the third column: the whole width
     lines: list[tuple[str, str]] = [
         (f"{'set':<{id_width}}  {'state':<{state_width}} {'records':>7} {'excl':>4}  name", "bold")
     ]
     shortened = False
     for r in rows:
-        name, note = clean(r.name), clean(_status_note(r))
+        name, note = clean(r.name), clean(_status_note(r, times, now))
         shortened = shortened or len(name) > name_width or len(note) > note_width
         excl = str(r.excluded or "")
         lines.append(
             (
-                f"{r.set:<{id_width}}  {r.state:<{state_width}} {r.records:>7} {excl:>4}  {shorten(name, name_width)}",
+                f"{r.set:<{id_width}}  {r.state:<{state_width}} {r.records:>7} {excl:>4}  "
+                + shorten_middle(name, name_width),
                 "",
             )
         )
         if note:
-            lines.append((f"{'':<{id_width}}  {shorten(note, note_width)}", "red" if r.attention else "dim"))
+            lines.append((f"  {shorten(note, note_width)}", "red" if r.attention else "dim"))
     if shortened:
         lines.append(("Shortened to fit: `hwf status SET` shows one set in full.", "dim"))
     if len(rows) > PLAIN_ABOVE:
@@ -186,7 +208,7 @@ def _print_status_lines(console: Console, rows: Sequence[SetSummary]) -> None:
         console.print(text, style=style or None, markup=False, highlight=False, soft_wrap=True)
 
 
-def _print_one_set(console: Console, r: SetSummary) -> None:
+def _print_one_set(console: Console, r: SetSummary, times: TimeDisplay | None, now: datetime | None) -> None:
     fields = [
         ("set", r.set),
         ("name", r.name),
@@ -196,7 +218,10 @@ def _print_one_set(console: Console, r: SetSummary) -> None:
     if r.step:
         fields.append(("job", f"{r.step} instance {r.instance_id or '-'} {r.job_status or ''}".rstrip()))
     if r.waiting:
-        fields.append(("waiting for", r.waiting))
+        fields.append(("waiting for", times.localize(r.waiting, now) if times is not None else r.waiting))
+    if times is not None and now is not None and r.next is not None:
+        at = f"; {r.next.when or 'at'} {times.when(r.next.at, now)}" if r.next.at else ""
+        fields.append(("next", r.next.what + at))
     if r.lease_owner:
         fields.append(("held by", r.lease_owner))
     if r.attention:

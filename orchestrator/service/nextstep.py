@@ -176,7 +176,7 @@ def _in_line(
         window.append(at)
         place = f", {ordinal(i + 1)} in line" if i else ""
         if at > now:
-            what = f"{step.value}: {used} of {slots.per_hour} runs this hour{place}"
+            what = f"{step.value}: {used} of {slots.per_hour} this hour{place}"
             out[alma_id] = Next(at, what, "starts", kind="window")
         elif full:
             what = f"{step.value}: {slots.running} of {slots.max_running} Alma jobs running{place}"

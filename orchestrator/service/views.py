@@ -27,6 +27,9 @@ class Timed(Protocol):
     @property
     def what(self) -> str: ...
 
+    @property
+    def when(self) -> str: ...
+
     def as_json(self) -> dict[str, Any]: ...
 
 

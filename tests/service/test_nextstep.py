@@ -72,8 +72,8 @@ def test_each_set_in_line_starts_at_the_reset_of_its_window(ctx: Context, sim: S
     assert [nexts[i].kind for i in ids[:5]] == ["poll"] * 5 or all(nexts[i].at is None for i in ids[:5])
     line = [nexts[i] for i in ids[5:]]
     assert [n.kind for n in line] == ["window"] * 7, [n.what for n in line]
-    assert line[0].what == "migrate: 5 of 5 runs this hour" and line[0].when == "starts"
-    assert line[2].what == "migrate: 5 of 5 runs this hour, 3rd in line"
+    assert line[0].what == "migrate: 5 of 5 this hour" and line[0].when == "starts"
+    assert line[2].what == "migrate: 5 of 5 this hour, 3rd in line"
     # The k-th in line takes the k-th slot the window frees; the sixth waits for the window after that.
     assert [n.at for n in line[:5]] == [t + HOUR for t in starts]
     assert line[5].at is not None and line[5].at >= starts[0] + 2 * HOUR - timedelta(seconds=1)
