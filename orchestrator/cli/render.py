@@ -431,7 +431,8 @@ class HistoryLines:
         raw, stamp = self._stamp(e)
         who = e.who()
         actor = f"  ({clean(who)})" if who else ""
-        text = f"{stamp}  {e.kind:<16} {clean(e.detail)}{self._extra(e)}{actor}"
+        detail = self.times.localize(e.detail) if " UTC" in e.detail else e.detail  # one zone per line
+        text = f"{stamp}  {e.kind:<16} {clean(detail)}{self._extra(e)}{actor}"
         key = f"{raw}\0{e.kind}\0{e.detail}"
         if self._pending is not None and self._pending[0] == key:
             self._repeats += 1

@@ -213,6 +213,12 @@ class Voice:
         self.waiting: tuple[str, ...] | None = None  # what the last wait line was about
         self.said_at: datetime | None = None
         self.looked_at: datetime | None = None
+        self.held: Next | None = None  # what the worker itself waits for (an outage, the quota), not a set
+
+    def hold(self, what: Next | None) -> None:
+        """The worker itself waits for ``what`` (None: it waits for what the sets wait for)."""
+        self.held = what
+        self.looked_at = None  # say it at the next look
 
     def look(self, seconds: float) -> None:
         """Before a sleep of ``seconds``: say what changed, and keep the status row saying what is waited for."""
@@ -222,11 +228,12 @@ class Voice:
         self.looked_at = now
         with self.ctx.sessions() as session:
             self._attention(session)
-            whole = nextstep.migration(session, self.ctx.config, now, self.only)
+            whole = self.held or nextstep.migration(session, self.ctx.config, now, self.only)
         if whole.at is None or whole.at <= now:
             return
-        text = f"{whole.what}; {whole.when} {utc_stamp(whole.at)}" if whole.when else whole.what
-        _report(self.ctx, "waiting", text, now + timedelta(seconds=seconds))
+        if self.held is None:  # the worker's own waits report themselves
+            text = f"{whole.what}; {whole.when} {utc_stamp(whole.at)}" if whole.when else whole.what
+            _report(self.ctx, "waiting", text, now + timedelta(seconds=seconds))
         key = (whole.kind,) if whole.kind in ("poll", "slots") else (whole.kind, whole.what)
         if key != self.waiting or self.said_at is None or now - self.said_at >= SAY_AGAIN:
             self.waiting, self.said_at = key, now
@@ -283,6 +290,8 @@ def follow(
             summary.passes += 1
             _report(worker_ctx, "running", None, None)
             cleared, quota_wake = quota_resets_due(worker_ctx)
+            quota = Next(quota_wake, "Alma's daily quota is spent", "it resets", kind="quota") if quota_wake else None
+            voice.hold(quota)
             if cleared:
                 summary.quota_resets += cleared
                 worker_ctx.close()  # a fresh Alma client: the old one remembers the spent quota
@@ -298,6 +307,7 @@ def follow(
                 delay = min(OUTAGE_FIRST_SECONDS * 2 ** (outage - 1), OUTAGE_MAX_SECONDS)
                 wake = worker_ctx.clock() + timedelta(seconds=delay)
                 _report(worker_ctx, "waiting", f"Alma outage: {exc}; trying again at {utc_stamp(wake)}", wake)
+                voice.hold(Next(wake, f"Alma outage: {exc}", "trying again", kind="outage"))
                 worker_ctx.sleep(delay)
                 continue
             checked, regressed, recheck_wake = recheck.due_sets(worker_ctx, stop)

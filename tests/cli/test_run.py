@@ -92,6 +92,9 @@ def test_the_worker_says_what_it_waits_for_and_who_must_act(
     stamp = re.compile(r"^(\d\d):(\d\d):\d\d CST waiting: .*; starts (\d\d:\d\d) CST \(in [^)]+\)$")
     parsed = [stamp.match(line) for line in waits]
     assert all(parsed), waits[0]
+    said = [int(m.group(1)) * 60 + int(m.group(2)) for m in parsed if m]
+    assert all(0 < b - a <= 10 for a, b in zip(said, said[1:], strict=False)), waits  # at least every 10 min
+    assert len({m.group(3) for m in parsed if m}) == 1  # until when: the window's reset, the same all along
     assert "UTC" not in "".join(waits)
     # The stop summary prints the attention's words as they are: no markup, no hidden text, no link.
     assert "Worker stopped: SIGTERM" in out
