@@ -122,7 +122,7 @@ def _windows(
         waiting = sorted((ready[i], i) for i, (_, steps) in enumerate(remaining) if step in steps)
         for at, i in waiting:
             begin = window_starts(per_hour, window.setdefault(step, []), at, 1)[0]
-            window[step].append(begin)
+            window[step] = sorted([*window[step], begin])[-per_hour:]  # only the last starts of a full window count
             ready[i] = begin + timedelta(seconds=durations[step])
     finish = now
     for i, (left, steps) in enumerate(remaining):

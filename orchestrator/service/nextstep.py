@@ -14,7 +14,6 @@ left), and each view writes it in its reader's zone.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -61,12 +60,13 @@ def ordinal(n: int) -> str:
 
 def per_set(session: Session, config: Config, now: datetime, only: re.Pattern[str] | None = None) -> dict[str, Next]:
     """Every set's next thing (by Alma set id), in one short read."""
-    sets = session.execute(
+    core = session.connection()  # plain rows through Core: no ORM row processing for 10,000 sets
+    sets = core.execute(
         select(
             AlmaSet.id,
             AlmaSet.alma_set_id,
             AlmaSet.name,
-            AlmaSet.stage,
+            AlmaSet.stage.label("stage"),
             AlmaSet.attention,
             AlmaSet.attention_kind,
             AlmaSet.waiting,
@@ -79,7 +79,7 @@ def per_set(session: Session, config: Config, now: datetime, only: re.Pattern[st
     newest = select(func.max(Attempt.id)).group_by(Attempt.set_id)
     latest = {  # plain columns, not ORM objects: 10,000 sets stay quick
         a.set_id: a
-        for a in session.execute(
+        for a in core.execute(
             select(
                 Attempt.set_id,
                 Attempt.step,
@@ -97,6 +97,7 @@ def per_set(session: Session, config: Config, now: datetime, only: re.Pattern[st
     no_copy = set(
         session.scalars(
             select(Record.set_id)
+            .where(Record.set_id.in_(select(AlmaSet.id).where(AlmaSet.stage == Stage.CREATED)))
             .group_by(Record.set_id)
             .having(
                 func.count().filter(Record.preflight.is_not(None)) > 0,
@@ -187,7 +188,7 @@ def _in_line(
     for i, (alma_id, step, not_before) in enumerate(line):
         ready = max(now, not_before or now)
         at = window_starts(slots.per_hour, window, ready, 1)[0]
-        window.append(at)
+        window = sorted([*window, at])[-slots.per_hour :]  # only the last starts of a full window count
         place = f", {ordinal(i + 1)} in line" if i else ""
         if at > now:
             what = f"{step.value}: {used} of {slots.per_hour} this hour{place}"
@@ -224,7 +225,5 @@ def migration(session: Session, config: Config, now: datetime, only: re.Pattern[
 def status(ctx: Context, ref: str | None = None) -> list[views.SetSummary]:
     """Where each set stands (or one set), with what happens next to it and when (``views.status`` and
     ``next``)."""
-    summaries = views.status(ctx, ref)
-    with ctx.sessions() as session:
-        nexts = per_set(session, ctx.config, ctx.clock())
-    return [dataclasses.replace(s, next=nexts.get(s.set)) for s in summaries]
+    now = ctx.clock()
+    return views.status(ctx, ref, nexts=lambda session: per_set(session, ctx.config, now))

@@ -4,7 +4,7 @@ short keyset-paged transactions (10,000 sets or 100,000 events stay well under a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring as _quote
@@ -75,7 +75,7 @@ class SetSummary:
 # status, history
 
 
-def _summaries(session: Session, only: int | None = None) -> list[SetSummary]:
+def _summaries(session: Session, only: int | None = None, nexts: Mapping[str, Timed] | None = None) -> list[SetSummary]:
     """Plain column reads (no ORM objects) and one grouped query per table: 10,000 sets in a blink."""
     sets = select(
         AlmaSet.id,
@@ -124,16 +124,19 @@ def _summaries(session: Session, only: int | None = None) -> list[SetSummary]:
                 job_status=a.status if a else None,
                 progress=a.progress if a else None,
                 last_checked=r.last_checked,
+                next=nexts.get(r.alma_set_id) if nexts is not None else None,
             )
         )
     return out
 
 
-def status(ctx: Context, ref: str | None = None) -> list[SetSummary]:
-    """Where each set stands (or one set)."""
+def status(
+    ctx: Context, ref: str | None = None, nexts: Callable[[Session], Mapping[str, Timed]] | None = None
+) -> list[SetSummary]:
+    """Where each set stands (or one set); ``nexts``: each set's next thing, read in the same transaction."""
     with ctx.sessions() as session:
         only = find_set(session, ref).id if ref is not None else None
-        return _summaries(session, only)
+        return _summaries(session, only, nexts(session) if nexts is not None else None)
 
 
 @dataclass(frozen=True)

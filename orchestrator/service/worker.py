@@ -214,6 +214,7 @@ class Voice:
         self.said_at: datetime | None = None
         self.looked_at: datetime | None = None
         self.held: Next | None = None  # what the worker itself waits for (an outage, the quota), not a set
+        self.reported: str | None = None  # what the status row says it waits for
 
     def hold(self, what: Next | None) -> None:
         """The worker itself waits for ``what`` (None: it waits for what the sets wait for)."""
@@ -233,7 +234,9 @@ class Voice:
             return
         if self.held is None:  # the worker's own waits report themselves
             text = f"{whole.what}; {whole.when} {utc_stamp(whole.at)}" if whole.when else whole.what
-            _report(self.ctx, "waiting", text, now + timedelta(seconds=seconds))
+            if text != self.reported:  # the heartbeat keeps the row fresh meanwhile
+                self.reported = text
+                _report(self.ctx, "waiting", text, now + timedelta(seconds=seconds))
         key = (whole.kind,) if whole.kind in ("poll", "slots") else (whole.kind, whole.what)
         if key != self.waiting or self.said_at is None or now - self.said_at >= SAY_AGAIN:
             self.waiting, self.said_at = key, now
@@ -289,6 +292,7 @@ def follow(
         while True:
             summary.passes += 1
             _report(worker_ctx, "running", None, None)
+            voice.reported = None
             cleared, quota_wake = quota_resets_due(worker_ctx)
             quota = Next(quota_wake, "Alma's daily quota is spent", "it resets", kind="quota") if quota_wake else None
             voice.hold(quota)
@@ -319,6 +323,7 @@ def follow(
             if until_idle and _idle(worker_ctx, only) and quota_wake is None:
                 break
             _report(worker_ctx, "waiting", reason, wake)
+            voice.reported = None
             delay = (wake - worker_ctx.clock()).total_seconds()
             worker_ctx.sleep(max(delay, 0.01))
     except Stopped:

@@ -1,6 +1,6 @@
 """The ETA holds still while nothing can change it: on a virtual clock, a worker whose sets wait a whole hour
 for Alma's hourly window reads the same ETA at every moment of that wait (it follows the window's resets and
-the durations measured, not ``now``)."""
+the durations measured, not ``now``); meanwhile the worker's status row says what it waits for."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ def test_the_eta_does_not_move_while_the_worker_waits_on_a_full_window(
     )
     config = parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
     seen: list[tuple[datetime, datetime | None, str]] = []
+    rows: list[str] = []  # what the worker's status row (in `hwf status`) says meanwhile
 
     def sleep(seconds: float) -> None:
         clock.sleep(seconds)
@@ -57,6 +58,7 @@ def test_the_eta_does_not_move_while_the_worker_waits_on_a_full_window(
             nexts = nextstep.per_set(session, config, clock())
         if not ov.running and any(n.kind == "window" for n in nexts.values()):
             seen.append((clock(), ov.eta, ov.next.what))
+            rows.extend(w.reason or "" for w in worker.workers(reader) if w.state == "waiting")
 
     ctx = make_context(config, sim, clock, sleep=sleep)
     reader = make_context(config, sim, clock)
@@ -70,3 +72,4 @@ def test_the_eta_does_not_move_while_the_worker_waits_on_a_full_window(
     etas = {eta for _, eta in waits}
     assert len(etas) == 1 and None not in etas, sorted(str(e) for e in etas)
     assert "this hour" in seen[0][2]  # what the migration waits for: the window
+    assert any("this hour; starts 2026-02-02 " in r for r in rows), rows[-1:]  # and the worker's row says so
