@@ -305,13 +305,14 @@ def _print_resume(summary: scheduler.ResumeSummary) -> None:
 
 
 def _speaker(ctx: Context) -> Callable[[Next], None]:
-    """The worker's lines on stdout: the local time, what it says, and until when (in the reader's zone)."""
+    """The worker's lines, where its progress goes (stderr; stdout keeps the summary): the local time, what it
+    says, and until when (in the reader's zone)."""
     times = time_display(ctx.config)
 
     def speak(said: Next) -> None:
         now = ctx.clock()
         until = f"; {said.when} {times.when(said.at, now)}" if said.at is not None and said.when else ""
-        out.print(f"[dim]{safe(times.stamp(now))}[/dim] {safe(times.localize(said.what, now))}{safe(until)}")
+        err.print(f"[dim]{safe(times.stamp(now))}[/dim] {safe(times.localize(said.what, now))}{safe(until)}")
 
     return speak
 

@@ -71,7 +71,7 @@ def _run(tmp_path: Path, sim: Simulator, clock: FakeClock, args: list[str], stop
     result = CliRunner().invoke(app, ["--config", str(config), *args], obj=sim_wiring(sim, clock, sleep=sleep))
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
-    return result.exit_code, result.stdout
+    return result.exit_code, result.stdout + result.stderr  # the lines go where the progress goes: stderr
 
 
 def test_the_worker_says_what_it_waits_for_and_who_must_act(
