@@ -11,7 +11,7 @@ import typer
 
 from orchestrator.cli.base import app, context, dump, err, errors, fail, out, say, time_display, verbosity
 from orchestrator.cli.render import FixProgress, print_check, print_fix
-from orchestrator.cli.text import clean, safe
+from orchestrator.cli.text import TimeDisplay, clean, safe
 from orchestrator.display import iso_z
 from orchestrator.domain.handles import VERIFIED_VALUES
 from orchestrator.domain.wording import plural
@@ -43,12 +43,14 @@ def _said(command: str, set_ref: str, message: str, json_output: bool) -> None:
         out.print(safe(message))
 
 
-def result_line(r: AdvanceResult) -> str:
-    """``Set 123 (name): verified`` or ``Set 123 (name): migrated; waiting for ...`` (never the state twice)."""
-    head = f"Set {r.set} ({safe(r.name)})"
+def result_line(r: AdvanceResult, times: TimeDisplay | None = None) -> str:
+    """``Set 123 (name): verified`` or ``Set 123 (name): migrated; waiting for ...`` (never the state twice); the
+    moments in the message in the reader's zone (``times``)."""
+    head = f"Set {safe(r.set)} ({safe(r.name)})"
+    message = times.localize(r.message) if times is not None else r.message
     if r.message in (r.state, "verified") or r.message.startswith(f"already {r.state}"):
-        return f"{head}: {safe(r.message)}"
-    return f"{head}: {r.state}; {safe(r.message)}"
+        return f"{head}: {safe(message)}"
+    return f"{head}: {safe(r.state)}; {safe(message)}"
 
 
 def result_json(r: AdvanceResult) -> dict[str, object]:
@@ -223,7 +225,7 @@ def advance(
     if json_output:
         dump(result_json(result))
     else:
-        out.print(result_line(result))
+        out.print(result_line(result, time_display(ctx.config)))
 
 
 @app.command()
@@ -288,14 +290,14 @@ def resume(
             }
         )
     else:
-        _print_resume(summary)
+        _print_resume(summary, time_display(ctx.config))
     if summary.attention:
         raise typer.Exit(3)
 
 
-def _print_resume(summary: scheduler.ResumeSummary) -> None:
+def _print_resume(summary: scheduler.ResumeSummary, times: TimeDisplay) -> None:
     for r in summary.results:
-        out.print(result_line(r))
+        out.print(result_line(r, times))
     for set_id, why in summary.skipped:
         out.print(f"Set {safe(set_id)}: skipped: {safe(why)}")
     for _set_id, why in summary.attention:

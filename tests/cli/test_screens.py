@@ -111,3 +111,15 @@ def test_overview_watch_wraps_as_the_one_shot_view_does() -> None:
     for line in once.splitlines():
         assert line.rstrip() in watched, line
     assert all(f"759346763000000{i}" in watched for i in range(3))  # ids whole, as in the one-shot view
+
+
+def test_advance_and_resume_lines_show_the_wait_in_the_readers_zone() -> None:
+    from orchestrator.cli.run import result_line
+    from orchestrator.service.workflow import AdvanceResult, Outcome
+
+    message = (
+        "waiting for a job slot: job M2234567890000561 (migrate) started 5 times in the last hour (Alma allows 5); "
+        "next slot at 2026-12-05 21:30:55 UTC"
+    )
+    line = result_line(AdvanceResult("7593466560000011", "Batch", Outcome.WAITING, "migrated", message), CHICAGO)
+    assert line.endswith("next slot at 2026-12-05 15:30:55 CST") and "UTC" not in line
