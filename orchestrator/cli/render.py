@@ -81,7 +81,9 @@ class RichReporter:
                 self._progress = None
 
     def note(self, set_name: str, message: str) -> None:
-        stamp = self.times.stamp(self.now())
+        now = self.now()
+        stamp = self.times.stamp(now)
+        message = self.times.localize(message, now) if " UTC" in message else message  # one zone per line
         self.console.print(f"[dim]{safe(stamp)}[/dim] [bold]{safe(set_name)}[/bold]: {safe(message)}")
 
     def job_progress(self, set_name: str, step: str, instance: JobInstance) -> None:

@@ -10,14 +10,17 @@ import io
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from rich.console import Console
 from rich.live import Live
 
-from orchestrator.cli.render import print_status
+from orchestrator.cli.render import RichReporter, print_status
+from orchestrator.cli.run import result_line
 from orchestrator.cli.serve import render_overview, watch_console
 from orchestrator.cli.text import TimeDisplay
 from orchestrator.service.nextstep import Next, ordinal
 from orchestrator.service.overview import AttentionItem, JobLimits, Overview, RunningJob
 from orchestrator.service.views import SetSummary
+from orchestrator.service.workflow import AdvanceResult, Outcome
 from tests.cli.test_render import check_snapshot, screen
 
 NOW = datetime(2026, 12, 5, 20, 38, 0, tzinfo=UTC)
@@ -114,12 +117,18 @@ def test_overview_watch_wraps_as_the_one_shot_view_does() -> None:
 
 
 def test_advance_and_resume_lines_show_the_wait_in_the_readers_zone() -> None:
-    from orchestrator.cli.run import result_line
-    from orchestrator.service.workflow import AdvanceResult, Outcome
-
     message = (
         "waiting for a job slot: job M2234567890000561 (migrate) started 5 times in the last hour (Alma allows 5); "
         "next slot at 2026-12-05 21:30:55 UTC"
     )
     line = result_line(AdvanceResult("7593466560000011", "Batch", Outcome.WAITING, "migrated", message), CHICAGO)
     assert line.endswith("next slot at 2026-12-05 15:30:55 CST") and "UTC" not in line
+
+
+def test_a_progress_note_shows_one_zone() -> None:
+    def draw(console: Console) -> None:
+        reporter = RichReporter(console, times=CHICAGO, now=lambda: NOW)
+        reporter.note("Batch 6", "waiting for a job slot: ...; next slot at 2026-12-05 21:30:55 UTC")
+
+    text = screen(80, draw)
+    assert text.startswith("14:38:00 CST Batch 6: ") and "next slot at 15:30:55 CST" in text and "UTC" not in text
