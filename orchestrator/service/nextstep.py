@@ -31,7 +31,7 @@ from orchestrator.domain.wording import plural
 from orchestrator.service import views
 from orchestrator.service.actions.gate import SLOT_WAIT, JobSlots
 from orchestrator.service.context import Context
-from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Record
+from orchestrator.store.models import AlmaSet, Attempt, AttemptState, IntegrationBatch, Record
 
 PERSON = "needs a person"
 
@@ -106,10 +106,19 @@ def per_set(session: Session, config: Config, now: datetime, only: re.Pattern[st
         )
     )
     slots = JobSlots.of(session, now, config.alma)
+    # Integration batches that wait for a person's click: announced, and no run of a person's watched yet (the
+    # scheduler's rule, ``plan.clicks_awaited``); the sets queued behind them wait for the same click.
+    clicks = dict(
+        core.execute(
+            select(IntegrationBatch.id, IntegrationBatch.number).where(
+                IntegrationBatch.state == "announced", IntegrationBatch.watching.is_(None)
+            )
+        ).all()
+    )
     out: dict[str, Next] = {}
     queues: dict[str, list[tuple[str, Step, datetime | None]]] = {}  # job id -> the sets in line for it, in order
     for s in sets:
-        step, decided = _own(config, s, latest.get(s.id), now)
+        step, decided = _own(config, s, latest.get(s.id), now, clicks)
         if decided is not None:
             out[s.alma_set_id] = decided
             continue
@@ -129,7 +138,7 @@ def per_set(session: Session, config: Config, now: datetime, only: re.Pattern[st
     return out
 
 
-def _own(config: Config, s: Any, a: Any, now: datetime) -> tuple[Step | None, Next | None]:
+def _own(config: Config, s: Any, a: Any, now: datetime, clicks: dict[int, int]) -> tuple[Step | None, Next | None]:
     """The set's next thing when it is its own (verified, a person, a running job, a recorded wait, settling);
     else the step whose job it waits in line for."""
     if s.stage is Stage.VERIFIED:
@@ -139,6 +148,8 @@ def _own(config: Config, s: Any, a: Any, now: datetime) -> tuple[Step | None, Ne
     step = next_step(s.stage)
     assert step is not None
     if s.waiting and s.wait_until is not None and s.wait_until > now and not s.waiting.startswith(SLOT_WAIT):
+        if s.waiting.startswith(PERSON):  # hwf looks again now and then, but only a person moves it
+            return step, Next(None, s.waiting, kind=PERSON, person=True)
         return step, Next(s.wait_until, s.waiting, "until", kind="wait")
     if step is Step.VERIFY:
         ended = a.ended_at if a is not None and a.step == Step.INTEGRATE.value and a.ended_at else s.updated_at
@@ -148,10 +159,10 @@ def _own(config: Config, s: Any, a: Any, now: datetime) -> tuple[Step | None, Ne
         return step, Next(now, "verification", "starts now", kind="verify")
     if a is None or a.step != step.value:
         return step, None
-    return step, _attempt(s, a, step, now)
+    return step, _attempt(s, a, step, now, clicks)
 
 
-def _attempt(s: Any, a: Any, step: Step, now: datetime) -> Next | None:
+def _attempt(s: Any, a: Any, step: Step, now: datetime, clicks: dict[int, int]) -> Next | None:
     if a.state is AttemptState.SUBMITTED:
         progress = f" {a.progress:.0f}%" if a.progress is not None else ""
         status = (a.status or "submitted").lower()
@@ -169,6 +180,10 @@ def _attempt(s: Any, a: Any, step: Step, now: datetime) -> Next | None:
     if a.state is AttemptState.QUEUED or a.batch_id is not None:
         if a.state is AttemptState.FINISHED:
             return Next(now, f"{step.value}: the batch's run ended", "now", kind="batch")
+        number = clicks.get(a.batch_id) if a.batch_id is not None else min(clicks.values(), default=None)
+        if number is not None:
+            what = f"{PERSON}: press Run on integration batch {number} in Alma (`hwf overview` shows the clicks)"
+            return Next(None, what, kind=PERSON, person=True)
         return Next(a.next_poll_at or now, s.waiting or "integration batch", "looks again", kind="batch")
     if a.state is AttemptState.NOT_NEEDED or (a.state is AttemptState.FINISHED and run_ok(a.status, a.counters)):
         return Next(now, f"{step.value} done: the next step starts", "now", kind="fire")

@@ -19,6 +19,7 @@ from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, Simulator
 from orchestrator.store.models import AlmaSet, Attempt
 from tests.support import API_KEY, FakeClock, config_dict, make_context, make_set, write_config
+from tests.support.people import clean_set, drive_until_announced
 
 HOUR = timedelta(hours=1, seconds=1)
 
@@ -112,3 +113,18 @@ def test_status_and_overview_json_carry_next(
     result = CliRunner().invoke(app, ["--config", str(cfg), "overview", "--json"])
     whole = json.loads(result.stdout)["next"]
     assert whole["at"] == min(r["next"]["at"] for r in rows) and whole["what"].startswith("set ")
+
+
+def test_sets_in_an_integration_batch_that_waits_for_its_click_need_a_person(
+    manual: Context, sim: Simulator, clock: FakeClock
+) -> None:
+    ids = [clean_set(sim, f"Click me {k}", 4, seed=k) for k in range(2)]
+    for set_id in ids:
+        workflow.add_set(manual, set_id)
+    drive_until_announced(manual, clock, ids)
+    nexts = _nexts(manual)
+    for set_id in ids:
+        assert nexts[set_id].person and nexts[set_id].at is None
+        assert (
+            nexts[set_id].what.startswith("needs a person: press Run") and "integration batch 1" in nexts[set_id].what
+        )
