@@ -137,3 +137,15 @@ def localize(text: str, zone: tzinfo | None, now: datetime | None = None) -> str
         return clock_time(at, zone, now, seconds=match.group(3) is not None)
 
     return _STORED.sub(local, text)
+
+
+def next_text(what: str, verb: str, at: datetime | None, zone: tzinfo | None, now: datetime) -> str:
+    """What happens next and when, for a reader: ``migrate: 5 of 5 this hour; starts 15:30 CST (in 52 min)``
+    (``verb``: the word before the time); ``what`` alone when nothing is scheduled (``at`` None), and no clock
+    time for what is due now (``starts now``)."""
+    if at is None:
+        return what
+    word = verb or "at"
+    if as_utc(at) <= as_utc(now):
+        return f"{what}; {word if word.endswith('now') else word + ' now'}"
+    return f"{what}; {word} {when(at, zone, now)}"

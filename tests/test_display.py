@@ -150,3 +150,17 @@ def test_names_are_shortened_in_the_middle_so_the_batch_survives() -> None:
     assert terminal.shorten_middle("short (batch 1/2)", 30) == "short (batch 1/2)"
     assert all(len(terminal.shorten_middle(name, w)) <= w for w in range(1, len(name)))
     assert all(terminal.shorten_middle(name, w).endswith("(batch 3/30)") for w in range(17, len(name)))
+
+
+def test_next_text_says_when_in_the_readers_zone_or_now() -> None:
+    from zoneinfo import ZoneInfo
+
+    chicago = ZoneInfo("America/Chicago")
+    now = datetime(2026, 12, 5, 20, 38, tzinfo=UTC)
+    later = now + timedelta(minutes=52)
+    assert display.next_text("migrate: 5 of 5 this hour", "starts", later, chicago, now) == (
+        "migrate: 5 of 5 this hour; starts 15:30 CST (in 52 min)"
+    )
+    assert display.next_text("migrate job", "starts now", now, chicago, now) == "migrate job; starts now"
+    assert display.next_text("set 1: poll", "next poll", now, chicago, now) == "set 1: poll; next poll now"
+    assert display.next_text("needs a person: hwf retry 1", "", None, chicago, now) == "needs a person: hwf retry 1"

@@ -128,7 +128,7 @@ def _status_note(r: SetSummary, times: TimeDisplay | None = None, now: datetime 
             return f"ATTENTION, to go on: {nxt.what[len(PERSON) :]}; {r.attention}"
         return f"ATTENTION: {r.attention}"
     if times is not None and now is not None and nxt is not None and nxt.at is not None:
-        return f"{nxt.what}; {nxt.when or 'at'} {times.when(nxt.at, now)}"
+        return times.next(nxt.what, nxt.when, nxt.at, now)
     if r.waiting:
         waiting = times.localize(r.waiting, now) if times is not None else r.waiting
         return waiting + (f" (progress {r.progress:.0f}%)" if r.progress is not None else "")
@@ -222,8 +222,7 @@ def _print_one_set(console: Console, r: SetSummary, times: TimeDisplay | None, n
     if r.waiting:
         fields.append(("waiting for", times.localize(r.waiting, now) if times is not None else r.waiting))
     if times is not None and now is not None and r.next is not None:
-        at = f"; {r.next.when or 'at'} {times.when(r.next.at, now)}" if r.next.at else ""
-        fields.append(("next", r.next.what + at))
+        fields.append(("next", times.next(r.next.what, r.next.when, r.next.at, now)))
     if r.lease_owner:
         fields.append(("held by", r.lease_owner))
     if r.attention:

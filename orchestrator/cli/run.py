@@ -313,8 +313,7 @@ def _speaker(ctx: Context) -> Callable[[Next], None]:
 
     def speak(said: Next) -> None:
         now = ctx.clock()
-        until = f"; {said.when} {times.when(said.at, now)}" if said.at is not None and said.when else ""
-        err.print(f"[dim]{safe(times.stamp(now))}[/dim] {safe(times.localize(said.what, now))}{safe(until)}")
+        err.print(f"[dim]{safe(times.stamp(now))}[/dim] {safe(times.next(said.what, said.when, said.at, now))}")
 
     return speak
 

@@ -58,9 +58,8 @@ def render_overview(ov: Overview, times: TimeDisplay | None = None) -> Renderabl
     head.append(f"ETA: {eta}", style="bold")
     head.append(f" ({ov.eta_note})\n")
     nxt = ov.next
-    at = f"; {nxt.when or 'at'} {times.when(nxt.at, now)}" if nxt.at is not None else ""
     head.append("Next: ", style="bold")
-    head.append(f"{clean(times.localize(nxt.what, now))}{at}\n")
+    head.append(f"{clean(times.next(nxt.what, nxt.when, nxt.at, now))}\n")
     limits = ov.limits
     runs = ", ".join(f"{step} {n}" for step, n in limits.runs_last_hour.items())
     head.append(

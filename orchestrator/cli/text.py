@@ -13,7 +13,7 @@ from datetime import UTC, datetime, tzinfo
 
 from rich.markup import escape
 
-from orchestrator.display import as_utc, clock_time, localize, show_unsafe, when
+from orchestrator.display import as_utc, clock_time, localize, next_text, show_unsafe, when
 
 
 def _escape(character: str) -> str:
@@ -76,6 +76,10 @@ class TimeDisplay:
     def when(self, at: datetime, now: datetime) -> str:
         """``15:30 CST (in 52 min)``."""
         return when(at, self.zone, now)
+
+    def next(self, what: str, verb: str, at: datetime | None, now: datetime) -> str:
+        """``migrate: 5 of 5 this hour; starts 15:30 CST (in 52 min)`` (``display.next_text``)."""
+        return next_text(localize(what, self.zone, now), verb, at, self.zone, now)
 
     def clock(self, at: datetime, now: datetime | None = None) -> str:
         """``15:30 CST`` (with the date unless it is the day of ``now``)."""
