@@ -30,6 +30,10 @@ pytestmark = [pytest.mark.serial, pytest.mark.xdist_group("browser")]
 
 TOKEN = "browser-test-token-0123456789"
 ZONE = "America/Chicago"  # the browser's zone (the machine's, and the server's, may be any other)
+# Where test_overview_screenshots writes the README's pictures (relative: to the repository), read before the
+# tests' isolation clears the HWF_ variables: `HWF_SCREENSHOTS=docs pytest tests/web/test_browser.py -k screenshots`.
+REPOSITORY = Path(__file__).resolve().parents[2]
+SCREENSHOTS = os.environ.get("HWF_SCREENSHOTS")
 
 
 @pytest.fixture(scope="module")
@@ -365,7 +369,7 @@ def _png_width(path: Path) -> int:
 def test_overview_screenshots(driver: Any, tmp_path: Path) -> None:
     """The README's pictures of the overview at 1280 and 420 px, of a migration mid-way (waits, jobs running, a
     set in attention): ``HWF_SCREENSHOTS=docs`` writes them into docs/, otherwise they are made and checked only."""
-    target = Path(os.environ.get("HWF_SCREENSHOTS") or tmp_path / "shots")
+    target = REPOSITORY / SCREENSHOTS if SCREENSHOTS else tmp_path / "shots"
     demo = demo_world(tmp_path)
     try:
         with LiveServer(create_app(demo.reader, poll_seconds=0.5)) as live:
