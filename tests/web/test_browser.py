@@ -387,3 +387,21 @@ def test_overview_screenshots(driver: Any, tmp_path: Path) -> None:
     finally:
         page_size(driver, 0)
         demo.close()
+
+
+def test_the_script_writes_how_long_ago_or_how_soon(driver: Any) -> None:
+    minute, hour, day = 60_000, 3_600_000, 86_400_000
+    cases = {
+        -10_000: "just now",
+        500: "just now",
+        20_000: "in under a minute",
+        -3 * minute: "3 min ago",
+        52 * minute: "in 52 min",
+        62.8 * minute: "in 1 h 03 min",
+        2 * hour: "in 2 h",
+        -47 * hour: "47 h ago",
+        -3 * day: "3 days ago",
+    }
+    source = _script_function("pad") + "\n" + _script_function("relative")
+    shown = driver.execute_script(source + "\nreturn arguments[0].map(relative);", list(cases))
+    assert shown == list(cases.values())

@@ -1,5 +1,6 @@
-// hwf dashboard: live updates of the overview (polling /api/overview) and sorting/filtering of the sets
-// table. Text only ever goes in through textContent; nothing is evaluated.
+// hwf dashboard: moments in the reader's own zone with how long ago or how soon, live updates of every page (the
+// overview from /api/overview, the others from their own address), and sorting/filtering of the sets table. Text
+// only ever goes in through textContent, or as nodes the server escaped; nothing is evaluated.
 "use strict";
 
 (function () {
@@ -69,7 +70,7 @@
     var past = ms < 0;
     var s = Math.round(Math.abs(ms) / 1000);
     var text;
-    if (past ? s < 45 : s < 1) return "just now";
+    if (past ? s < 45 : ms < 1000) return "just now"; // "now" may be a few ms ahead of the browser
     if (s < 45) return "in under a minute";
     var m = Math.round(s / 60);
     if (m < 60) text = m + " min";
@@ -112,7 +113,8 @@
   function showZone() {
     var note = document.getElementById("zone-note");
     var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
-    if (note) note.textContent = "times in your zone, " + (zone ? zone + " (" + zoneName(new Date()) + ")" : zoneName(new Date()));
+    var name = zoneName(new Date());
+    if (note) note.textContent = "times in your zone, " + (zone ? zone + " (" + name + ")" : name);
   }
 
   // The charts that write moments are drawn in the browser's zone too (?tz=America/Chicago).
