@@ -196,9 +196,10 @@ def timeline(runs: Sequence[JobRun], milestones: Sequence[Milestone], now: datet
     out.append(
         f'<text x="{left}" y="{height - 8}" {_FONT} fill="#222">{_t(stamp(min(moments), zone, seconds=fine))}</text>'
     )
-    out.append(
-        f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end" {_FONT} fill="#222">'
-        f"{_t(stamp(max(moments), zone, seconds=fine))}</text>"
-    )
+    if t1 > t0:  # one moment (a skipped step alone): one label
+        out.append(
+            f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end" {_FONT} fill="#222">'
+            f"{_t(stamp(max(moments), zone, seconds=fine))}</text>"
+        )
     out.append("</svg>")
     return "\n".join(out)

@@ -48,6 +48,12 @@ def code_spans(text: str) -> Markup:
     return Markup("").join(Markup("<code>%s</code>") % p if i % 2 else escape(p) for i, p in enumerate(parts))
 
 
+def breakable(text: str) -> Markup:
+    """``identifiers_copied`` that may break after its underscore in a narrow column (``<wbr>``: no character
+    is added to the text)."""
+    return Markup("_<wbr>").join(escape(clean(part)) for part in text.split("_"))
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -60,6 +66,7 @@ def _environment() -> Environment:
     env.filters["duration"] = _duration
     env.filters["num"] = lambda n: f"{n:,}"
     env.filters["code_spans"] = code_spans
+    env.filters["breakable"] = breakable
     env.globals["version"] = __version__
     return env
 

@@ -405,3 +405,31 @@ def test_the_script_writes_how_long_ago_or_how_soon(driver: Any) -> None:
     source = _script_function("pad") + "\n" + _script_function("relative")
     shown = driver.execute_script(source + "\nreturn arguments[0].map(relative);", list(cases))
     assert shown == list(cases.values())
+
+
+def test_names_sort_naturally_in_the_page(driver: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    demo = demo_world(tmp_path)
+    names = "return Array.from(document.querySelectorAll('#sets-table tbody td.name')).map(td => td.innerText)"
+    try:
+        with LiveServer(create_app(demo.reader, poll_seconds=0.5)) as live:
+            driver.get(live.url + "/sets")
+            driver.find_element(By.CSS_SELECTOR, 'th[data-key="name"] a').click()
+            expected = [f"Handles 2026 rehearsal (batch {n}/10)" for n in range(1, 11)]
+            assert driver.execute_script(names) == expected  # batch 2 before batch 10
+            driver.find_element(By.CSS_SELECTOR, 'th[data-key="name"] a').click()
+            assert driver.execute_script(names) == expected[::-1]
+            # At 1280 px a name takes two lines at most, and the whole table fits: nothing to scroll sideways.
+            lines = driver.execute_script(
+                """return Array.from(document.querySelectorAll('#sets-table td.name a')).map(
+                    a => a.getClientRects().length)"""
+            )
+            assert max(lines) <= 2
+            box = "const b = document.querySelector('.scroll'); return [b.scrollWidth, b.clientWidth];"
+            width, shown = driver.execute_script(box)
+            assert width <= shown
+            assert _console_errors(driver) == []
+            driver.get("about:blank")
+    finally:
+        demo.close()

@@ -199,3 +199,14 @@ def test_charts_in_the_readers_zone(client: TestClient, world: World) -> None:
     assert " UTC</text>" in client.get(f"/sets/{world.verified}/timeline.svg?tz=Not/AZone").text
     assert " CST</text>" in client.get("/charts/verified.svg?tz=America/Chicago").text
     assert zone_of("../../etc/passwd") is UTC and zone_of("") is UTC
+
+
+def test_a_skipped_step_alone_on_the_timeline() -> None:
+    from orchestrator.service.setdetail import JobRun
+    from orchestrator.web import charts
+
+    at = datetime(2026, 2, 2, 15, 0, tzinfo=UTC)
+    skipped = JobRun("copy_identifiers", 1, "not_needed", None, None, None, None, (), at, None, None, None, "none")
+    svg = charts.timeline([skipped], [], datetime(2026, 2, 2, 18, 0, tzinfo=UTC), zone_of("America/Chicago"))
+    assert "skipped: not needed</text>" in svg and "<rect " not in svg  # no bar on to now (18:00)
+    assert re.findall(r">(2026-02-02 [\d:]+ \w+)</text>", svg) == ["2026-02-02 09:00:00 CST"]  # one moment, one label
