@@ -113,7 +113,7 @@ class Demo:
     writer: Context
     reader: Context
     sets: list[str]
-    attention: str
+    attention: str | None  # the fourth set (of four or more)
 
     def close(self) -> None:
         self.writer.close()
@@ -142,4 +142,4 @@ def demo_world(tmp_path: Path, sets: int = 10) -> Demo:
     clock.advance(20)
     reader = read_only_context(writer.config)
     reader.clock = clock
-    return Demo(clock, sim, writer, reader, ids, ids[3])
+    return Demo(clock, sim, writer, reader, ids, ids[3] if len(ids) > 3 else None)

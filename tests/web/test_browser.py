@@ -433,3 +433,22 @@ def test_names_sort_naturally_in_the_page(driver: Any, tmp_path: Path) -> None:
             driver.get("about:blank")
     finally:
         demo.close()
+
+
+def test_an_empty_database_then_its_first_set(driver: Any, tmp_path: Path) -> None:
+    demo = demo_world(tmp_path, sets=0)
+    try:
+        with LiveServer(create_app(demo.reader, poll_seconds=0.3)) as live:
+            driver.get(live.url + "/")
+            notice = driver.find_element("id", "no-sets")
+            assert notice.is_displayed() and "No set yet: add one with hwf add SET_ID" in notice.text
+            assert not driver.find_element("id", "charts").is_displayed()  # no empty chart
+            first = demo.sim.create_set("First titles", demo.sim.generate_records(5, profile="clean", seed=1))
+            workflow.add_set(demo.writer, first)
+            _wait(driver, lambda d: _text(d, '[data-field="sets"]') == "1")
+            assert not driver.find_element("id", "no-sets").is_displayed()
+            assert driver.find_element("id", "charts").is_displayed()
+            assert _console_errors(driver) == []
+            driver.get("about:blank")
+    finally:
+        demo.close()

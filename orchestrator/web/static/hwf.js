@@ -320,6 +320,7 @@
       });
     }
     charted = shown;
+    renderTimes(document); // the clock moved: every relative time on the page follows
   }
 
   // -- live update ------------------------------------------------------------------------------
