@@ -16,9 +16,10 @@ from typing import Any
 from sqlalchemy import func, select
 
 from orchestrator.display import iso_z
-from orchestrator.domain.attention import advice, next_command
+from orchestrator.domain.attention import PERSON_WAIT, advice, next_command
 from orchestrator.domain.clicks import profile_clicks
 from orchestrator.domain.steps import JOB_STEPS, Stage, Step, job_steps_left
+from orchestrator.domain.wording import plural
 from orchestrator.service import views
 from orchestrator.service.actions.gate import JobSlots
 from orchestrator.service.context import Context
@@ -152,6 +153,7 @@ class Overview:
     attention: tuple[AttentionItem, ...]
     running: tuple[RunningJob, ...]
     waiting: int  # sets waiting (settle time, a job slot, a poll) without a job of theirs running
+    waiting_for_person: int  # sets waiting for a person's run in Alma (an integration batch's click, a step by hand)
     eta: datetime | None
     eta_note: str
     limits: JobLimits
@@ -181,6 +183,7 @@ class Overview:
             "attention": [a.as_json() for a in self.attention],
             "running": [r.as_json() for r in self.running],
             "waiting": self.waiting,
+            "waiting_for_person": self.waiting_for_person,
             "eta": iso_z(self.eta),
             "eta_note": self.eta_note,
             "done": self.done,
@@ -253,6 +256,15 @@ def overview(ctx: Context) -> Overview:
     eta, note = estimate(
         ctx.config, now, tally.remaining, durations, runs_last_hour, len(tally.attention), len(facts.sets)
     )
+    if tally.person_sets:  # the time a person takes is nobody's estimate: say what the ETA leaves out
+        eta, note = (
+            (
+                None,
+                f"{plural(tally.person_sets, 'set')} wait for a person's run in Alma (see Waiting for you): no estimate until then",
+            )
+            if not tally.remaining
+            else (eta, f"{note}; {plural(tally.person_sets, 'set')} waiting for a person's run in Alma are not counted")
+        )
     return Overview(
         generated_at=now,
         sets=len(facts.sets),
@@ -263,6 +275,7 @@ def overview(ctx: Context) -> Overview:
         attention=tuple(tally.attention),
         running=tuple(tally.running),
         waiting=tally.waiting_sets,
+        waiting_for_person=tally.person_sets,
         eta=eta,
         eta_note=note,
         limits=JobLimits(
@@ -391,6 +404,7 @@ class _Tally:
         self.remaining: list[tuple[float, list[str]]] = []
         self.last_checked: dict[str, datetime | None] = {}
         self.waiting_sets = 0
+        self.person_sets = 0
 
     def add(self, s: Any, counts: Any, a: Any) -> None:
         self.by_state[s.stage.value] += 1
@@ -400,6 +414,9 @@ class _Tally:
         active = a if a is not None and a.state in _ACTIVE and a.batch_id is None else None
         if active is not None:
             self.running.append(self._running(s, active))
+        elif s.waiting and not s.attention and s.waiting.startswith(PERSON_WAIT):
+            self.person_sets += 1
+            return  # from here on its time is a person's: not part of the estimate
         elif s.waiting and not s.attention:
             self.waiting_sets += 1
         if s.attention:

@@ -244,9 +244,15 @@ def follow(
             summary.regressions += regressed
             if checked:
                 continue
+            if until_idle and _idle(worker_ctx, only):
+                # This pass may have found the quota spent: the quota's reset is still something to wait for.
+                cleared, quota_wake = quota_resets_due(worker_ctx)
+                summary.quota_resets += cleared
+                if cleared:
+                    continue
+                if quota_wake is None:
+                    break
             wake, reason = _next_wake(worker_ctx, quota_wake, recheck_wake)
-            if until_idle and _idle(worker_ctx, only) and quota_wake is None:
-                break
             _report(worker_ctx, "waiting", reason, wake)
             delay = (wake - worker_ctx.clock()).total_seconds()
             worker_ctx.sleep(max(delay, 0.01))
@@ -295,6 +301,8 @@ def _next_wake(ctx: Context, quota: datetime | None, recheck_at: datetime | None
             .select_from(AlmaSet)
             .where(AlmaSet.stage != Stage.VERIFIED, AlmaSet.attention.is_(None))
         )
+    if quota is not None:  # while the quota is spent no set calls Alma: nothing else can wake the worker
+        unfinished, soonest, held = 0, None, None
     if unfinished:  # others drive them (between two of their steps no lease shows): look again soon
         lease = now + timedelta(seconds=ctx.config.lease_seconds)
         if lease < wake:
@@ -306,10 +314,8 @@ def _next_wake(ctx: Context, quota: datetime | None, recheck_at: datetime | None
     if held is not None and held < wake:
         # Another worker drives it: look again when its lease would run out (renewed while it lives).
         wake, reason = held, "another hwf process drives a set"
-    if quota is not None and quota < wake:
-        wake, reason = quota, "Alma's daily quota is spent"
-    elif quota is not None:
-        reason = f"Alma's daily quota is spent; it resets about {utc_stamp(quota)}"
+    if quota is not None:
+        wake, reason = quota, "Alma's daily quota is spent; it resets"
     if recheck_at is not None and recheck_at < wake:
         wake, reason = recheck_at, "the next re-verification"
     return wake, f"{reason} at {utc_stamp(wake)}"

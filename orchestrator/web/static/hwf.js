@@ -218,6 +218,7 @@
     setField("verified_sets", num(ov.sets_by_state.verified));
     setField("attention_count", num(ov.attention.length));
     setField("waiting", num(ov.waiting));
+    setField("waiting_for_person", num(ov.waiting_for_person || 0));
     var oldest = null;
     Object.keys(ov.last_checked).forEach(function (set) {
       var at = ov.last_checked[set];
