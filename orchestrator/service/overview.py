@@ -19,11 +19,13 @@ from orchestrator.display import iso_z
 from orchestrator.domain.attention import advice, next_command
 from orchestrator.domain.clicks import profile_clicks
 from orchestrator.domain.steps import JOB_STEPS, Stage, Step, job_steps_left
+from orchestrator.domain.wording import plural
 from orchestrator.service import views
 from orchestrator.service.actions.gate import JobSlots
 from orchestrator.service.context import Context
 from orchestrator.service.eta import StepDurations, mean_durations, time_left
 from orchestrator.service.eta import eta as estimate
+from orchestrator.service.stale import StaleRecheck, stale_rechecks
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, IntegrationBatch, Record
 
 _ACTIVE = (AttemptState.SUBMITTING, AttemptState.SUBMITTED, AttemptState.WAITING_OPERATOR)
@@ -159,6 +161,15 @@ class Overview:
     verified_over_time: tuple[SeriesPoint, ...]
     last_checked: dict[str, datetime | None]  # set -> when every included record was last verified
     batches: tuple[BatchItem, ...] = ()  # open integration batches (manual integration)
+    stale: tuple[StaleRecheck, ...] = ()  # verified sets with handles stale in the public cache, soonest first
+
+    @property
+    def stale_note(self) -> str | None:
+        """The next re-check of stale handles: ``re-check of 12 stale handles at ... (set X)``, ``+N more sets``."""
+        if not self.stale:
+            return None
+        first, rest = self.stale[0], len(self.stale) - 1
+        return f"{first.phrase()} (set {first.set})" + (f"; then {plural(rest, 'more set')}" if rest else "")
 
     @property
     def oldest_check(self) -> tuple[str, datetime] | None:
@@ -189,6 +200,8 @@ class Overview:
             "verified_over_time": [{"at": iso_z(p.at), "records": p.records} for p in self.verified_over_time],
             "last_checked": {s: iso_z(at) for s, at in self.last_checked.items()},
             "batches": [b.as_json() for b in self.batches],
+            "stale": [r.as_json() for r in self.stale],
+            "stale_note": self.stale_note,
         }
 
 
@@ -275,6 +288,7 @@ def overview(ctx: Context) -> Overview:
         verified_over_time=_series([t for t in facts.times if t is not None]),
         last_checked=tally.last_checked,
         batches=open_batches(facts.batches),
+        stale=facts.stale,
     )
 
 
@@ -287,6 +301,7 @@ class _Facts:
     attempts: list[Any]
     times: list[datetime | None]
     batches: list[Any]
+    stale: tuple[StaleRecheck, ...] = ()
 
 
 def _read_facts(session: Any) -> _Facts:
@@ -344,7 +359,8 @@ def _read_facts(session: Any) -> _Facts:
     open_rows = session.scalars(
         select(IntegrationBatch).where(IntegrationBatch.state.in_(_OPEN)).order_by(IntegrationBatch.number)
     ).all()
-    return _Facts(list(sets), per_set, list(attempts), times, list(open_rows))
+    stale = tuple(sorted(stale_rechecks(session).values(), key=lambda r: (r.at, r.set_id)))
+    return _Facts(list(sets), per_set, list(attempts), times, list(open_rows), stale)
 
 
 def batches(ctx: Context) -> tuple[BatchItem, ...]:

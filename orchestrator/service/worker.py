@@ -86,6 +86,7 @@ class WorkerSummary:
     quota_resets: int = 0
     outages: int = 0
     rechecked: int = 0
+    stale_rechecked: int = 0  # sets whose handles stale in the public proxy's cache were checked again
     regressions: int = 0
     stopped: str | None = None  # why it stopped (a signal), None when it ran out of work (--until-idle)
 
@@ -172,6 +173,8 @@ def describe(summary: WorkerSummary) -> str:
         parts.append(f"{summary.outages} Alma outages ridden out")
     if summary.rechecked:
         parts.append(f"{summary.rechecked} re-verified ({summary.regressions} regressions)")
+    if summary.stale_rechecked:
+        parts.append(f"{summary.stale_rechecked} re-checked after the public cache expired")
     why = f"stopped: {summary.stopped}" if summary.stopped else "nothing left to do"
     return f"{why} after {summary.passes} passes; " + ", ".join(parts)
 
@@ -240,11 +243,15 @@ def follow(
                 worker_ctx.sleep(delay)
                 continue
             checked, regressed, recheck_wake = recheck.due_sets(worker_ctx, stop)
+            stale, stale_regressed, stale_wake = recheck.stale_due(worker_ctx, stop)
             summary.rechecked += checked
-            summary.regressions += regressed
-            if checked:
+            summary.stale_rechecked += stale
+            summary.regressions += regressed + stale_regressed
+            if checked or stale:
                 continue
             wake, reason = _next_wake(worker_ctx, quota_wake, recheck_wake)
+            if stale_wake is not None and stale_wake.at <= wake:
+                wake, reason = stale_wake.at, f"{stale_wake.phrase()} (when the public proxy's cache expires)"
             if until_idle and _idle(worker_ctx, only) and quota_wake is None:
                 break
             _report(worker_ctx, "waiting", reason, wake)

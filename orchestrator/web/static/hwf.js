@@ -100,6 +100,7 @@
       if (at && (oldest === null || at < oldest.at)) oldest = { set: set, at: at };
     });
     setField("oldest_check", oldest ? when(oldest.at) + " (set " + oldest.set + ")" : "none yet");
+    setField("stale_note", ov.stale_note || "none");
     setField("attention_unit", ov.attention.length === 1 ? "set" : "sets");
     setField("running_now", String(ov.limits.running_now));
     setField("eta", ov.eta ? when(ov.eta) : ov.done ? "done" : "unknown");
