@@ -13,7 +13,8 @@ from orchestrator.cli.base import app, context, dump, err, errors, fail, out, ti
 from orchestrator.cli.render import HistoryLines, print_status, print_steps
 from orchestrator.cli.text import clean, safe
 from orchestrator.service import report as reports
-from orchestrator.service import views, worker
+from orchestrator.service import views
+from orchestrator.service.workers import workers
 
 
 @app.command()
@@ -34,7 +35,7 @@ def status(
         print_status(out, rows, full=set_ref is not None)
         if set_ref is None:
             with context(quiet=True) as ctx, errors():
-                for w in worker.workers(ctx):
+                for w in workers(ctx):
                     out.print(clean(w.text()), markup=False)
 
 

@@ -4,7 +4,20 @@ API says (``replies``)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from orchestrator.resolver.results import VerifyItem, VerifyResult, VerifyStats
-from orchestrator.resolver.verifier import Verifier
+
+if TYPE_CHECKING:
+    from orchestrator.resolver.verifier import Verifier
 
 __all__ = ["Verifier", "VerifyItem", "VerifyResult", "VerifyStats"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "Verifier":
+        # Loaded when first asked for: it brings httpx, which the read commands (their results only) never need.
+        from orchestrator.resolver.verifier import Verifier
+
+        return Verifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,7 +22,7 @@ from orchestrator.domain.handles import VERIFIED_VALUES, Verdict
 from orchestrator.domain.jobrules import settle_until
 from orchestrator.domain.steps import Stage, Step, StepFacts
 from orchestrator.domain.wording import plural
-from orchestrator.resolver import VerifyItem, VerifyResult
+from orchestrator.resolver.results import VerifyItem, VerifyResult
 from orchestrator.service.context import Context, find_set
 from orchestrator.store.ledger import Ledger, latest_attempt
 from orchestrator.store.models import AlmaSet, Record
