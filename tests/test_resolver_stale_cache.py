@@ -176,7 +176,13 @@ def test_set_is_verified_and_the_report_says_which_wait_for_the_cache(
     path = write_config(tmp_path, RESOLVER, preset="cli")
     monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
     runner = WiredRunner()
-    runner.wiring = sim_wiring(sim, clock)
+    seen: list[httpx.Request] = []  # what the handle proxy was asked
+
+    def proxy(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return sim.handle(request)
+
+    runner.wiring = sim_wiring(sim, clock, resolver_transport=httpx.MockTransport(proxy))
     set_id = make_set(sim, 6, name="Cached", seed=5)
     assert runner.invoke(cli.app, ["--config", str(path), "add", set_id]).exit_code == 0
     assert runner.invoke(cli.app, ["--config", str(path), "check", set_id]).exit_code == 0
@@ -195,3 +201,8 @@ def test_set_is_verified_and_the_report_says_which_wait_for_the_cache(
     assert all("until" in r["detail"] and "NOT_REGISTERED" in r["detail"] for r in rows if r["handle"] in stale)
     problems = runner.invoke(cli.app, ["--config", str(path), "report", set_id, "--problems", "--format", "json"])
     assert json.loads(problems.stdout) == []
+    for flags, public, primary in (([], 6, 2), (["--authoritative"], 6, 6)):
+        seen.clear()  # by default the two stale ones are asked again; --authoritative asks the primary for all six
+        assert runner.invoke(cli.app, ["--config", str(path), "verify", set_id, "--all", *flags]).exit_code == 0
+        asked = [r.url.params.get("auth") for r in seen]
+        assert (asked.count(None), asked.count("true")) == (public, primary), flags
