@@ -1,6 +1,7 @@
 """Start-up of the read commands (issue 21): ``hwf status``, ``hwf overview`` and ``hwf history SET`` on the
 database ``hwf demo`` leaves, wall time of the whole process over ``--runs`` runs each, and how many modules
-each loads (``python -X importtime``).
+each loads (``python -X importtime``). Also the CPU time (user + system) of each process: on a machine shared with
+other work, wall time varies from run to run far more than the CPU an import takes.
 
 Run: ``hwf demo`` first (it prints its config's path), then
 ``.venv/bin/python -m bench.startup --config hwf-demo/hwf.toml [--runs 10]``. hwf's modules are byte-compiled
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -29,14 +31,17 @@ def _env() -> dict[str, str]:
     return {**os.environ, "COLUMNS": "120"}
 
 
-def wall(cmd: list[str], runs: int) -> list[float]:
-    """Wall time of ``cmd`` (a fresh process each run), seconds."""
-    times = []
+def wall(cmd: list[str], runs: int) -> tuple[list[float], list[float]]:
+    """Wall time and CPU time (user + system) of ``cmd`` (a fresh process each run), seconds."""
+    times, cpu = [], []
     for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True, env=_env())
         times.append(time.perf_counter() - start)
-    return times
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return times, cpu
 
 
 def modules(cmd: list[str]) -> int:
@@ -60,13 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     commands |= {"hwf status": [*hwf, "status"], "hwf overview": [*hwf, "overview"]}
     commands["hwf history SET"] = [*hwf, "history", first]
     for name, cmd in commands.items():
-        times = wall(cmd, args.runs)
+        times, cpu = wall(cmd, args.runs)
         count = modules(cmd) if cmd[0] == HWF else 0
         loaded = f"; {count} modules" if count else ""
         res.measure(
             name,
             round(statistics.median(times), 3),
-            f"{name}: median {statistics.median(times):.3f} s, best {min(times):.3f} s{loaded}",
+            f"{name}: median {statistics.median(times):.3f} s, best {min(times):.3f} s; CPU median "
+            f"{statistics.median(cpu):.3f} s, best {min(cpu):.3f} s{loaded}",
         )
     res.summary()
     return 0
