@@ -23,6 +23,9 @@ from orchestrator.store.models import AlmaSet, Record
 
 # Just after the expiry the proxy gave: its cached value is gone by then.
 MARGIN = timedelta(minutes=1)
+# A handle still stale after the expiry its reply implied (a proxy keeping values longer than their TTL) is asked
+# again no sooner than this after its last check: never a re-check on every pass of the worker.
+MIN_GAP = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,12 @@ class StaleRecheck:
 
 def stale_rechecks(session: Session, set_id: int | None = None) -> dict[int, StaleRecheck]:
     """The pending re-checks of stale handles, per verified set (by its database id): one set's when
-    ``set_id`` is given. The time is just after the latest expiry among the set's stale records."""
+        ``set_id`` is given. The time is just after the latest expiry among the set's stale records (and at least
+    ``MIN_GAP`` after their last check)."""
     stmt = (
-        select(Record.set_id, AlmaSet.alma_set_id, func.count(), func.max(Record.stale_until))
+        select(
+            Record.set_id, AlmaSet.alma_set_id, func.count(), func.max(Record.stale_until), func.max(Record.verified_at)
+        )
         .join(AlmaSet, AlmaSet.id == Record.set_id)
         .where(Record.stale_until.is_not(None), Record.excluded.is_(False), AlmaSet.stage == Stage.VERIFIED)
         .group_by(Record.set_id, AlmaSet.alma_set_id)
@@ -54,7 +60,7 @@ def stale_rechecks(session: Session, set_id: int | None = None) -> dict[int, Sta
     if set_id is not None:
         stmt = stmt.where(Record.set_id == set_id)
     return {
-        sid: StaleRecheck(sid, alma_id, count, until + MARGIN)
-        for sid, alma_id, count, until in session.execute(stmt)
+        sid: StaleRecheck(sid, alma_id, count, max(until, checked + MIN_GAP if checked else until) + MARGIN)
+        for sid, alma_id, count, until, checked in session.execute(stmt)
         if until is not None
     }

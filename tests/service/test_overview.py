@@ -185,6 +185,20 @@ def test_stale_handles_of_a_verified_set_show_when_the_worker_checks_them_again(
     assert "re-check of 3 stale handles" in " ".join(status.stdout.split())
 
 
+def test_a_handle_still_stale_after_its_expiry_waits_an_hour_not_a_pass(world: World) -> None:
+    checked = world.clock()
+    with world.writer.sessions.begin() as session:  # checked just now, yet its expiry has passed
+        set_id = session.scalar(select(AlmaSet.id).where(AlmaSet.alma_set_id == world.verified))
+        first = select(Record.id).where(Record.set_id == set_id, ~Record.excluded).order_by(Record.id).limit(1)
+        session.execute(
+            update(Record)
+            .where(Record.id.in_(first.scalar_subquery()))
+            .values(verdict="STALE_CACHE", stale_until=checked - timedelta(hours=3), verified_at=checked)
+        )
+    [item] = overview.overview(world.reader).stale
+    assert item.at == checked + timedelta(hours=1, minutes=1)
+
+
 @pytest.mark.parametrize("value", ["0", "-5"])
 def test_overview_watch_must_be_positive(world: World, tmp_path: Path, value: str) -> None:
     result = CliRunner().invoke(app, ["--config", str(_cli_config(world, tmp_path)), "overview", "--watch", value])
