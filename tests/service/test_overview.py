@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
@@ -16,6 +17,7 @@ from orchestrator.display import iso_z
 from orchestrator.service import overview
 from orchestrator.service.eta import estimate_finish
 from orchestrator.store.models import AlmaSet, Record
+from orchestrator.web import create_app
 from tests.support import write_config
 from tests.support.web import HOSTILE_NAME, World, build_world
 
@@ -183,6 +185,10 @@ def test_stale_handles_of_a_verified_set_show_when_the_worker_checks_them_again(
     assert f"Stale in the public proxy's cache: {phrase} (set {world.verified})" in text
     status = CliRunner().invoke(app, ["--config", str(_cli_config(world, tmp_path)), "status", world.verified])
     assert "re-check of 3 stale handles" in " ".join(status.stdout.split())
+    with TestClient(create_app(world.reader), base_url="http://127.0.0.1:8155") as client:  # the dashboard
+        page = client.get("/").text
+        assert f'<span data-field="stale_note">{phrase} (set {world.verified})</span>' in page
+        assert client.get("/api/overview").json()["stale_note"] == f"{phrase} (set {world.verified})"
 
 
 def test_a_handle_still_stale_after_its_expiry_waits_an_hour_not_a_pass(world: World) -> None:
