@@ -17,11 +17,14 @@ from sqlalchemy import func, select
 
 from orchestrator.display import iso_z
 from orchestrator.domain.attention import PERSON_WAIT, advice, next_command
-from orchestrator.domain.clicks import profile_clicks
 from orchestrator.domain.steps import JOB_STEPS, Stage, Step, job_steps_left
 from orchestrator.domain.wording import plural
 from orchestrator.service import nextstep, views
 from orchestrator.service.actions.gate import JobSlots
+from orchestrator.service.batchview import OPEN_BATCHES as _OPEN
+from orchestrator.service.batchview import BatchItem as BatchItem
+from orchestrator.service.batchview import batches as batches
+from orchestrator.service.batchview import open_batches as open_batches
 from orchestrator.service.context import Context
 from orchestrator.service.eta import StepDurations, mean_durations, time_left
 from orchestrator.service.eta import eta as estimate
@@ -31,7 +34,6 @@ from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Integratio
 
 _ACTIVE = (AttemptState.SUBMITTING, AttemptState.SUBMITTED, AttemptState.WAITING_OPERATOR)
 SERIES_POINTS = 200
-_OPEN = ("creating", "announced", "bound")  # integration batches not finished
 
 
 @dataclass(frozen=True)
@@ -102,46 +104,6 @@ class JobLimits:
 class SeriesPoint:
     at: datetime
     records: int  # records verified OK by then (cumulative)
-
-
-@dataclass(frozen=True)
-class BatchItem:
-    """An open integration batch: one itemized Alma set on which a person presses Run of the handle integration
-    profile once for all its sets."""
-
-    number: int
-    name: str
-    alma_set_id: str | None
-    state: str  # creating, announced (waits for a person), bound (its run goes on)
-    sets: int
-    records: int
-    created_at: datetime
-    announced_at: datetime | None
-    instance_id: str | None
-    status: str | None
-    progress: float | None
-    clicks: str | None  # what the person does in Alma, while the batch waits for them
-
-    @property
-    def needs_person(self) -> bool:
-        return self.state == "announced"
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "number": self.number,
-            "name": self.name,
-            "alma_set_id": self.alma_set_id,
-            "state": self.state,
-            "sets": self.sets,
-            "records": self.records,
-            "created_at": iso_z(self.created_at),
-            "announced_at": iso_z(self.announced_at),
-            "instance_id": self.instance_id,
-            "status": self.status,
-            "progress": self.progress,
-            "needs_person": self.needs_person,
-            "clicks": self.clicks,
-        }
 
 
 @dataclass(frozen=True)
@@ -385,39 +347,6 @@ def _read_facts(session: Any) -> _Facts:
     ).all()
     stale = tuple(sorted(stale_rechecks(session).values(), key=lambda r: (r.at, r.set_id)))
     return _Facts(list(sets), per_set, list(attempts), times, list(open_rows), stale)
-
-
-def batches(ctx: Context) -> tuple[BatchItem, ...]:
-    """The open integration batches (manual integration), oldest first."""
-    with ctx.sessions() as session:
-        return open_batches(
-            list(
-                session.scalars(
-                    select(IntegrationBatch).where(IntegrationBatch.state.in_(_OPEN)).order_by(IntegrationBatch.number)
-                )
-            )
-        )
-
-
-def open_batches(rows: list[Any]) -> tuple[BatchItem, ...]:
-    """The open integration batches, with the clicks of those that wait for a person."""
-    return tuple(
-        BatchItem(
-            number=b.number,
-            name=b.name,
-            alma_set_id=b.alma_set_id,
-            state=b.state,
-            sets=b.sets,
-            records=b.records,
-            created_at=b.created_at,
-            announced_at=b.announced_at,
-            instance_id=b.instance_id,
-            status=b.status,
-            progress=b.progress,
-            clicks=profile_clicks(b.name) if b.state == "announced" else None,
-        )
-        for b in rows
-    )
 
 
 class _Tally:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, func, select
@@ -274,13 +275,9 @@ def follow(
     until_idle: bool = False,
     speak: Callable[[Next], None] | None = None,
 ) -> WorkerSummary:
-    """Drive every set until verified or needing a person, for as long as the worker runs.
-
-    ``until_idle``: stop once no set can move any more without a person (and no quota reset or
-    re-verification is due), instead of waiting for more. ``speak``: where the worker's lines go (the
-    :class:`Voice`). Returns the summary; never raises for Alma's outages (it waits them out) nor for a stop
-    request.
-    """
+    """Drive every set until verified or needing a person, for as long as the worker runs. ``until_idle``: stop
+    once no set can move without a person (and no quota reset or re-verification is due). ``speak``: where the
+    worker's lines go (:class:`Voice`). Never raises for Alma's outages (it waits them out) nor for a stop."""
     summary = WorkerSummary()
     interruptible = stop.sleeper(ctx.sleep)
 
@@ -314,18 +311,10 @@ def follow(
                     raise
                 outage += 1
                 summary.outages += 1
-                delay = min(OUTAGE_FIRST_SECONDS * 2 ** (outage - 1), OUTAGE_MAX_SECONDS)
-                wake = worker_ctx.clock() + timedelta(seconds=delay)
-                _report(worker_ctx, "waiting", f"Alma outage: {exc}; trying again at {utc_stamp(wake)}", wake)
-                voice.hold(Next(wake, f"Alma outage: {exc}", "trying again", kind="outage"))
-                worker_ctx.sleep(delay)
+                _outage_pause(worker_ctx, voice, exc, outage)
                 continue
-            checked, regressed, recheck_wake = recheck.due_sets(worker_ctx, stop)
-            stale, stale_regressed, stale_wake = recheck.stale_due(worker_ctx, stop)
-            summary.rechecked += checked
-            summary.stale_rechecked += stale
-            summary.regressions += regressed + stale_regressed
-            if checked or stale:
+            rechecked, recheck_wake, stale_wake = _rechecks(worker_ctx, stop, summary)
+            if rechecked:
                 continue
             if until_idle and _idle(worker_ctx, only):
                 # This pass may have found the quota spent: the quota's reset is still something to wait for.
@@ -355,6 +344,26 @@ def follow(
     _forget(worker_ctx, summary)
     worker_ctx.close()
     return summary
+
+
+def _outage_pause(ctx: Context, voice: Voice, exc: AlmaError, outage: int) -> None:
+    """Alma is down: wait (longer after each failed pass, up to a cap), saying until when."""
+    delay = min(OUTAGE_FIRST_SECONDS * 2 ** (outage - 1), OUTAGE_MAX_SECONDS)
+    wake = ctx.clock() + timedelta(seconds=delay)
+    _report(ctx, "waiting", f"Alma outage: {exc}; trying again at {utc_stamp(wake)}", wake)
+    voice.hold(Next(wake, f"Alma outage: {exc}", "trying again", kind="outage"))
+    ctx.sleep(delay)
+
+
+def _rechecks(ctx: Context, stop: StopFlag, summary: WorkerSummary) -> tuple[bool, datetime | None, Any]:
+    """The re-verifications that are due (the periodic one, then handles stale in the public cache): whether any
+    ran, and when the next of each is due."""
+    checked, regressed, recheck_wake = recheck.due_sets(ctx, stop)
+    stale, stale_regressed, stale_wake = recheck.stale_due(ctx, stop)
+    summary.rechecked += checked
+    summary.stale_rechecked += stale
+    summary.regressions += regressed + stale_regressed
+    return bool(checked or stale), recheck_wake, stale_wake
 
 
 def _outage(exc: AlmaError) -> bool:
