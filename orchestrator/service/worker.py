@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, func, select
@@ -34,6 +35,9 @@ from orchestrator.service.actions.plan import clicks_awaited
 from orchestrator.service.context import Context
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, IntegrationBatch, Worker
 
+if TYPE_CHECKING:
+    from orchestrator.alma.client import AlmaClient
+
 RESCAN_SECONDS = 60.0  # the longest the worker sleeps: sets added, retried or fixed meanwhile move soon
 OUTAGE_FIRST_SECONDS = 60.0  # after Alma failed every set: the first pause, doubling up to the longest
 OUTAGE_MAX_SECONDS = 900.0
@@ -43,8 +47,10 @@ STALE_WORKER = timedelta(minutes=10)  # a worker row not updated for this long i
 _LOOKED_AT = (AttemptState.SUBMITTED, AttemptState.WAITING_OPERATOR, AttemptState.QUEUED)
 
 
-class Stopped(Exception):
-    """The worker was asked to stop (SIGTERM/SIGINT): raised from its sleeps only, never mid-step."""
+class Stopped(BaseException):
+    """The worker was asked to stop (SIGTERM/SIGINT): raised from its sleeps only (between steps, or an Alma
+    call's wait before a retry), never mid-request. Not an ``Exception``: no handler that stops one set for an
+    error (``except Exception``) takes it for that set's fault."""
 
 
 class StopFlag:
@@ -215,7 +221,8 @@ def follow(
         _heartbeat(worker_ctx)  # also while the scheduler sleeps between its passes
         interruptible(seconds)
 
-    worker_ctx = dataclasses.replace(ctx, sleep=sleep, _alma=None)
+    alma = _interruptible_alma(ctx.alma_factory, stop)
+    worker_ctx = dataclasses.replace(ctx, sleep=sleep, _alma=None, alma_factory=alma)
     outage = 0
     try:
         while True:
@@ -269,6 +276,17 @@ def follow(
     _forget(worker_ctx, summary)
     worker_ctx.close()
     return summary
+
+
+def _interruptible_alma(factory: Callable[[], AlmaClient], stop: StopFlag) -> Callable[[], AlmaClient]:
+    """The worker's Alma clients wait before a retry with the worker's sleep: a stop request ends the wait."""
+
+    def build() -> AlmaClient:
+        client = factory()
+        client.wrap_sleep(stop.sleeper)
+        return client
+
+    return build
 
 
 def _outage(exc: AlmaError) -> bool:

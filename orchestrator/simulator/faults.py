@@ -30,6 +30,8 @@ class Faults:
     daily_remaining: int | None = None  # when set, the daily counter is set to it (then this resets to None)
     corrupt_set_members: list[str] = field(default_factory=list)  # a members page holding one fails
     bad_xml_records: dict[str, str] = field(default_factory=dict)  # MMS ID -> "malformed" | "doctype"
+    # path fragment -> seconds: every Alma request whose path holds the fragment answers 503 with that Retry-After
+    unavailable_paths: dict[str, int] = field(default_factory=dict)
     proxy_latency_ms: float = 0.0
     proxy_error_rate: float = 0.0
     proxy_rate_429: float = 0.0
@@ -77,6 +79,13 @@ def update_faults(faults: Faults, changes: Mapping[str, Any], where: str = "") -
                 isinstance(k, str) and v in BAD_XML_KINDS for k, v in value.items()
             ):
                 raise ValueError(f"{where}{name}: must map MMS IDs to one of {', '.join(BAD_XML_KINDS)}")
+            staged[name] = dict(value)
+        elif name == "unavailable_paths":
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                for k, v in value.items()
+            ):
+                raise ValueError(f"{where}{name}: must map path fragments to whole seconds (Retry-After)")
             staged[name] = dict(value)
         elif name == "daily_remaining" and value is None:
             staged[name] = None

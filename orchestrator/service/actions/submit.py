@@ -32,6 +32,7 @@ from orchestrator.domain.jobrules import (
 )
 from orchestrator.domain.steps import Step
 from orchestrator.errors import AlmaError, AlmaUnreachableError, JobThresholdError, LeaseHeldError
+from orchestrator.pacing import LONGEST_SET_WAIT_SECONDS
 from orchestrator.service.actions.base import Plan, PlannedAction, PlannedRequest, Preview, Scene, job_transition
 from orchestrator.service.actions.base import shown_path as _path
 from orchestrator.service.actions.gate import JobSlots
@@ -86,7 +87,10 @@ class Submit:
             _record_refusal(ctx, set_id, begun.attempt_id, f"Alma refused to start the job now: {exc}", wait=wait)
         except AlmaUnreachableError as exc:
             lost = f"{step.value}: the reply to job {spec.id} was lost ({exc}); reconciling by token {begun.token}"
-            _record_refusal(ctx, set_id, begun.attempt_id, f"outcome unknown: {exc}", abandon=False, lost=lost)
+            later = _told_to_wait(step, exc)
+            _record_refusal(
+                ctx, set_id, begun.attempt_id, f"outcome unknown: {exc}", abandon=False, lost=lost, wait=later
+            )
         except AlmaError as exc:
             if exc.code in CANNOT_RUN_BY_API:
                 _record_refusal(ctx, set_id, begun.attempt_id, f"Alma will not run it through the API: {exc}")
@@ -130,6 +134,15 @@ class Submit:
         )
         summary = f"submit {step.value}: run job {spec.id} on set {row.alma_set_id} (once; never re-sent blindly)"
         return Preview((PlannedAction(when, "submit", summary, (submit,), notes),), job_transition(step))
+
+
+def _told_to_wait(step: Step, exc: AlmaError) -> tuple[str, float] | None:
+    """Alma's reply asked (``Retry-After``) for a longer wait than hwf takes in place: the set waits that long
+    (at most ``LONGEST_SET_WAIT_SECONDS``) before it reconciles."""
+    if exc.retry_after is None:
+        return None
+    reason = f"{step.value}: Alma asked to wait {exc.retry_after:.0f} s (Retry-After) before reconciling"
+    return reason, min(exc.retry_after, LONGEST_SET_WAIT_SECONDS)
 
 
 def _tried(scene: Scene, step: Step) -> bool:
