@@ -27,11 +27,12 @@ from orchestrator.domain.jobrules import (
     history_window,
     job_name,
     match_instance,
+    names_set,
     poll_schedule,
     run_ok,
 )
 from orchestrator.domain.steps import Step
-from orchestrator.errors import AlmaError, AlmaUnreachableError, JobThresholdError, LeaseHeldError
+from orchestrator.errors import AlmaBadReplyError, AlmaError, AlmaUnreachableError, JobThresholdError, LeaseHeldError
 from orchestrator.pacing import LONGEST_SET_WAIT_SECONDS
 from orchestrator.service.actions.base import Plan, PlannedAction, PlannedRequest, Preview, Scene, job_transition
 from orchestrator.service.actions.base import shown_path as _path
@@ -85,6 +86,13 @@ class Submit:
         except JobThresholdError as exc:
             wait = (f"waiting to submit {step.value}: Alma's job threshold ({exc.code})", cfg.threshold_wait_seconds)
             _record_refusal(ctx, set_id, begun.attempt_id, f"Alma refused to start the job now: {exc}", wait=wait)
+        except AlmaBadReplyError as exc:
+            # Alma answered 200 but hwf cannot read which run it started: it may have started one. An unknown
+            # outcome, reconciled by token like a lost reply; never a refusal (that would invite a second run).
+            lost = (
+                f"{step.value}: the reply to job {spec.id} cannot be read ({exc}); reconciling by token {begun.token}"
+            )
+            _record_refusal(ctx, set_id, begun.attempt_id, f"outcome unknown: {exc}", abandon=False, lost=lost)
         except AlmaUnreachableError as exc:
             lost = f"{step.value}: the reply to job {spec.id} was lost ({exc}); reconciling by token {begun.token}"
             later = _told_to_wait(step, exc)
@@ -183,7 +191,9 @@ def _found_earlier_run(ctx: Context, set_id: int, step: Step, job_id: str) -> bo
     date_from, date_to = history_window(ctx.clock())
     found = [
         i
-        for i in ctx.alma.list_instances(job_id, date_from=date_from, date_to=date_to)
+        for i in ctx.alma.list_instances(
+            job_id, date_from=date_from, date_to=date_to, wanted=lambda name: names_set(name, alma_set_id, set_name)
+        )
         if i.id not in taken
         and match_instance(i, job_id, step, alma_set_id, set_name)[0] is SetMatch.THIS
         and (not i.terminal or run_ok(i.status, i.counters))
