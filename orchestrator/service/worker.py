@@ -39,9 +39,11 @@ if TYPE_CHECKING:
     from orchestrator.alma.client import AlmaClient
 
 RESCAN_SECONDS = 60.0  # the longest the worker sleeps: sets added, retried or fixed meanwhile move soon
+MIN_SLEEP_SECONDS = 1.0  # the shortest: a pass that found nothing to do never runs again at once
 OUTAGE_FIRST_SECONDS = 60.0  # after Alma failed every set: the first pause, doubling up to the longest
 OUTAGE_MAX_SECONDS = 900.0
 QUOTA_MARGIN = timedelta(minutes=5)  # go on this long after the configured reset time
+QUOTA_LOOK = timedelta(hours=1)  # while the quota is spent, the longest sleep (nothing can call Alma meanwhile)
 STALE_WORKER = timedelta(minutes=10)  # a worker row not updated for this long is shown as gone
 # Attempts hwf looks at again by itself: a running job's poll, a person's run looked for, a queue to close.
 _LOOKED_AT = (AttemptState.SUBMITTED, AttemptState.WAITING_OPERATOR, AttemptState.QUEUED)
@@ -259,10 +261,10 @@ def follow(
                     continue
                 if quota_wake is None:
                     break
-            wake, reason = _next_wake(worker_ctx, quota_wake, recheck_wake)
+            wake, reason = _next_wake(worker_ctx, quota_wake, recheck_wake, only)
             _report(worker_ctx, "waiting", reason, wake)
             delay = (wake - worker_ctx.clock()).total_seconds()
-            worker_ctx.sleep(max(delay, 0.01))
+            worker_ctx.sleep(max(delay, MIN_SLEEP_SECONDS))
     except Stopped:
         summary.stopped = stop.why or "asked to stop"
     except BaseException:
@@ -296,47 +298,63 @@ def _outage(exc: AlmaError) -> bool:
     return exc.status is not None and exc.status >= 500
 
 
-def _next_wake(ctx: Context, quota: datetime | None, recheck_at: datetime | None) -> tuple[datetime, str]:
+def _next_wake(
+    ctx: Context, quota: datetime | None, recheck_at: datetime | None, only: str | None = None
+) -> tuple[datetime, str]:
+    """When the worker looks again, and why: the soonest thing it can act on. Sets it will not drive (verified,
+    in attention, outside ``--only``) wake nothing, nor do times already past (a pass just looked at those). While
+    Alma's daily quota is spent nothing may call Alma: it sleeps until the reset (at most ``QUOTA_LOOK``)."""
     now = ctx.clock()
+    if quota is not None:
+        quota = max(quota, now)  # never a reset time already past
+        wake, reason = min(quota, now + QUOTA_LOOK), f"Alma's daily quota is spent; it resets about {utc_stamp(quota)}"
+        if recheck_at is not None and recheck_at < wake:
+            wake, reason = max(recheck_at, now), "the next re-verification"
+        return wake, f"{reason}; looking again at {utc_stamp(wake)}"
     wake, reason = now + timedelta(seconds=RESCAN_SECONDS), "nothing can move now; looking again"
-    with ctx.sessions() as session:
-        soonest = session.scalar(
-            select(func.min(AlmaSet.wait_until)).where(
-                AlmaSet.stage != Stage.VERIFIED, AlmaSet.attention.is_(None), AlmaSet.wait_until > now
-            )
-        )
-        held = session.scalar(
-            select(func.min(AlmaSet.lease_expires_at)).where(
-                AlmaSet.stage != Stage.VERIFIED,
-                AlmaSet.lease_owner.is_not(None),
-                AlmaSet.lease_owner != ctx.owner,
-                AlmaSet.lease_expires_at > now,
-            )
-        )
-        poll = session.scalar(select(func.min(Attempt.next_poll_at)).where(Attempt.state.in_(_LOOKED_AT)))
-        unfinished = session.scalar(
-            select(func.count())
-            .select_from(AlmaSet)
-            .where(AlmaSet.stage != Stage.VERIFIED, AlmaSet.attention.is_(None))
-        )
-    if quota is not None:  # while the quota is spent no set calls Alma: nothing else can wake the worker
-        unfinished, soonest, held = 0, None, None
+    soonest, held, poll, unfinished = _driven_times(ctx, only, now)
     if unfinished:  # others drive them (between two of their steps no lease shows): look again soon
         lease = now + timedelta(seconds=ctx.config.lease_seconds)
         if lease < wake:
             wake, reason = lease, "other hwf processes drive the sets"
         if poll is not None and poll < wake:
-            wake, reason = max(poll, now), "a running job's next poll"
+            wake, reason = poll, "a running job's next poll"
     if soonest is not None and soonest < wake:
         wake, reason = soonest, "a set waits"
     if held is not None and held < wake:
         # Another worker drives it: look again when its lease would run out (renewed while it lives).
         wake, reason = held, "another hwf process drives a set"
-    if quota is not None:
-        wake, reason = quota, "Alma's daily quota is spent; it resets"
     if recheck_at is not None and recheck_at < wake:
-        wake, reason = recheck_at, "the next re-verification"
+        wake, reason = max(recheck_at, now), "the next re-verification"
     return wake, f"{reason} at {utc_stamp(wake)}"
+
+
+def _driven_times(
+    ctx: Context, only: str | None, now: datetime
+) -> tuple[datetime | None, datetime | None, datetime | None, int]:
+    """For the sets this worker drives (not verified, not in attention, matching ``--only``): the soonest
+    future wait, lease expiry of another process and poll, and how many such sets there are."""
+    pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE) if only else None
+    with ctx.sessions() as session:
+        rows = session.execute(
+            select(AlmaSet.id, AlmaSet.name, AlmaSet.wait_until, AlmaSet.lease_owner, AlmaSet.lease_expires_at).where(
+                AlmaSet.stage != Stage.VERIFIED, AlmaSet.attention.is_(None)
+            )
+        ).all()
+        rows = [r for r in rows if pattern is None or pattern.search(r.name)]
+        polls = session.execute(
+            select(Attempt.set_id, Attempt.next_poll_at).where(
+                Attempt.state.in_(_LOOKED_AT), Attempt.next_poll_at > now, Attempt.set_id.in_([r.id for r in rows])
+            )
+        ).all()
+    waits = [r.wait_until for r in rows if r.wait_until is not None and r.wait_until > now]
+    leases = [
+        r.lease_expires_at
+        for r in rows
+        if r.lease_owner is not None and r.lease_owner != ctx.owner and r.lease_expires_at and r.lease_expires_at > now
+    ]
+    poll = min((t for _, t in polls if t is not None), default=None)
+    return min(waits, default=None), min(leases, default=None), poll, len(rows)
 
 
 def _idle(ctx: Context, only: str | None) -> bool:
