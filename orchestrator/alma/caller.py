@@ -261,10 +261,17 @@ class AlmaCaller:
         method, path = request.method, self._api_path(request)
         response = self._send(request, method, path, idempotent)
         origin = Origin(method, path, response.status_code)
-        reply = decode(response.content, origin)
+        body = self._redacted(response.content)
+        reply = decode(body, origin)
         if errors_exist(reply.tree):
             raise self._alma_error(method, path, response, errors_in(reply.tree))
-        return Answer(response.content, reply, origin)
+        return Answer(body, reply, origin)
+
+    def _redacted(self, body: bytes) -> bytes:
+        """A reply with the key, should Alma echo it (in a set's name, an error), replaced by ``***``: every
+        reply is data that reaches the database, ``hwf status``, the dashboard and notifications."""
+        secret = self._secret.encode("ascii")
+        return body.replace(secret, REDACTED_KEY.encode("ascii")) if secret in body else body
 
     def _api_path(self, request: httpx.Request) -> str:
         """The request's path below ``/almaws/v1``, without the query (for messages and logs)."""
@@ -336,7 +343,7 @@ class AlmaCaller:
         """An error reply: why to try again and the ``Retry-After`` to wait first (None: back off), or the
         error raised. A ``Retry-After`` over ``MAX_RETRY_AFTER`` is never waited here (see ``_long``)."""
         status = response.status_code
-        details = parse_error_body(response.content, response.headers.get("content-type", ""))
+        details = parse_error_body(self._redacted(response.content), response.headers.get("content-type", ""))
         first = details[0] if details else None
         code, tracking = (first.code, first.tracking_id) if first else (None, None)
         self._log_call(method, path, status, started, code=code, tracking_id=tracking)

@@ -4,7 +4,9 @@ contradictory evidence (attention), and one unreadable entry of Alma's shared in
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -15,7 +17,7 @@ from orchestrator.service import scheduler, views, workflow
 from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
 from orchestrator.store.models import AlmaSet
-from tests.support import make_set
+from tests.support import API_KEY, make_set
 
 
 def kinds(sim: Simulator, set_id: str) -> list[str]:
@@ -96,3 +98,16 @@ def test_an_unreadable_entry_that_may_be_the_run_looked_for_is_not_skipped(ctx: 
     [(_, reason)] = scheduler.resume_all(ctx).attention
     assert "status is missing" in reason
     assert kinds(sim, set_id) == ["migration"]  # never called unsent, never submitted again
+
+
+def test_a_key_alma_echoes_is_redacted_as_the_reply_arrives(ctx: Context, sim: Simulator, tmp_path: Path) -> None:
+    """A set named with the key (a colleague pasted it): the key never reaches the database (the sets, events,
+    the notification outbox), ``hwf status`` or the history; the dashboard and notifications read those."""
+    set_id = sim.create_set(f"Titles {API_KEY}", sim.generate_records(8, profile="clean", seed=3))
+    workflow.add_set(ctx, set_id)
+    assert workflow.advance(ctx, set_id).outcome is workflow.Outcome.VERIFIED
+    [row] = views.status(ctx, set_id)
+    assert row.name == "Titles ***"
+    assert not any(API_KEY in (e.detail or "") + json.dumps(e.data or {}) for e in views.history(ctx, set_id))
+    for path in tmp_path.glob("hwf.db*"):
+        assert API_KEY.encode() not in path.read_bytes(), path.name
