@@ -3,6 +3,8 @@ not depend on timing (API call counts, verdicts, every result stored) must hold.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench import check_bench, fix_bench, verify_bench, verify_e2e
@@ -66,3 +68,11 @@ def test_fix_bench_runs_the_cli_and_counts_calls_at_toy_size(capsys: pytest.Capt
 
 def test_verify_e2e_runs_hwf_and_the_script_against_the_stdlib_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert verify_e2e.main(["--n", "40", "--runs", "1", "--latency-ms", "1"]) in (0, 1), capsys.readouterr().out
+
+
+def test_idle_bench_measures_a_worker_that_waits_for_the_quota(tmp_path: Path) -> None:
+    from bench import idle
+
+    found = idle.measure(tmp_path, 0.05)  # 3 s: the whole bench, not its figure
+    assert found["alma_requests"] == 0  # the quota is spent: nothing may call Alma
+    assert found["cpu_seconds"] >= 0 and "passes" in found["summary"], found
