@@ -463,7 +463,7 @@ class AlmaCaller:
         elif cls in _HINTS:
             message += _HINTS[cls].format(attempts=attempts)
         if retry_after is not None:
-            message += f"; Alma asks to wait {retry_after:.0f} s (Retry-After): this set waits, hwf goes on"
+            message += f"; Alma asks to wait {retry_after:.0f} s (Retry-After), longer than hwf waits in place"
         return self._error(
             cls,
             message,
