@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from orchestrator.store import budget
@@ -124,3 +124,28 @@ def test_a_schedule_an_hour_ahead_of_the_clock_makes_no_process_wait_the_hour(
     assert "started afresh" in caplog.text
     gate.hold(86_400.0)  # a hold is capped too
     assert other.reserve() <= budget.LONGEST_WAIT_SECONDS + 1.0
+
+
+@pytest.mark.postgres
+def test_the_database_schedule_an_hour_ahead_starts_afresh(pg_url: str) -> None:
+    """The database server's clock stepped back an hour: the row's next start is an hour ahead. No process
+    waits the hour: the claim sees it, the schedule starts afresh."""
+    engine = create_engine(pg_url, poolclass=NullPool)
+    try:
+        upgrade(engine)
+        key = budget.key_hash("stepped")
+        slept: list[float] = []
+        gate = budget.SharedGate(budget.DatabaseSchedule(engine, key), 10.0, sleep=slept.append)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE rate_budget SET next_start = EXTRACT(EPOCH FROM clock_timestamp()) + 3600 "
+                    "WHERE key_hash = :k"
+                ),
+                {"k": key},
+            )
+        gate.acquire()
+        gate.release()
+        assert max(slept, default=0.0) < 1.0, slept
+    finally:
+        engine.dispose()
