@@ -70,9 +70,7 @@ _HINTS: dict[object, str] = {
 
 
 def _long(seconds: float | None) -> float | None:
-    """A ``Retry-After`` longer than hwf waits in place (``MAX_RETRY_AFTER``), or None. Such a wait is never
-    slept inside a call: the call fails at once carrying it, and the set it was for waits (its ``wait_until``)
-    while the process goes on with the others."""
+    """A ``Retry-After`` over ``MAX_RETRY_AFTER`` (never slept in a call: the error carries it, the set waits)."""
     return seconds if seconds is not None and seconds > MAX_RETRY_AFTER else None
 
 
@@ -193,10 +191,10 @@ class AlmaCaller:
         """Close the connection pool."""
         self._http.close()
 
-    def wrap_sleep(self, wrap: Callable[[Callable[[float], None]], Callable[[float], None]]) -> None:
-        """Wait between retries through ``wrap(sleep)``: the worker's sleep, which ends at once (raising) when
-        the worker is asked to stop."""
+    def sleeping_with(self, wrap: Callable[[Callable[[float], None]], Callable[[float], None]]) -> Self:
+        """Wait before a retry through ``wrap(sleep)`` (the worker's sleep, which a stop request ends)."""
         self._sleep = wrap(self._sleep)
+        return self
 
     @property
     def pacing_rate(self) -> float:

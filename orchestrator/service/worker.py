@@ -27,12 +27,13 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from orchestrator.display import utc_stamp
-from orchestrator.domain.attention import Attention
+from orchestrator.domain.attention import Attention, next_command
 from orchestrator.domain.steps import Stage
 from orchestrator.errors import AlmaError, AlmaUnreachableError, RateLimitedError
-from orchestrator.service import recheck, scheduler
+from orchestrator.service import nextstep, recheck, scheduler
 from orchestrator.service.actions.plan import clicks_awaited
 from orchestrator.service.context import Context
+from orchestrator.service.nextstep import Next
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, IntegrationBatch, Worker
 
 if TYPE_CHECKING:
@@ -83,6 +84,9 @@ class StopFlag:
                 raise Stopped()
 
         return interruptible
+
+    def stoppable(self, alma_factory: Callable[[], AlmaClient]) -> Callable[[], AlmaClient]:
+        return lambda: alma_factory().sleeping_with(self.sleeper)  # a stop ends an Alma retry's wait too
 
 
 @dataclass
@@ -202,6 +206,71 @@ def _tally(ctx: Context, summary: WorkerSummary) -> WorkerSummary:
     return dataclasses.replace(summary, verified=verified, attention=attention, waiting=int(sum(counts.values())))
 
 
+SAY_AGAIN = timedelta(minutes=10)  # while it waits for the same thing, the worker says so at least this often
+# How often, at most, the worker looks at what it waits for (a read of every set: a second for 10,000 sets).
+_LOOK_EVERY = timedelta(seconds=30)
+
+
+class Voice:
+    """What the worker says in its output: one line per set in attention when it starts, one when a set enters
+    attention (with the command that gets it going), and, while it waits, one when what it waits for changes
+    and at least every ``SAY_AGAIN``. Each line is a :class:`~orchestrator.service.nextstep.Next`; the terminal
+    writes it (and its time, in the reader's zone). It also keeps the worker's status row saying what it waits for.
+    """
+
+    def __init__(self, ctx: Context, speak: Callable[[Next], None] | None, only: str | None) -> None:
+        self.ctx, self.speak = ctx, speak
+        self.only = re.compile(only.replace("*", ".*"), re.IGNORECASE) if only else None
+        self.attention: dict[str, str] = {}  # set id -> the attention said
+        self.waiting: tuple[str, ...] | None = None  # what the last wait line was about
+        self.said_at: datetime | None = None
+        self.looked_at: datetime | None = None
+        self.held: Next | None = None  # what the worker itself waits for (an outage, the quota), not a set
+        self.reported: str | None = None  # what the status row says it waits for
+
+    def hold(self, what: Next | None) -> None:
+        """The worker itself waits for ``what`` (None: it waits for what the sets wait for)."""
+        self.held = what
+        self.looked_at = None  # say it at the next look
+
+    def look(self, seconds: float) -> None:
+        """Before a sleep of ``seconds``: say what changed, and keep the status row saying what is waited for."""
+        now = self.ctx.clock()
+        if self.looked_at is not None and now - self.looked_at < _LOOK_EVERY:
+            return
+        self.looked_at = now
+        with self.ctx.sessions() as session:
+            self._attention(session)
+            whole = self.held or nextstep.migration(session, self.ctx.config, now, self.only)
+        if whole.at is None or whole.at <= now:
+            return
+        if self.held is None:  # the worker's own waits report themselves
+            text = f"{whole.what}; {whole.when} {utc_stamp(whole.at)}" if whole.when else whole.what
+            if text != self.reported:  # the heartbeat keeps the row fresh meanwhile
+                self.reported = text
+                _report(self.ctx, "waiting", text, now + timedelta(seconds=seconds))
+        key = (whole.kind,) if whole.kind in ("poll", "slots") else (whole.kind, whole.what)
+        if key != self.waiting or self.said_at is None or now - self.said_at >= SAY_AGAIN:
+            self.waiting, self.said_at = key, now
+            if self.speak is not None:
+                self.speak(dataclasses.replace(whole, what=f"waiting: {whole.what}"))
+
+    def _attention(self, session: Session) -> None:
+        rows = session.execute(
+            select(AlmaSet.alma_set_id, AlmaSet.name, AlmaSet.attention, AlmaSet.attention_kind).where(
+                AlmaSet.attention.is_not(None)
+            )
+        ).all()
+        now_in = {r.alma_set_id: r.attention or "" for r in rows if self.only is None or self.only.search(r.name)}
+        for r in rows:
+            if r.alma_set_id in now_in and self.attention.get(r.alma_set_id) != now_in[r.alma_set_id]:
+                command = next_command(r.attention_kind, r.alma_set_id)
+                line = f"needs attention: set {r.alma_set_id} ({r.name}): {r.attention}; to go on: {command}"
+                if self.speak is not None:
+                    self.speak(Next(None, line, kind="attention", person=True))
+        self.attention = now_in
+
+
 def follow(
     ctx: Context,
     stop: StopFlag,
@@ -209,28 +278,36 @@ def follow(
     only: str | None = None,
     max_running: int | None = None,
     until_idle: bool = False,
+    speak: Callable[[Next], None] | None = None,
 ) -> WorkerSummary:
     """Drive every set until verified or needing a person, for as long as the worker runs.
 
     ``until_idle``: stop once no set can move any more without a person (and no quota reset or
-    re-verification is due), instead of waiting for more. Returns the summary; never raises for Alma's
-    outages (it waits them out) nor for a stop request.
+    re-verification is due), instead of waiting for more. ``speak``: where the worker's lines go (the
+    :class:`Voice`). Returns the summary; never raises for Alma's outages (it waits them out) nor for a stop
+    request.
     """
     summary = WorkerSummary()
     interruptible = stop.sleeper(ctx.sleep)
 
     def sleep(seconds: float) -> None:
         _heartbeat(worker_ctx)  # also while the scheduler sleeps between its passes
+        voice.look(seconds)
         interruptible(seconds)
 
-    alma = _interruptible_alma(ctx.alma_factory, stop)
-    worker_ctx = dataclasses.replace(ctx, sleep=sleep, _alma=None, alma_factory=alma)
+    worker_ctx = dataclasses.replace(ctx, sleep=sleep, _alma=None, alma_factory=stop.stoppable(ctx.alma_factory))
+    voice = Voice(worker_ctx, speak, only)
     outage = 0
     try:
+        _report(worker_ctx, "running", None, None)
+        voice.look(0.0)  # the sets already in attention, at once
         while True:
             summary.passes += 1
             _report(worker_ctx, "running", None, None)
+            voice.reported = None
             cleared, quota_wake = quota_resets_due(worker_ctx)
+            quota = Next(quota_wake, "Alma's daily quota is spent", "it resets", kind="quota") if quota_wake else None
+            voice.hold(quota)
             if cleared:
                 summary.quota_resets += cleared
                 worker_ctx.close()  # a fresh Alma client: the old one remembers the spent quota
@@ -246,6 +323,7 @@ def follow(
                 delay = min(OUTAGE_FIRST_SECONDS * 2 ** (outage - 1), OUTAGE_MAX_SECONDS)
                 wake = worker_ctx.clock() + timedelta(seconds=delay)
                 _report(worker_ctx, "waiting", f"Alma outage: {exc}; trying again at {utc_stamp(wake)}", wake)
+                voice.hold(Next(wake, f"Alma outage: {exc}", "trying again", kind="outage"))
                 worker_ctx.sleep(delay)
                 continue
             checked, regressed, recheck_wake = recheck.due_sets(worker_ctx, stop)
@@ -263,6 +341,7 @@ def follow(
                     break
             wake, reason = _next_wake(worker_ctx, quota_wake, recheck_wake, only)
             _report(worker_ctx, "waiting", reason, wake)
+            voice.reported = None
             delay = (wake - worker_ctx.clock()).total_seconds()
             worker_ctx.sleep(max(delay, MIN_SLEEP_SECONDS))
     except Stopped:
@@ -280,17 +359,6 @@ def follow(
     return summary
 
 
-def _interruptible_alma(factory: Callable[[], AlmaClient], stop: StopFlag) -> Callable[[], AlmaClient]:
-    """The worker's Alma clients wait before a retry with the worker's sleep: a stop request ends the wait."""
-
-    def build() -> AlmaClient:
-        client = factory()
-        client.wrap_sleep(stop.sleeper)
-        return client
-
-    return build
-
-
 def _outage(exc: AlmaError) -> bool:
     """Alma (or the way to it) is down, not refusing this request: wait and try again."""
     if isinstance(exc, AlmaUnreachableError | RateLimitedError):
@@ -301,9 +369,8 @@ def _outage(exc: AlmaError) -> bool:
 def _next_wake(
     ctx: Context, quota: datetime | None, recheck_at: datetime | None, only: str | None = None
 ) -> tuple[datetime, str]:
-    """When the worker looks again, and why: the soonest thing it can act on. Sets it will not drive (verified,
-    in attention, outside ``--only``) wake nothing, nor do times already past (a pass just looked at those). While
-    Alma's daily quota is spent nothing may call Alma: it sleeps until the reset (at most ``QUOTA_LOOK``)."""
+    """When to look again, and why: the soonest thing the worker can act on (see ``_driven_times``); while the
+    quota is spent nothing may call Alma: until the reset, at most ``QUOTA_LOOK``."""
     now = ctx.clock()
     if quota is not None:
         quota = max(quota, now)  # never a reset time already past
@@ -332,8 +399,8 @@ def _next_wake(
 def _driven_times(
     ctx: Context, only: str | None, now: datetime
 ) -> tuple[datetime | None, datetime | None, datetime | None, int]:
-    """For the sets this worker drives (not verified, not in attention, matching ``--only``): the soonest
-    future wait, lease expiry of another process and poll, and how many such sets there are."""
+    """Of the sets this worker drives (not verified nor in attention, matching ``--only``): the soonest future wait,
+    other process's lease expiry and poll (a time already past was just looked at), and how many there are."""
     pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE) if only else None
     with ctx.sessions() as session:
         rows = session.execute(
@@ -348,13 +415,9 @@ def _driven_times(
             )
         ).all()
     waits = [r.wait_until for r in rows if r.wait_until is not None and r.wait_until > now]
-    leases = [
-        r.lease_expires_at
-        for r in rows
-        if r.lease_owner is not None and r.lease_owner != ctx.owner and r.lease_expires_at and r.lease_expires_at > now
-    ]
+    leases = [r.lease_expires_at for r in rows if r.lease_owner not in (None, ctx.owner) and r.lease_expires_at]
     poll = min((t for _, t in polls if t is not None), default=None)
-    return min(waits, default=None), min(leases, default=None), poll, len(rows)
+    return min(waits, default=None), min((t for t in leases if t > now), default=None), poll, len(rows)
 
 
 def _idle(ctx: Context, only: str | None) -> bool:

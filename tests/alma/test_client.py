@@ -299,7 +299,7 @@ def test_a_long_retry_after_on_a_job_run_is_an_unknown_outcome_carrying_the_wait
     assert clock.sleeps == [] and caught.value.retry_after == 86400.0
 
 
-def test_wrap_sleep_puts_every_wait_before_a_retry_through_the_callers_sleep():
+def test_sleeping_with_puts_every_wait_before_a_retry_through_the_callers_sleep():
     clock = Clock()
     recorder = Recorder(respond("error_500.txt", 503, {"Retry-After": "200"}), respond("set.xml"))
     client = make(recorder, clock)
@@ -313,7 +313,7 @@ def test_wrap_sleep_puts_every_wait_before_a_retry_through_the_callers_sleep():
 
         return sleep
 
-    client.wrap_sleep(stopped)
+    client.sleeping_with(stopped)
     with pytest.raises(Asked):
         client.get_set(SET_ID)
     assert clock.sleeps == [] and len(recorder.requests) == 1
