@@ -46,6 +46,7 @@ class AlmaError(HwfError):
         tracking_id: str | None = None,
         method: str | None = None,
         path: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -54,6 +55,8 @@ class AlmaError(HwfError):
         self.tracking_id = tracking_id
         self.method = method
         self.path = path
+        # Seconds Alma asked to wait (a Retry-After longer than hwf waits in place): the set waits, not hwf.
+        self.retry_after = retry_after
 
 
 class AlmaUnreachableError(AlmaError):

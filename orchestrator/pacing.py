@@ -17,6 +17,9 @@ from typing import Protocol, runtime_checkable
 
 import httpx
 
+# The longest a set waits when Alma's Retry-After asks for more than hwf waits in place: a hostile or
+# mistaken ``Retry-After: 86400`` puts one set off for an hour at most, never the process.
+LONGEST_SET_WAIT_SECONDS = 3600.0
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
 # After a 429 the rate is halved, then climbs back linearly: from 0 to the full rate in this many seconds.

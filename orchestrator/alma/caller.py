@@ -69,6 +69,11 @@ _HINTS: dict[object, str] = {
 }
 
 
+def _long(seconds: float | None) -> float | None:
+    """A ``Retry-After`` over ``MAX_RETRY_AFTER`` (never slept in a call: the error carries it, the set waits)."""
+    return seconds if seconds is not None and seconds > MAX_RETRY_AFTER else None
+
+
 class NoSending(httpx.BaseTransport):
     """The transport of a planning client: building requests is all it may do."""
 
@@ -186,6 +191,11 @@ class AlmaCaller:
         """Close the connection pool."""
         self._http.close()
 
+    def sleeping_with(self, wrap: Callable[[Callable[[float], None]], Callable[[float], None]]) -> Self:
+        """Wait before a retry through ``wrap(sleep)`` (the worker's sleep, which a stop request ends)."""
+        self._sleep = wrap(self._sleep)
+        return self
+
     @property
     def pacing_rate(self) -> float:
         """Requests a second the shared token bucket allows now (cut after a 429, recovering slowly)."""
@@ -249,10 +259,17 @@ class AlmaCaller:
         method, path = request.method, self._api_path(request)
         response = self._send(request, method, path, idempotent)
         origin = Origin(method, path, response.status_code)
-        reply = decode(response.content, origin)
+        body = self._redacted(response.content)
+        reply = decode(body, origin)
         if errors_exist(reply.tree):
             raise self._alma_error(method, path, response, errors_in(reply.tree))
-        return Answer(response.content, reply, origin)
+        return Answer(body, reply, origin)
+
+    def _redacted(self, body: bytes) -> bytes:
+        """A reply with the key, should Alma echo it (in a set's name, an error), replaced by ``***``: every
+        reply is data that reaches the database, ``hwf status``, the dashboard and notifications."""
+        secret = self._secret.encode("ascii")
+        return body.replace(secret, REDACTED_KEY.encode("ascii")) if secret in body else body
 
     def _api_path(self, request: httpx.Request) -> str:
         """The request's path below ``/almaws/v1``, without the query (for messages and logs)."""
@@ -314,31 +331,41 @@ class AlmaCaller:
             if status < 300:
                 self._log_call(method, path, status, started)
                 return response
-            details = parse_error_body(response.content, response.headers.get("content-type", ""))
-            first = details[0] if details else None
-            code, tracking = (first.code, first.tracking_id) if first else (None, None)
-            self._log_call(method, path, status, started, code=code, tracking_id=tracking)
-            codes = {detail.code for detail in details}
-            if status == 429:
-                if "DAILY_THRESHOLD" in codes or b"DAILY_THRESHOLD" in response.content[:4096]:
-                    raise self._alma_error(method, path, response, details, DailyQuotaError)
-                self._bucket.slow_down()
-                wait = retry_after(response)
-                if attempt < self._max_retries and (wait is None or wait <= MAX_RETRY_AFTER):
-                    self._pause(attempt, wait, method, path, f"429 {next(iter(codes), None) or 'rate limited'}")
-                    attempt += 1
-                    continue
-                raise self._alma_error(method, path, response, details, RateLimitedError, attempts=attempt + 1)
-            if status >= 500:
-                if idempotent and attempt < self._max_retries:
-                    self._pause(attempt, retry_after(response), method, path, f"HTTP {status}")
-                    attempt += 1
-                    continue
-                if not idempotent:
-                    raise self._alma_error(method, path, response, details, AlmaUnreachableError)
-            if codes & JOB_THRESHOLD_CODES:
-                raise self._alma_error(method, path, response, details, JobThresholdError)
-            raise self._alma_error(method, path, response, details)
+            retry = self._refused(response, method, path, idempotent, attempt, started)
+            self._pause(attempt, retry[1], method, path, retry[0])
+            attempt += 1
+
+    def _refused(
+        self, response: httpx.Response, method: str, path: str, idempotent: bool, attempt: int, started: float
+    ) -> tuple[str, float | None]:
+        """An error reply: why to try again and the ``Retry-After`` to wait first (None: back off), or the
+        error raised. A ``Retry-After`` over ``MAX_RETRY_AFTER`` is never waited here (see ``_long``)."""
+        status = response.status_code
+        details = parse_error_body(self._redacted(response.content), response.headers.get("content-type", ""))
+        first = details[0] if details else None
+        code, tracking = (first.code, first.tracking_id) if first else (None, None)
+        self._log_call(method, path, status, started, code=code, tracking_id=tracking)
+        codes = {detail.code for detail in details}
+        wait = retry_after(response)
+        if status == 429:
+            if "DAILY_THRESHOLD" in codes or b"DAILY_THRESHOLD" in response.content[:4096]:
+                raise self._alma_error(method, path, response, details, DailyQuotaError)
+            self._bucket.slow_down()
+            if attempt < self._max_retries and _long(wait) is None:
+                return f"429 {next(iter(codes), None) or 'rate limited'}", wait
+            raise self._alma_error(
+                method, path, response, details, RateLimitedError, attempts=attempt + 1, retry_after=_long(wait)
+            )
+        if status >= 500:
+            if idempotent and attempt < self._max_retries and _long(wait) is None:
+                return f"HTTP {status}", wait
+            if not idempotent:
+                raise self._alma_error(method, path, response, details, AlmaUnreachableError, retry_after=_long(wait))
+            if _long(wait) is not None:
+                raise self._alma_error(method, path, response, details, retry_after=wait)
+        if codes & JOB_THRESHOLD_CODES:
+            raise self._alma_error(method, path, response, details, JobThresholdError)
+        raise self._alma_error(method, path, response, details)
 
     def _too_large(self, method: str, path: str, idempotent: bool, exc: ReplyTooLarge) -> AlmaError:
         """A reply over alma.max_reply_mb: a bad reply, or after a POST an unknown outcome (reconciled)."""
@@ -398,7 +425,7 @@ class AlmaCaller:
         if retry_after is None:
             delay = backoff_delay(attempt, self._jitter())
         else:
-            delay = retry_after
+            delay = min(retry_after, MAX_RETRY_AFTER)  # a longer one is never waited here (see _long)
         _log.info(
             "Alma %s %s: %s; retry %d of %d in %.1f s",
             method,
@@ -418,6 +445,7 @@ class AlmaCaller:
         details: list[ErrorDetail],
         cls: type[AlmaError] = AlmaError,
         attempts: int = 1,
+        retry_after: float | None = None,
     ) -> AlmaError:
         status = response.status_code
         first = details[0] if details else ErrorDetail(None, None, None)
@@ -432,6 +460,8 @@ class AlmaCaller:
             message += _HINTS[str(status)]
         elif cls in _HINTS:
             message += _HINTS[cls].format(attempts=attempts)
+        if retry_after is not None:
+            message += f"; Alma asks to wait {retry_after:.0f} s (Retry-After), longer than hwf waits in place"
         return self._error(
             cls,
             message,
@@ -441,6 +471,7 @@ class AlmaCaller:
             tracking_id=first.tracking_id,
             method=method,
             path=path,
+            retry_after=retry_after,
         )
 
     def _error(
@@ -454,6 +485,7 @@ class AlmaCaller:
         tracking_id: str | None = None,
         method: str | None = None,
         path: str | None = None,
+        retry_after: float | None = None,
     ) -> AlmaError:
         """Build an exception whose text is one line and can never carry the API key."""
         return cls(
@@ -464,4 +496,5 @@ class AlmaCaller:
             tracking_id=tracking_id,
             method=method,
             path=path,
+            retry_after=retry_after,
         )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date
 from urllib.parse import quote
 
@@ -269,11 +269,22 @@ class AlmaClient(AlmaCaller):
         return self._page_request(path, params, PAGE_SIZE, 0)
 
     def list_instances(
-        self, job_id: str, *, date_from: date, date_to: date, status: str | None = None
+        self,
+        job_id: str,
+        *,
+        date_from: date,
+        date_to: date,
+        status: str | None = None,
+        wanted: Callable[[str], bool] | None = None,
     ) -> Iterator[JobInstance]:
-        """Every instance of a job submitted between two dates (inclusive; Alma's time zone is unknown)."""
+        """Every instance of a job submitted between two dates (inclusive; Alma's time zone is unknown).
+
+        An entry hwf cannot read is skipped (and logged), unless ``wanted(its name)`` says it may be the one
+        looked for: then AlmaBadReplyError.
+        """
         path, params = self._instances_query(job_id, date_from, date_to, status)
-        yield from self._pages(path, params, lambda reply, origin: parse_instances(reply, job_id.strip(), origin))
+        job = job_id.strip()
+        yield from self._pages(path, params, lambda reply, origin: parse_instances(reply, job, origin, wanted=wanted))
 
     # Bibs
 

@@ -8,6 +8,7 @@ sent: ``Bib.xml`` and ``Bib.record_xml`` are slices of the reply body, not re-se
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable
@@ -41,8 +42,10 @@ from orchestrator.alma.wire import (
     to_datetime,
     to_int,
 )
+from orchestrator.errors import AlmaBadReplyError
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 # A start, end or empty-element tag (attribute values may hold '>' but never '<'), or markup to skip.
 _TAG = re.compile(
@@ -257,11 +260,28 @@ def parse_instance(reply: Reply, job_id: str, origin: Origin = Origin()) -> JobI
     return instance_from_tree(_expect_root(reply, "job_instance", origin), job_id, "job_instance", origin)
 
 
-def parse_instances(reply: Reply, job_id: str, origin: Origin = Origin()) -> tuple[list[JobInstance], int | None]:
-    """``GET /conf/jobs/{job}/instances``: the page of instances and ``total_record_count``."""
+def parse_instances(
+    reply: Reply, job_id: str, origin: Origin = Origin(), *, wanted: Callable[[str], bool] | None = None
+) -> tuple[list[JobInstance], int | None]:
+    """``GET /conf/jobs/{job}/instances``: the page of instances and ``total_record_count``.
+
+    The list is Alma's, shared by every set: an entry that cannot be read is skipped (and logged), so one bad
+    run never stops the others' work, unless it may be the very instance looked for (``wanted(its name)``),
+    which raises AlmaBadReplyError.
+    """
     tree = _expect_root(reply, "job_instances", origin)
-    entries = _objects(as_list(tree.get("job_instance")), "job_instances.job_instance", origin)
-    instances = [instance_from_tree(entry, job_id, path, origin) for path, entry in entries]
+    instances = []
+    for index, entry in enumerate(as_list(tree.get("job_instance"))):
+        path = f"job_instances.job_instance[{index}]"
+        try:
+            if not isinstance(entry, dict):
+                raise origin.bad(f"{path} is {short_repr(entry)}, not an object")
+            instances.append(instance_from_tree(entry, job_id, path, origin))
+        except AlmaBadReplyError as exc:
+            name = text_of(entry.get("name")) if isinstance(entry, dict) else None
+            if wanted is not None and wanted(name or ""):
+                raise
+            _log.warning("%s; skipped (an entry of Alma's instance list, not the one looked for)", exc)
     return instances, _total(tree, "job_instances", origin)
 
 

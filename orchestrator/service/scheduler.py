@@ -29,6 +29,7 @@ from orchestrator.errors import (
     NeedsAttentionError,
     RateLimitedError,
 )
+from orchestrator.pacing import LONGEST_SET_WAIT_SECONDS
 from orchestrator.service import attend, preflight
 from orchestrator.service.actions import Action, Plan
 from orchestrator.service.actions.gate import SLOT_WAIT, JobSlots
@@ -292,11 +293,17 @@ def _drive_admitted(ctx: Context, current: _Pass, cap: int, outcomes: _Outcomes)
             outcomes.put(alma_id, "attention", str(exc))
             continue
         except (AlmaUnreachableError, RateLimitedError) as exc:
+            if exc.retry_after is not None:
+                _told_to_wait(ctx, set_id, alma_id, exc, exc.retry_after, current, outcomes)
+                continue
             _transient(ctx, current, outcomes, alma_id, exc)
             continue
         except AlmaError as exc:
             if concerns_everyone(exc):
                 raise
+            if exc.retry_after is not None:
+                _told_to_wait(ctx, set_id, alma_id, exc, exc.retry_after, current, outcomes)
+                continue
             if exc.status is not None and exc.status >= 500:
                 _transient(ctx, current, outcomes, alma_id, exc)
                 continue
@@ -352,6 +359,21 @@ def _transient(ctx: Context, current: _Pass, outcomes: _Outcomes, alma_id: str, 
     later_at = ctx.clock() + timedelta(seconds=_TRANSIENT_WAIT_SECONDS)
     outcomes.put(alma_id, "skipped", f"Alma did not answer ({exc}); trying again at {utc_stamp(later_at)}")
     current.wakes.append(later_at)
+
+
+def _told_to_wait(
+    ctx: Context, set_id: int, alma_id: str, exc: AlmaError, seconds: float, current: _Pass, outcomes: _Outcomes
+) -> None:
+    """Alma asked (``Retry-After``) for a longer wait than hwf takes in place: this set waits (at most
+    ``LONGEST_SET_WAIT_SECONDS``), and the process goes on with the others."""
+    with ctx.ledger() as book:
+        row = book.set(set_id)
+        until = book.now + timedelta(seconds=min(seconds, LONGEST_SET_WAIT_SECONDS))
+        reason = f"Alma asked to wait {seconds:.0f} s ({exc.status or 'no reply'} with Retry-After); trying again"
+        book.wait(row, f"{reason} at {utc_stamp(until)}", until)
+        _log.warning("set %s: %s", alma_id, exc)
+    outcomes.put(alma_id, "skipped", f"{reason} at {utc_stamp(until)}")
+    current.wakes.append(until)
 
 
 def concerns_everyone(exc: BaseException) -> bool:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, func, select
@@ -39,16 +39,23 @@ from orchestrator.service.workers import WorkerView as WorkerView
 from orchestrator.service.workers import workers as workers
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, IntegrationBatch, Worker
 
+if TYPE_CHECKING:
+    from orchestrator.alma.client import AlmaClient
+
 RESCAN_SECONDS = 60.0  # the longest the worker sleeps: sets added, retried or fixed meanwhile move soon
+MIN_SLEEP_SECONDS = 1.0  # the shortest: a pass that found nothing to do never runs again at once
 OUTAGE_FIRST_SECONDS = 60.0  # after Alma failed every set: the first pause, doubling up to the longest
 OUTAGE_MAX_SECONDS = 900.0
 QUOTA_MARGIN = timedelta(minutes=5)  # go on this long after the configured reset time
+QUOTA_LOOK = timedelta(hours=1)  # while the quota is spent, the longest sleep (nothing can call Alma meanwhile)
 # Attempts hwf looks at again by itself: a running job's poll, a person's run looked for, a queue to close.
 _LOOKED_AT = (AttemptState.SUBMITTED, AttemptState.WAITING_OPERATOR, AttemptState.QUEUED)
 
 
-class Stopped(Exception):
-    """The worker was asked to stop (SIGTERM/SIGINT): raised from its sleeps only, never mid-step."""
+class Stopped(BaseException):
+    """The worker was asked to stop (SIGTERM/SIGINT): raised from its sleeps only (between steps, or an Alma
+    call's wait before a retry), never mid-request. Not an ``Exception``: no handler that stops one set for an
+    error (``except Exception``) takes it for that set's fault."""
 
 
 class StopFlag:
@@ -79,6 +86,9 @@ class StopFlag:
                 raise Stopped()
 
         return interruptible
+
+    def stoppable(self, alma_factory: Callable[[], AlmaClient]) -> Callable[[], AlmaClient]:
+        return lambda: alma_factory().sleeping_with(self.sleeper)  # a stop ends an Alma retry's wait too
 
 
 @dataclass
@@ -286,7 +296,7 @@ def follow(
         voice.look(seconds)
         interruptible(seconds)
 
-    worker_ctx = dataclasses.replace(ctx, sleep=sleep, _alma=None)
+    worker_ctx = dataclasses.replace(ctx, sleep=sleep, _alma=None, alma_factory=stop.stoppable(ctx.alma_factory))
     voice = Voice(worker_ctx, speak, only)
     outage = 0
     try:
@@ -324,13 +334,13 @@ def follow(
                     continue
                 if quota_wake is None:
                     break
-            wake, reason = _next_wake(worker_ctx, quota_wake, recheck_wake)
+            wake, reason = _next_wake(worker_ctx, quota_wake, recheck_wake, only)
             if stale_wake is not None and stale_wake.at <= wake:
                 wake, reason = stale_wake.at, f"{stale_wake.phrase()} (when the public proxy's cache expires)"
             _report(worker_ctx, "waiting", reason, wake)
             voice.reported = None
             delay = (wake - worker_ctx.clock()).total_seconds()
-            worker_ctx.sleep(max(delay, 0.01))
+            worker_ctx.sleep(max(delay, MIN_SLEEP_SECONDS))
     except Stopped:
         summary.stopped = stop.why or "asked to stop"
     except BaseException:
@@ -373,47 +383,58 @@ def _outage(exc: AlmaError) -> bool:
     return exc.status is not None and exc.status >= 500
 
 
-def _next_wake(ctx: Context, quota: datetime | None, recheck_at: datetime | None) -> tuple[datetime, str]:
+def _next_wake(
+    ctx: Context, quota: datetime | None, recheck_at: datetime | None, only: str | None = None
+) -> tuple[datetime, str]:
+    """When to look again, and why: the soonest thing the worker can act on (see ``_driven_times``); while the
+    quota is spent nothing may call Alma: until the reset, at most ``QUOTA_LOOK``."""
     now = ctx.clock()
+    if quota is not None:
+        quota = max(quota, now)  # never a reset time already past
+        wake, reason = min(quota, now + QUOTA_LOOK), f"Alma's daily quota is spent; it resets about {utc_stamp(quota)}"
+        if recheck_at is not None and recheck_at < wake:
+            wake, reason = max(recheck_at, now), "the next re-verification"
+        return wake, f"{reason}; looking again at {utc_stamp(wake)}"
     wake, reason = now + timedelta(seconds=RESCAN_SECONDS), "nothing can move now; looking again"
-    with ctx.sessions() as session:
-        soonest = session.scalar(
-            select(func.min(AlmaSet.wait_until)).where(
-                AlmaSet.stage != Stage.VERIFIED, AlmaSet.attention.is_(None), AlmaSet.wait_until > now
-            )
-        )
-        held = session.scalar(
-            select(func.min(AlmaSet.lease_expires_at)).where(
-                AlmaSet.stage != Stage.VERIFIED,
-                AlmaSet.lease_owner.is_not(None),
-                AlmaSet.lease_owner != ctx.owner,
-                AlmaSet.lease_expires_at > now,
-            )
-        )
-        poll = session.scalar(select(func.min(Attempt.next_poll_at)).where(Attempt.state.in_(_LOOKED_AT)))
-        unfinished = session.scalar(
-            select(func.count())
-            .select_from(AlmaSet)
-            .where(AlmaSet.stage != Stage.VERIFIED, AlmaSet.attention.is_(None))
-        )
-    if quota is not None:  # while the quota is spent no set calls Alma: nothing else can wake the worker
-        unfinished, soonest, held = 0, None, None
+    soonest, held, poll, unfinished = _driven_times(ctx, only, now)
     if unfinished:  # others drive them (between two of their steps no lease shows): look again soon
         lease = now + timedelta(seconds=ctx.config.lease_seconds)
         if lease < wake:
             wake, reason = lease, "other hwf processes drive the sets"
         if poll is not None and poll < wake:
-            wake, reason = max(poll, now), "a running job's next poll"
+            wake, reason = poll, "a running job's next poll"
     if soonest is not None and soonest < wake:
         wake, reason = soonest, "a set waits"
     if held is not None and held < wake:
         # Another worker drives it: look again when its lease would run out (renewed while it lives).
         wake, reason = held, "another hwf process drives a set"
-    if quota is not None:
-        wake, reason = quota, "Alma's daily quota is spent; it resets"
     if recheck_at is not None and recheck_at < wake:
-        wake, reason = recheck_at, "the next re-verification"
+        wake, reason = max(recheck_at, now), "the next re-verification"
     return wake, f"{reason} at {utc_stamp(wake)}"
+
+
+def _driven_times(
+    ctx: Context, only: str | None, now: datetime
+) -> tuple[datetime | None, datetime | None, datetime | None, int]:
+    """Of the sets this worker drives (not verified nor in attention, matching ``--only``): the soonest future wait,
+    other process's lease expiry and poll (a time already past was just looked at), and how many there are."""
+    pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE) if only else None
+    with ctx.sessions() as session:
+        rows = session.execute(
+            select(AlmaSet.id, AlmaSet.name, AlmaSet.wait_until, AlmaSet.lease_owner, AlmaSet.lease_expires_at).where(
+                AlmaSet.stage != Stage.VERIFIED, AlmaSet.attention.is_(None)
+            )
+        ).all()
+        rows = [r for r in rows if pattern is None or pattern.search(r.name)]
+        polls = session.execute(
+            select(Attempt.set_id, Attempt.next_poll_at).where(
+                Attempt.state.in_(_LOOKED_AT), Attempt.next_poll_at > now, Attempt.set_id.in_([r.id for r in rows])
+            )
+        ).all()
+    waits = [r.wait_until for r in rows if r.wait_until is not None and r.wait_until > now]
+    leases = [r.lease_expires_at for r in rows if r.lease_owner not in (None, ctx.owner) and r.lease_expires_at]
+    poll = min((t for _, t in polls if t is not None), default=None)
+    return min(waits, default=None), min((t for t in leases if t > now), default=None), poll, len(rows)
 
 
 def _idle(ctx: Context, only: str | None) -> bool:

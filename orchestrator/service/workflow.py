@@ -13,14 +13,13 @@ import enum
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TypeAlias
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.alma.types import AlmaSetInfo, SetMember
-from orchestrator.display import utc_stamp
 from orchestrator.domain.attention import Attention
 from orchestrator.domain.steps import Stage, Step, next_step
 from orchestrator.domain.wording import plural
@@ -240,13 +239,14 @@ def _sleep_until(ctx: Context, keeper: LeaseKeeper, wake_at: datetime) -> None:
 def _quota_pause(ctx: Context, set_id: int, exc: AlmaError) -> None:
     with ctx.ledger() as book:
         row = book.set(set_id)
-        tomorrow = (book.now + timedelta(days=1)).replace(hour=0, minute=5, second=0, microsecond=0)
+        cfg = ctx.config.alma
+        # The reset as a time of day, never a moment: a stored moment would read as a reset already past.
         book.attention(
             row,
             Attention.QUOTA,
             f"Alma's daily API quota is spent or under the floor ({exc}); new work stops. "
-            f"It can go on after Alma's midnight reset (about {utc_stamp(tomorrow)}): "
-            f"run `hwf retry {row.alma_set_id} --reason TEXT`",
+            f"It can go on after Alma's daily reset ({cfg.quota_reset} {cfg.timezone}, alma.quota_reset): "
+            f"the unattended worker goes on by itself, or run `hwf retry {row.alma_set_id} --reason TEXT`",
         )
 
 

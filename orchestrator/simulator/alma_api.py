@@ -145,7 +145,12 @@ def handle_alma(state: SimState, request: httpx.Request) -> AlmaOutcome:
             raise AlmaFault(429, "DAILY_THRESHOLD", "Daily API threshold exceeded")
         state.daily_remaining -= 1
         rate = {"GET": state.faults.alma_get_500_rate, "PUT": state.faults.alma_put_500_rate}.get(request.method, 0.0)
-        if state.chance(rate):
+        unavailable = next((s for f, s in state.faults.unavailable_paths.items() if f in request.url.path), None)
+        if unavailable is not None:
+            state.sent_503 += 1
+            body = error_body("SERVICE_UNAVAILABLE", "Service Unavailable", state.tracking_id(), as_json)
+            reply = response(503, body, as_json, {"Retry-After": str(unavailable)})
+        elif state.chance(rate):
             reply = _server_error(state, as_json)
         else:
             reply = handler(ctx)

@@ -208,6 +208,9 @@ def run_job(ctx: Ctx, job_id: str) -> httpx.Response:
         ctx.drop_reply = True
     elif state.chance(state.faults.drop_run_reply_rate):
         ctx.drop_reply = True
+    if state.faults.unreadable_run_reply > 0:  # the run started, but the reply does not say which it is
+        state.faults.unreadable_run_reply -= 1
+        return ctx.render("job", job_node(ctx, job, parameters=instance.parameters))
     node = job_node(ctx, job, parameters=instance.parameters, instance_id=instance_id, triggered=now)
     return ctx.render("job", node)
 
@@ -321,7 +324,15 @@ def list_instances(ctx: Ctx, job_id: str) -> httpx.Response:
         found.append(instance)
     found.sort(key=lambda i: (i.submitted, i.id), reverse=True)
     page = found[offset : offset + limit]
-    return ctx.render_list("job_instances", "job_instance", [instance_node(ctx, i) for i in page], len(found))
+    return ctx.render_list("job_instances", "job_instance", [_listed(ctx, i) for i in page], len(found))
+
+
+def _listed(ctx: Ctx, instance: Instance) -> Node:
+    """An instance as a list shows it; one named in ``faults.unreadable_listed`` comes without its status."""
+    node = instance_node(ctx, instance)
+    if instance.id in ctx.state.faults.unreadable_listed:
+        node.fields = [(k, v) for k, v in node.fields if k != "status"]
+    return node
 
 
 def instance_events(ctx: Ctx, job_id: str, instance_id: str) -> httpx.Response:

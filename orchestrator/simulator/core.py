@@ -212,6 +212,7 @@ class Simulator:
                 "max_per_second": {label: peak.peak for label, peak in state.peaks.items()},
                 "proxy_max_per_second": state.proxy_peak.peak,
                 "sent_429": dict(state.sent_429),
+                "sent_503": state.sent_503,
                 "daily_remaining": state.daily_remaining,
             }
 

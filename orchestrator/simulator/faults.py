@@ -24,12 +24,16 @@ class Faults:
     drop_run_reply: int = 0  # next N op=run POSTs: create the instance, then lose the reply
     drop_run_reply_rate: float = 0.0
     run_reply_delay_s: float = 0.0  # op=run POSTs: create the instance, then wait this long before answering
+    unreadable_run_reply: int = 0  # next N op=run POSTs: start the run, answer 200 without its instance link
     reject_run_before_create: int = 0  # next N op=run POSTs: drop the connection before anything happens
     refuse_run_overlap: int = 0  # next N op=run POSTs answer 400 60347 (overlaps with a running job)
     burst_429: int = 0  # next N Alma requests answer 429 PER_SECOND_THRESHOLD
     daily_remaining: int | None = None  # when set, the daily counter is set to it (then this resets to None)
     corrupt_set_members: list[str] = field(default_factory=list)  # a members page holding one fails
     bad_xml_records: dict[str, str] = field(default_factory=dict)  # MMS ID -> "malformed" | "doctype"
+    unreadable_listed: list[str] = field(default_factory=list)  # instance ids listed without their status
+    # path fragment -> seconds: every Alma request whose path holds the fragment answers 503 with that Retry-After
+    unavailable_paths: dict[str, int] = field(default_factory=dict)
     proxy_latency_ms: float = 0.0
     proxy_error_rate: float = 0.0
     proxy_rate_429: float = 0.0
@@ -68,15 +72,22 @@ def update_faults(faults: Faults, changes: Mapping[str, Any], where: str = "") -
     for name, value in changes.items():
         if name not in known:
             raise ValueError(f"{where}{name}: unknown fault (known: {', '.join(sorted(known))})")
-        if name == "corrupt_set_members":
+        if name in ("corrupt_set_members", "unreadable_listed"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ValueError(f"{where}{name}: must be a list of MMS ID strings")
+                raise ValueError(f"{where}{name}: must be a list of id strings")
             staged[name] = list(value)
         elif name == "bad_xml_records":
             if not isinstance(value, dict) or not all(
                 isinstance(k, str) and v in BAD_XML_KINDS for k, v in value.items()
             ):
                 raise ValueError(f"{where}{name}: must map MMS IDs to one of {', '.join(BAD_XML_KINDS)}")
+            staged[name] = dict(value)
+        elif name == "unavailable_paths":
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                for k, v in value.items()
+            ):
+                raise ValueError(f"{where}{name}: must map path fragments to whole seconds (Retry-After)")
             staged[name] = dict(value)
         elif name == "daily_remaining" and value is None:
             staged[name] = None

@@ -181,6 +181,7 @@ class SimState:
         self.proxy_peak = PeakWindow()
         self.requests: dict[str, int] = {}
         self.sent_429: dict[str, int] = {"per_second": 0, "daily": 0, "burst": 0, "proxy": 0}
+        self.sent_503 = 0  # answers of faults.unavailable_paths (503 with Retry-After)
         self.daily_remaining = scenario.daily_quota
         self.daily_day: date | None = None
 

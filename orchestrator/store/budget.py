@@ -9,7 +9,12 @@ every process sees it:
   (the row lock serialises concurrent claims) against the database's own clock, so hosts whose clocks
   differ still agree.
 - SQLite (one host): a small file beside the database, read and rewritten under an exclusive
-  ``flock``; no write to the database itself, so a claim never waits on an hwf transaction.
+  ``flock``; no write to the database itself, so a claim never waits on an hwf transaction. Its times are
+  the host's monotonic clock (shared by every process on the host), so a step of the wall clock moves
+  nothing.
+
+No claim waits longer than ``LONGEST_WAIT_SECONDS``: a schedule further ahead than that was written by another
+clock (a reboot, the database server's clock stepped back) and is started afresh, with a warning in the log.
 
 :class:`SharedGate` has the ``pacing.TokenBucket`` interface (``reserve``/``acquire``/``slow_down``/
 ``hold``), so the Alma client uses it unchanged: the process's own bucket still does the AIMD slow-down
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import math
 import os
 import struct
@@ -45,6 +51,10 @@ from orchestrator.pacing import PACING, TokenBucket
 REMAINING_TTL_SECONDS = 300.0
 # How often one process writes the remaining count it sees (always when under twice the floor).
 REMAINING_WRITE_SECONDS = 5.0
+# The longest any claim waits: a hold is a Retry-After hwf waits in place (at most 300 s), and the starts queued
+# by every process are a few intervals. A schedule further ahead was written by another clock.
+LONGEST_WAIT_SECONDS = 300.0
+_log = logging.getLogger(__name__)
 
 
 def key_hash(api_key: str) -> str:
@@ -60,6 +70,9 @@ class Schedule(Protocol):
 
     def hold(self, seconds: float) -> None:
         """No process starts a request for ``seconds`` from now."""
+
+    def restart(self) -> None:
+        """Forget starts and holds ahead of now (they were written by another clock)."""
 
     def note_remaining(self, remaining: int) -> None: ...
 
@@ -82,6 +95,10 @@ class DatabaseSchedule:
     _HOLD = text(
         "UPDATE rate_budget SET hold_until = GREATEST(hold_until, EXTRACT(EPOCH FROM clock_timestamp()) + :s) "
         "WHERE key_hash = :key"
+    )
+    _RESTART = text(
+        "UPDATE rate_budget SET next_start = LEAST(next_start, EXTRACT(EPOCH FROM clock_timestamp())), "
+        "hold_until = LEAST(hold_until, EXTRACT(EPOCH FROM clock_timestamp())) WHERE key_hash = :key"
     )
     _NOTE = text("UPDATE rate_budget SET remaining = :r, remaining_at = clock_timestamp() WHERE key_hash = :key")
     _READ = text(
@@ -111,6 +128,9 @@ class DatabaseSchedule:
     def hold(self, seconds: float) -> None:
         self._run(self._HOLD, {"s": seconds})
 
+    def restart(self) -> None:
+        self._run(self._RESTART, {})
+
     def note_remaining(self, remaining: int) -> None:
         self._run(self._NOTE, {"r": remaining})
 
@@ -121,12 +141,13 @@ class DatabaseSchedule:
 
 class FileSchedule:
     """The schedule in a 32-byte file beside a SQLite database, rewritten under an exclusive flock:
-    next start, hold until, remaining, remaining seen at (doubles, wall-clock seconds: one host)."""
+    next start, hold until, remaining, remaining seen at (doubles, seconds of the host's monotonic clock, which
+    every process on the host shares and no wall-clock step moves)."""
 
     _FORMAT = "<dddd"
 
-    def __init__(self, path: Path, wall: Callable[[], float] = time.time) -> None:
-        self._path, self._wall = path, wall
+    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
+        self._path, self._clock = path, clock
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
@@ -139,7 +160,7 @@ class FileSchedule:
             fcntl.flock(fd, fcntl.LOCK_EX)
             raw = os.pread(fd, struct.calcsize(self._FORMAT), 0)
             values = list(struct.unpack(self._FORMAT, raw)) if len(raw) == 32 else [0.0, 0.0, -1.0, 0.0]
-            result = change(values, self._wall())
+            result = change(values, self._clock())
             os.pwrite(fd, struct.pack(self._FORMAT, *values), 0)
             return result
         finally:
@@ -160,6 +181,13 @@ class FileSchedule:
 
         self._update(change)
 
+    def restart(self) -> None:
+        def change(v: list[float], now: float) -> float:
+            v[0], v[1] = min(v[0], now), min(v[1], now)
+            return 0.0
+
+        self._update(change)
+
     def note_remaining(self, remaining: int) -> None:
         def change(v: list[float], now: float) -> float:
             v[2], v[3] = float(remaining), now
@@ -176,7 +204,8 @@ class FileSchedule:
 
         self._update(change)
         value, age = seen
-        return int(value) if value >= 0 and age < REMAINING_TTL_SECONDS else None
+        # A negative age is a reading from before a reboot (another run of the monotonic clock): not trusted.
+        return int(value) if value >= 0 and 0 <= age < REMAINING_TTL_SECONDS else None
 
 
 class SharedGate:
@@ -206,14 +235,27 @@ class SharedGate:
         return self._local.current_rate(now)
 
     def reserve(self) -> float:
-        return max(self._local.reserve(), 0.0) + max(self.schedule.claim(self._interval), 0.0)
+        return max(self._local.reserve(), 0.0) + self._claim()
 
     def acquire(self) -> float:
         waited = self._local.acquire()
-        shared = self.schedule.claim(self._interval)
+        shared = self._claim()
         if shared > 0:
             self._sleep(shared)
-        return waited + max(shared, 0.0)
+        return waited + shared
+
+    def _claim(self) -> float:
+        """The next shared start: seconds to wait for it, never more than ``LONGEST_WAIT_SECONDS``."""
+        wait = self.schedule.claim(self._interval)
+        if wait > LONGEST_WAIT_SECONDS:
+            _log.warning(
+                "the shared request budget was %.0f s ahead of this clock (written by another clock: a reboot, a "
+                "clock stepped back); started afresh",
+                wait,
+            )
+            self.schedule.restart()
+            wait = self.schedule.claim(self._interval)
+        return min(max(wait, 0.0), LONGEST_WAIT_SECONDS)
 
     def release(self) -> None:
         self._local.release()
@@ -223,6 +265,7 @@ class SharedGate:
         self.schedule.hold(self._interval)  # every process skips one start: the key was too fast
 
     def hold(self, seconds: float) -> None:
+        seconds = min(seconds, LONGEST_WAIT_SECONDS)
         self._local.hold(seconds)
         self.schedule.hold(seconds)
 

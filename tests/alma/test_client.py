@@ -272,6 +272,53 @@ def test_retry_after_is_honoured():
     assert clock.sleeps == [3.0]
 
 
+def test_a_5xx_retry_after_is_capped_like_a_429s():
+    clock = Clock()
+    recorder = Recorder(respond("error_500.txt", 503, {"Retry-After": "120"}), respond("set.xml"))
+    make(recorder, clock).get_set(SET_ID)
+    assert clock.sleeps == [120.0]  # a short one is waited in place
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_long_retry_after_is_never_slept_but_carried_to_the_caller(status: int):
+    clock = Clock()
+    name = "error_per_second.json" if status == 429 else "error_500.txt"
+    recorder = Recorder(respond(name, status, {"Retry-After": "86400"}), respond("set.xml"))
+    with pytest.raises(AlmaError) as caught:
+        make(recorder, clock).get_set(SET_ID)
+    assert clock.sleeps == [] and len(recorder.requests) == 1
+    assert caught.value.retry_after == 86400.0 and caught.value.status == status
+    assert "Alma asks to wait 86400 s (Retry-After)" in str(caught.value)
+
+
+def test_a_long_retry_after_on_a_job_run_is_an_unknown_outcome_carrying_the_wait():
+    clock = Clock()
+    recorder = Recorder(respond("error_500.txt", 503, {"Retry-After": "86400"}))
+    with pytest.raises(AlmaUnreachableError) as caught:
+        make(recorder, clock).run_job("M50173", [("set_id", "1")])
+    assert clock.sleeps == [] and caught.value.retry_after == 86400.0
+
+
+def test_sleeping_with_puts_every_wait_before_a_retry_through_the_callers_sleep():
+    clock = Clock()
+    recorder = Recorder(respond("error_500.txt", 503, {"Retry-After": "200"}), respond("set.xml"))
+    client = make(recorder, clock)
+
+    class Asked(BaseException):
+        pass
+
+    def stopped(_sleep: Callable[[float], None]) -> Callable[[float], None]:
+        def sleep(seconds: float) -> None:
+            raise Asked(seconds)
+
+        return sleep
+
+    client.sleeping_with(stopped)
+    with pytest.raises(Asked):
+        client.get_set(SET_ID)
+    assert clock.sleeps == [] and len(recorder.requests) == 1
+
+
 def test_per_second_threshold_gives_up_after_max_retries():
     clock = Clock()
     recorder = Recorder(respond("error_per_second.json", 429))

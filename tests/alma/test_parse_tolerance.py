@@ -9,6 +9,7 @@ import pytest
 from orchestrator.alma import parse
 from orchestrator.alma.wire import Origin, decode
 from orchestrator.domain.jobrules import exception_count, run_ok
+from orchestrator.errors import AlmaBadReplyError
 from orchestrator.xmlsafe import parse_xml
 
 ORIGIN = Origin("GET", "/conf/jobs/M1/instances/1", 200)
@@ -77,6 +78,21 @@ def test_instance_list_with_a_text_counter_parses():
     instances, total = parse.parse_instances(decode(json.dumps(body).encode(), ORIGIN), "M1", ORIGIN)
     assert [i.id for i in instances] == ["1108569450000121", "2"] and total == 2
     assert instances[0].counters[0].value == "Download zip file for manual FTP."
+
+
+def test_an_unreadable_entry_of_an_instance_list_is_skipped_and_logged_unless_it_is_the_one_looked_for(caplog):
+    broken = {**FTP_INSTANCE, "id": "2", "name": "hwf migrate set 77 hwf-abc"}
+    del broken["status"]
+    body = {"job_instance": [broken, "not an object", FTP_INSTANCE], "total_record_count": "3"}
+    reply = decode(json.dumps(body).encode(), ORIGIN)
+    with caplog.at_level("WARNING", logger="orchestrator.alma.parse"):
+        instances, total = parse.parse_instances(reply, "M1", ORIGIN)
+    assert [i.id for i in instances] == ["1108569450000121"] and total == 3
+    assert "job_instance[0].status is missing" in caplog.text and "job_instance[1] is" in caplog.text
+    instances, _ = parse.parse_instances(reply, "M1", ORIGIN, wanted=lambda name: "hwf-zzz" in name)
+    assert len(instances) == 1  # another token: not the one looked for
+    with pytest.raises(AlmaBadReplyError, match=r"job_instance\[0\].status is missing"):
+        parse.parse_instances(reply, "M1", ORIGIN, wanted=lambda name: "hwf-abc" in name)
 
 
 def test_xml_instance_with_text_counter():

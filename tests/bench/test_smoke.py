@@ -72,6 +72,14 @@ def test_verify_e2e_runs_hwf_and_the_script_against_the_stdlib_server(capsys: py
     assert verify_e2e.main(["--n", "40", "--runs", "1", "--latency-ms", "1"]) in (0, 1), capsys.readouterr().out
 
 
+def test_idle_bench_measures_a_worker_that_waits_for_the_quota(tmp_path: Path) -> None:
+    from bench import idle
+
+    found = idle.measure(tmp_path, 0.05)  # 3 s: the whole bench, not its figure
+    assert found["alma_requests"] == 0  # the quota is spent: nothing may call Alma
+    assert found["cpu_seconds"] >= 0 and "passes" in found["summary"], found
+
+
 def test_verify_e2e_counts_the_requests_with_handles_stale_in_the_public_cache(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -175,3 +175,28 @@ def test_cli_retry_on_a_set_that_needs_nothing_says_so(
     assert f"set {set_id} needs nothing" in result.stderr
     result = CliRunner().invoke(app, ["--config", str(config), "resume", "--all", "--max-running", "0"])
     assert result.exit_code == 2
+
+
+def test_a_skipped_copy_step_holds_no_slot_for_the_hour(
+    tmp_path: Path, sim: Simulator, clock: FakeClock, sleeps: Sleeps
+) -> None:
+    """Two runs of a job an hour: two clean sets skip the copy job (no record needs it) in the pass that also
+    looks at two sets that need it. Only runs Alma started count: the latter copy at once, not an hour later."""
+    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}", poll_interval_seconds=15, max_runs_per_job_hour=2)
+    config = parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
+    ctx = make_context(config, sim, clock, sleep=sleeps)
+    start = clock()
+    needing = []
+    for k, profile in enumerate(["clean", "clean", "demo", "demo"]):  # clean: the copy step is skipped
+        set_id = make_set(sim, 12, profile=profile, name=f"Copy {k + 1}", seed=k)
+        workflow.add_set(ctx, set_id)
+        if profile == "demo":
+            needing.append(set_id)  # these need their copy job
+    scheduler.resume_all(ctx)
+    copies = [r for s in needing for r in sim.runs_for(s) if r.kind == "copy"]
+    assert len(copies) == 2
+    # (a running-job slot may hold one back a few minutes; the hour's count held them back an hour)
+    assert all(r.submitted_at - start < timedelta(minutes=15) for r in copies), [r.submitted_at for r in copies]
+    waits = [e.detail or "" for s in needing for e in views.history(ctx, s) if e.kind == "waiting"]
+    assert not any("(copy_identifiers) started" in w for w in waits), waits
+    ctx.close()

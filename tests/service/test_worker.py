@@ -8,6 +8,7 @@ leases released, and re-verifies verified sets (a handle that breaks later is a 
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -271,3 +272,54 @@ def test_follow_options_that_do_not_go_together_exit_2(args: list[str], words: s
     result = CliRunner().invoke(app, ["resume", "--all", *args])
     assert result.exit_code == 2 and words in result.output
     assert "Traceback" not in result.output
+
+
+def _count_passes(ctx: Context, config: Config, sim: Simulator, clock: FakeClock, hours: float, **follow: Any) -> Any:
+    """Run the worker for ``hours`` of the fake clock (or until it has slept 500 times: a spin), noting, at every
+    sleep, the worker's waiting reason and each set's attention; returns its summary and what was shown when."""
+    stop = worker.StopFlag()
+    end = clock() + timedelta(hours=hours)
+    sleeps: list[float] = []
+    shown: list[tuple[datetime, str]] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.sleep(seconds)
+        shown.extend((clock(), w.reason or "") for w in worker.workers(ctx) if w.state == "waiting")
+        shown.extend((clock(), s.attention) for s in views.status(ctx) if s.attention)
+        if clock() >= end or len(sleeps) >= 500:
+            stop.set("test")
+
+    summary = worker.follow(make_context(config, sim, clock, sleep=sleep), stop, **follow)
+    return summary, shown
+
+
+_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(:\d{2})? UTC")
+
+
+def test_an_idle_worker_over_a_spent_quota_wakes_a_handful_of_times_and_never_shows_a_past_reset(
+    tmp_path: Path, sim: Simulator, clock: FakeClock
+) -> None:
+    # The reset is midnight in Chicago: 06:00 UTC, 15 hours after the fake clock's 15:00 UTC.
+    config = _config(tmp_path, daily_call_floor=10, quota_reset="00:00", timezone="America/Chicago")
+    ctx = make_context(config, sim, clock)
+    first, _second = _sets(ctx, sim, 2)
+    workflow.advance(ctx, first, wait=False)  # its job runs: a poll falls due while the quota is spent
+    sim.faults.daily_remaining = 5  # under the floor: no set may call Alma until the reset
+    summary, shown = _count_passes(ctx, config, sim, clock, hours=14)  # 15:00 to 05:00 UTC: before the reset
+    assert summary.passes <= 20, f"{summary.passes} passes over a 14-hour quota wait"
+    assert any("quota is spent" in text for _, text in shown), shown[-3:]
+    for at, text in shown:  # the worker's line and the sets' attention: never a reset time already past
+        for moment in _MOMENT.finditer(text):
+            when = datetime.strptime(moment.group(0)[:16], "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+            assert when >= at - timedelta(minutes=1), (at, text)
+
+
+def test_a_worker_with_only_is_not_woken_by_another_sets_poll(tmp_path: Path, sim: Simulator, clock: FakeClock) -> None:
+    config = _config(tmp_path)
+    ctx = make_context(config, sim, clock)
+    outside, mine = _sets(ctx, sim, 2)
+    workflow.advance(ctx, outside, wait=False)  # another set's job: its polls fall due, but not for this worker
+    summary, _ = _count_passes(ctx, config, sim, clock, hours=1, only="Worker 1")
+    assert _states(ctx)[mine] == "verified" and _states(ctx)[outside] != "verified"
+    assert summary.passes <= 70, f"{summary.passes} passes in an hour"  # one a minute at most, when idle

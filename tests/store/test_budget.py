@@ -4,12 +4,13 @@ calls one process learns reach every gate. The four-process proof is tests/syste
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from orchestrator.store import budget
@@ -24,11 +25,11 @@ def _spacing(path: Path, rate: float) -> float:
     wait it returned, so a thread preempted after its claim cannot make two slots look like one."""
     seen = threading.local()
 
-    def wall() -> float:
-        seen.now = time.time()
+    def clock() -> float:
+        seen.now = time.monotonic()
         return float(seen.now)
 
-    schedule = budget.FileSchedule(path, wall=wall)
+    schedule = budget.FileSchedule(path, clock=clock)
     gate_starts: list[float] = []
     lock = threading.Lock()
 
@@ -93,3 +94,58 @@ def test_a_shared_hold_and_the_shared_remaining_reach_every_gate(tmp_path: Path)
     assert second.reserve() > 4.0  # the other process waits out the Retry-After too
     first.note_remaining(7)
     assert second.shared_remaining() == 7
+
+
+def test_the_file_schedule_keeps_the_hosts_monotonic_clock_not_the_wall_clock(tmp_path: Path) -> None:
+    """A step of the wall clock (NTP, a person) must move nothing: the file holds monotonic seconds."""
+    path = tmp_path / "budget"
+    budget.FileSchedule(path).claim(0.1)
+    next_start = struct.unpack("<dddd", path.read_bytes())[0]
+    assert abs(next_start - time.monotonic()) < 5.0, (next_start, time.monotonic(), time.time())
+
+
+def test_a_schedule_an_hour_ahead_of_the_clock_makes_no_process_wait_the_hour(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The clock the schedule was written by stepped back an hour (or the host rebooted): the next claim would
+    wait the hour. Every wait is capped: the schedule starts afresh, with a warning."""
+    now = [100_000.0]
+    path = tmp_path / "budget"
+    slept: list[float] = []
+    gate = budget.SharedGate(budget.FileSchedule(path, lambda: now[0]), 10.0, sleep=slept.append)
+    gate.acquire()
+    gate.release()
+    now[0] -= 3600.0  # the clock goes back an hour
+    other = budget.SharedGate(budget.FileSchedule(path, lambda: now[0]), 10.0, sleep=slept.append)
+    with caplog.at_level("WARNING", logger="orchestrator.store.budget"):
+        other.acquire()
+    other.release()
+    assert max(slept, default=0.0) < 1.0, slept
+    assert "started afresh" in caplog.text
+    gate.hold(86_400.0)  # a hold is capped too
+    assert other.reserve() <= budget.LONGEST_WAIT_SECONDS + 1.0
+
+
+@pytest.mark.postgres
+def test_the_database_schedule_an_hour_ahead_starts_afresh(pg_url: str) -> None:
+    """The database server's clock stepped back an hour: the row's next start is an hour ahead. No process
+    waits the hour: the claim sees it, the schedule starts afresh."""
+    engine = create_engine(pg_url, poolclass=NullPool)
+    try:
+        upgrade(engine)
+        key = budget.key_hash("stepped")
+        slept: list[float] = []
+        gate = budget.SharedGate(budget.DatabaseSchedule(engine, key), 10.0, sleep=slept.append)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE rate_budget SET next_start = EXTRACT(EPOCH FROM clock_timestamp()) + 3600 "
+                    "WHERE key_hash = :k"
+                ),
+                {"k": key},
+            )
+        gate.acquire()
+        gate.release()
+        assert max(slept, default=0.0) < 1.0, slept
+    finally:
+        engine.dispose()

@@ -16,13 +16,14 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.support import write_config
 from tests.support.crash import add_sets, check, query, serve
-from tests.support.e2e import HWF, Served, hwf_env, wait_for
+from tests.support.e2e import HWF, Served, hwf_env, start_hwf, wait_for
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -130,3 +131,68 @@ def test_sigterm_mid_run_exits_0_with_a_summary_and_leases_released_and_a_restar
     assert verdict.ok, str(verdict)  # every step ran once, in order
     print(f"\nrestarted worker finished 4 sets in {time.monotonic() - started:.1f} s")
     assert os.environ.get("HWF_CONFIG") is None
+
+
+def _stop_within(proc: subprocess.Popen[str], seconds: float) -> tuple[str, float]:
+    """SIGTERM the worker; its output and how long it took to exit (it must within ``seconds``)."""
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"the worker did not end within {seconds:.0f} s of SIGTERM") from None
+    assert proc.returncode == 0, err
+    return out, time.monotonic() - started
+
+
+def test_a_day_long_retry_after_on_one_set_makes_that_set_wait_and_the_others_finish(
+    served: Served, tmp_path: Path
+) -> None:
+    """A hostile ``503`` with ``Retry-After: 86400`` on every request about one set: that set waits (an hour at
+    most), the worker goes on with the others, and SIGTERM ends it at once."""
+    config = write_config(tmp_path, served.url, preset="crash")
+    sets = add_sets(config, served, ["clean"] * 3, records=4, prefix="Hostile")
+    bad = next(iter(sets))
+    served.faults(unavailable_paths={f"/conf/sets/{bad}": 86400})
+    url = f"sqlite:///{tmp_path / 'hwf.db'}"
+    proc = start_hwf(config, "resume", "--all", "--follow")
+    try:
+        wait_for(
+            lambda: query(url, "SELECT count(*) FROM sets WHERE state = 'verified'") == [(2,)],
+            timeout=90,
+            what="the two other sets verified",
+        )
+        [(waiting, until)] = query(url, "SELECT waiting, wait_until FROM sets WHERE alma_set_id = :s", s=bad)
+        out, took = _stop_within(proc, 20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "Retry-After" in waiting and "86400 s" in waiting, waiting
+    wait = datetime.fromisoformat(str(until)).replace(tzinfo=UTC) - datetime.now(UTC)
+    assert timedelta(minutes=55) < wait <= timedelta(hours=1), wait  # capped at an hour, not a day
+    assert served.state()["stats"]["sent_503"] >= 1
+    assert "stopped: SIGTERM" in out, out
+    print(f"\nworker ended {took:.1f} s after SIGTERM")
+
+
+def test_sigterm_ends_an_alma_retry_wait_at_once(served: Served, tmp_path: Path) -> None:
+    """A ``Retry-After`` short enough to be waited in place (under 300 s) is waited with the worker's sleep:
+    SIGTERM ends it at once, not when the wait is over."""
+    config = write_config(tmp_path, served.url, preset="crash")
+    sets = add_sets(config, served, ["clean"], records=4, prefix="Patient")
+    served.faults(unavailable_paths={f"/conf/sets/{next(iter(sets))}": 250})
+    proc = start_hwf(config, "resume", "--all", "--follow")
+    try:
+        wait_for(lambda: served.state()["stats"]["sent_503"] >= 1, timeout=60, what="the 503 answered")
+        time.sleep(1.0)  # the worker is now in its 250 s wait before the retry
+        out, took = _stop_within(proc, 15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "stopped: SIGTERM" in out, out
+    assert served.state()["stats"]["sent_503"] == 1  # no retry was sent after the stop
+    print(f"\nworker ended {took:.1f} s after SIGTERM")

@@ -45,6 +45,9 @@ class JobSlots:
     per_hour: int
     running: int = 0
     recent: dict[str, list[datetime]] = field(default_factory=dict)  # job id -> starts in the last hour, oldest first
+    # job id -> starts this pass admitted but did not commit yet: a precheck may still find the step not needed,
+    # and then Alma runs nothing. They hold a slot for this pass only, never an hour.
+    pending: dict[str, int] = field(default_factory=dict)
     next_poll: datetime | None = None  # the soonest poll of a running job (when a slot may free)
 
     @classmethod
@@ -90,6 +93,14 @@ class JobSlots:
                 f"(Alma allows {self.per_hour}); next slot at {utc_stamp(free)}",
                 free,
             )
+        pending = self.pending.get(job_id, 0)
+        if len(starts) + pending >= self.per_hour:
+            # Only runs Alma started count for the hour: these may never start (a copy step found not needed).
+            return (
+                f"{SLOT_WAIT}: job {job_id} ({step.value}) may start {pending} more times now "
+                f"({len(starts)} in the last hour; Alma allows {self.per_hour})",
+                None,
+            )
         return None
 
     def slot_may_free(self, now: datetime) -> datetime:
@@ -101,6 +112,6 @@ class JobSlots:
         return min(max(self.next_poll + timedelta(seconds=0.5), now + timedelta(seconds=0.5)), latest)
 
     def take(self, job_id: str, now: datetime) -> None:
-        """Count a start this pass has admitted, before it is committed."""
+        """Count a start this pass has admitted, before it is committed (for this pass only: see ``pending``)."""
         self.running += 1
-        self.recent.setdefault(job_id, []).append(now)
+        self.pending[job_id] = self.pending.get(job_id, 0) + 1

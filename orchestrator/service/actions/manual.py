@@ -23,6 +23,7 @@ from orchestrator.domain.jobrules import (
     history_window,
     instance_window,
     match_instance,
+    names_set,
     next_poll_interval,
     submitted_by_api,
 )
@@ -138,7 +139,9 @@ def _look_for_run(ctx: Context, set_id: int, attempt_id: int) -> None:
     date_from, date_to = instance_window(begun, ctx.clock())
     found = [
         i
-        for i in ctx.alma.list_instances(job_id, date_from=date_from, date_to=date_to)
+        for i in ctx.alma.list_instances(
+            job_id, date_from=date_from, date_to=date_to, wanted=lambda name: names_set(name, alma_set_id, set_name)
+        )
         if i.id not in taken
         and not submitted_by_api(i.submitted_by)
         and match_instance(i, job_id, step, alma_set_id, set_name, job_name)[0] is SetMatch.THIS

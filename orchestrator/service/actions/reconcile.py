@@ -45,8 +45,16 @@ class Reconcile:
         assert plan.attempt_id is not None
         lost = _read(ctx, set_id, plan.attempt_id)
         date_from, date_to = instance_window(lost.begun, ctx.clock())
-        instances = list(ctx.alma.list_instances(lost.job_id, date_from=date_from, date_to=date_to))
+        instances = list(
+            ctx.alma.list_instances(
+                lost.job_id, date_from=date_from, date_to=date_to, wanted=lambda name: lost.token in name
+            )
+        )
         how, matches = _candidates(lost, instances)
+        if how == "contradicts":
+            with ctx.ledger() as book:
+                _contradicted(book, set_id, plan.attempt_id, lost, matches)
+            return
         if len(matches) == 1:
             found = matches[0]
             adopt_instance(ctx, set_id, plan.attempt_id, found.id, how=how, alma_submitted=found.submit_time)
@@ -98,7 +106,11 @@ def _candidates(lost: _Lost, instances: list[JobInstance]) -> tuple[str, list[Jo
         match = match_instance(i, lost.job_id, lost.step, lost.alma_set_id, lost.set_name)[0]
         return i.id not in lost.taken and (match is SetMatch.THIS if strict else match is not SetMatch.OTHER)
 
-    matches = [i for i in instances if lost.token in (i.name or "") and fits(i, strict=False)]
+    carrying = [i for i in instances if lost.token in (i.name or "")]
+    odd = [i for i in carrying if not fits(i, strict=False)]
+    if odd:  # the token is this attempt's alone: on another set's run (or one already taken) it contradicts
+        return "contradicts", odd
+    matches = carrying
     if matches:
         return "reconciled", matches
     earliest = lost.begun - timedelta(minutes=2)
@@ -110,6 +122,23 @@ def _candidates(lost: _Lost, instances: list[JobInstance]) -> tuple[str, list[Jo
         and i.submit_time >= earliest
         and fits(i, True)
     ]
+
+
+def _contradicted(book: Ledger, set_id: int, attempt_id: int, lost: _Lost, odd: list[JobInstance]) -> None:
+    """An instance carries this attempt's own token but names another set (or step), or another attempt took
+    it: Alma's list contradicts itself or hwf's records. Attention; never "not sent", never a resubmission."""
+    row, attempt = book.set(set_id), book.attempt(attempt_id)
+    found = odd[0]
+    why = match_instance(found, lost.job_id, lost.step, lost.alma_set_id, lost.set_name)[1]
+    if found.id in lost.taken:
+        why = f"instance {found.id} is already adopted by another attempt"
+    book.attention(
+        row,
+        Attention.RECONCILE,
+        f"{attempt.step}: instance {found.id} of job {lost.job_id} carries attempt {attempt.number}'s own token "
+        f"{lost.token}, but {why}; hwf will not call the attempt unsent nor submit again. Check it in Alma "
+        f"(Monitor Jobs), then `hwf confirm {lost.alma_set_id} --instance ID`",
+    )
 
 
 def _unresolved(

@@ -27,11 +27,13 @@ from orchestrator.domain.jobrules import (
     history_window,
     job_name,
     match_instance,
+    names_set,
     poll_schedule,
     run_ok,
 )
 from orchestrator.domain.steps import Step
-from orchestrator.errors import AlmaError, AlmaUnreachableError, JobThresholdError, LeaseHeldError
+from orchestrator.errors import AlmaBadReplyError, AlmaError, AlmaUnreachableError, JobThresholdError, LeaseHeldError
+from orchestrator.pacing import LONGEST_SET_WAIT_SECONDS
 from orchestrator.service.actions.base import Plan, PlannedAction, PlannedRequest, Preview, Scene, job_transition
 from orchestrator.service.actions.base import shown_path as _path
 from orchestrator.service.actions.gate import JobSlots
@@ -84,9 +86,19 @@ class Submit:
         except JobThresholdError as exc:
             wait = (f"waiting to submit {step.value}: Alma's job threshold ({exc.code})", cfg.threshold_wait_seconds)
             _record_refusal(ctx, set_id, begun.attempt_id, f"Alma refused to start the job now: {exc}", wait=wait)
+        except AlmaBadReplyError as exc:
+            # Alma answered 200 but hwf cannot read which run it started: it may have started one. An unknown
+            # outcome, reconciled by token like a lost reply; never a refusal (that would invite a second run).
+            lost = (
+                f"{step.value}: the reply to job {spec.id} cannot be read ({exc}); reconciling by token {begun.token}"
+            )
+            _record_refusal(ctx, set_id, begun.attempt_id, f"outcome unknown: {exc}", abandon=False, lost=lost)
         except AlmaUnreachableError as exc:
             lost = f"{step.value}: the reply to job {spec.id} was lost ({exc}); reconciling by token {begun.token}"
-            _record_refusal(ctx, set_id, begun.attempt_id, f"outcome unknown: {exc}", abandon=False, lost=lost)
+            later = _told_to_wait(step, exc)
+            _record_refusal(
+                ctx, set_id, begun.attempt_id, f"outcome unknown: {exc}", abandon=False, lost=lost, wait=later
+            )
         except AlmaError as exc:
             if exc.code in CANNOT_RUN_BY_API:
                 _record_refusal(ctx, set_id, begun.attempt_id, f"Alma will not run it through the API: {exc}")
@@ -132,6 +144,15 @@ class Submit:
         return Preview((PlannedAction(when, "submit", summary, (submit,), notes),), job_transition(step))
 
 
+def _told_to_wait(step: Step, exc: AlmaError) -> tuple[str, float] | None:
+    """Alma's reply asked (``Retry-After``) for a longer wait than hwf takes in place: the set waits that long
+    (at most ``LONGEST_SET_WAIT_SECONDS``) before it reconciles."""
+    if exc.retry_after is None:
+        return None
+    reason = f"{step.value}: Alma asked to wait {exc.retry_after:.0f} s (Retry-After) before reconciling"
+    return reason, min(exc.retry_after, LONGEST_SET_WAIT_SECONDS)
+
+
 def _tried(scene: Scene, step: Step) -> bool:
     return bool(
         scene.session.scalar(
@@ -170,7 +191,9 @@ def _found_earlier_run(ctx: Context, set_id: int, step: Step, job_id: str) -> bo
     date_from, date_to = history_window(ctx.clock())
     found = [
         i
-        for i in ctx.alma.list_instances(job_id, date_from=date_from, date_to=date_to)
+        for i in ctx.alma.list_instances(
+            job_id, date_from=date_from, date_to=date_to, wanted=lambda name: names_set(name, alma_set_id, set_name)
+        )
         if i.id not in taken
         and match_instance(i, job_id, step, alma_set_id, set_name)[0] is SetMatch.THIS
         and (not i.terminal or run_ok(i.status, i.counters))
