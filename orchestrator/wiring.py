@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, NoReturn
 
 from orchestrator import __version__
-from orchestrator.config import Config, NotifyConfig
+from orchestrator.config import Config, NotifyConfig, without_userinfo
 from orchestrator.errors import ServeError
 from orchestrator.service.context import Context
 from orchestrator.service.reporting import NullReporter, Reporter
@@ -129,7 +129,7 @@ def build_verifier(config: Config, follow: bool, wiring: Wiring | None = None) -
     if wiring.resolver_sleep is not None:
         extra["sleep"] = wiring.resolver_sleep
     return Verifier(
-        h.resolver_url,
+        without_userinfo(h.resolver_url),  # never a user:password@ (refused by the config; stripped if it slips by)
         config.primo,
         concurrency=wiring.verifier_concurrency or h.concurrency,
         requests_per_second=h.requests_per_second,

@@ -30,6 +30,7 @@ from orchestrator.alma.wire import (
     parse_error_body,
 )
 from orchestrator.bounded import MB, ReplyTooLarge, ReplyTooSlow, send_bounded
+from orchestrator.config import without_userinfo
 from orchestrator.errors import (
     AlmaBadReplyError,
     AlmaError,
@@ -83,7 +84,8 @@ class Answer(NamedTuple):
 
 
 def _api_root(base_url: str) -> str:
-    url = base_url.strip().rstrip("/")
+    # A user:password@ never travels: httpx would send it as Basic auth in place of the key header.
+    url = without_userinfo(base_url.strip()).rstrip("/")
     if not url.startswith(("https://", "http://")) or "?" in url or "#" in url:
         raise ValueError(f"Alma base URL must look like https://api-na.hosted.exlibrisgroup.com, not {url!r}")
     return url if url.endswith(API_ROOT) else url + API_ROOT

@@ -19,7 +19,7 @@ import httpx
 from orchestrator.alma.client import AlmaClient
 from orchestrator.alma.payload import template_parameter_names
 from orchestrator.alma.types import JobInfo
-from orchestrator.config import STEP_JOB_KEYS, Config
+from orchestrator.config import STEP_JOB_KEYS, Config, without_userinfo
 from orchestrator.domain.steps import JOB_STEPS, Step
 from orchestrator.errors import AlmaError, DailyQuotaError, HwfError
 from orchestrator.service.onboarding import PLACEHOLDER_JOB_ID, placeholders_in
@@ -269,7 +269,7 @@ def _report_areas(report: PingReport, areas: _Areas) -> None:
 
 
 def _check_resolver(report: PingReport, config: Config, http: httpx.Client) -> None:
-    url = f"{config.handles.resolver_url}/api/handles/{config.handles.prefix}/1"
+    url = f"{without_userinfo(config.handles.resolver_url)}/api/handles/{config.handles.prefix}/1"
     try:
         response = http.get(url, headers={"Accept": "application/json"})
     except httpx.HTTPError as exc:
@@ -307,7 +307,9 @@ def ping(
     handle resolver's client; both are closed here. ``accept_unknown``: a job for which Alma lists no
     parameters (and the config gives none) is a warning, not a failure. Never raises for what it finds.
     """
-    report = PingReport(base_url=config.alma.api_url, resolver_url=config.handles.resolver_url)
+    report = PingReport(
+        base_url=without_userinfo(config.alma.api_url), resolver_url=without_userinfo(config.handles.resolver_url)
+    )
     report.add("steps", OK, who_runs_the_steps(config))
     todo = placeholders_in(config)
     if todo:

@@ -64,3 +64,38 @@ def test_configured_parameters_or_payload_settle_it(tmp_path: Path, sim: Simulat
         jobs[role] = {**spec, "parameters": {"task_x": "y"}}
     report = ping_with(tmp_path, sim, clock, data=data, handler=_no_parameters(sim))
     assert all(c.status == "ok" for c in report.checks if c.name.startswith("job ")), report.as_json()
+
+
+def test_a_password_in_a_url_that_slipped_past_the_config_is_never_shown(
+    tmp_path: Path, sim: Simulator, clock: FakeClock
+) -> None:
+    """Configuration refuses user:password@ in alma.base_url and handles.resolver_url; one that reaches ping
+    anyway (a Config built in code) is dropped from what ping shows, and the key still travels as the key."""
+    import dataclasses
+
+    from orchestrator.config import parse_config
+
+    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}")
+    config = parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
+    secret = "PW-in-the-url-77"
+    with_password = {
+        "alma": dataclasses.replace(config.alma, base_url=config.alma.base_url.replace("://", f"://u:{secret}@")),
+        "handles": dataclasses.replace(
+            config.handles, resolver_url=config.handles.resolver_url.replace("://", f"://u:{secret}@")
+        ),
+    }
+    config = dataclasses.replace(config, **with_password)
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return sim.handle(request)
+
+    transport = httpx.MockTransport(handler)
+    wired = Wiring(alma_transport=transport, resolver_transport=transport, sleep=clock.sleep)
+    report = ping(
+        config, alma=lambda: build_setup_alma_for(config, wired), http=lambda: build_resolver_http(config, wired)
+    )
+    assert secret not in json.dumps(report.as_json())
+    assert seen and all(secret not in str(r.url) for r in seen)
+    assert all(r.headers["Authorization"] == f"apikey {API_KEY}" for r in seen if "/almaws/" in r.url.path)
