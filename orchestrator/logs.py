@@ -128,7 +128,7 @@ class RotatingLines(logging.handlers.RotatingFileHandler):
                 f"hwf: cannot write the log file {self.baseFilename}: {reason}; going on without the log\n"
             )
             sys.stderr.flush()
-        stream, self.stream = self.stream, None  # type: ignore[assignment]
+        stream, self.stream = self.stream, None
         if stream is not None:
             with contextlib.suppress(Exception):
                 stream.close()
