@@ -179,3 +179,35 @@ def test_no_urls_no_outbox_rows(tmp_path: Path, wired: Simulator) -> None:
     run(path, "add", set_id)
     run(path, "advance", set_id)
     assert _rows(path) == []
+
+
+def test_hwf_verify_raising_the_same_attention_again_sends_nothing_new(
+    tmp_path: Path, wired: Simulator, hook: Receiver, clock: FakeClock
+) -> None:
+    """`hwf verify` clears a failed verification and raises it again when the same handles still fail: the
+    same attention, so no second message (one message per attention, however often it is raised)."""
+    import sqlite3
+
+    path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url]}, handles={"settle_minutes": 10})
+    set_id = wired.create_set("Misregistered", wired.generate_records(6, profile="clean", seed=4))
+    assert run(path, "add", set_id).exit_code == 0
+    with sqlite3.connect(tmp_path / "hwf.db") as db:
+        for _ in range(30):  # to integrated: verification then waits for the proxy to settle
+            assert run(path, "advance", set_id, "--no-wait").exit_code == 0
+            if db.execute("SELECT state FROM sets").fetchone()[0] == "integrated":
+                break
+            clock.advance(60)
+        records = db.execute("SELECT mms_id, handle FROM records ORDER BY id").fetchall()
+    assert all(handle for _, handle in records), records
+    wired.misregister(records[0][1], records[1][0])  # the first handle lands on the second record
+    clock.advance(11 * 60)
+    assert run(path, "advance", set_id).exit_code == 3
+    assert len(hook.received) == 1 and "WRONG_RECORD" in hook.received[0]["message"]
+    for _ in range(2):
+        again = run(path, "verify", set_id)
+        assert again.exit_code != 0 and "WRONG_RECORD" in again.output, again.output
+    assert len(hook.received) == 1, _titles(hook)
+    # A different attention is a new message.
+    wired.misregister(records[2][1], records[1][0])
+    run(path, "verify", set_id, "--all")
+    assert len(hook.received) == 2 and "2 of 6 handles" in hook.received[1]["message"], _titles(hook)
