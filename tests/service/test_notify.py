@@ -211,3 +211,32 @@ def test_hwf_verify_raising_the_same_attention_again_sends_nothing_new(
     wired.misregister(records[2][1], records[1][0])
     run(path, "verify", set_id, "--all")
     assert len(hook.received) == 2 and "2 of 6 handles" in hook.received[1]["message"], _titles(hook)
+
+
+def test_a_target_that_takes_the_message_and_never_answers_holds_no_command(
+    tmp_path: Path, wired: Simulator, hook: Receiver
+) -> None:
+    """One call waits at most notify.SEND_SECONDS for its sends; a send still going finishes in the background
+    (here, in this process, it records the message sent: nothing is sent twice)."""
+    import time
+
+    hook.hang = True  # the receiver takes the message and keeps the sender waiting (apprise waits up to 60 s)
+    path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url + "?rto=60"]})
+    set_id = wired.create_set("Slow receiver", wired.generate_records(6, profile="demo", seed=3))
+    assert run(path, "add", set_id).exit_code == 0
+    started = time.monotonic()
+    result = run(path, "advance", set_id)
+    waited = time.monotonic() - started
+    assert result.exit_code == 3, result.output  # the attention, and its message went out
+    assert len(hook.received) == 1
+    assert waited < 10, waited  # notify.SEND_SECONDS (5 s) and the work; without the bound: 30 s
+    started = time.monotonic()
+    assert run(path, "status").exit_code == 0
+    assert time.monotonic() - started < 3  # the send still going holds nothing else
+    hook.release.set()
+    deadline = time.monotonic() + 15
+    while not all(r.sent_at for r in _rows(path)):
+        assert time.monotonic() < deadline, "the background send never recorded its message"
+        time.sleep(0.1)
+    assert run(path, "status").exit_code == 0
+    assert len(hook.received) == 1
