@@ -171,9 +171,12 @@ def build_context(config: Config, *, reporter: Reporter | None = None, wiring: W
 
 def install_log(config: Config) -> None:
     """Send hwf's structured log to ``[log] file`` (JSON lines, rotated), the Alma key redacted from every
-    line. :raises ConfigError: the file cannot be written (one line naming it, exit 2)."""
+    line. :raises ConfigError: the file cannot be written (one line naming it, exit 2). :raises DatabaseError: an
+    SQLite database's folder does not exist."""
     from orchestrator import logs
+    from orchestrator.store.db import require_folder
 
+    require_folder(config.database_url)  # before the log, which would make the folder of a log beside it
     if config.log.file is None:
         return
     secrets = [config.alma.api_key] if config.alma.api_key else []

@@ -32,7 +32,7 @@ from orchestrator.errors import (
 from orchestrator.service.actions import Action, Plan, plan_step
 from orchestrator.service.actions.gate import SLOT_WAIT, JobSlots
 from orchestrator.service.actions.plan import poll_due_at, waits_for_a_person
-from orchestrator.service.context import Context, require_match
+from orchestrator.service.context import Context, only_pattern, require_match
 from orchestrator.service.workflow import AdvanceResult, Outcome, drive_leased
 from orchestrator.store.leases import candidate_ids
 from orchestrator.store.ledger import Ledger
@@ -87,7 +87,7 @@ def resume_all(
     jobs lower), sleeping until the earliest wake time, until every set is verified, needs attention,
     or is held by another process. ``wait=False``: one pass. Sets held by another process are left to it.
     """
-    pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE) if only else None
+    pattern = only_pattern(only)
     cfg = ctx.config.alma
     cap = min(max_running, cfg.max_running_jobs) if max_running else cfg.max_running_jobs
     with ctx.sessions() as session:

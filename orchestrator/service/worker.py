@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from orchestrator.domain.steps import Stage
 from orchestrator.errors import AlmaError, AlmaUnreachableError, RateLimitedError
 from orchestrator.service import recheck, scheduler
 from orchestrator.service.actions.plan import clicks_awaited
-from orchestrator.service.context import Context
+from orchestrator.service.context import Context, only_pattern
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, IntegrationBatch, Worker
 
 RESCAN_SECONDS = 60.0  # the longest the worker sleeps: sets added, retried or fixed meanwhile move soon
@@ -345,7 +344,8 @@ def _idle(ctx: Context, only: str | None) -> bool:
             )
     names = [r.name for r in rows if not r.attention and r.id not in person]
     if only:
-        pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE)
+        pattern = only_pattern(only)
+        assert pattern is not None
         names = [n for n in names if pattern.search(n)]
     return not names
 
