@@ -77,11 +77,14 @@ def build_alma(config: Config, wiring: Wiring | None = None, engine: Engine | No
     )
 
 
-def build_setup_alma(base_url: str, api_key: str, wiring: Wiring | None = None, *, timeout: float = 30.0) -> AlmaClient:
+def build_setup_alma(
+    base_url: str, api_key: str, wiring: Wiring | None = None, *, timeout: float = 30.0, deadline: float | None = None
+) -> AlmaClient:
     """An Alma client for set-up and checks (``hwf init``, ``hwf jobs``, ``hwf ping``), from a gateway and a
     key alone (``hwf init`` has no configuration yet): one retry (an unreachable gateway is said at once),
     no daily floor (``ping`` reports the quota instead of stopping at it), the process's own pacing.
-    :raises ConfigError: the key cannot travel in an HTTP header."""
+    ``deadline``: each reply whole within it (``[alma] deadline_seconds``; without a configuration, the
+    timeout: a set-up reply is small). :raises ConfigError: the key cannot travel in an HTTP header."""
     from orchestrator.alma.client import AlmaClient
 
     wiring = wiring or Wiring()
@@ -93,6 +96,7 @@ def build_setup_alma(base_url: str, api_key: str, wiring: Wiring | None = None, 
         api_key,
         transport=wiring.alma_transport,
         timeout=timeout,
+        deadline=deadline if deadline is not None else timeout,
         max_retries=1,
         daily_call_floor=0,
         user_agent=f"hwf/{__version__} (setup)",
@@ -101,8 +105,14 @@ def build_setup_alma(base_url: str, api_key: str, wiring: Wiring | None = None, 
 
 
 def build_setup_alma_for(config: Config, wiring: Wiring | None = None) -> AlmaClient:
-    """:func:`build_setup_alma` for ``config``'s gateway, key and timeout. :raises ConfigError: no key."""
-    return build_setup_alma(config.alma.base_url, config.require_api_key(), wiring, timeout=config.alma.timeout_seconds)
+    """:func:`build_setup_alma` for ``config``'s gateway, key, timeout and deadline. :raises ConfigError: no key."""
+    return build_setup_alma(
+        config.alma.base_url,
+        config.require_api_key(),
+        wiring,
+        timeout=config.alma.timeout_seconds,
+        deadline=config.alma.deadline_seconds,
+    )
 
 
 def build_resolver_http(config: Config, wiring: Wiring | None = None) -> httpx.Client:

@@ -19,6 +19,7 @@ import httpx
 from orchestrator.alma.client import AlmaClient
 from orchestrator.alma.payload import template_parameter_names
 from orchestrator.alma.types import JobInfo
+from orchestrator.bounded import ReplyTooLarge, ReplyTooSlow, send_bounded
 from orchestrator.config import STEP_JOB_KEYS, Config, without_userinfo
 from orchestrator.domain.steps import JOB_STEPS, Step
 from orchestrator.errors import AlmaError, DailyQuotaError, HwfError
@@ -270,8 +271,15 @@ def _report_areas(report: PingReport, areas: _Areas) -> None:
 
 def _check_resolver(report: PingReport, config: Config, http: httpx.Client) -> None:
     url = f"{without_userinfo(config.handles.resolver_url)}/api/handles/{config.handles.prefix}/1"
-    try:
-        response = http.get(url, headers={"Accept": "application/json"})
+    request = http.build_request("GET", url, headers={"Accept": "application/json"})
+    h = config.handles
+    try:  # whole within [handles] deadline_seconds, at most max_reply_kb: a server that drips holds no ping
+        response = send_bounded(
+            http, request, max_bytes=int(h.max_reply_kb * 1024), deadline=h.deadline_seconds, follow_redirects=True
+        )
+    except (ReplyTooLarge, ReplyTooSlow) as exc:
+        report.add("handle resolver", FAIL, f"GET {url}: {exc}")
+        return
     except httpx.HTTPError as exc:
         report.add("handle resolver", FAIL, f"GET {url}: could not reach it ({type(exc).__name__})")
         return
