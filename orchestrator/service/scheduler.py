@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -81,6 +82,7 @@ def resume_all(
     only: str | None = None,
     max_rounds: int | None = None,
     max_running: int | None = None,
+    on_outage: Callable[[str | None, datetime | None], None] | None = None,
 ) -> ResumeSummary:
     """The scheduler: advance every set that can move, oldest first, as many at once as Alma allows (its
     running-job and runs-per-job-per-hour limits, counted across every set; ``max_running`` caps running
@@ -109,6 +111,10 @@ def resume_all(
         if current.gated and current.moved:
             continue  # a set driven in this pass may have seen its job end: a slot may be free now
         delay = (min(min(current.wakes), _soonest_recorded(ctx)) - ctx.clock()).total_seconds()
+        if on_outage is not None:  # the worker's row says so while Alma fails every set, and when it ends
+            down = failing > 0 and current.last_transient is not None
+            wake = ctx.clock() + timedelta(seconds=min(max(delay, 0.0), _RESCAN_SECONDS))
+            on_outage(f"Alma outage: {current.last_transient}" if down else None, wake if down else None)
         if delay > 0:
             ctx.sleep(min(delay, _RESCAN_SECONDS))
 
@@ -170,6 +176,7 @@ class _Pass:
     gated: bool = False
     moved: int = 0
     transient: int = 0
+    last_transient: str | None = None  # what Alma (or the way to it) said when it last failed a set
 
 
 def _scan(ctx: Context, pattern: re.Pattern[str] | None, cap: int, outcomes: _Outcomes) -> _Pass:
@@ -313,6 +320,7 @@ def _drive_admitted(ctx: Context, current: _Pass, cap: int, outcomes: _Outcomes)
 
 def _transient(ctx: Context, current: _Pass, outcomes: _Outcomes, alma_id: str, exc: Exception) -> None:
     current.transient += 1
+    current.last_transient = " ".join(str(exc).split())[:300] or type(exc).__name__
     later_at = ctx.clock() + timedelta(seconds=_TRANSIENT_WAIT_SECONDS)
     outcomes.put(alma_id, "skipped", f"Alma did not answer ({exc}); trying again at {utc_stamp(later_at)}")
     current.wakes.append(later_at)

@@ -226,7 +226,9 @@ def follow(
                 worker_ctx.close()  # a fresh Alma client: the old one remembers the spent quota
             try:
                 if quota_wake is None:  # the quota is the institution's: while spent, no set calls Alma
-                    scheduler.resume_all(worker_ctx, wait=True, only=only, max_running=max_running)
+                    scheduler.resume_all(
+                        worker_ctx, wait=True, only=only, max_running=max_running, on_outage=_outage_row(worker_ctx)
+                    )
                 outage = 0
             except (AlmaUnreachableError, RateLimitedError, AlmaError) as exc:
                 if not _outage(exc):
@@ -262,6 +264,22 @@ def follow(
     _forget(worker_ctx, summary)
     worker_ctx.close()
     return summary
+
+
+def _outage_row(ctx: Context) -> Callable[[str | None, datetime | None], None]:
+    """What the scheduler calls after each pass: while Alma fails every set, the worker's row says "Alma
+    outage" (not "running"); once a set moves again, "running"."""
+    down = False
+
+    def report(reason: str | None, wake: datetime | None) -> None:
+        nonlocal down
+        if reason is not None:
+            _report(ctx, "waiting", f"{reason}; trying again at {utc_stamp(wake)}" if wake else reason, wake)
+        elif down:
+            _report(ctx, "running", None, None)
+        down = reason is not None
+
+    return report
 
 
 def _outage(exc: AlmaError) -> bool:
@@ -364,6 +382,8 @@ class WorkerView:
         if self.gone and self.state != "stopped":
             return f"Worker {self.owner}: not seen since {utc_stamp(self.heartbeat_at)} (stopped without saying)"
         what = self.state + (f": {self.reason}" if self.reason else "")
+        if self.reason and self.reason.startswith(f"{self.state}:"):  # "stopped: SIGTERM ...", said once
+            what = self.reason
         return f"Worker {self.owner} (since {utc_stamp(self.started_at)}): {what}"
 
 
