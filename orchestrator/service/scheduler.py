@@ -229,6 +229,10 @@ def _triage(
         if until is not None:
             (current.person_wakes if person else current.wakes).append(until)
 
+    if row.waiting and row.waiting.startswith(SLOT_WAIT) and row.wait_until is not None and row.wait_until > now:
+        # A slot is counted again at every pass, under the limits configured now (max_runs_per_job_hour may
+        # have changed since this wait was written): the gate below says again whether and until when it waits.
+        book.wait(row, row.waiting, None, same_as=SLOT_WAIT)
     asleep = _asleep_until(row, latest, now)
     if asleep is not None:
         step = next_step(row.stage)
