@@ -1,9 +1,9 @@
 """The dashboard: how long the sets table, the overview and their JSON take for N sets (issue 14: 500 sets
-"in well under a second"), and the README's screenshot of the overview, made by headless Chromium from
-the database ``hwf demo`` leaves.
+"in well under a second"), and a screenshot of the overview, made by headless Chromium from the database
+``hwf demo`` leaves (the README's pictures: ``HWF_SCREENSHOTS=docs pytest tests/web/test_browser.py -k screenshots``).
 
     python -m bench.dashboard                  # --sets 500 --records 100 --repeat 5 --browser
-    python -m bench.dashboard --screenshot docs/dashboard.png
+    python -m bench.dashboard --screenshot /tmp/demo-overview.png
 """
 
 from __future__ import annotations

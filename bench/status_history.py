@@ -3,7 +3,8 @@ a set with 100,000 events, each in under 1 s.
 
 Run: ``.venv/bin/python -m bench.status_history`` (``--help`` for sizes). A SQLite database is filled
 directly (bulk inserts: sets in every state, records, attempts, events), then measured two ways:
-- the service calls (``views.status``, ``views.history`` consumed to the end), best of 3;
+- the service calls (``views.status``, ``nextstep.status`` (what ``hwf status`` reads: each set with what happens
+  next), ``views.history`` consumed to the end), best of 3;
 - the real command line in a subprocess (``hwf --config ... status`` / ``history SET``, with and without
   ``--json``, output to a pipe), best of 3, which includes Python's start-up and hwf's imports; the
   start-up alone (``hwf version``) is printed for reference.
@@ -25,7 +26,7 @@ from typing import Any
 from sqlalchemy import insert
 
 from orchestrator.domain.steps import Stage
-from orchestrator.service import views
+from orchestrator.service import nextstep, views
 from orchestrator.store.db import open_database
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, Record
 
@@ -193,10 +194,12 @@ def main() -> None:
         ctx = make_context(config)
         try:
             status_s, rows = best(3, lambda: views.status(ctx))
+            next_s, _ = best(3, lambda: nextstep.status(ctx))  # what `hwf status` reads: with each set's next
             history_s, count = best(3, lambda: sum(1 for _ in views.history(ctx, big)))
         finally:
             ctx.close()
         res.measure("service_status", status_s, f"service: views.status() of {len(rows):,} sets: {status_s:.3f} s")
+        res.measure("service_status_next", next_s, f"service: nextstep.status() (with next): {next_s:.3f} s")
         res.measure("service_history", history_s, f"service: views.history() of {count:,} events: {history_s:.3f} s")
         startup, _ = cli(config_path, "version")
         res.measure("cli_startup", startup, f"CLI start-up alone (`hwf version`): {startup:.3f} s")
@@ -213,6 +216,7 @@ def main() -> None:
                 f"cli_{label}", seconds, f"CLI `hwf {' '.join(argv)}`: {seconds:.3f} s ({size / 1e6:.1f} MB out)"
             )
     res.target("status service < 1 s", status_s < 1.0, f"{status_s:.3f} s for {args.sets:,} sets")
+    res.target("status service with next < 1 s", next_s < 1.0, f"{next_s:.3f} s for {args.sets:,} sets")
     res.target("history service < 1 s", history_s < 1.0, f"{history_s:.3f} s for {args.events:,} events")
     for label, seconds in measured.items():
         res.target(f"`hwf {label}` (with start-up) < 1 s", seconds < 1.0, f"{seconds:.3f} s")

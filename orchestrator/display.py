@@ -1,6 +1,6 @@
 """What hwf shows people, written once: which characters are unsafe to show as they are, how a moment is
-written for people (``2026-02-02 15:04:05 UTC``) and for scripts (ISO-8601 with ``Z``), and how a duration is
-written (``4m 05s``).
+written for people (``2026-02-02 15:04:05 UTC`` where it is stored; ``15:30 CST (in 52 min)`` on a screen, in the
+reader's zone, always named) and for scripts (ISO-8601 with ``Z``), and how a duration is written (``4m 05s``).
 
 The terminal (``cli/text.py``) and the dashboard (``web/text.py``) each choose how an unsafe character looks
 (``\\x1b`` on a terminal, ``␛`` on a page); which characters are unsafe is decided here only.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import overload
 
 # Unsafe to show as they are, in text from Alma, a CSV or an operator (set names, titles, reasons):
@@ -78,3 +78,74 @@ def duration(seconds: float) -> str:
         return f"{hours}h {minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d {hours:02d}h"
+
+
+def in_zone(at: datetime, zone: tzinfo | None) -> datetime:
+    """``at`` in ``zone`` (None: the machine's local zone, as ``TZ`` sets it)."""
+    return as_utc(at).astimezone(zone)
+
+
+def zone_name(moment: datetime) -> str:
+    """The zone's short name (``CST``, ``UTC``), or its offset (``+05:30``) where it has none."""
+    name = moment.strftime("%Z")
+    if name and not name.startswith(("+", "-")):
+        return name
+    return moment.strftime("%z")[:3] + ":" + moment.strftime("%z")[3:]
+
+
+def clock_time(at: datetime, zone: tzinfo | None, now: datetime | None = None, *, seconds: bool = False) -> str:
+    """A moment for a reader: ``15:30 CST`` (the date first, ``2026-02-03 15:30 CST``, unless it is the day of
+    ``now`` in that zone)."""
+    moment = in_zone(at, zone)
+    clock = moment.strftime("%H:%M:%S" if seconds else "%H:%M") + " " + zone_name(moment)
+    if now is not None and in_zone(now, zone).date() == moment.date():
+        return clock
+    return moment.strftime("%Y-%m-%d ") + clock
+
+
+def relative(at: datetime, now: datetime) -> str:
+    """How far ``at`` is from ``now``: ``in 52 min``, ``3 min ago``, ``in 40 s``, ``in 2 h 05 min``, ``now``."""
+    seconds = (as_utc(at) - as_utc(now)).total_seconds()
+    size = abs(seconds)
+    if size < 1:
+        return "now"
+    if size < 60:
+        amount = f"{size:.0f} s"
+    elif size < 3600:
+        amount = f"{size // 60:.0f} min"
+    elif size < 86400:
+        amount = f"{size // 3600:.0f} h {size % 3600 // 60:02.0f} min"
+    else:
+        amount = f"{size // 86400:.0f} d {size % 86400 // 3600:.0f} h"
+    return f"in {amount}" if seconds > 0 else f"{amount} ago"
+
+
+def when(at: datetime, zone: tzinfo | None, now: datetime) -> str:
+    """``15:30 CST (in 52 min)``: the moment in the reader's zone, and how far it is."""
+    return f"{clock_time(at, zone, now)} ({relative(at, now)})"
+
+
+_STORED = re.compile(r"\b(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2})(:\d{2})? UTC\b")
+
+
+def localize(text: str, zone: tzinfo | None, now: datetime | None = None) -> str:
+    """``text`` with each moment written as :func:`utc_stamp` writes it (the form hwf stores in its reasons)
+    rewritten in ``zone`` with its name, so that one line shows one zone."""
+
+    def local(match: re.Match[str]) -> str:
+        at = datetime.fromisoformat(f"{match.group(1)}T{match.group(2)}{match.group(3) or ''}+00:00")
+        return clock_time(at, zone, now, seconds=match.group(3) is not None)
+
+    return _STORED.sub(local, text)
+
+
+def next_text(what: str, verb: str, at: datetime | None, zone: tzinfo | None, now: datetime) -> str:
+    """What happens next and when, for a reader: ``migrate: 5 of 5 this hour; starts 15:30 CST (in 52 min)``
+    (``verb``: the word before the time); ``what`` alone when nothing is scheduled (``at`` None), and no clock
+    time for what is due now (``starts now``)."""
+    if at is None:
+        return what
+    word = verb or "at"
+    if as_utc(at) <= as_utc(now):
+        return f"{what}; {word if word.endswith('now') else word + ' now'}"
+    return f"{what}; {word} {when(at, zone, now)}"

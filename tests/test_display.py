@@ -110,3 +110,57 @@ def test_iso_z() -> None:
 )
 def test_duration(seconds: float, shown: str) -> None:
     assert display.duration(seconds) == shown
+
+
+def test_times_for_a_reader_in_chicago_are_local_named_and_relative() -> None:
+    from zoneinfo import ZoneInfo
+
+    chicago = ZoneInfo("America/Chicago")
+    now = datetime(2026, 12, 5, 20, 38, tzinfo=UTC)
+    reset = datetime(2026, 12, 5, 21, 30, 55, tzinfo=UTC)
+    assert display.clock_time(reset, chicago, now) == "15:30 CST"
+    assert display.clock_time(reset, chicago) == "2026-12-05 15:30 CST"  # no day to compare with: the date
+    assert display.clock_time(reset + timedelta(days=1), chicago, now) == "2026-12-06 15:30 CST"
+    assert display.when(reset, chicago, now) == "15:30 CST (in 52 min)"
+    assert display.clock_time(reset, UTC, now) == "21:30 UTC"
+    assert display.relative(now - timedelta(minutes=3), now) == "3 min ago"
+    assert display.relative(now + timedelta(seconds=40), now) == "in 40 s"
+    assert display.relative(now + timedelta(hours=2, minutes=5), now) == "in 2 h 05 min"
+    assert display.relative(now, now) == "now"
+    assert display.clock_time(reset, timezone(timedelta(hours=5, minutes=30)), now) == "03:00 UTC+05:30"
+
+
+def test_localize_rewrites_stored_utc_moments_in_the_readers_zone() -> None:
+    from zoneinfo import ZoneInfo
+
+    chicago = ZoneInfo("America/Chicago")
+    now = datetime(2026, 12, 5, 20, 38, tzinfo=UTC)
+    stored = "job M1 (migrate) started 5 times in the last hour (Alma allows 5); next slot at 2026-12-05 21:30:55 UTC"
+    assert display.localize(stored, chicago, now).endswith("next slot at 15:30:55 CST")
+    assert display.localize("settles at 2026-12-06 03:00 UTC", chicago, now) == "settles at 21:00 CST"
+    assert "UTC" not in display.localize(stored, chicago)
+    assert display.localize("no time here", chicago) == "no time here"
+
+
+def test_names_are_shortened_in_the_middle_so_the_batch_survives() -> None:
+    name = "Handles 2026 rehearsal of the digital collections (batch 3/30)"
+    assert terminal.shorten_middle(name, 30) == "Handles 2026 rehe…(batch 3/30)"
+    assert terminal.shorten_middle("Grinnell: Student newspapers [batch 2/9]", 24) == "Grinnell: St…[batch 2/9]"
+    assert terminal.shorten_middle("no brackets in this rather long name", 20) == "no bracket…long name"
+    assert terminal.shorten_middle("short (batch 1/2)", 30) == "short (batch 1/2)"
+    assert all(len(terminal.shorten_middle(name, w)) <= w for w in range(1, len(name)))
+    assert all(terminal.shorten_middle(name, w).endswith("(batch 3/30)") for w in range(17, len(name)))
+
+
+def test_next_text_says_when_in_the_readers_zone_or_now() -> None:
+    from zoneinfo import ZoneInfo
+
+    chicago = ZoneInfo("America/Chicago")
+    now = datetime(2026, 12, 5, 20, 38, tzinfo=UTC)
+    later = now + timedelta(minutes=52)
+    assert display.next_text("migrate: 5 of 5 this hour", "starts", later, chicago, now) == (
+        "migrate: 5 of 5 this hour; starts 15:30 CST (in 52 min)"
+    )
+    assert display.next_text("migrate job", "starts now", now, chicago, now) == "migrate job; starts now"
+    assert display.next_text("set 1: poll", "next poll", now, chicago, now) == "set 1: poll; next poll now"
+    assert display.next_text("needs a person: hwf retry 1", "", None, chicago, now) == "needs a person: hwf retry 1"

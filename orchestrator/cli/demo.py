@@ -114,9 +114,9 @@ def run_demo(
         config = load_config(config_path, environ={DEMO_KEY_ENV: "demo-key-not-secret"})
         mms_ids = sim.generate_records(records, profile="demo", seed=7)
         set_id = sim.create_set(DEMO_SET_NAME, mms_ids)
-        out.print(f"[bold]hwf demo[/bold]: simulator on {server.url}; database {safe(database)}")
+        out.print(f"[bold]hwf demo[/bold]: simulator on {safe(server.url)}; database {safe(database)}")
         out.print(
-            f"Alma set {set_id} {DEMO_SET_NAME!r}: {len(mms_ids)} digital titles shaped like Grinnell's; "
+            f"Alma set {safe(set_id)} {DEMO_SET_NAME!r}: {len(mms_ids)} digital titles shaped like Grinnell's; "
             f"each simulated job runs {job_seconds:g} s.\n"
         )
         times = times or TimeDisplay()
@@ -138,11 +138,11 @@ def run_demo(
             ctx.close()
     out.print(
         f"\nThe simulator has stopped; the database stays. Look around:\n"
-        f"  hwf --config {config_path} status\n"
-        f"  hwf --config {config_path} history {set_id}\n"
-        f"  hwf --config {config_path} report {set_id} --format csv\n"
+        f"  hwf --config {safe(config_path)} status\n"
+        f"  hwf --config {safe(config_path)} history {safe(set_id)}\n"
+        f"  hwf --config {safe(config_path)} report {safe(set_id)} --format csv\n"
         f"The dashboard on this database (read-only; then open http://127.0.0.1:8155/):\n"
-        f"  hwf --config {config_path} serve --open"
+        f"  hwf --config {safe(config_path)} serve --open"
     )
 
 
@@ -157,7 +157,8 @@ def _drive(out: Console, ctx: Context, sim: Simulator, set_id: str) -> None:
             if batch.needs_person and batch.number not in pressed:
                 pressed.add(batch.number)
                 out.print(
-                    f"\n[bold]Integration batch {batch.number}[/bold] waits for a person to press Run (the clicks "
+                    f"\n[bold]Integration batch {batch.number:d}[/bold] waits for a person to press Run (the "
+                    "clicks "
                     "above). In your Alma a person does this once for every set that reached `migrated` (one click "
                     "a day); here the simulator presses Run for you, and hwf finds the run by itself.\n"
                 )
@@ -183,7 +184,7 @@ def _show_and_fix_the_trap(out: Console, ctx: Context, set_id: str) -> bool:
     print_fix(out, one, diff=True)
     applied = repair.fix(ctx, set_id, apply=True)
     out.print(
-        f"`hwf fix {set_id} --apply`: {plural(len(applied.changed), 'record')} repaired "
+        f"`hwf fix {safe(set_id)} --apply`: {plural(len(applied.changed), 'record')} repaired "
         "(each original <bib> backed up first; `hwf fix --undo` restores them).\n"
     )
     return True

@@ -32,13 +32,14 @@ def doctor(
         typer.echo(json.dumps(diagnosis.as_json(), indent=2, ensure_ascii=False, default=str))
     else:
         out.print(
-            f"Schema {diagnosis.schema or '(none)'} (this hwf: {diagnosis.head}); {plural(diagnosis.sets, 'set')}, "
+            f"Schema {safe(diagnosis.schema or '(none)')} (this hwf: {safe(diagnosis.head)}); "
+            f"{plural(diagnosis.sets, 'set')}, "
             f"{plural(diagnosis.attempts, 'job attempt')}, "
             f"{plural(diagnosis.instances_checked, 'instance')} checked in Alma"
         )
         for finding in diagnosis.findings:
             label = "[bold red]PROBLEM[/bold red]" if finding.severity == checks.PROBLEM else "[dim]note[/dim]"
-            out.print(f"{label} {safe(finding.problem)}")
+            out.print(f"{safe(label)} {safe(finding.problem)}")
             out.print(f"    what to do: {safe(finding.action)}")
         out.print(
             "Healthy: nothing to do." if diagnosis.healthy else f"{plural(len(diagnosis.problems), 'problem')} to fix."

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli.base import app, context, dump, err, errors
+from orchestrator.cli.text import clean
 from orchestrator.service import evidence as service
 
 
@@ -25,4 +26,4 @@ def evidence(
     if json_output:
         dump(result.as_json())
         return
-    err.print(f"Wrote {output} ({len(result.files)} files) for set {result.set}", markup=False)
+    err.print(f"Wrote {clean(output)} ({len(result.files)} files) for set {clean(result.set)}", markup=False)

@@ -59,12 +59,12 @@ def _print_audit(report: AuditReport) -> None:
     out.print(table)
     for f in report.findings:
         style = _SEVERITY_STYLE.get(f.severity, "")
-        out.print(f"[{style}]{f.severity.upper()}[/{style}] {f.code}: {safe(f.message)}")
+        out.print(f"[{style}]{safe(f.severity.upper())}[/{style}] {safe(f.code)}: {safe(f.message)}")
         out.print(f"  What to do: {safe(f.action)}")
     if report.valid:
-        out.print(f"Order: valid. The history proves the set reached {report.proven_stage}.")
+        out.print(f"Order: valid. The history proves the set reached {safe(report.proven_stage)}.")
     else:
         out.print(
-            f"[bold red]Order: INVALID.[/bold red] The history proves {report.proven_stage} at most; "
+            f"[bold red]Order: INVALID.[/bold red] The history proves {safe(report.proven_stage)} at most; "
             "`hwf add --adopt` stops there with the reason as attention."
         )

@@ -12,8 +12,8 @@ import typer
 from orchestrator.cli.base import app, context, dump, err, errors, fail, out, time_display, verbosity
 from orchestrator.cli.render import HistoryLines, print_status, print_steps
 from orchestrator.cli.text import clean, safe
+from orchestrator.service import nextstep, views, worker
 from orchestrator.service import report as reports
-from orchestrator.service import views, worker
 
 
 @app.command()
@@ -27,15 +27,16 @@ def status(
     """Where each set stands. On a terminal, long names and reasons are shortened to one line;
     `hwf status SET` shows one set in full. Piped, the output is tab-separated and never shortened."""
     with context(quiet=True) as ctx, errors():
-        rows = views.status(ctx, set_ref)
+        rows = nextstep.status(ctx, set_ref)
+        times, now = time_display(ctx.config), ctx.clock()
     if json_output:
         dump([r.as_json() for r in rows])
     else:
-        print_status(out, rows, full=set_ref is not None)
+        print_status(out, rows, full=set_ref is not None, times=times, now=now)
         if set_ref is None:
             with context(quiet=True) as ctx, errors():
                 for w in worker.workers(ctx):
-                    out.print(clean(w.text()), markup=False)
+                    out.print(clean(times.localize(w.text(), now)), markup=False)
 
 
 @app.command()
@@ -88,7 +89,7 @@ def _steps(set_ref: str, json_output: bool) -> None:
     elif not steps:
         out.print(f"No job has run on set {safe(set_ref)} yet.")
     else:
-        print_steps(out, steps, times, f"Steps of set {safe(set_ref)}")
+        print_steps(out, steps, times, f"Steps of set {set_ref}")
 
 
 @app.command()

@@ -21,7 +21,7 @@ from rich.progress import (
 from rich.table import Column, Table
 
 from orchestrator.alma.types import JobInstance
-from orchestrator.cli.text import TimeDisplay, clean, safe, shorten
+from orchestrator.cli.text import TimeDisplay, clean, safe, shorten, shorten_middle
 from orchestrator.display import duration
 from orchestrator.domain.wording import plural
 
@@ -81,8 +81,10 @@ class RichReporter:
                 self._progress = None
 
     def note(self, set_name: str, message: str) -> None:
-        stamp = self.times.stamp(self.now())
-        self.console.print(f"[dim]{stamp}[/dim] [bold]{safe(set_name)}[/bold]: {safe(message)}")
+        now = self.now()
+        stamp = self.times.stamp(now)
+        message = self.times.localize(message, now) if " UTC" in message else message  # one zone per line
+        self.console.print(f"[dim]{safe(stamp)}[/dim] [bold]{safe(set_name)}[/bold]: {safe(message)}")
 
     def job_progress(self, set_name: str, step: str, instance: JobInstance) -> None:
         key = (set_name, step)
@@ -114,11 +116,22 @@ class RichReporter:
             self.note(set_name, f"verify: {done}/{total} checked ({text})")
 
 
-def _status_note(r: SetSummary) -> str:
+PERSON = "needs a person: "
+
+
+def _status_note(r: SetSummary, times: TimeDisplay | None = None, now: datetime | None = None) -> str:
+    """The line under a set: its attention (the command to go on first), or what happens next and when (in the
+    reader's zone; what it waits for first, the time last), else what it waits for."""
+    nxt = r.next
     if r.attention:
+        if times is not None and nxt is not None and nxt.what.startswith(PERSON):
+            return f"ATTENTION, to go on: {nxt.what[len(PERSON) :]}; {r.attention}"
         return f"ATTENTION: {r.attention}"
+    if times is not None and now is not None and nxt is not None and nxt.at is not None:
+        return times.next(nxt.what, nxt.when, nxt.at, now)
     if r.waiting:
-        return r.waiting + (f" (progress {r.progress:.0f}%)" if r.progress is not None else "")
+        waiting = times.localize(r.waiting, now) if times is not None else r.waiting
+        return waiting + (f" (progress {r.progress:.0f}%)" if r.progress is not None else "")
     if r.instance_id:
         return f"{r.step} instance {r.instance_id} {r.job_status or ''}".rstrip()
     return ""
@@ -127,10 +140,18 @@ def _status_note(r: SetSummary) -> str:
 STATUS_COLUMNS = ("set", "name", "state", "records", "excluded", "waiting for / attention")
 
 
-def print_status(console: Console, rows: Sequence[SetSummary], *, full: bool = False) -> None:
-    """Where the sets stand. On a terminal: aligned lines whose ids never wrap, long names and reasons
-    shortened to one line (``full``, as ``hwf status SET`` asks: every field in full). Piped:
-    tab-separated, never shortened."""
+def print_status(
+    console: Console,
+    rows: Sequence[SetSummary],
+    *,
+    full: bool = False,
+    times: TimeDisplay | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Where the sets stand. On a terminal: aligned lines whose ids never wrap, long names shortened in the
+    middle (so ``(batch 3/30)`` survives) and reasons at their end, to one line, with what happens next and
+    when in the reader's zone (``times``, at ``now``); ``full``, as ``hwf status SET`` asks: every field in
+    full. Piped: tab-separated, never shortened."""
     if not rows:
         console.print("No sets registered yet: `hwf add ALMA_SET_ID` (or try `hwf demo`).")
         return
@@ -146,37 +167,40 @@ def print_status(console: Console, rows: Sequence[SetSummary], *, full: bool = F
         return
     if full:
         for r in rows:
-            _print_one_set(console, r)
+            _print_one_set(console, r, times, now)
         return
-    _print_status_lines(console, rows)
+    _print_status_lines(console, rows, times, now)
 
 
 PLAIN_ABOVE = 200  # sets: more are written as plain lines (rich would take seconds over 10,000 of them)
 
 
-def _print_status_lines(console: Console, rows: Sequence[SetSummary]) -> None:
+def _print_status_lines(
+    console: Console, rows: Sequence[SetSummary], times: TimeDisplay | None, now: datetime | None
+) -> None:
     """One line per set (id, state, records, excluded, name shortened to fit), and under it, indented, its
     attention or what it waits for, shortened to one line: nothing wraps, an id is never split."""
     id_width = max(3, *(len(r.set) for r in rows))
     state_width = max(5, *(len(r.state) for r in rows))
     name_width = max(console.width - id_width - state_width - 7 - 4 - 6, 10)
-    note_width = max(console.width - id_width - 2, 10)
+    note_width = max(console.width - 2, 10)  # under the line, from the third column: the whole width
     lines: list[tuple[str, str]] = [
         (f"{'set':<{id_width}}  {'state':<{state_width}} {'records':>7} {'excl':>4}  name", "bold")
     ]
     shortened = False
     for r in rows:
-        name, note = clean(r.name), clean(_status_note(r))
+        name, note = clean(r.name), clean(_status_note(r, times, now))
         shortened = shortened or len(name) > name_width or len(note) > note_width
         excl = str(r.excluded or "")
         lines.append(
             (
-                f"{r.set:<{id_width}}  {r.state:<{state_width}} {r.records:>7} {excl:>4}  {shorten(name, name_width)}",
+                f"{r.set:<{id_width}}  {r.state:<{state_width}} {r.records:>7} {excl:>4}  "
+                + shorten_middle(name, name_width),
                 "",
             )
         )
         if note:
-            lines.append((f"{'':<{id_width}}  {shorten(note, note_width)}", "red" if r.attention else "dim"))
+            lines.append((f"  {shorten(note, note_width)}", "red" if r.attention else "dim"))
     if shortened:
         lines.append(("Shortened to fit: `hwf status SET` shows one set in full.", "dim"))
     if len(rows) > PLAIN_ABOVE:
@@ -186,7 +210,7 @@ def _print_status_lines(console: Console, rows: Sequence[SetSummary]) -> None:
         console.print(text, style=style or None, markup=False, highlight=False, soft_wrap=True)
 
 
-def _print_one_set(console: Console, r: SetSummary) -> None:
+def _print_one_set(console: Console, r: SetSummary, times: TimeDisplay | None, now: datetime | None) -> None:
     fields = [
         ("set", r.set),
         ("name", r.name),
@@ -196,7 +220,9 @@ def _print_one_set(console: Console, r: SetSummary) -> None:
     if r.step:
         fields.append(("job", f"{r.step} instance {r.instance_id or '-'} {r.job_status or ''}".rstrip()))
     if r.waiting:
-        fields.append(("waiting for", r.waiting))
+        fields.append(("waiting for", times.localize(r.waiting, now) if times is not None else r.waiting))
+    if times is not None and now is not None and r.next is not None:
+        fields.append(("next", times.next(r.next.what, r.next.when, r.next.at, now)))
     if r.lease_owner:
         fields.append(("held by", r.lease_owner))
     if r.attention:
@@ -211,7 +237,7 @@ def _print_one_set(console: Console, r: SetSummary) -> None:
 
 
 def print_check(console: Console, summary: CheckSummary) -> None:
-    console.print(f"[bold]Preflight of set {summary.set}[/bold] ({safe(summary.name)})")
+    console.print(f"[bold]Preflight of set {safe(summary.set)}[/bold] ({safe(summary.name)})")
     table = Table()
     table.add_column("class", no_wrap=True)
     table.add_column("records", justify="right", no_wrap=True)
@@ -231,11 +257,12 @@ def print_check(console: Console, summary: CheckSummary) -> None:
             problems.add_row(*(safe(p[key] or "") for key in ("mms_id", "class", "handle", "detail")))
         console.print(problems)
         if len(summary.problems) > 200:
-            console.print(f"... and {len(summary.problems) - 200} more (`hwf check {summary.set} --json` lists all)")
+            more = len(summary.problems) - 200
+            console.print(f"... and {more:d} more (`hwf check {safe(summary.set)} --json` lists all)")
     blocking = summary.blocking()
     if blocking:
         listed = ", ".join(f"{n} {c}" for c, n in blocking.items())
-        console.print(f"[bold red]Cannot go on as it is:[/bold red] {listed} (exit 3).")
+        console.print(f"[bold red]Cannot go on as it is:[/bold red] {safe(listed)} (exit 3).")
     else:
         console.print("Can go on: `hwf advance " + summary.set + "`.")
 
@@ -254,13 +281,13 @@ def print_fix(console: Console, report: FixReport, *, diff: bool = False) -> Non
     verb = {"dry-run": "would change", "apply": "changed", "undo": "restored"}[report.mode]
     count = len(report.summaries) if report.mode == "dry-run" else len(report.changed)
     took = f" in {report.seconds:.1f} s" if report.mode != "dry-run" and report.seconds else ""
-    console.print(f"{verb} {plural(count, 'record')} in set {report.set}{took}")
+    console.print(f"{safe(verb)} {plural(count, 'record')} in set {safe(report.set)}{safe(took)}")
     for mms, why in report.refused.items():
         console.print(f"[yellow]refused {safe(mms)}: {safe(why)}[/yellow]")
     for mms, why in report.failed.items():
         console.print(f"[red]failed {safe(mms)}: {safe(why)}[/red]")
     if report.mode == "dry-run" and report.summaries:
-        console.print(f"Run `hwf fix {report.set} --apply` to write these changes (originals are backed up).")
+        console.print(f"Run `hwf fix {safe(report.set)} --apply` to write these changes (originals are backed up).")
 
 
 class FixProgress:
@@ -317,7 +344,8 @@ class FixProgress:
         self._last_done, self._last_line = done, now
         rate = self._rate(done)
         eta = f", ETA {duration((total - done) / rate)}" if 0 < rate and done < total else ""
-        self.console.print(f"{self.label}: {done}/{total} records, {rate:.1f}/s{eta}", markup=False, highlight=False)
+        line = f"{clean(self.label)}: {done:d}/{total:d} records, {rate:.1f}/s{clean(eta)}"
+        self.console.print(line, markup=False, highlight=False)
 
     def close(self) -> None:
         """Stop the bar (idempotent)."""
@@ -339,7 +367,7 @@ def print_steps(console: Console, steps: Sequence[AttemptView], times: TimeDispl
     counters below the table, one line per step, so no cell wraps; the start time from 110 columns up
     (``hwf history`` always has it)."""
     wide = console.width >= 110
-    console.print(f"[bold]{title}[/bold]")
+    console.print(f"[bold]{safe(title)}[/bold]")
     table = Table()
     for column in ("step", "instance", "status", *(("started",) if wide else ()), "took"):
         table.add_column(column, no_wrap=True)
@@ -404,7 +432,8 @@ class HistoryLines:
         raw, stamp = self._stamp(e)
         who = e.who()
         actor = f"  ({clean(who)})" if who else ""
-        text = f"{stamp}  {e.kind:<16} {clean(e.detail)}{self._extra(e)}{actor}"
+        detail = self.times.localize(e.detail) if " UTC" in e.detail else e.detail  # one zone per line
+        text = f"{stamp}  {e.kind:<16} {clean(detail)}{self._extra(e)}{actor}"
         key = f"{raw}\0{e.kind}\0{e.detail}"
         if self._pending is not None and self._pending[0] == key:
             self._repeats += 1

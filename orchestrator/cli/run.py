@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from orchestrator.cli.base import app, context, dump, err, errors, fail, out, say
+from orchestrator.cli.base import app, context, dump, err, errors, fail, out, say, time_display, verbosity
 from orchestrator.cli.render import FixProgress, print_check, print_fix
-from orchestrator.cli.text import clean, safe
+from orchestrator.cli.text import TimeDisplay, clean, safe
 from orchestrator.display import iso_z
 from orchestrator.domain.handles import VERIFIED_VALUES
 from orchestrator.domain.wording import plural
@@ -27,6 +28,8 @@ from orchestrator.service import (
     workflow,
 )
 from orchestrator.service.actions import confirm as confirming
+from orchestrator.service.context import Context
+from orchestrator.service.nextstep import Next
 from orchestrator.service.workflow import AdvanceResult
 
 SET_HELP = "Alma set id or the local name given at `hwf add`."
@@ -40,12 +43,14 @@ def _said(command: str, set_ref: str, message: str, json_output: bool) -> None:
         out.print(safe(message))
 
 
-def result_line(r: AdvanceResult) -> str:
-    """``Set 123 (name): verified`` or ``Set 123 (name): migrated; waiting for ...`` (never the state twice)."""
-    head = f"Set {r.set} ({safe(r.name)})"
+def result_line(r: AdvanceResult, times: TimeDisplay | None = None) -> str:
+    """``Set 123 (name): verified`` or ``Set 123 (name): migrated; waiting for ...`` (never the state twice); the
+    moments in the message in the reader's zone (``times``)."""
+    head = f"Set {safe(r.set)} ({safe(r.name)})"
+    message = times.localize(r.message) if times is not None else r.message
     if r.message in (r.state, "verified") or r.message.startswith(f"already {r.state}"):
-        return f"{head}: {safe(r.message)}"
-    return f"{head}: {r.state}; {safe(r.message)}"
+        return f"{head}: {safe(message)}"
+    return f"{head}: {safe(r.state)}; {safe(message)}"
 
 
 def result_json(r: AdvanceResult) -> dict[str, object]:
@@ -102,8 +107,8 @@ def add(
         return
     for summary in summaries:
         out.print(
-            f"Registered set {summary.set} ({safe(summary.name)}): {plural(summary.records, 'record')}, "
-            f"state {summary.state}"
+            f"Registered set {safe(summary.set)} ({safe(summary.name)}): {plural(summary.records, 'record')}, "
+            f"state {safe(summary.state)}"
         )
 
 
@@ -220,7 +225,7 @@ def advance(
     if json_output:
         dump(result_json(result))
     else:
-        out.print(result_line(result))
+        out.print(result_line(result, time_display(ctx.config)))
 
 
 @app.command()
@@ -285,20 +290,32 @@ def resume(
             }
         )
     else:
-        _print_resume(summary)
+        _print_resume(summary, time_display(ctx.config))
     if summary.attention:
         raise typer.Exit(3)
 
 
-def _print_resume(summary: scheduler.ResumeSummary) -> None:
+def _print_resume(summary: scheduler.ResumeSummary, times: TimeDisplay) -> None:
     for r in summary.results:
-        out.print(result_line(r))
+        out.print(result_line(r, times))
     for set_id, why in summary.skipped:
-        out.print(f"Set {set_id}: skipped: {safe(why)}")
+        out.print(f"Set {safe(set_id)}: skipped: {safe(why)}")
     for _set_id, why in summary.attention:
         err.print(safe(why))  # "set 123 (name) needs attention: ..." already
     if not (summary.results or summary.skipped or summary.attention):
         say("Nothing to resume: every set is verified.")
+
+
+def _speaker(ctx: Context) -> Callable[[Next], None]:
+    """The worker's lines, where its progress goes (stderr; stdout keeps the summary): the local time, what it
+    says, and until when (in the reader's zone)."""
+    times = time_display(ctx.config)
+
+    def speak(said: Next) -> None:
+        now = ctx.clock()
+        err.print(f"[dim]{safe(times.stamp(now))}[/dim] {safe(times.next(said.what, said.when, said.at, now))}")
+
+    return speak
 
 
 def _follow(only: str | None, max_running: int | None, until_idle: bool) -> None:
@@ -311,13 +328,14 @@ def _follow(only: str | None, max_running: int | None, until_idle: bool) -> None
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         with context() as ctx, errors():
-            summary = worker.follow(ctx, stop, only=only, max_running=max_running, until_idle=until_idle)
+            speak = _speaker(ctx) if verbosity() >= 0 else None
+            summary = worker.follow(ctx, stop, only=only, max_running=max_running, until_idle=until_idle, speak=speak)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-    out.print(f"Worker {worker.describe(summary)}")
+    out.print(f"Worker {safe(worker.describe(summary))}")
     for set_id, why in summary.attention:
-        out.print(f"Needs attention: set {set_id}: {why}")
+        out.print(f"Needs attention: set {safe(set_id)}: {safe(why)}")
     if until_idle and summary.stopped is None and summary.attention:
         raise typer.Exit(3)  # like `hwf resume --all`; stopped by a signal, the worker always exits 0
 

@@ -9,18 +9,19 @@ import socket
 import threading
 import time
 import webbrowser
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Group, RenderableType
+from rich import box
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.cli.base import app, config, context, errors, fail, out
-from orchestrator.cli.text import clean, shorten
+from orchestrator.cli.base import app, config, context, errors, fail, out, time_display
+from orchestrator.cli.text import TimeDisplay, clean, shorten, shorten_middle
 from orchestrator.config import is_loopback_host
-from orchestrator.display import duration, utc_stamp
+from orchestrator.display import duration
 from orchestrator.service import overview as read
 from orchestrator.service.overview import Overview
 from orchestrator.wiring import read_only_context
@@ -37,19 +38,29 @@ def _short(text: str, width: int) -> str:
     return shorten(" ".join(clean(text, keep_newlines=True).split()), width)
 
 
-def render_overview(ov: Overview) -> RenderableType:
-    """The overview for a terminal of 80 columns: ids whole, names and reasons shortened."""
+def _name(text: str, width: int) -> str:
+    return shorten_middle(" ".join(clean(text, keep_newlines=True).split()), width)
+
+
+def render_overview(ov: Overview, times: TimeDisplay | None = None) -> RenderableType:
+    """The overview for a terminal of 80 columns: ids whole, names shortened in the middle and reasons at their
+    end; times in the reader's zone (``times``), named, with how far they are."""
+    times = times or TimeDisplay()
+    now = ov.generated_at
     lines: list[RenderableType] = []
     pct = f" ({100 * ov.records_verified / ov.records:.1f} %)" if ov.records else ""
     head = Text()
-    head.append(f"hwf overview, {utc_stamp(ov.generated_at)}\n", style="bold")
+    head.append(f"hwf overview, {times.full(ov.generated_at)}\n", style="bold")
     head.append(f"Records verified: {ov.records_verified:,} of {ov.records:,}{pct}")
     head.append(f", {ov.records_excluded:,} excluded\n" if ov.records_excluded else "\n")
     states = ", ".join(f"{state} {n}" for state, n in ov.sets_by_state.items())
     head.append(f"Sets: {ov.sets} ({states})\n")
-    eta = utc_stamp(ov.eta, seconds=False) if ov.eta else ("done" if ov.done else "unknown")
+    eta = times.when(ov.eta, now) if ov.eta else ("done" if ov.done else "unknown")
     head.append(f"ETA: {eta}", style="bold")
     head.append(f" ({ov.eta_note})\n")
+    nxt = ov.next
+    head.append("Next: ", style="bold")
+    head.append(f"{clean(times.next(nxt.what, nxt.when, nxt.at, now))}\n")
     limits = ov.limits
     runs = ", ".join(f"{step} {n}" for step, n in limits.runs_last_hour.items())
     head.append(
@@ -58,7 +69,7 @@ def render_overview(ov: Overview) -> RenderableType:
     )
     oldest = ov.oldest_check
     if oldest is not None:
-        head.append(f"Oldest full verification: set {oldest[0]}, {utc_stamp(oldest[1], seconds=False)}\n")
+        head.append(f"Oldest full verification: set {oldest[0]}, {times.clock(oldest[1], now)}\n")
     if ov.durations:
         measured = ", ".join(f"{step} {duration(d.mean_seconds)} ({d.runs})" for step, d in ov.durations.items())
         head.append(f"Job durations measured (mean, runs): {measured}\n")
@@ -72,7 +83,7 @@ def render_overview(ov: Overview) -> RenderableType:
             waited = duration((ov.generated_at - since).total_seconds())
             text.append(
                 f"Integration batch {b.number} ({b.sets} sets, {b.records:,} records; Alma set {b.alma_set_id}), "
-                f"waiting since {utc_stamp(since, seconds=False)} ({waited}):\n"
+                f"waiting since {times.clock(since, now)} ({waited}):\n"
             )
             text.append(f"  {clean(b.clicks or '')}\n")
         lines.append(text)
@@ -82,20 +93,23 @@ def render_overview(ov: Overview) -> RenderableType:
         table.add_column("name", no_wrap=True, max_width=18)
         table.add_column("reason / to go on", overflow="fold", ratio=1)
         for a in ov.attention:
-            table.add_row(a.set, _short(a.name, 18), Text(f"{_short(a.reason, 90)}\n→ {a.command}"))
+            reason = _short(times.localize(a.reason, now), 90)
+            table.add_row(a.set, _name(a.name, 18), Text(f"→ {clean(a.command)}\n{reason}"))
         lines.append(table)
     bound = [b for b in ov.batches if b.state == "bound"]
     if ov.running or bound:
-        table = Table(title=f"Running in Alma ({len(ov.running) + len(bound)})", title_justify="left")
+        # No lines between the columns: at 80 columns the ids stay whole.
+        title = f"Running in Alma ({len(ov.running) + len(bound)})"
+        table = Table(title=title, title_justify="left", box=box.SIMPLE, padding=(0, 1), pad_edge=False)
         table.add_column("set", no_wrap=True)
-        table.add_column("name", no_wrap=True, max_width=16)
+        table.add_column("name", max_width=16)  # the one column that gives way: ids, status and % stay whole
         table.add_column("step", no_wrap=True)
         table.add_column("instance", no_wrap=True)
         table.add_column("status", no_wrap=True, max_width=12)
         table.add_column("%", justify="right", no_wrap=True)
         for r in ov.running:
             progress = f"{r.progress:.0f}" if r.progress is not None else ""
-            table.add_row(r.set, _short(r.name, 16), r.step, r.instance_id or "(submitting)", r.status or "", progress)
+            table.add_row(r.set, _name(r.name, 16), r.step, r.instance_id or "(submitting)", r.status or "", progress)
         for b in bound:
             progress = f"{b.progress:.0f}" if b.progress is not None else ""
             table.add_row(
@@ -103,6 +117,12 @@ def render_overview(ov: Overview) -> RenderableType:
             )
         lines.append(table)
     return Group(*lines)
+
+
+def watch_console(**options: Any) -> Console:
+    """The console ``overview --watch`` draws on: one of its own that wraps long lines as the one-shot view does
+    (``out`` leaves a line whole, and a live display would crop it)."""
+    return Console(highlight=False, soft_wrap=False, **options)
 
 
 @app.command()
@@ -121,8 +141,9 @@ def overview(
         if json_output and watch is None:
             typer.echo(json.dumps(ov.as_json(), indent=2, ensure_ascii=False))
             return
+        times = time_display(ctx.config)
         if watch is None:
-            out.print(render_overview(ov), soft_wrap=False)
+            out.print(render_overview(ov, times), soft_wrap=False)
             return
         try:
             if json_output:
@@ -130,10 +151,11 @@ def overview(
                     typer.echo(json.dumps(ov.as_json(), ensure_ascii=False))
                     time.sleep(watch)
                     ov = read.overview(ctx)
-            with Live(render_overview(ov), console=out, auto_refresh=False, transient=False) as live:
+            screen = watch_console()
+            with Live(render_overview(ov, times), console=screen, auto_refresh=False, transient=False) as live:
                 while True:
                     time.sleep(watch)
-                    live.update(render_overview(read.overview(ctx)), refresh=True)
+                    live.update(render_overview(read.overview(ctx), times), refresh=True)
         except KeyboardInterrupt:
             return
 

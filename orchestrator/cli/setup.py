@@ -31,9 +31,9 @@ def _interactive() -> bool:
 def _choose(role: str, candidates: tuple[JobInfo, ...]) -> str:
     from orchestrator.service.onboarding import ROLE_TITLES  # lazy: keeps other commands' start-up light
 
-    err.print(f"Several manual jobs could be {role} ({ROLE_TITLES[role]}):")
+    err.print(f"Several manual jobs could be {safe(role)} ({safe(ROLE_TITLES[role])}):")
     for number, job in enumerate(candidates, start=1):
-        err.print(f"  {number}. {safe(job.id)}  {safe(job.name)}  ({safe(job.category or '-')})")
+        err.print(f"  {safe(number)}. {safe(job.id)}  {safe(job.name)}  ({safe(job.category or '-')})")
     while True:
         answer = str(typer.prompt(f"Which one is {role}? (number or job id)", err=True)).strip()
         if answer.isdigit() and 1 <= int(answer) <= len(candidates):
@@ -208,7 +208,7 @@ def _print_init(result: InitResult, names: dict[str, str], found: JobDiscovery |
             out.print(f"  {role:<19} not found by name: pick it with `hwf jobs`")
     if not key:
         out.print(
-            f"No API key in ${key_env}: the job ids are placeholders. Set the key "
+            f"No API key in ${safe(key_env)}: the job ids are placeholders. Set the key "
             f"(Bibs and Configuration, Read/write), run `hwf jobs` to find the ids, and edit {safe(result.path)}"
         )
     if result.placeholders:

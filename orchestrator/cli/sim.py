@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli.base import config, db_app, errors, fail, out, sim_app
+from orchestrator.cli.text import safe
 from orchestrator.simulator import SimServer, Simulator, load_scenario
 from orchestrator.store.db import current_revision, make_engine, upgrade
 
@@ -46,4 +47,4 @@ def db_upgrade() -> None:
     with errors():
         engine = make_engine(config().database_url)
         upgrade(engine)
-        out.print(f"database at schema {current_revision(engine)}")
+        out.print(f"database at schema {safe(current_revision(engine))}")

@@ -8,11 +8,12 @@ characters :mod:`orchestrator.display` calls unsafe shown as escapes such as ``\
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, tzinfo
 
 from rich.markup import escape
 
-from orchestrator.display import as_utc, show_unsafe
+from orchestrator.display import as_utc, clock_time, localize, next_text, show_unsafe, when
 
 
 def _escape(character: str) -> str:
@@ -37,6 +38,21 @@ def shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
+_TAIL = re.compile(r"[(\[][^()\[\]]*[)\]]\s*$")  # a name's last bracketed part: "(batch 3/30)"
+
+
+def shorten_middle(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters in the middle, so that its end survives: a name's last bracketed
+    part (``(batch 3/30)``) whole when it leaves room for a few characters of the start."""
+    if len(text) <= width:
+        return text
+    if width < 8:
+        return shorten(text, width)
+    tail = _TAIL.search(text)
+    keep = len(tail.group()) if tail and len(tail.group()) <= width - 5 else (width - 1) // 2
+    return text[: width - 1 - keep].rstrip() + "…" + text[len(text) - keep :]
+
+
 class TimeDisplay:
     """How the terminal shows a moment: local time with its zone (``--utc``/``[display] utc``: UTC), the
     date only when it differs from the first moment shown (a run that spans days shows it)."""
@@ -56,6 +72,22 @@ class TimeDisplay:
             self._first_day = day
         clock = moment.strftime("%H:%M:%S %Z").strip()
         return clock if day == self._first_day else f"{day} {clock}"
+
+    def when(self, at: datetime, now: datetime) -> str:
+        """``15:30 CST (in 52 min)``."""
+        return when(at, self.zone, now)
+
+    def next(self, what: str, verb: str, at: datetime | None, now: datetime) -> str:
+        """``migrate: 5 of 5 this hour; starts 15:30 CST (in 52 min)`` (``display.next_text``)."""
+        return next_text(localize(what, self.zone, now), verb, at, self.zone, now)
+
+    def clock(self, at: datetime, now: datetime | None = None) -> str:
+        """``15:30 CST`` (with the date unless it is the day of ``now``)."""
+        return clock_time(at, self.zone, now)
+
+    def localize(self, text: str, now: datetime | None = None) -> str:
+        """``text`` with the UTC moments hwf stores in its reasons written in this zone."""
+        return localize(text, self.zone, now)
 
     def full(self, at: datetime) -> str:
         """``2026-02-02 14:02:05 CST``."""

@@ -34,6 +34,9 @@ class Attention(enum.StrEnum):
 WAITS_FOR_A_RUN = frozenset({Attention.MANUAL_STEP})
 
 
+# How a set's wait reason starts when the set waits for a person's run in Alma (a batch to click, a step by hand).
+PERSON_WAIT = "needs a person"
+
 # Attentions about the records themselves: excluding the records concerned can resolve them.
 RECORD_KINDS = frozenset({Attention.RECORDS, Attention.VERIFY, Attention.GUARD})
 

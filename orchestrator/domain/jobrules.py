@@ -199,6 +199,46 @@ def settle_until(integration_ended: datetime, settle_minutes: float) -> datetime
     return integration_ended + timedelta(minutes=settle_minutes)
 
 
+WINDOW = timedelta(hours=1)  # Alma counts the runs of one job in any hour
+LONGEST_POLL_SECONDS = 300.0  # the longest wait between two polls of a running job
+
+
+def window_free_at(starts: list[datetime], per_hour: int) -> datetime | None:
+    """When Alma's hourly limit lets the next run of a job start, given its ``starts`` of the last hour (oldest
+    first): None when fewer than ``per_hour``; else just after the hour of the start that fills the window (a
+    start counts while it is at most an hour old)."""
+    if len(starts) < per_hour:
+        return None
+    return starts[len(starts) - per_hour] + WINDOW + timedelta(seconds=1)
+
+
+def window_starts(per_hour: int, starts: list[datetime], now: datetime, runs: int) -> list[datetime]:
+    """The earliest moments the next ``runs`` runs of one job can start under the hourly limit, one after the
+    other from ``now``, given its earlier ``starts`` (any order): they follow the window's resets, not ``now``."""
+    window = sorted(starts)
+    out: list[datetime] = []
+    at = now
+    for _ in range(runs):
+        while True:
+            window = [t for t in window if t >= at - WINDOW]
+            free = window_free_at(window, per_hour)
+            if free is None or free <= at:
+                break
+            at = free
+        window.append(at)
+        out.append(at)
+    return out
+
+
+def poll_due(next_poll_at: datetime | None, poll_interval: float | None, now: datetime, longest: float) -> datetime:
+    """When a running job's next poll is due: as scheduled, or now if that is further away than the interval it
+    was scheduled with (``longest`` when none is recorded: the clock was stepped back, polling now reschedules)."""
+    due = next_poll_at or now
+    if due > now + timedelta(seconds=poll_interval or longest):
+        return now
+    return due
+
+
 POLL_GROWTH = 1.5  # each poll of a running job waits this much longer than the one before, up to the maximum
 
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.config import Config
-from orchestrator.domain.jobrules import run_seconds
+from orchestrator.domain.jobrules import run_seconds, window_starts
 from orchestrator.domain.steps import JOB_STEPS, Stage, Step
 from orchestrator.store.models import AttemptState
 
@@ -49,6 +49,8 @@ def estimate_finish(
     per_hour: int,
     runs_last_hour: dict[str, int],
     settle_seconds: float,
+    starts: dict[str, list[datetime]] | None = None,
+    not_before: list[datetime | None] | None = None,
 ) -> datetime:
     """The earliest moment Alma's job limits allow every moving set to finish, at the measured durations.
 
@@ -57,7 +59,16 @@ def estimate_finish(
     shared by ``max_running`` jobs at once; per job, ``per_hour`` starts an hour (counting the starts of
     the last hour), followed by the later steps of the last set to start it. Settle time follows the
     integration run; verification itself takes minutes and is not counted.
+
+    ``starts``: each job step's starts of the last hour (when they are known). The hourly bound then follows
+    the windows' resets: each set's jobs, in order, take the first start the hourly window allows once its
+    previous job has ended (:func:`~orchestrator.domain.jobrules.window_starts`), so the estimate holds still
+    while every set waits for a full window, rather than moving on with ``now``.
     """
+    if starts is not None:
+        chain_work = _chain_and_work(now, remaining, durations, max_running, settle_seconds)
+        waits = not_before or [None] * len(remaining)
+        return max(chain_work, _windows(now, remaining, durations, per_hour, starts, settle_seconds, waits))
     order = [s.value for s in JOB_STEPS]
     chain = 0.0
     work = 0.0
@@ -74,6 +85,50 @@ def estimate_finish(
         later = order[order.index(step) + 1 :]
         hourly = max(hourly, hours * 3600.0 + durations[step] + sum(durations[s] for s in later) + settle_seconds)
     return now + timedelta(seconds=max(chain, work / max_running, hourly))
+
+
+def _chain_and_work(
+    now: datetime,
+    remaining: list[tuple[float, list[str]]],
+    durations: dict[str, float],
+    max_running: int,
+    settle_seconds: float,
+) -> datetime:
+    chain = work = 0.0
+    for running_left, steps in remaining:
+        tail = settle_seconds if steps or running_left else 0.0
+        chain = max(chain, running_left + sum(durations[s] for s in steps) + tail)
+        work += running_left + sum(durations[s] for s in steps)
+    return now + timedelta(seconds=max(chain, work / max_running))
+
+
+def _windows(
+    now: datetime,
+    remaining: list[tuple[float, list[str]]],
+    durations: dict[str, float],
+    per_hour: int,
+    starts: dict[str, list[datetime]],
+    settle_seconds: float,
+    not_before: list[datetime | None],
+) -> datetime:
+    """When the last set finishes if each set's jobs start, in the scheduler's order, at the first moment the
+    job's hourly window allows after the set's previous job ended (its running job ends at ``running_left``) and
+    its recorded wait (``not_before``) passed."""
+    ready = [
+        max(now + timedelta(seconds=left), wait or now) for (left, _), wait in zip(remaining, not_before, strict=True)
+    ]
+    window = {step: list(times) for step, times in starts.items()}
+    for step in (s.value for s in JOB_STEPS):
+        waiting = sorted((ready[i], i) for i, (_, steps) in enumerate(remaining) if step in steps)
+        for at, i in waiting:
+            begin = window_starts(per_hour, window.setdefault(step, []), at, 1)[0]
+            window[step] = sorted([*window[step], begin])[-per_hour:]  # only the last starts of a full window count
+            ready[i] = begin + timedelta(seconds=durations[step])
+    finish = now
+    for i, (left, steps) in enumerate(remaining):
+        if steps or left:
+            finish = max(finish, ready[i] + timedelta(seconds=settle_seconds))
+    return finish
 
 
 def time_left(step: str, progress: float | None, elapsed: float, durations: dict[str, StepDurations]) -> float:
@@ -94,6 +149,8 @@ def eta(
     runs_last_hour: Counter[str],
     attention: int,
     total: int,
+    starts: dict[str, list[datetime]] | None = None,
+    not_before: list[datetime | None] | None = None,
 ) -> tuple[datetime | None, str]:
     held = f"; {attention} set(s) needing attention are not counted" if attention else ""
     if not total:
@@ -118,6 +175,8 @@ def eta(
         per_hour=cfg.max_runs_per_job_hour,
         runs_last_hour=dict(runs_last_hour),
         settle_seconds=config.handles.settle_minutes * 60.0,
+        starts=starts,
+        not_before=not_before,
     )
     sets = len(remaining)
     return eta, (

@@ -16,14 +16,16 @@ from typing import Any
 from sqlalchemy import func, select
 
 from orchestrator.display import iso_z
-from orchestrator.domain.attention import advice, next_command
+from orchestrator.domain.attention import PERSON_WAIT, advice, next_command
 from orchestrator.domain.clicks import profile_clicks
 from orchestrator.domain.steps import JOB_STEPS, Stage, Step, job_steps_left
-from orchestrator.service import views
+from orchestrator.domain.wording import plural
+from orchestrator.service import nextstep, views
 from orchestrator.service.actions.gate import JobSlots
 from orchestrator.service.context import Context
 from orchestrator.service.eta import StepDurations, mean_durations, time_left
 from orchestrator.service.eta import eta as estimate
+from orchestrator.service.nextstep import Next
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, IntegrationBatch, Record
 
 _ACTIVE = (AttemptState.SUBMITTING, AttemptState.SUBMITTED, AttemptState.WAITING_OPERATOR)
@@ -152,6 +154,7 @@ class Overview:
     attention: tuple[AttentionItem, ...]
     running: tuple[RunningJob, ...]
     waiting: int  # sets waiting (settle time, a job slot, a poll) without a job of theirs running
+    waiting_for_person: int  # sets waiting for a person's run in Alma (an integration batch's click, a step by hand)
     eta: datetime | None
     eta_note: str
     limits: JobLimits
@@ -159,6 +162,7 @@ class Overview:
     verified_over_time: tuple[SeriesPoint, ...]
     last_checked: dict[str, datetime | None]  # set -> when every included record was last verified
     batches: tuple[BatchItem, ...] = ()  # open integration batches (manual integration)
+    next: Next = Next(None, "no sets registered yet")  # the whole migration's earliest next thing
 
     @property
     def oldest_check(self) -> tuple[str, datetime] | None:
@@ -181,6 +185,7 @@ class Overview:
             "attention": [a.as_json() for a in self.attention],
             "running": [r.as_json() for r in self.running],
             "waiting": self.waiting,
+            "waiting_for_person": self.waiting_for_person,
             "eta": iso_z(self.eta),
             "eta_note": self.eta_note,
             "done": self.done,
@@ -189,6 +194,7 @@ class Overview:
             "verified_over_time": [{"at": iso_z(p.at), "records": p.records} for p in self.verified_over_time],
             "last_checked": {s: iso_z(at) for s, at in self.last_checked.items()},
             "batches": [b.as_json() for b in self.batches],
+            "next": self.next.as_json(),
         }
 
 
@@ -242,6 +248,7 @@ def overview(ctx: Context) -> Overview:
     with ctx.sessions() as session:
         facts = _read_facts(session)
         slots = JobSlots.of(session, now, cfg)
+        nexts = nextstep.per_set(session, ctx.config, now)
     latest = {a.set_id: a for a in facts.attempts}
     durations = mean_durations(facts.attempts)
     runs_last_hour = Counter(
@@ -250,9 +257,24 @@ def overview(ctx: Context) -> Overview:
     tally = _Tally(now, durations)
     for s in facts.sets:
         tally.add(s, facts.per_set.get(s.id), latest.get(s.id))
+    starts = {step.value: slots.recent.get(cfg.jobs[step.job_key].id, []) for step in JOB_STEPS if step.job_key}
     eta, note = estimate(
-        ctx.config, now, tally.remaining, durations, runs_last_hour, len(tally.attention), len(facts.sets)
+        ctx.config,
+        now,
+        tally.remaining,
+        durations,
+        runs_last_hour,
+        len(tally.attention),
+        len(facts.sets),
+        starts,
+        tally.not_before,
     )
+    if tally.person_sets:  # the time a person takes is nobody's estimate: say what the ETA leaves out
+        people = plural(tally.person_sets, "set")
+        if tally.remaining:
+            note = f"{note}; {people} waiting for a person's run in Alma are not counted"
+        else:
+            eta, note = None, f"{people} wait for a person's run in Alma (see Waiting for you): no estimate until then"
     return Overview(
         generated_at=now,
         sets=len(facts.sets),
@@ -263,6 +285,7 @@ def overview(ctx: Context) -> Overview:
         attention=tuple(tally.attention),
         running=tuple(tally.running),
         waiting=tally.waiting_sets,
+        waiting_for_person=tally.person_sets,
         eta=eta,
         eta_note=note,
         limits=JobLimits(
@@ -275,6 +298,7 @@ def overview(ctx: Context) -> Overview:
         verified_over_time=_series([t for t in facts.times if t is not None]),
         last_checked=tally.last_checked,
         batches=open_batches(facts.batches),
+        next=nextstep.overall(nexts, {s.alma_set_id: s.name for s in facts.sets}),
     )
 
 
@@ -300,6 +324,7 @@ def _read_facts(session: Any) -> _Facts:
             AlmaSet.attention_kind,
             AlmaSet.record_count,
             AlmaSet.waiting,
+            AlmaSet.wait_until,
         ).order_by(AlmaSet.created_at, AlmaSet.id)
     ).all()
     per_set = {
@@ -389,8 +414,10 @@ class _Tally:
         self.attention: list[AttentionItem] = []
         self.running: list[RunningJob] = []
         self.remaining: list[tuple[float, list[str]]] = []
+        self.not_before: list[datetime | None] = []  # per set of ``remaining``: the wait it recorded, if any
         self.last_checked: dict[str, datetime | None] = {}
         self.waiting_sets = 0
+        self.person_sets = 0
 
     def add(self, s: Any, counts: Any, a: Any) -> None:
         self.by_state[s.stage.value] += 1
@@ -400,6 +427,9 @@ class _Tally:
         active = a if a is not None and a.state in _ACTIVE and a.batch_id is None else None
         if active is not None:
             self.running.append(self._running(s, active))
+        elif s.waiting and not s.attention and s.waiting.startswith(PERSON_WAIT):
+            self.person_sets += 1
+            return  # from here on its time is a person's: not part of the estimate
         elif s.waiting and not s.attention:
             self.waiting_sets += 1
         if s.attention:
@@ -426,6 +456,7 @@ class _Tally:
             elapsed = self.running[-1].elapsed_seconds or 0.0
             running_left = time_left(active.step, active.progress, elapsed, self.durations)
         self.remaining.append((running_left, steps))
+        self.not_before.append(s.wait_until if s.waiting and s.wait_until and s.wait_until > self.now else None)
 
     def _running(self, s: Any, active: Any) -> RunningJob:
         start = active.submitted_at or active.begun_at
@@ -445,7 +476,7 @@ class _Tally:
 
 def set_rows(ctx: Context) -> list[SetRow]:
     """Every set, for the sets table: its status line, verified records, last change and last full check."""
-    summaries = views.status(ctx)
+    summaries = nextstep.status(ctx)
     with ctx.sessions() as session:
         extra = {
             row.alma_set_id: row

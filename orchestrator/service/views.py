@@ -4,11 +4,11 @@ short keyset-paged transactions (10,000 sets or 100,000 events stay well under a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring as _quote
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import String, Text, cast, func, select, type_coerce
 from sqlalchemy.orm import Session
@@ -16,6 +16,21 @@ from sqlalchemy.orm import Session
 from orchestrator.display import iso_z
 from orchestrator.service.context import Context, find_set
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, IntegrationBatch, Record
+
+
+class Timed(Protocol):
+    """What happens next to a set and when (``nextstep.Next``)."""
+
+    @property
+    def at(self) -> datetime | None: ...
+
+    @property
+    def what(self) -> str: ...
+
+    @property
+    def when(self) -> str: ...
+
+    def as_json(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,7 @@ class SetSummary:
     job_status: str | None = None
     progress: float | None = None
     last_checked: datetime | None = None  # when every handle was last verified OK
+    next: Timed | None = None  # what happens next and when (``nextstep``; filled by ``overview.status``)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +67,7 @@ class SetSummary:
             "job_status": self.job_status,
             "progress": self.progress,
             "last_checked": iso_z(self.last_checked),
+            "next": self.next.as_json() if self.next is not None else None,
         }
 
 
@@ -58,7 +75,7 @@ class SetSummary:
 # status, history
 
 
-def _summaries(session: Session, only: int | None = None) -> list[SetSummary]:
+def _summaries(session: Session, only: int | None = None, nexts: Mapping[str, Timed] | None = None) -> list[SetSummary]:
     """Plain column reads (no ORM objects) and one grouped query per table: 10,000 sets in a blink."""
     sets = select(
         AlmaSet.id,
@@ -107,16 +124,19 @@ def _summaries(session: Session, only: int | None = None) -> list[SetSummary]:
                 job_status=a.status if a else None,
                 progress=a.progress if a else None,
                 last_checked=r.last_checked,
+                next=nexts.get(r.alma_set_id) if nexts is not None else None,
             )
         )
     return out
 
 
-def status(ctx: Context, ref: str | None = None) -> list[SetSummary]:
-    """Where each set stands (or one set)."""
+def status(
+    ctx: Context, ref: str | None = None, nexts: Callable[[Session], Mapping[str, Timed]] | None = None
+) -> list[SetSummary]:
+    """Where each set stands (or one set); ``nexts``: each set's next thing, read in the same transaction."""
     with ctx.sessions() as session:
         only = find_set(session, ref).id if ref is not None else None
-        return _summaries(session, only)
+        return _summaries(session, only, nexts(session) if nexts is not None else None)
 
 
 @dataclass(frozen=True)

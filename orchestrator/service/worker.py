@@ -25,12 +25,13 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from orchestrator.display import utc_stamp
-from orchestrator.domain.attention import Attention
+from orchestrator.domain.attention import Attention, next_command
 from orchestrator.domain.steps import Stage
 from orchestrator.errors import AlmaError, AlmaUnreachableError, RateLimitedError
-from orchestrator.service import recheck, scheduler
+from orchestrator.service import nextstep, recheck, scheduler
 from orchestrator.service.actions.plan import clicks_awaited
 from orchestrator.service.context import Context, only_pattern
+from orchestrator.service.nextstep import Next
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, IntegrationBatch, Worker
 
 RESCAN_SECONDS = 60.0  # the longest the worker sleeps: sets added, retried or fixed meanwhile move soon
@@ -193,6 +194,83 @@ def _tally(ctx: Context, summary: WorkerSummary) -> WorkerSummary:
     return dataclasses.replace(summary, verified=verified, attention=attention, waiting=int(sum(counts.values())))
 
 
+SAY_AGAIN = timedelta(minutes=10)  # while it waits for the same thing, the worker says so at least this often
+# How often, at most, the worker looks at what it waits for (a read of every set: a second for 10,000 sets).
+_LOOK_EVERY = timedelta(seconds=30)
+
+
+class Voice:
+    """What the worker says in its output: one line per set in attention when it starts, one when a set enters
+    attention (with the command that gets it going), and, while it waits, one when what it waits for changes
+    and at least every ``SAY_AGAIN``. Each line is a :class:`~orchestrator.service.nextstep.Next`; the terminal
+    writes it (and its time, in the reader's zone). It also keeps the worker's status row saying what it waits for.
+    """
+
+    def __init__(self, ctx: Context, speak: Callable[[Next], None] | None, only: str | None) -> None:
+        self.ctx, self.speak = ctx, speak
+        self.only = only_pattern(only)
+        self.attention: dict[str, str] = {}  # set id -> the attention said
+        self.waiting: tuple[str, ...] | None = None  # what the last wait line was about
+        self.said_at: datetime | None = None
+        self.looked_at: datetime | None = None
+        self.held: Next | None = None  # what the worker itself waits for (an outage, the quota), not a set
+        self.reported: str | None = None  # what the status row says it waits for
+
+    def hold(self, what: Next | None) -> None:
+        """The worker itself waits for ``what`` (None: it waits for what the sets wait for)."""
+        self.held = what
+        self.looked_at = None  # say it at the next look
+
+    def look(self, seconds: float) -> None:
+        """Before a sleep of ``seconds``: say what changed, and keep the status row saying what is waited for."""
+        now = self.ctx.clock()
+        if self.looked_at is not None and now - self.looked_at < _LOOK_EVERY:
+            return
+        self.looked_at = now
+        with self.ctx.sessions() as session:
+            self._attention(session)
+            whole = self.held or nextstep.migration(session, self.ctx.config, now, self.only)
+        if whole.at is None or whole.at <= now:
+            return
+        if self.held is None:  # the worker's own waits report themselves
+            text = f"{whole.what}; {whole.when} {utc_stamp(whole.at)}" if whole.when else whole.what
+            if text != self.reported:  # the heartbeat keeps the row fresh meanwhile
+                self.reported = text
+                _report(self.ctx, "waiting", text, now + timedelta(seconds=seconds))
+        key = (whole.kind,) if whole.kind in ("poll", "slots") else (whole.kind, whole.what)
+        if key != self.waiting or self.said_at is None or now - self.said_at >= SAY_AGAIN:
+            self.waiting, self.said_at = key, now
+            if self.speak is not None:
+                self.speak(dataclasses.replace(whole, what=f"waiting: {whole.what}"))
+
+    def outage(self, reason: str | None, wake: datetime | None) -> None:
+        """After each scheduler pass: while Alma fails every set, the row (and the voice) say "Alma outage", not
+        "running"; once a set moves again, "running"."""
+        down = self.held is not None and self.held.kind == "outage"
+        if reason is not None:
+            _report(self.ctx, "waiting", f"{reason}; trying again at {utc_stamp(wake)}" if wake else reason, wake)
+            if not down:
+                self.hold(Next(wake, reason, "trying again", kind="outage"))
+        elif down:
+            _report(self.ctx, "running", None, None)
+            self.hold(None)
+
+    def _attention(self, session: Session) -> None:
+        rows = session.execute(
+            select(AlmaSet.alma_set_id, AlmaSet.name, AlmaSet.attention, AlmaSet.attention_kind).where(
+                AlmaSet.attention.is_not(None)
+            )
+        ).all()
+        now_in = {r.alma_set_id: r.attention or "" for r in rows if self.only is None or self.only.search(r.name)}
+        for r in rows:
+            if r.alma_set_id in now_in and self.attention.get(r.alma_set_id) != now_in[r.alma_set_id]:
+                command = next_command(r.attention_kind, r.alma_set_id)
+                line = f"needs attention: set {r.alma_set_id} ({r.name}): {r.attention}; to go on: {command}"
+                if self.speak is not None:
+                    self.speak(Next(None, line, kind="attention", person=True))
+        self.attention = now_in
+
+
 def follow(
     ctx: Context,
     stop: StopFlag,
@@ -200,35 +278,42 @@ def follow(
     only: str | None = None,
     max_running: int | None = None,
     until_idle: bool = False,
+    speak: Callable[[Next], None] | None = None,
 ) -> WorkerSummary:
     """Drive every set until verified or needing a person, for as long as the worker runs.
 
     ``until_idle``: stop once no set can move any more without a person (and no quota reset or
-    re-verification is due), instead of waiting for more. Returns the summary; never raises for Alma's
-    outages (it waits them out) nor for a stop request.
+    re-verification is due), instead of waiting for more. ``speak``: where the worker's lines go (the
+    :class:`Voice`). Returns the summary; never raises for Alma's outages (it waits them out) nor for a stop
+    request.
     """
     summary = WorkerSummary()
     interruptible = stop.sleeper(ctx.sleep)
 
     def sleep(seconds: float) -> None:
         _heartbeat(worker_ctx)  # also while the scheduler sleeps between its passes
+        voice.look(seconds)
         interruptible(seconds)
 
     worker_ctx = dataclasses.replace(ctx, sleep=sleep, _alma=None)
+    voice = Voice(worker_ctx, speak, only)
     outage = 0
     try:
+        _report(worker_ctx, "running", None, None)
+        voice.look(0.0)  # the sets already in attention, at once
         while True:
             summary.passes += 1
             _report(worker_ctx, "running", None, None)
+            voice.reported = None
             cleared, quota_wake = quota_resets_due(worker_ctx)
+            quota = Next(quota_wake, "Alma's daily quota is spent", "it resets", kind="quota") if quota_wake else None
+            voice.hold(quota)
             if cleared:
                 summary.quota_resets += cleared
                 worker_ctx.close()  # a fresh Alma client: the old one remembers the spent quota
             try:
                 if quota_wake is None:  # the quota is the institution's: while spent, no set calls Alma
-                    scheduler.resume_all(
-                        worker_ctx, wait=True, only=only, max_running=max_running, on_outage=_outage_row(worker_ctx)
-                    )
+                    scheduler.resume_all(worker_ctx, only=only, max_running=max_running, on_outage=voice.outage)
                 outage = 0
             except (AlmaUnreachableError, RateLimitedError, AlmaError) as exc:
                 if not _outage(exc):
@@ -238,6 +323,7 @@ def follow(
                 delay = min(OUTAGE_FIRST_SECONDS * 2 ** (outage - 1), OUTAGE_MAX_SECONDS)
                 wake = worker_ctx.clock() + timedelta(seconds=delay)
                 _report(worker_ctx, "waiting", f"Alma outage: {exc}; trying again at {utc_stamp(wake)}", wake)
+                voice.hold(Next(wake, f"Alma outage: {exc}", "trying again", kind="outage"))
                 worker_ctx.sleep(delay)
                 continue
             checked, regressed, recheck_wake = recheck.due_sets(worker_ctx, stop)
@@ -245,10 +331,17 @@ def follow(
             summary.regressions += regressed
             if checked:
                 continue
+            if until_idle and _idle(worker_ctx, only):
+                # This pass may have found the quota spent: the quota's reset is still something to wait for.
+                cleared, quota_wake = quota_resets_due(worker_ctx)
+                summary.quota_resets += cleared
+                if cleared:
+                    continue
+                if quota_wake is None:
+                    break
             wake, reason = _next_wake(worker_ctx, quota_wake, recheck_wake)
-            if until_idle and _idle(worker_ctx, only) and quota_wake is None:
-                break
             _report(worker_ctx, "waiting", reason, wake)
+            voice.reported = None
             delay = (wake - worker_ctx.clock()).total_seconds()
             worker_ctx.sleep(max(delay, 0.01))
     except Stopped:
@@ -264,22 +357,6 @@ def follow(
     _forget(worker_ctx, summary)
     worker_ctx.close()
     return summary
-
-
-def _outage_row(ctx: Context) -> Callable[[str | None, datetime | None], None]:
-    """What the scheduler calls after each pass: while Alma fails every set, the worker's row says "Alma
-    outage" (not "running"); once a set moves again, "running"."""
-    down = False
-
-    def report(reason: str | None, wake: datetime | None) -> None:
-        nonlocal down
-        if reason is not None:
-            _report(ctx, "waiting", f"{reason}; trying again at {utc_stamp(wake)}" if wake else reason, wake)
-        elif down:
-            _report(ctx, "running", None, None)
-        down = reason is not None
-
-    return report
 
 
 def _outage(exc: AlmaError) -> bool:
@@ -312,6 +389,8 @@ def _next_wake(ctx: Context, quota: datetime | None, recheck_at: datetime | None
             .select_from(AlmaSet)
             .where(AlmaSet.stage != Stage.VERIFIED, AlmaSet.attention.is_(None))
         )
+    if quota is not None:  # while the quota is spent no set calls Alma: nothing else can wake the worker
+        unfinished, soonest, held = 0, None, None
     if unfinished:  # others drive them (between two of their steps no lease shows): look again soon
         lease = now + timedelta(seconds=ctx.config.lease_seconds)
         if lease < wake:
@@ -323,10 +402,8 @@ def _next_wake(ctx: Context, quota: datetime | None, recheck_at: datetime | None
     if held is not None and held < wake:
         # Another worker drives it: look again when its lease would run out (renewed while it lives).
         wake, reason = held, "another hwf process drives a set"
-    if quota is not None and quota < wake:
-        wake, reason = quota, "Alma's daily quota is spent"
-    elif quota is not None:
-        reason = f"Alma's daily quota is spent; it resets about {utc_stamp(quota)}"
+    if quota is not None:
+        wake, reason = quota, "Alma's daily quota is spent; it resets"
     if recheck_at is not None and recheck_at < wake:
         wake, reason = recheck_at, "the next re-verification"
     return wake, f"{reason} at {utc_stamp(wake)}"

@@ -5,12 +5,12 @@ Content-Security-Policy allows no inline style)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from xml.sax.saxutils import escape
 
-from orchestrator.display import utc_stamp
 from orchestrator.service.overview import SeriesPoint
 from orchestrator.service.setdetail import JobRun, Milestone
+from orchestrator.web.moments import stamp
 from orchestrator.web.text import clean
 
 STATE_COLOURS = {
@@ -60,8 +60,9 @@ def bars(counts: Mapping[str, int], *, title: str, colours: Mapping[str, str] | 
     return "\n".join(out)
 
 
-def verified_over_time(points: Sequence[SeriesPoint], total: int) -> str:
-    """Records verified (cumulative) against time, as a step line, with the total as a dashed ceiling."""
+def verified_over_time(points: Sequence[SeriesPoint], total: int, zone: tzinfo = UTC) -> str:
+    """Records verified (cumulative) against time, as a step line, with the total as a dashed ceiling; its
+    moments written in ``zone``."""
     width, height, left, right, top, bottom = 640, 240, 56, 16, 16, 36
     title = "Records verified over time"
     if not points:
@@ -70,7 +71,7 @@ def verified_over_time(points: Sequence[SeriesPoint], total: int) -> str:
         out.append("</svg>")
         return "\n".join(out)
     last = points[-1]
-    first, latest = utc_stamp(points[0].at, seconds=False), utc_stamp(last.at, seconds=False)
+    first, latest = stamp(points[0].at, zone, seconds=False), stamp(last.at, zone, seconds=False)
     desc = f"{last.records:,} of {total:,} records verified; first at {first}, latest at {latest}"
     out = _open(width, height, title, desc)
     t0, t1 = points[0].at.timestamp(), last.at.timestamp()
@@ -100,20 +101,43 @@ def verified_over_time(points: Sequence[SeriesPoint], total: int) -> str:
     out.append(f'<text x="{left - 6}" y="{top + 4}" text-anchor="end" {_FONT} fill="#222">{ceiling:,}</text>')
     out.append(f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" {_FONT} fill="#222">0</text>')
     out.append(
-        f'<text x="{left}" y="{height - 12}" {_FONT} fill="#222">{_t(utc_stamp(points[0].at, seconds=fine))}</text>'
+        f'<text x="{left}" y="{height - 12}" {_FONT} fill="#222">{_t(stamp(points[0].at, zone, seconds=fine))}</text>'
     )
-    end = _t(utc_stamp(last.at, seconds=fine))
+    end = _t(stamp(last.at, zone, seconds=fine))
     out.append(f'<text x="{left + plot_w}" y="{height - 12}" text-anchor="end" {_FONT} fill="#222">{end}</text>')
     out.append("</svg>")
     return "\n".join(out)
 
 
 _GOOD = ("COMPLETED_SUCCESS", "COMPLETED_WARNING")
+_SKIPPED = "not_needed"  # a step hwf decided it need not run: no job was submitted
+
+
+def _run_line(r: JobRun, zone: tzinfo) -> str:
+    if r.state == _SKIPPED:
+        return f"{r.step} attempt {r.number}: skipped, not needed (decided {stamp(r.begun_at, zone)})"
+    ended = f", ended {stamp(r.ended_at, zone)}" if r.ended_at else ""
+    return f"{r.step} attempt {r.number}: {r.status or r.state}, submitted {stamp(r.begun_at, zone)}{ended}"
+
+
+def _run_end(r: JobRun, now: datetime) -> datetime:
+    """Where a run's bar ends: its end, now while it runs; a skipped step has no length."""
+    if r.state == _SKIPPED:
+        return r.begun_at
+    return r.ended_at or now
+
+
+def _skipped_mark(x: float, mid: float, *, right_edge: float) -> list[str]:
+    """A skipped step: a hollow grey diamond where hwf decided, and the word."""
+    anchor, dx = ("end", -9) if x + 130 > right_edge else ("start", 9)
+    return [
+        f'<path d="M{x:.1f},{mid - 6}l6,6l-6,6l-6,-6z" fill="#fff" stroke="#7b8794" stroke-width="1.5"/>',
+        f'<text x="{x + dx:.1f}" y="{mid + 4}" text-anchor="{anchor}" {_FONT} fill="#52606d">'
+        "skipped: not needed</text>",
+    ]
 
 
 def _run_colour(status: str | None, state: str) -> str:
-    if state == "not_needed":
-        return "#9aa5b1"
     if state in ("submitting", "submitted", "waiting_operator"):
         return "#4f7fc0"
     if status in _GOOD:
@@ -121,19 +145,15 @@ def _run_colour(status: str | None, state: str) -> str:
     return _PROBLEM
 
 
-def timeline(runs: Sequence[JobRun], milestones: Sequence[Milestone], now: datetime) -> str:
+def timeline(runs: Sequence[JobRun], milestones: Sequence[Milestone], now: datetime, zone: tzinfo = UTC) -> str:
     """The set's Alma jobs as bars on a time axis (submitted to ended, or to now while running), with its
-    milestones as marks along the top."""
+    milestones as marks along the top; its moments written in ``zone``."""
     title = "Timeline of the set's jobs and milestones"
-    lines = [
-        f"{r.step} attempt {r.number}: {r.status or r.state}, submitted {utc_stamp(r.begun_at)}"
-        + (f", ended {utc_stamp(r.ended_at)}" if r.ended_at else "")
-        for r in runs
-    ] + [f"{m.to_state} at {utc_stamp(m.at)}" for m in milestones]
+    lines = [_run_line(r, zone) for r in runs] + [f"{m.to_state} at {stamp(m.at, zone)}" for m in milestones]
     width, left, right, row_h, top = 720, 150, 50, 24, 46
     height = top + row_h * max(len(runs), 1) + 30
     out = _open(width, height, title, "; ".join(lines) or "no job yet")
-    moments = [r.begun_at for r in runs] + [r.ended_at or now for r in runs] + [m.at for m in milestones]
+    moments = [r.begun_at for r in runs] + [_run_end(r, now) for r in runs] + [m.at for m in milestones]
     if not moments:
         out.append(f'<text x="10" y="{top}" {_FONT} fill="#555">no job submitted yet</text>')
         out.append("</svg>")
@@ -160,22 +180,26 @@ def timeline(runs: Sequence[JobRun], milestones: Sequence[Milestone], now: datet
         )
     for i, r in enumerate(runs):
         y = top + i * row_h
-        start, end = x(r.begun_at), x(r.ended_at or now)
+        start, end = x(r.begun_at), x(_run_end(r, now))
         out.append(
             f'<text x="{left - 8}" y="{y + 16}" text-anchor="end" {_FONT} fill="#222">'
             f"{_t(f'{r.step} #{r.number}')}</text>"
         )
+        if r.state == _SKIPPED:
+            out.extend(_skipped_mark(start, y + row_h // 2, right_edge=left + plot_w))
+            continue
         out.append(
             f'<rect x="{start:.1f}" y="{y + 5}" width="{max(end - start, 2):.1f}" height="{row_h - 10}" '
             f'fill="{_run_colour(r.status, r.state)}"/>'
         )
     fine = span < 86400
     out.append(
-        f'<text x="{left}" y="{height - 8}" {_FONT} fill="#222">{_t(utc_stamp(min(moments), seconds=fine))}</text>'
+        f'<text x="{left}" y="{height - 8}" {_FONT} fill="#222">{_t(stamp(min(moments), zone, seconds=fine))}</text>'
     )
-    out.append(
-        f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end" {_FONT} fill="#222">'
-        f"{_t(utc_stamp(max(moments), seconds=fine))}</text>"
-    )
+    if t1 > t0:  # one moment (a skipped step alone): one label
+        out.append(
+            f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end" {_FONT} fill="#222">'
+            f"{_t(stamp(max(moments), zone, seconds=fine))}</text>"
+        )
     out.append("</svg>")
     return "\n".join(out)

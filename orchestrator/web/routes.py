@@ -17,11 +17,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from orchestrator import __version__
-from orchestrator.display import duration, utc_stamp
+from orchestrator.display import duration, iso_z
 from orchestrator.errors import BadInputError
 from orchestrator.service import evidence, overview, report, setdetail, views
 from orchestrator.service.context import Context
 from orchestrator.web import charts
+from orchestrator.web.moments import natural_key, next_of, time_tag, zone_of
 from orchestrator.web.text import clean
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -33,10 +34,6 @@ def _finalize(value: Any) -> Any:
     # Every {{ value }} passes here before autoescaping: control characters become visible symbols.
     # Markup was made safe (and cleaned) by a filter already.
     return clean(value) if isinstance(value, str) and not isinstance(value, Markup) else value
-
-
-def _when(at: datetime | None) -> str:
-    return utc_stamp(at) if at is not None else ""
 
 
 def _duration(seconds: float | None) -> str:
@@ -51,6 +48,12 @@ def code_spans(text: str) -> Markup:
     return Markup("").join(Markup("<code>%s</code>") % p if i % 2 else escape(p) for i, p in enumerate(parts))
 
 
+def breakable(text: str) -> Markup:
+    """``identifiers_copied`` that may break after its underscore in a narrow column (``<wbr>``: no character
+    is added to the text)."""
+    return Markup("_<wbr>").join(escape(clean(part)) for part in text.split("_"))
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -59,10 +62,11 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["when"] = _when
+    env.filters["when"] = time_tag
     env.filters["duration"] = _duration
     env.filters["num"] = lambda n: f"{n:,}"
     env.filters["code_spans"] = code_spans
+    env.filters["breakable"] = breakable
     env.globals["version"] = __version__
     return env
 
@@ -73,6 +77,11 @@ _ENV = _environment()
 def render(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
     page = _ENV.get_template(template).render(request=request, path=request.url.path, **values)
     return HTMLResponse(page, status_code=status)
+
+
+def needs_you(attention: int, batches: tuple[overview.BatchItem, ...]) -> int:
+    """What waits for a person: the sets in attention and the integration batches waiting for a click."""
+    return attention + sum(1 for b in batches if b.needs_person)
 
 
 def _wants_json(request: Request) -> bool:
@@ -120,9 +129,10 @@ class Pages:
             request,
             "overview.html",
             ov=ov,
-            poll_ms=int(self.poll_seconds * 1000),
+            next=next_of(ov),
             verified_pct=(100.0 * ov.records_verified / ov.records) if ov.records else 0.0,
             charted=chart_key(ov),
+            **self._live(ov.generated_at, needs_you(len(ov.attention), ov.batches)),
         )
 
     def sets_page(self, request: Request) -> Response:
@@ -135,10 +145,12 @@ class Pages:
             rows.sort(key=lambda r: _sort_value(r, sort), reverse=descending)
         # Every row is sent (the filter hides the others), so the page's own filter can show them again.
         shown = {r.summary.set for r in rows if _matches(r, state, query)}
+        attention = sum(1 for r in rows if r.summary.attention)
         return render(
             request,
             "sets.html",
             rows=rows,
+            nexts={r.summary.set: next_of(r, r.summary) for r in rows},
             shown=shown,
             total=len(rows),
             states=list(charts.STATE_COLOURS),
@@ -146,13 +158,24 @@ class Pages:
             query=query,
             sort=sort,
             descending=descending,
+            **self._live(self.ctx.clock(), needs_you(attention, overview.batches(self.ctx))),
         )
 
     def set_page(self, request: Request) -> Response:
         detail = self._detail(request)
         if isinstance(detail, Response):
             return detail
-        return render(request, "set.html", d=detail, s=detail.summary)
+        everyone = views.status(self.ctx)
+        return render(
+            request,
+            "set.html",
+            d=detail,
+            s=detail.summary,
+            next=next_of(detail, detail.summary),
+            **self._live(
+                self.ctx.clock(), needs_you(sum(1 for s in everyone if s.attention), overview.batches(self.ctx))
+            ),
+        )
 
     def report_csv(self, request: Request) -> Response:
         set_id = request.path_params["set_id"]
@@ -187,7 +210,8 @@ class Pages:
 
     def verified_svg(self, request: Request) -> Response:
         ov = overview.overview(self.ctx)
-        return _svg(charts.verified_over_time(ov.verified_over_time, ov.records - ov.records_excluded))
+        zone = zone_of(request.query_params.get("tz"))
+        return _svg(charts.verified_over_time(ov.verified_over_time, ov.records - ov.records_excluded, zone))
 
     def states_svg(self, request: Request) -> Response:
         ov = overview.overview(self.ctx)
@@ -209,7 +233,8 @@ class Pages:
         detail = self._detail(request)
         if isinstance(detail, Response):
             return detail
-        return _svg(charts.timeline(detail.jobs, detail.milestones, self.ctx.clock()))
+        zone = zone_of(request.query_params.get("tz"))
+        return _svg(charts.timeline(detail.jobs, detail.milestones, self.ctx.clock(), zone))
 
     # -- JSON -------------------------------------------------------------------------------------
 
@@ -227,6 +252,11 @@ class Pages:
 
     # -- helpers ----------------------------------------------------------------------------------
 
+    def _live(self, now: datetime, waiting_for_you: int) -> dict[str, Any]:
+        """What every page carries for its live update: the server's clock (relative times count from it), how
+        often to poll, and how many things wait for a person (the tab's title shows it)."""
+        return {"now": iso_z(now), "poll_ms": int(self.poll_seconds * 1000), "needs_you": waiting_for_you}
+
     def _detail(self, request: Request) -> setdetail.SetDetail | Response:
         try:
             return setdetail.set_detail(self.ctx, request.path_params["set_id"])
@@ -240,7 +270,13 @@ def _svg(text: str) -> Response:
 
 def _matches(row: overview.SetRow, state: str, query: str) -> bool:
     s = row.summary
-    if state and s.state != state and not (state == "attention" and s.attention):
+    if state == "attention":
+        if not s.attention:
+            return False
+    elif state == "waiting":
+        if not s.waiting or s.attention:
+            return False
+    elif state and s.state != state:
         return False
     if not query:
         return True
@@ -252,12 +288,12 @@ def _sort_value(row: overview.SetRow, key: str) -> Any:
     s = row.summary
     values: dict[str, Any] = {
         "set": s.set,
-        "name": s.name.casefold(),
+        "name": natural_key(s.name),
         "state": STATE_ORDER.get(s.state, 99),
         "records": s.records,
         "verified": row.verified,
         "excluded": s.excluded,
-        "note": row.note.casefold(),
+        "note": natural_key(row.note),
         "updated": row.updated_at,
         "checked": (row.last_checked is not None, row.last_checked or row.updated_at),
     }

@@ -112,3 +112,17 @@ def test_until_idle_is_idle_when_only_a_click_is_missing(manual: Context, sim: S
     assert summary.stopped is None
     assert overview.batches(manual)[0].needs_person
     assert views.status(manual, set_id)[0].state == "migrated"
+
+
+def test_the_overview_counts_the_sets_a_click_waits_for_and_makes_no_estimate_of_a_persons_time(
+    manual: Context, sim: Simulator, clock: FakeClock
+) -> None:
+    from orchestrator.service import worker
+
+    for n in range(2):
+        workflow.add_set(manual, clean_set(sim, f"Click {n}", 4, seed=n))
+    worker.follow(manual, worker.StopFlag(), until_idle=True)
+    ov = overview.overview(manual)
+    assert (ov.waiting_for_person, ov.waiting) == (2, 0)
+    assert ov.eta is None and "2 sets wait for a person's run in Alma" in ov.eta_note
+    assert ov.as_json()["waiting_for_person"] == 2

@@ -45,8 +45,9 @@ def require_browser() -> None:
 
 
 @contextmanager
-def chrome(profile: Path, *, width: int = 1280, height: int = 900) -> Iterator[Any]:
-    """A headless Chromium with a fresh profile, its console log kept; quit on exit."""
+def chrome(profile: Path, *, width: int = 1280, height: int = 900, tz: str | None = None) -> Iterator[Any]:
+    """A headless Chromium with a fresh profile, its console log kept; quit on exit. ``tz``: the browser's time
+    zone (``TZ`` of chromedriver, which Chromium inherits), e.g. ``America/Chicago``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -55,7 +56,8 @@ def chrome(profile: Path, *, width: int = 1280, height: int = 900) -> Iterator[A
     for flag in (*FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    env = {**os.environ, "TZ": tz} if tz else None
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, env=env))
     try:
         yield driver
     finally:
@@ -78,6 +80,27 @@ def wait_for(url: str, timeout: float = 20.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def page_size(driver: Any, width: int, height: int = 900) -> None:
+    """The page's viewport as a screen of ``width`` x ``height`` CSS pixels (a phone at 420), whatever the window;
+    ``width`` 0: back to the window's own size."""
+    if width:
+        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 700}
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    else:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    # No scroll bar takes its 15 px of the width: the page gets all of it, as on a phone or a Mac.
+    driver.execute_cdp_cmd("Emulation.setScrollbarsHidden", {"hidden": bool(width)})
+
+
+def screenshot(driver: Any, target: Path) -> None:
+    """The whole page (beyond the viewport) as a PNG."""
+    import base64
+
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(base64.b64decode(shot["data"]))
 
 
 class LiveServer:

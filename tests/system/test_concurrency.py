@@ -91,7 +91,9 @@ def test_four_resume_processes_share_twenty_sets(
             announced = "SELECT count(*) FROM integration_batches WHERE state = 'announced'"
             wait_for(lambda: query(pg_url, announced)[0][0], timeout=50, interval=0.1, what="the batch announced")
             assert press_batches(config_path, served)
-            procs += [start(config_path, "resume", "--all", stderr=log) for log in logs]
+            more = [(tmp_path / f"resume-{n}-after-click.err").open("w") for n in range(PROCESSES)]
+            logs += more
+            procs += [start(config_path, "resume", "--all", stderr=log) for log in more]
         wait_for(
             lambda: all(p.poll() is not None for p in procs) or query(pg_url, verified)[0][0] == SETS,
             timeout=50,
@@ -108,7 +110,7 @@ def test_four_resume_processes_share_twenty_sets(
             kill(p)
         for log in logs:
             log.close()
-    errors = [(tmp_path / f"resume-{n % PROCESSES}.err").read_text()[-3000:] for n, code in enumerate(codes) if code]
+    errors = [_failure(Path(log.name)) for log, code in zip(logs, codes, strict=True) if code]
     assert set(codes) <= {0, None}, errors
 
     verdict = check(config_path, served, dict.fromkeys(ids, "clean"))
@@ -126,3 +128,10 @@ def test_four_resume_processes_share_twenty_sets(
         f"\n{PROCESSES} processes, {SETS} sets on PostgreSQL: all verified in {elapsed:.1f} s; submissions per "
         f"process {[n for _, n in actors]}; {idle} still asleep at the end"
     )
+
+
+def _failure(log: Path) -> str:
+    """What a process that exited non-zero said: its lines of error first (they may be anywhere), then its end."""
+    text = log.read_text()
+    said = [line for line in text.splitlines() if "rror" in line or "Traceback" in line or "attention" in line]
+    return f"{log.name}: " + "\n".join(said[-20:]) + "\n...\n" + text[-1500:]

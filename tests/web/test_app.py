@@ -94,7 +94,7 @@ def test_sets_page_lists_filters_and_sorts(client: TestClient, world: World) -> 
     for set_id in (world.verified, world.attention, world.running):
         assert f'<a href="/sets/{set_id}">' in page
     assert "Problem titles" in page and "cannot go through the workflow" in page
-    checked = re.findall(r'<td data-v="([^"]*)">[^<]*</td>\n    </tr>', page)
+    checked = re.findall(r'<td data-label="Last fully checked" class="when" data-v="([^"]*)">', page)
     assert len(checked) == 3 and checked[0] and checked[1:] == ["", ""]  # last fully checked: the verified set
     filtered = client.get("/sets?state=verified").text
     assert "1 of 3 sets" in filtered
@@ -103,10 +103,10 @@ def test_sets_page_lists_filters_and_sorts(client: TestClient, world: World) -> 
     assert "1 of 3 sets" in client.get("/sets?q=problem").text
     assert "1 of 3 sets" in client.get("/sets?state=attention").text
     by_records = client.get("/sets?sort=records").text
-    order = re.findall(r'<td class="n" data-n="(\d+)">', by_records)[::3]
+    order = re.findall(r'<td data-label="Records" class="n" data-n="(\d+)">', by_records)
     assert order == ["20", "30", "40"]
     descending = client.get("/sets?sort=records&desc=1").text
-    assert re.findall(r'<td class="n" data-n="(\d+)">', descending)[::3] == ["40", "30", "20"]
+    assert re.findall(r'<td data-label="Records" class="n" data-n="(\d+)">', descending) == ["40", "30", "20"]
     assert 'aria-sort="descending"' in descending
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.config import AlmaConfig
 from orchestrator.display import utc_stamp
+from orchestrator.domain.jobrules import window_free_at
 from orchestrator.domain.steps import Step
 from orchestrator.store.models import Attempt, AttemptState
 
@@ -82,9 +83,8 @@ class JobSlots:
         if self.running >= self.max_running:
             return f"{SLOT_WAIT}: {self.running} Alma jobs running (at most {self.max_running} at once)", None
         starts = self.recent.get(job_id, [])
-        if len(starts) >= self.per_hour:
-            # A start counts while it is at most an hour old: the slot frees just after the hour.
-            free = starts[len(starts) - self.per_hour] + timedelta(hours=1, seconds=1)
+        free = window_free_at(starts, self.per_hour)
+        if free is not None:
             return (
                 f"{SLOT_WAIT}: job {job_id} ({step.value}) started {len(starts)} times in the last hour "
                 f"(Alma allows {self.per_hour}); next slot at {utc_stamp(free)}",

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -12,7 +12,7 @@ from orchestrator.config import Config
 from orchestrator.display import utc_stamp
 from orchestrator.domain.attention import Attention, stops
 from orchestrator.domain.handles import VERIFIED_VALUES
-from orchestrator.domain.jobrules import run_ok
+from orchestrator.domain.jobrules import LONGEST_POLL_SECONDS, poll_due, run_ok
 from orchestrator.domain.steps import Stage, Step, StepFacts, next_step
 from orchestrator.service import preflight
 from orchestrator.service.actions.base import Action, Plan
@@ -20,7 +20,7 @@ from orchestrator.service.verification import settle_at
 from orchestrator.store.ledger import latest_attempt
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, IntegrationBatch, Record
 
-MAX_POLL_WAIT_SECONDS = 300.0
+MAX_POLL_WAIT_SECONDS = LONGEST_POLL_SECONDS
 
 
 def finished_ok(attempt: Attempt) -> bool:
@@ -31,10 +31,7 @@ def finished_ok(attempt: Attempt) -> bool:
 def poll_due_at(attempt: Attempt, now: datetime) -> datetime:
     """When the attempt's next poll is due: as scheduled, or now if that is further away than the interval
     it was scheduled with (the clock was stepped back: polling now reschedules in the new time)."""
-    due = attempt.next_poll_at or now
-    if due > now + timedelta(seconds=attempt.poll_interval or MAX_POLL_WAIT_SECONDS):
-        return now
-    return due
+    return poll_due(attempt.next_poll_at, attempt.poll_interval, now, MAX_POLL_WAIT_SECONDS)
 
 
 def plan_step(config: Config, session: Session, row: AlmaSet, now: datetime, prechecked: set[Step]) -> Plan:
