@@ -209,9 +209,6 @@ def _scan(ctx: Context, pattern: re.Pattern[str] | None, cap: int, outcomes: _Ou
     return current
 
 
-_RECOUNTED: set[tuple[str, int, int, int]] = set()  # slot waits this process counted again under its own limits
-
-
 def _triage(
     ctx: Context,
     book: Ledger,
@@ -233,11 +230,9 @@ def _triage(
             (current.person_wakes if person else current.wakes).append(until)
 
     if row.waiting and row.waiting.startswith(SLOT_WAIT) and row.wait_until is not None and row.wait_until > now:
-        # A slot wait written under other limits (max_runs_per_job_hour changed since) is counted again, once
-        # by this process: the gate below says again whether and until when it waits.
-        limits = (ctx.config.database_url, row.id, slots.max_running, slots.per_hour)
-        if limits not in _RECOUNTED:
-            _RECOUNTED.add(limits)
+        # A wait for the hourly window written under another max_runs_per_job_hour (its reason names the limit)
+        # is counted again: the gate below says again whether and until when it waits.
+        if f"(Alma allows {slots.per_hour})" not in row.waiting:
             book.wait(row, row.waiting, None, same_as=SLOT_WAIT)
     asleep = _asleep_until(row, latest, now)
     if asleep is not None:
