@@ -138,6 +138,8 @@ def build_verifier(config: Config, follow: bool, wiring: Wiring | None = None) -
     extra: dict[str, object] = {}
     if wiring.resolver_sleep is not None:
         extra["sleep"] = wiring.resolver_sleep
+    if wiring.clock is not None:
+        extra["now"] = wiring.clock  # a test's fake clock: check times and cache expiries on the same clock
     return Verifier(
         without_userinfo(h.resolver_url),  # never a user:password@ (refused by the config; stripped if it slips by)
         config.primo,
@@ -148,6 +150,7 @@ def build_verifier(config: Config, follow: bool, wiring: Wiring | None = None) -
         max_reply_bytes=int(h.max_reply_kb * 1024),
         deadline=h.deadline_seconds,
         check_public=h.public_cache_check,
+        authoritative=h.authoritative,
         follow=follow,
         user_agent=f"hwf/{__version__} (handle verification)",
         transport=wiring.resolver_transport,

@@ -643,5 +643,5 @@ def test_real_sockets_on_localhost(monkeypatch: pytest.MonkeyPatch) -> None:
         server.server_close()
     assert len(results) == 40
     assert {(r.verdict, r.redirect_ok, r.attempts) for r in results} == {
-        (Verdict.OK, True, 3)
-    }  # authoritative, public, redirect
+        (Verdict.OK, True, 2)
+    }  # the public answer (right: no auth=true request), the redirect

@@ -12,8 +12,9 @@ import typer
 from orchestrator.cli.base import app, context, dump, err, errors, fail, out, time_display, verbosity
 from orchestrator.cli.render import HistoryLines, print_status, print_steps
 from orchestrator.cli.text import clean, safe
-from orchestrator.service import nextstep, views, worker
+from orchestrator.service import nextstep, views
 from orchestrator.service import report as reports
+from orchestrator.service.workers import workers
 
 
 @app.command()
@@ -35,7 +36,7 @@ def status(
         print_status(out, rows, full=set_ref is not None, times=times, now=now)
         if set_ref is None:
             with context(quiet=True) as ctx, errors():
-                for w in worker.workers(ctx):
+                for w in workers(ctx):
                     out.print(clean(times.localize(w.text(), now)), markup=False)
 
 

@@ -346,11 +346,20 @@ def verify(
     *,
     recheck_all: Annotated[bool, typer.Option("--all", help="Re-check every record, not only those not OK.")] = False,
     follow: Annotated[bool, typer.Option("--follow", help="Also check the plain redirect and its Location.")] = False,
+    authoritative: Annotated[
+        bool,
+        typer.Option(
+            "--authoritative",
+            help="Ask the primary handle server (auth=true) for every handle, not the public proxy first.",
+        ),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
     """Resolve every handle of the set at the handle proxy and compare with its Primo record URL."""
     with context(quiet=json_output) as ctx, errors():
-        counts = verification.verify_set(ctx, set_ref, recheck_all=recheck_all, follow=follow)
+        counts = verification.verify_set(
+            ctx, set_ref, recheck_all=recheck_all, follow=follow, authoritative=authoritative
+        )
     if json_output:
         dump(counts)
     else:

@@ -70,6 +70,8 @@ def render_overview(ov: Overview, times: TimeDisplay | None = None) -> Renderabl
     oldest = ov.oldest_check
     if oldest is not None:
         head.append(f"Oldest full verification: set {oldest[0]}, {times.clock(oldest[1], now)}\n")
+    if ov.stale_note:
+        head.append(f"Stale in the public proxy's cache: {ov.stale_note}\n")
     if ov.durations:
         measured = ", ".join(f"{step} {duration(d.mean_seconds)} ({d.runs})" for step, d in ov.durations.items())
         head.append(f"Job durations measured (mean, runs): {measured}\n")

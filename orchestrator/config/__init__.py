@@ -119,6 +119,7 @@ class HandlesConfig:
     max_reply_kb: float = 1024.0
     deadline_seconds: float = 60.0
     public_cache_check: bool = True
+    authoritative: bool = False  # ask the primary server (auth=true) for every handle, not the public proxy first
     recheck_days: float = 7.0  # the worker re-verifies verified sets this often (0: never)
     recheck_requests_per_second: float = 2.0  # and at this low rate
 
@@ -341,6 +342,7 @@ def _handles_config(handles: Reader, prefix: str) -> HandlesConfig:
         max_reply_kb=handles.number("max_reply_kb", 1024.0, minimum=1.0, maximum=1_000_000.0),
         deadline_seconds=handles.number("deadline_seconds", 60.0, minimum=0.1, maximum=86_400.0),
         public_cache_check=handles.choice("public_cache_check", "on", ("on", "off")) == "on",
+        authoritative=handles.boolean("authoritative", False),
         recheck_days=handles.number("recheck_days", 7.0, maximum=3650.0),
         recheck_requests_per_second=handles.number("recheck_requests_per_second", 2.0, minimum=0.1, maximum=1000.0),
     )

@@ -18,7 +18,7 @@ import httpx
 
 from orchestrator.bounded import load_json
 from orchestrator.config import PrimoConfig
-from orchestrator.domain.handles import Verdict, classify_url, explain
+from orchestrator.domain.handles import Verdict, classify_url, explain, stale_cache_detail, stale_cache_expiry
 from orchestrator.pacing import retry_after
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -47,6 +47,7 @@ class Answer:
     detail: str | None = None
     ttl: float | None = None  # the URL value's TTL (seconds), as the reply gives it
     changed_at: datetime | None = None  # the URL value's timestamp (when it was last written)
+    expires: datetime | None = None  # STALE_CACHE only: when the public proxy's cached value expires
 
 
 def read_reply(resp: httpx.Response, mms_id: str, expected: str, primo: PrimoConfig) -> Answer:
@@ -92,6 +93,14 @@ def read_reply(resp: httpx.Response, mms_id: str, expected: str, primo: PrimoCon
     verdict = classify_url(value, mms_id, primo)
     ttl, changed_at = _url_value_times(body.get("values"))
     return Answer(verdict, url=value, detail=explain(verdict, value, expected), ttl=ttl, changed_at=changed_at)
+
+
+def stale_answer(primary: Answer, public: Answer, now: datetime) -> Answer:
+    """Right at the primary server, not in the public proxy's answer: STALE_CACHE until the cached value
+    expires (its TTL from the value's timestamp; 24 hours when the reply gives neither)."""
+    expires = stale_cache_expiry(now, primary.changed_at, public.ttl)
+    detail = stale_cache_detail(public.verdict, public.url, expires)
+    return Answer(Verdict.STALE_CACHE, url=primary.url, detail=detail, ttl=public.ttl, expires=expires)
 
 
 def is_proxy_hop(current: str, target: str) -> bool:

@@ -12,7 +12,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -27,11 +26,18 @@ from orchestrator.domain.handles import (
     expected_url,
     normalise_url,
     parse_handle,
-    stale_cache_detail,
-    stale_cache_expiry,
 )
 from orchestrator.pacing import TokenBucket, backoff_delay, retry_after
-from orchestrator.resolver.replies import REDIRECT_STATUSES, Answer, Refused, Transient, is_proxy_hop, read_reply
+from orchestrator.resolver.replies import (
+    REDIRECT_STATUSES,
+    Answer,
+    Refused,
+    Transient,
+    is_proxy_hop,
+    read_reply,
+    stale_answer,
+)
+from orchestrator.resolver.results import VerifyItem, VerifyResult, VerifyStats
 from orchestrator.transport import KeepAliveTransport, environment_proxy
 
 _http_log = logging.getLogger("orchestrator.http")
@@ -43,50 +49,6 @@ MAX_RETRY_AFTER = 600.0
 
 # --------------------------------------------------------------------------------------------
 # Verifier
-
-
-@dataclass(frozen=True)
-class VerifyItem:
-    """One record to check; ``handle`` None means the record has none (NO_HANDLE, no request)."""
-
-    mms_id: str
-    handle: str | None
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    """The outcome of checking one record's handle."""
-
-    mms_id: str
-    handle: str | None
-    verdict: Verdict
-    resolved_url: str | None
-    expected_url: str
-    detail: str | None
-    attempts: int  # HTTP requests made for this record, retries included
-    checked_at: datetime
-    redirect_ok: bool | None = None  # only with follow=True and a URL to follow
-
-
-@dataclass
-class VerifyStats:
-    """Running counts of one Verifier: items, HTTP requests, retries, and results per verdict."""
-
-    items: int = 0
-    requests: int = 0
-    retries: int = 0
-    circuit_pauses: int = 0
-    verdicts: dict[Verdict, int] = field(default_factory=lambda: dict.fromkeys(Verdict, 0))
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain counts for a report or a log line."""
-        return {
-            "items": self.items,
-            "requests": self.requests,
-            "retries": self.retries,
-            "circuit_pauses": self.circuit_pauses,
-            "verdicts": {v.value: n for v, n in self.verdicts.items()},
-        }
 
 
 class Verifier:
@@ -117,6 +79,8 @@ class Verifier:
         max_reply_bytes: int = MB,
         deadline: float | None = None,
         check_public: bool = True,
+        authoritative: bool = False,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -133,6 +97,10 @@ class Verifier:
         self._rng = rng or random.Random()
         # Each reply is read as a stream, at most max_reply_bytes, whole within ``deadline`` seconds.
         self._check_public = check_public
+        # Which server is asked first (see ``_check``): the public proxy (one request for a handle that is
+        # right), or with ``authoritative`` the primary server for every handle. Settable before ``verify``.
+        self.authoritative = authoritative
+        self._now = now or (lambda: datetime.now(UTC))  # when a check happened and a cached value expires
         self._max_reply_bytes = max_reply_bytes
         self._deadline = deadline if deadline is not None else 4 * timeout
         self._limiter = TokenBucket(requests_per_second, clock, sleep, pacing=1.0)
@@ -272,6 +240,7 @@ class Verifier:
         detail: str | None = None,
         attempts: int = 0,
         redirect_ok: bool | None = None,
+        stale_until: datetime | None = None,
     ) -> VerifyResult:
         return VerifyResult(
             mms_id=item.mms_id,
@@ -281,8 +250,9 @@ class Verifier:
             expected_url=expected_url(self._primo, item.mms_id),
             detail=detail,
             attempts=attempts,
-            checked_at=datetime.now(UTC),
+            checked_at=self._now(),
             redirect_ok=redirect_ok,
+            stale_until=stale_until,
         )
 
     def _check_safely(self, item: VerifyItem) -> VerifyResult:
@@ -302,7 +272,7 @@ class Verifier:
         handle = parsed.handle
         expected = expected_url(self._primo, item.mms_id)
 
-        answer, attempts, reason = self._retrying(lambda: self._ask_api(handle, item.mms_id, expected))
+        answer, attempts, reason = self._answer(handle, item.mms_id, expected)
         if answer is None:
             return self._result(
                 item,
@@ -311,9 +281,6 @@ class Verifier:
                 detail=f"gave up after {attempts} attempts: {reason}",
                 attempts=attempts,
             )
-        if answer.verdict is Verdict.OK and self._check_public:
-            answer, more = self._public_view(handle, item.mms_id, expected, answer)
-            attempts += more
         verdict, detail, redirect_ok = answer.verdict, answer.detail, None
         if self._follow and answer.url is not None:
             seen, more, reason = self._retrying(lambda: self._follow_redirect(handle, expected))
@@ -342,12 +309,38 @@ class Verifier:
             detail=detail,
             attempts=attempts,
             redirect_ok=redirect_ok,
+            stale_until=answer.expires,
         )
 
-    def _public_view(self, handle: str, mms_id: str, expected: str, primary: Answer) -> tuple[Answer, int]:
-        """The primary server has the right URL: ask what the public proxy (its cache) answers.
+    def _answer(self, handle: str, mms_id: str, expected: str) -> tuple[Answer | None, int, str | None]:
+        """The verdict of one handle, its requests and (when it gave up) why.
 
-        Only asked when the authoritative answer is OK (a wrong handle needs no second request), so a
+        By default the public proxy is asked first: what a patron's browser sees. A handle it answers with
+        its own record's URL is OK after one request. Otherwise the primary server is asked (``auth=true``,
+        past the proxy's cache): right there, the handle is STALE_CACHE until the cached value expires;
+        wrong there, the primary's verdict stands. With ``authoritative`` the primary is asked first for every
+        handle (and the public proxy after it for a handle that is right); with ``check_public`` off only the
+        primary is asked."""
+        if self.authoritative or not self._check_public:
+            answer, attempts, reason = self._retrying(lambda: self._ask_api(handle, mms_id, expected))
+            if answer is not None and answer.verdict is Verdict.OK and self._check_public:
+                answer, more = self._public_view(handle, mms_id, expected, answer)
+                attempts += more
+            return answer, attempts, reason
+        public, attempts, why = self._retrying(lambda: self._ask_api(handle, mms_id, expected, authoritative=False))
+        if public is not None and public.verdict is Verdict.OK:
+            return public, attempts, None
+        primary, more, reason = self._retrying(lambda: self._ask_api(handle, mms_id, expected))
+        attempts += more
+        if primary is None or primary.verdict is not Verdict.OK:
+            return primary, attempts, reason
+        if public is None:
+            return Answer(Verdict.OK, url=primary.url, detail=f"public proxy not checked: {why}"), attempts, None
+        return stale_answer(primary, public, self._now()), attempts, None
+
+    def _public_view(self, handle: str, mms_id: str, expected: str, primary: Answer) -> tuple[Answer, int]:
+        """With ``authoritative``, the primary server has the right URL: ask what the public proxy (its cache)
+        answers. Only asked when the authoritative answer is OK (a wrong handle needs no second request), so a
         handle costs two requests when right and one otherwise. A public answer that differs gives
         STALE_CACHE with the time the cached value expires; a public proxy that does not answer leaves
         the verdict OK (the primary is what registration is about) with a note."""
@@ -356,9 +349,7 @@ class Verifier:
             return Answer(Verdict.OK, url=primary.url, detail=f"public proxy not checked: {reason}"), attempts
         if public.verdict is Verdict.OK:
             return primary, attempts
-        expires = stale_cache_expiry(datetime.now(UTC), primary.changed_at, public.ttl)
-        detail = stale_cache_detail(public.verdict, public.url, expires)
-        return Answer(Verdict.STALE_CACHE, url=primary.url, detail=detail, ttl=public.ttl), attempts
+        return stale_answer(primary, public, self._now()), attempts
 
     def _retrying(self, once: Callable[[], _T]) -> tuple[_T | None, int, str | None]:
         """Run ``once`` until it returns or raises _Transient ``retries + 1`` times."""

@@ -20,7 +20,9 @@ from orchestrator.alma.client import AlmaClient
 from orchestrator.display import utc_stamp
 from orchestrator.domain.attention import advice
 from orchestrator.domain.steps import Stage
-from orchestrator.service.actions import ROOMS, Action, Plan, PlannedAction, Scene, plan_step
+from orchestrator.service.actions import Action, Plan, PlannedAction, Scene
+from orchestrator.service.actions.plan import plan_step
+from orchestrator.service.actions.rooms import ROOMS
 from orchestrator.service.context import Context, find_set, only_pattern, require_match
 from orchestrator.store.models import AlmaSet
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -40,8 +39,8 @@ STALE_SECONDS = 300.0
 BATCH = 50
 SEND_SECONDS = 5.0  # the longest one call waits for its sends
 
-# Per database (its sessionmaker): the sends that outlived their call's wait and are still going.
-_in_flight: weakref.WeakKeyDictionary[object, list[threading.Thread]] = weakref.WeakKeyDictionary()
+# Per database (its URL), in this process: the sends that outlived their call's wait and are still going.
+_in_flight: dict[str, list[threading.Thread]] = {}
 
 
 class Context(Protocol):
@@ -63,7 +62,7 @@ def send_pending(ctx: Context) -> int:
     urls = ctx.config.notify.urls
     if not urls:
         return 0
-    going = _in_flight.setdefault(ctx.sessions, [])
+    going = _in_flight.setdefault(ctx.config.database_url, [])
     going[:] = [t for t in going if t.is_alive()]
     if going:
         return 0  # a target is still answering an earlier send: the rest waits for a later call
@@ -103,7 +102,7 @@ def _send_by(
     thread.start()
     thread.join(max(deadline - time.monotonic(), 0.0))
     if thread.is_alive():
-        _in_flight.setdefault(ctx.sessions, []).append(thread)
+        _in_flight.setdefault(ctx.config.database_url, []).append(thread)
         fields = {"event": "notify", "kind": claimed[2], "target": claimed[1], "ok": None, "error": "slow"}
         _log.warning(
             "notification still sending after %.0f s: left to finish in the background",

@@ -26,6 +26,7 @@ from orchestrator.service.context import Context
 from orchestrator.service.eta import StepDurations, mean_durations, time_left
 from orchestrator.service.eta import eta as estimate
 from orchestrator.service.nextstep import Next
+from orchestrator.service.stale import StaleRecheck, stale_rechecks
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, IntegrationBatch, Record
 
 _ACTIVE = (AttemptState.SUBMITTING, AttemptState.SUBMITTED, AttemptState.WAITING_OPERATOR)
@@ -163,6 +164,15 @@ class Overview:
     last_checked: dict[str, datetime | None]  # set -> when every included record was last verified
     batches: tuple[BatchItem, ...] = ()  # open integration batches (manual integration)
     next: Next = Next(None, "no sets registered yet")  # the whole migration's earliest next thing
+    stale: tuple[StaleRecheck, ...] = ()  # verified sets with handles stale in the public cache, soonest first
+
+    @property
+    def stale_note(self) -> str | None:
+        """The next re-check of stale handles: ``re-check of 12 stale handles at ... (set X)``, ``+N more sets``."""
+        if not self.stale:
+            return None
+        first, rest = self.stale[0], len(self.stale) - 1
+        return f"{first.phrase()} (set {first.set})" + (f"; then {plural(rest, 'more set')}" if rest else "")
 
     @property
     def oldest_check(self) -> tuple[str, datetime] | None:
@@ -195,6 +205,8 @@ class Overview:
             "last_checked": {s: iso_z(at) for s, at in self.last_checked.items()},
             "batches": [b.as_json() for b in self.batches],
             "next": self.next.as_json(),
+            "stale": [r.as_json() for r in self.stale],
+            "stale_note": self.stale_note,
         }
 
 
@@ -299,6 +311,7 @@ def overview(ctx: Context) -> Overview:
         last_checked=tally.last_checked,
         batches=open_batches(facts.batches),
         next=nextstep.overall(nexts, {s.alma_set_id: s.name for s in facts.sets}),
+        stale=facts.stale,
     )
 
 
@@ -311,6 +324,7 @@ class _Facts:
     attempts: list[Any]
     times: list[datetime | None]
     batches: list[Any]
+    stale: tuple[StaleRecheck, ...] = ()
 
 
 def _read_facts(session: Any) -> _Facts:
@@ -369,7 +383,8 @@ def _read_facts(session: Any) -> _Facts:
     open_rows = session.scalars(
         select(IntegrationBatch).where(IntegrationBatch.state.in_(_OPEN)).order_by(IntegrationBatch.number)
     ).all()
-    return _Facts(list(sets), per_set, list(attempts), times, list(open_rows))
+    stale = tuple(sorted(stale_rechecks(session).values(), key=lambda r: (r.at, r.set_id)))
+    return _Facts(list(sets), per_set, list(attempts), times, list(open_rows), stale)
 
 
 def batches(ctx: Context) -> tuple[BatchItem, ...]:

@@ -11,6 +11,7 @@ regression: the set gets attention (kind ``regression``) naming the records, and
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -18,15 +19,18 @@ from typing import Protocol
 from sqlalchemy import func, or_, select
 
 from orchestrator.domain.attention import Attention
-from orchestrator.domain.handles import Verdict
+from orchestrator.domain.handles import VERIFIED_VALUES
 from orchestrator.domain.steps import Stage
 from orchestrator.errors import LeaseHeldError
 from orchestrator.service import verification
 from orchestrator.service.context import Context
+from orchestrator.service.stale import StaleRecheck, stale_rechecks
 from orchestrator.store.models import AlmaSet, Event, Record
 
 NAMED = 5  # MMS IDs named in the attention reason; the rest are counted
 RECHECK = "recheck"
+STALE_RECHECK = "stale-recheck"
+STALE_RETRY = timedelta(minutes=1)  # a stale re-check whose set another process holds: looked at again after this
 
 
 class _Stop(Protocol):
@@ -67,13 +71,30 @@ def due_sets(ctx: Context, stop: _Stop) -> tuple[int, int, datetime | None]:
     return 1, int(regressed), None
 
 
-def recheck_set(ctx: Context, set_id: int, stop: _Stop) -> bool:
-    """Re-verify every included record of a verified set under its lease, at the low rate. True when
-    this check found a new regression."""
+def stale_due(ctx: Context, stop: _Stop) -> tuple[int, int, StaleRecheck | None]:
+    """Verify again the stale handles of at most one verified set whose public cache has expired (the one
+    due first). Returns (sets checked, regressions found, the next such re-check: None when there is none)."""
+    now = ctx.clock()
+    with ctx.sessions() as session:
+        pending = sorted(stale_rechecks(session).values(), key=lambda r: (r.at, r.set_id))
+    later = [r for r in pending if r.at > now]
+    for due in (r for r in pending if r.at <= now):
+        try:
+            regressed = recheck_set(ctx, due.set_id, stop, only_stale=True)
+        except LeaseHeldError:  # another process holds the set now: look again soon
+            later.append(dataclasses.replace(due, at=now + STALE_RETRY))
+            continue
+        return 1, int(regressed), None
+    return 0, 0, min(later, key=lambda r: r.at, default=None)
+
+
+def recheck_set(ctx: Context, set_id: int, stop: _Stop, *, only_stale: bool = False) -> bool:
+    """Re-verify every included record of a verified set (``only_stale``: those the public proxy served from
+    its cache) under its lease, at the low rate. True when this check found a new regression."""
     rate = ctx.config.handles.recheck_requests_per_second
     pace = _pacer(1.0 / rate, ctx.clock, ctx.sleep, stop)
     with ctx.lease(set_id):
-        all_ok = verification.run(ctx, set_id, only_problems=False, pace=pace)
+        all_ok = verification.run(ctx, set_id, only_problems=False, pace=pace, only_stale=only_stale)
         with ctx.ledger() as book:
             row = book.set(set_id)
             bad = book.session.scalars(
@@ -81,16 +102,30 @@ def recheck_set(ctx: Context, set_id: int, stop: _Stop) -> bool:
                 .where(
                     Record.set_id == set_id,
                     Record.excluded.is_(False),
-                    or_(Record.verdict.is_(None), Record.verdict != Verdict.OK.value),
+                    or_(Record.verdict.is_(None), Record.verdict.not_in(VERIFIED_VALUES)),
                 )
                 .order_by(Record.id)
             ).all()
-            book.event(
-                row,
-                RECHECK,
-                f"re-verification: {'every handle resolves' if all_ok else f'{len(bad)} handles do not resolve'}",
-                bad=len(bad),
-            )
+            if only_stale:
+                still = book.session.scalar(
+                    select(func.count()).where(Record.set_id == set_id, Record.stale_until.is_not(None))
+                )
+                book.event(
+                    row,
+                    STALE_RECHECK,
+                    "re-check of the handles stale in the public proxy's cache: "
+                    + (f"{still} still stale" if still else "the public proxy serves them right now")
+                    + (f", {len(bad)} do not resolve" if not all_ok else ""),
+                    bad=len(bad),
+                    stale=still,
+                )
+            else:
+                book.event(
+                    row,
+                    RECHECK,
+                    f"re-verification: {'every handle resolves' if all_ok else f'{len(bad)} handles do not resolve'}",
+                    bad=len(bad),
+                )
             if all_ok:
                 if row.attention_kind == Attention.REGRESSION:
                     verification.repaired(book, row, "re-verification")

@@ -30,9 +30,9 @@ from orchestrator.errors import (
     NeedsAttentionError,
     RateLimitedError,
 )
-from orchestrator.service.actions import Action, Plan, plan_step
+from orchestrator.service.actions import Action, Plan
 from orchestrator.service.actions.gate import SLOT_WAIT, JobSlots
-from orchestrator.service.actions.plan import poll_due_at, waits_for_a_person
+from orchestrator.service.actions.plan import plan_step, poll_due_at, waits_for_a_person
 from orchestrator.service.context import Context, only_pattern, require_match
 from orchestrator.service.workflow import AdvanceResult, Outcome, drive_leased
 from orchestrator.store.leases import candidate_ids

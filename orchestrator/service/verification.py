@@ -22,7 +22,7 @@ from orchestrator.domain.handles import VERIFIED_VALUES, Verdict
 from orchestrator.domain.jobrules import settle_until
 from orchestrator.domain.steps import Stage, Step, StepFacts
 from orchestrator.domain.wording import plural
-from orchestrator.resolver import VerifyItem, VerifyResult
+from orchestrator.resolver.results import VerifyItem, VerifyResult
 from orchestrator.service.context import Context, find_set
 from orchestrator.store.ledger import Ledger, latest_attempt
 from orchestrator.store.models import AlmaSet, Record
@@ -34,24 +34,24 @@ REPORT_EVERY = 25
 PAGE = 1000
 
 
-def _todo(set_id: int, only_problems: bool) -> ColumnElement[bool]:
+def _todo(set_id: int, only_problems: bool, only_stale: bool = False) -> ColumnElement[bool]:
     todo = and_(Record.set_id == set_id, Record.excluded.is_(False))
+    if only_stale:  # the records the public proxy still served from its cache
+        return and_(todo, Record.stale_until.is_not(None))
     if only_problems:
         todo = and_(todo, or_(Record.verdict.is_(None), Record.verdict != Verdict.OK.value))
     return todo
 
 
-def _items(ctx: Context, set_id: int, only_problems: bool) -> Iterator[VerifyItem]:
+def _items(ctx: Context, set_id: int, only_problems: bool, only_stale: bool = False) -> Iterator[VerifyItem]:
     """The records to verify, read in keyset pages of short transactions: a long-lived read would
     hold SQLite's lock (hwf begins every transaction IMMEDIATE) while results are being written."""
     last = 0
     while True:
         with ctx.sessions() as session:
             stmt = select(Record.id, Record.mms_id, Record.handle, Record.handle_raw).where(
-                Record.set_id == set_id, Record.excluded.is_(False), Record.id > last
+                _todo(set_id, only_problems, only_stale), Record.id > last
             )
-            if only_problems:
-                stmt = stmt.where((Record.verdict.is_(None)) | (Record.verdict != Verdict.OK.value))
             rows = session.execute(stmt.order_by(Record.id).limit(PAGE)).all()
         if not rows:
             return
@@ -68,9 +68,9 @@ def _paced(items: Iterator[VerifyItem], pace: Callable[[], None]) -> Iterator[Ve
         yield item
 
 
-def _count(ctx: Context, set_id: int, only_problems: bool) -> int:
+def _count(ctx: Context, set_id: int, only_problems: bool, only_stale: bool = False) -> int:
     with ctx.sessions() as session:
-        return session.scalar(select(func.count(Record.id)).where(_todo(set_id, only_problems))) or 0
+        return session.scalar(select(func.count(Record.id)).where(_todo(set_id, only_problems, only_stale))) or 0
 
 
 _RECORDS = cast(Table, Record.__table__)
@@ -82,6 +82,7 @@ _STORE = (
         verdict_detail=bindparam("b_detail"),
         resolved_url=bindparam("b_url"),
         verified_at=bindparam("b_at"),
+        stale_until=bindparam("b_stale"),
     )
 )
 
@@ -98,6 +99,7 @@ def _flush(ctx: Context, set_id: int, results: list[VerifyResult]) -> None:
             "b_detail": r.detail,
             "b_url": r.resolved_url,
             "b_at": r.checked_at,
+            "b_stale": r.stale_until if r.verdict is Verdict.STALE_CACHE else None,
         }
         for r in results
     ]
@@ -125,20 +127,25 @@ def run(
     only_problems: bool = True,
     follow: bool = False,
     pace: Callable[[], None] | None = None,
+    authoritative: bool = False,
+    only_stale: bool = False,
 ) -> bool:
-    """Verify the set's included records (by default only those not yet OK). True if all are OK (the
-    set's ``last_checked`` is then now); otherwise an integrated set gets a ``verify`` attention reason
-    with the counts per verdict. ``pace`` is called before each record is handed to the verifier (the
-    worker's re-verification runs at a low rate)."""
+    """Verify the set's included records (by default only those not yet OK; ``only_stale``: those the public
+    proxy served from its cache). True if all are OK (the set's ``last_checked`` is then now); otherwise an
+    integrated set gets a ``verify`` attention reason with the counts per verdict. ``pace`` is called before
+    each record is handed to the verifier (the worker's re-verification runs at a low rate).
+    ``authoritative``: ask the primary handle server for every handle (``hwf verify --authoritative``)."""
     with ctx.sessions() as session:
         name = session.get_one(AlmaSet, set_id).name
-    total = _count(ctx, set_id, only_problems)
+    total = _count(ctx, set_id, only_problems, only_stale)
     tally: Counter[str] = Counter()
     pending: list[VerifyResult] = []
     done = 0
     verifier = ctx.verifier_factory(follow)
+    if authoritative:
+        verifier.authoritative = True
     try:
-        items = _items(ctx, set_id, only_problems)
+        items = _items(ctx, set_id, only_problems, only_stale)
         for result in verifier.verify(_paced(items, pace) if pace is not None else items):
             pending.append(result)
             tally[result.verdict.value] += 1
@@ -179,7 +186,9 @@ def run(
         return False
 
 
-def verify_set(ctx: Context, ref: str, *, recheck_all: bool = False, follow: bool = False) -> dict[str, int]:
+def verify_set(
+    ctx: Context, ref: str, *, recheck_all: bool = False, follow: bool = False, authoritative: bool = False
+) -> dict[str, int]:
     """``hwf verify``: verify by hand, under the set's lease; if the set is integrated, settled and
     every record is OK, record the ``verify`` transition."""
     with ctx.sessions.begin() as session:
@@ -189,7 +198,7 @@ def verify_set(ctx: Context, ref: str, *, recheck_all: bool = False, follow: boo
             row = book.set(set_id)
             if row.attention_kind == Attention.VERIFY:
                 book.clear_attention(row)
-        all_ok = run(ctx, set_id, only_problems=not recheck_all, follow=follow)
+        all_ok = run(ctx, set_id, only_problems=not recheck_all, follow=follow, authoritative=authoritative)
         with ctx.ledger() as book:
             row = book.set(set_id)
             if all_ok and row.attention_kind == Attention.REGRESSION:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.display import iso_z
 from orchestrator.service.context import Context, find_set
+from orchestrator.service.stale import stale_rechecks
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, IntegrationBatch, Record
 
 
@@ -96,6 +97,7 @@ def _summaries(session: Session, only: int | None = None, nexts: Mapping[str, Ti
         excluded_q = excluded_q.where(Record.set_id == only)
         newest = newest.where(Attempt.set_id == only)
     excluded: dict[int, int] = {row[0]: row[1] for row in session.execute(excluded_q)}
+    stale = stale_rechecks(session, only)  # verified sets whose stale handles the worker checks again
     active = {
         row.set_id: row
         for row in session.execute(
@@ -108,6 +110,9 @@ def _summaries(session: Session, only: int | None = None, nexts: Mapping[str, Ti
     out = []
     for r in session.execute(sets):
         a = active.get(r.id)
+        waiting, wait_until = r.waiting, r.wait_until
+        if r.id in stale and not waiting:
+            waiting, wait_until = stale[r.id].phrase(), stale[r.id].at
         out.append(
             SetSummary(
                 set=r.alma_set_id,
@@ -115,8 +120,8 @@ def _summaries(session: Session, only: int | None = None, nexts: Mapping[str, Ti
                 state=r.stage.value,
                 attention=r.attention,
                 records=r.record_count,
-                waiting=r.waiting,
-                wait_until=r.wait_until,
+                waiting=waiting,
+                wait_until=wait_until,
                 excluded=excluded.get(r.id, 0),
                 lease_owner=r.lease_owner,
                 step=a.step if a else None,

@@ -32,13 +32,15 @@ from orchestrator.service import nextstep, recheck, scheduler
 from orchestrator.service.actions.plan import clicks_awaited
 from orchestrator.service.context import Context, only_pattern
 from orchestrator.service.nextstep import Next
+from orchestrator.service.workers import STALE_WORKER as STALE_WORKER
+from orchestrator.service.workers import WorkerView as WorkerView
+from orchestrator.service.workers import workers as workers
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, IntegrationBatch, Worker
 
 RESCAN_SECONDS = 60.0  # the longest the worker sleeps: sets added, retried or fixed meanwhile move soon
 OUTAGE_FIRST_SECONDS = 60.0  # after Alma failed every set: the first pause, doubling up to the longest
 OUTAGE_MAX_SECONDS = 900.0
 QUOTA_MARGIN = timedelta(minutes=5)  # go on this long after the configured reset time
-STALE_WORKER = timedelta(minutes=10)  # a worker row not updated for this long is shown as gone
 # Attempts hwf looks at again by itself: a running job's poll, a person's run looked for, a queue to close.
 _LOOKED_AT = (AttemptState.SUBMITTED, AttemptState.WAITING_OPERATOR, AttemptState.QUEUED)
 
@@ -86,6 +88,7 @@ class WorkerSummary:
     quota_resets: int = 0
     outages: int = 0
     rechecked: int = 0
+    stale_rechecked: int = 0  # sets whose handles stale in the public proxy's cache were checked again
     regressions: int = 0
     stopped: str | None = None  # why it stopped (a signal), None when it ran out of work (--until-idle)
 
@@ -172,6 +175,8 @@ def describe(summary: WorkerSummary) -> str:
         parts.append(f"{summary.outages} Alma outages ridden out")
     if summary.rechecked:
         parts.append(f"{summary.rechecked} re-verified ({summary.regressions} regressions)")
+    if summary.stale_rechecked:
+        parts.append(f"{summary.stale_rechecked} re-checked after the public cache expired")
     why = f"stopped: {summary.stopped}" if summary.stopped else "nothing left to do"
     return f"{why} after {summary.passes} passes; " + ", ".join(parts)
 
@@ -327,9 +332,11 @@ def follow(
                 worker_ctx.sleep(delay)
                 continue
             checked, regressed, recheck_wake = recheck.due_sets(worker_ctx, stop)
+            stale, stale_regressed, stale_wake = recheck.stale_due(worker_ctx, stop)
             summary.rechecked += checked
-            summary.regressions += regressed
-            if checked:
+            summary.stale_rechecked += stale
+            summary.regressions += regressed + stale_regressed
+            if checked or stale:
                 continue
             if until_idle and _idle(worker_ctx, only):
                 # This pass may have found the quota spent: the quota's reset is still something to wait for.
@@ -340,6 +347,8 @@ def follow(
                 if quota_wake is None:
                     break
             wake, reason = _next_wake(worker_ctx, quota_wake, recheck_wake)
+            if stale_wake is not None and stale_wake.at <= wake:
+                wake, reason = stale_wake.at, f"{stale_wake.phrase()} (when the public proxy's cache expires)"
             _report(worker_ctx, "waiting", reason, wake)
             voice.reported = None
             delay = (wake - worker_ctx.clock()).total_seconds()
@@ -443,47 +452,3 @@ def _idle(ctx: Context, only: str | None) -> bool:
         assert pattern is not None
         names = [n for n in names if pattern.search(n)]
     return not names
-
-
-@dataclass(frozen=True)
-class WorkerView:
-    owner: str
-    state: str
-    reason: str | None
-    wake_at: datetime | None
-    heartbeat_at: datetime
-    started_at: datetime
-    gone: bool
-
-    def text(self) -> str:
-        if self.gone and self.state != "stopped":
-            return f"Worker {self.owner}: not seen since {utc_stamp(self.heartbeat_at)} (stopped without saying)"
-        what = self.state + (f": {self.reason}" if self.reason else "")
-        if self.reason and self.reason.startswith(f"{self.state}:"):  # "stopped: SIGTERM ...", said once
-            what = self.reason
-        return f"Worker {self.owner} (since {utc_stamp(self.started_at)}): {what}"
-
-
-def workers(ctx: Context) -> list[WorkerView]:
-    """The workers ``hwf status`` shows: running ones, and the last word of those that stopped."""
-    now = ctx.clock()
-    with ctx.sessions() as session:
-        rows = session.scalars(select(Worker).order_by(Worker.started_at)).all()
-        return [
-            WorkerView(
-                w.owner,
-                w.state,
-                w.reason,
-                w.wake_at,
-                w.heartbeat_at,
-                w.started_at,
-                gone=w.heartbeat_at < now - STALE_WORKER - _longest_sleep(w, now),
-            )
-            for w in rows
-        ]
-
-
-def _longest_sleep(w: Worker, now: datetime) -> timedelta:
-    if w.wake_at is None or w.state != "waiting":
-        return timedelta(0)
-    return max(w.wake_at - w.heartbeat_at, timedelta(0))

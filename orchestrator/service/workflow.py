@@ -26,7 +26,9 @@ from orchestrator.domain.steps import Stage, Step, next_step
 from orchestrator.domain.wording import plural
 from orchestrator.errors import AlmaError, BadInputError, DailyQuotaError, NeedsAttentionError
 from orchestrator.service import membership
-from orchestrator.service.actions import ROOMS, Action, Plan, plan_step
+from orchestrator.service.actions import Action, Plan
+from orchestrator.service.actions.plan import plan_step
+from orchestrator.service.actions.rooms import ROOMS
 from orchestrator.service.context import Context, find_set
 from orchestrator.service.views import SetSummary, status
 from orchestrator.store.leases import LeaseKeeper

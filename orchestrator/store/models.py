@@ -235,6 +235,8 @@ class Record(Base):
     verdict_detail: Mapped[str | None] = mapped_column(Text)
     resolved_url: Mapped[str | None] = mapped_column(Text)
     verified_at: Mapped[datetime | None] = mapped_column()
+    # STALE_CACHE only: the latest time the public proxy serves its cached value (the worker checks again then).
+    stale_until: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class Event(Base):

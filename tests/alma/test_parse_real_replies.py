@@ -166,4 +166,4 @@ def test_handle_records_without_a_url_value(name):
     transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
     with Verifier("https://hdl.handle.net", PRIMO, transport=transport, requests_per_second=None) as verifier:
         (result,) = list(verifier.verify([VerifyItem("991", "11084/1")]))
-    assert result.verdict is Verdict.NO_URL and result.attempts == 1
+    assert result.verdict is Verdict.NO_URL and result.attempts == 2  # the public answer, then the primary's

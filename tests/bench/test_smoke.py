@@ -3,9 +3,13 @@ not depend on timing (API call counts, verdicts, every result stored) must hold.
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import pytest
 
-from bench import check_bench, fix_bench, verify_bench, verify_e2e
+from bench import check_bench, fix_bench, startup, verify_bench, verify_e2e
 
 
 def _passed(res: object, prefix: str) -> list[bool]:
@@ -66,3 +70,20 @@ def test_fix_bench_runs_the_cli_and_counts_calls_at_toy_size(capsys: pytest.Capt
 
 def test_verify_e2e_runs_hwf_and_the_script_against_the_stdlib_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert verify_e2e.main(["--n", "40", "--runs", "1", "--latency-ms", "1"]) in (0, 1), capsys.readouterr().out
+
+
+def test_verify_e2e_counts_the_requests_with_handles_stale_in_the_public_cache(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "e2e.json"
+    code = verify_e2e.main(["--n", "30", "--stale", "4", "--runs", "1", "--latency-ms", "1", "--json", str(out)])
+    assert code == 0, capsys.readouterr().out  # no timing target: the request count and the verdicts
+    assert json.loads(out.read_text())["stale_requests"] == 34
+
+
+def test_startup_measures_the_read_commands_on_the_demo(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    subprocess.run([startup.HWF, "demo", "--records", "5", "--job-seconds", "0.2", "--dir", str(demo)], check=True)
+    assert startup.main(["--config", str(demo / "hwf.toml"), "--runs", "1"]) == 0
+    text = capsys.readouterr().out
+    assert all(f"hwf {name}: median" in text for name in ("status", "overview", "history SET")), text

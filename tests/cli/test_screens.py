@@ -77,6 +77,7 @@ def _overview() -> Overview:
         attention=attention,
         running=running,
         waiting=20,
+        waiting_for_person=0,
         eta=NOW + timedelta(hours=4, minutes=57),
         eta_note="23 set(s) to go; the earliest Alma's limits allow at the job durations measured so far",
         limits=JobLimits(3, 5, 3, {"copy_identifiers": 0, "migrate": 5, "integrate": 5}),

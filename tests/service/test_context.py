@@ -62,7 +62,7 @@ def test_hwf_operator_wins_over_the_file_and_the_os_user_is_the_default(
 def test_migration_0002_moves_host_pid_actors_and_keeps_old_rows_readable(tmp_path: Path) -> None:
     from alembic import command
 
-    assert SCHEMA_HEAD == head_revision() == "0005"  # 0002 is the one this test is about; 0003 to 0005 follow it
+    assert SCHEMA_HEAD == head_revision() == "0006"  # 0002 is the one this test is about; 0003 to 0006 follow it
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)
     with engine.begin() as conn:

@@ -173,8 +173,9 @@ def test_verification_requests_go_to_the_resolver_without_a_key(settling: tuple[
     assert first.count == 7
     assert (first.method, first.path) == (
         "GET",
-        f"{ctx.config.handles.resolver_url}/api/handles/{handle}?type=URL&auth=true",
-    )
+        f"{ctx.config.handles.resolver_url}/api/handles/{handle}?type=URL",
+    )  # the public proxy first; auth=true only for a handle it does not answer right
+    assert "asked again at the primary server (auth=true)" in (first.note or "")
     assert dict(first.headers) == {"Accept": "application/json"}
     assert plan.transition is not None and plan.transition.startswith("integrated -> verified (verify)")
 

@@ -8,11 +8,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select, update
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
+from orchestrator.display import iso_z
 from orchestrator.service import overview
 from orchestrator.service.eta import estimate_finish
+from orchestrator.store.models import AlmaSet, Record
+from orchestrator.web import create_app
 from tests.support import write_config
 from tests.support.web import HOSTILE_NAME, World, build_world
 
@@ -153,6 +158,51 @@ def test_overview_text_fits_80_columns(world: World, tmp_path: Path) -> None:
     assert f"Oldest full verification: set {world.verified}, " in text
     assert "\x1b" not in text  # the hostile set name's escape is not sent to the terminal
     assert HOSTILE_NAME not in text
+
+
+def test_stale_handles_of_a_verified_set_show_when_the_worker_checks_them_again(world: World, tmp_path: Path) -> None:
+    expires = world.clock() + timedelta(hours=2)
+    with world.writer.sessions.begin() as session:  # three handles the public proxy still served from its cache
+        set_id = session.scalar(select(AlmaSet.id).where(AlmaSet.alma_set_id == world.verified))
+        first = select(Record.id).where(Record.set_id == set_id, ~Record.excluded).order_by(Record.id).limit(3)
+        session.execute(
+            update(Record)
+            .where(Record.id.in_(first.scalar_subquery()))
+            .values(verdict="STALE_CACHE", stale_until=expires)
+        )
+    phrase = f"re-check of 3 stale handles at {(expires + timedelta(minutes=1)).strftime('%Y-%m-%d %H:%M UTC')}"
+    ov = overview.overview(world.reader)
+    assert ov.stale_note == f"{phrase} (set {world.verified})"
+    assert ov.as_json()["stale"] == [
+        {"set": world.verified, "handles": 3, "at": iso_z(expires + timedelta(minutes=1)), "phrase": phrase}
+    ]
+    [row] = [r for r in overview.set_rows(world.reader) if r.summary.set == world.verified]
+    assert row.note == phrase and row.summary.wait_until == expires + timedelta(minutes=1)
+    result = CliRunner().invoke(
+        app, ["--config", str(_cli_config(world, tmp_path)), "overview"], env={"COLUMNS": "200"}
+    )
+    text = " ".join(result.stdout.split())  # the console's width is the first test's
+    assert f"Stale in the public proxy's cache: {phrase} (set {world.verified})" in text
+    status = CliRunner().invoke(app, ["--config", str(_cli_config(world, tmp_path)), "status", world.verified])
+    assert "re-check of 3 stale handles" in " ".join(status.stdout.split())
+    with TestClient(create_app(world.reader), base_url="http://127.0.0.1:8155") as client:  # the dashboard
+        page = client.get("/").text
+        assert f'<span data-field="stale_note">{phrase} (set {world.verified})</span>' in page
+        assert client.get("/api/overview").json()["stale_note"] == f"{phrase} (set {world.verified})"
+
+
+def test_a_handle_still_stale_after_its_expiry_waits_an_hour_not_a_pass(world: World) -> None:
+    checked = world.clock()
+    with world.writer.sessions.begin() as session:  # checked just now, yet its expiry has passed
+        set_id = session.scalar(select(AlmaSet.id).where(AlmaSet.alma_set_id == world.verified))
+        first = select(Record.id).where(Record.set_id == set_id, ~Record.excluded).order_by(Record.id).limit(1)
+        session.execute(
+            update(Record)
+            .where(Record.id.in_(first.scalar_subquery()))
+            .values(verdict="STALE_CACHE", stale_until=checked - timedelta(hours=3), verified_at=checked)
+        )
+    [item] = overview.overview(world.reader).stale
+    assert item.at == checked + timedelta(hours=1, minutes=1)
 
 
 @pytest.mark.parametrize("value", ["0", "-5"])

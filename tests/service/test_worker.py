@@ -7,16 +7,18 @@ leases released, and re-verifies verified sets (a handle that breaks later is a 
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
 from orchestrator.config import Config, parse_config
 from orchestrator.errors import ConfigError
-from orchestrator.service import views, worker, workflow
+from orchestrator.service import preflight, views, worker, workflow
 from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, Simulator
 from orchestrator.store.models import AlmaSet, Event, Record, Worker
@@ -239,6 +241,56 @@ def test_reverification_reports_a_regression_once_keeps_verified_and_records_the
     [row] = [s for s in views.status(ctx) if s.set == alma_id]
     assert row.state == "verified" and row.attention is None
     assert len(_events(ctx, "regression-repaired")) == 1 and len(_events(ctx, "regression")) == 1
+
+
+def test_stale_handles_are_checked_again_by_the_worker_just_after_the_public_cache_expires(
+    tmp_path: Path, scenario: Scenario, clock: FakeClock
+) -> None:
+    sim = Simulator(dataclasses.replace(scenario, proxy_cache_ttl=3600), clock=clock)
+    config = _config(tmp_path)  # the periodic re-verification is off: only the stale re-check runs
+    ctx = make_context(config, sim, clock)
+    [alma_id] = _sets(ctx, sim, 1, size=6)
+    preflight.check_set(ctx, alma_id)  # the records' handles, as the integration will register them
+    with ctx.sessions() as session:
+        handles = list(session.scalars(select(Record.handle).order_by(Record.id)))
+    with httpx.Client(transport=httpx.MockTransport(sim.handle)) as http:
+        for handle in handles[:2]:  # looked up before the integration: the public proxy caches "not registered"
+            http.get(f"{config.handles.resolver_url}/api/handles/{handle}", params={"type": "URL"})
+    first = worker.follow(ctx, worker.StopFlag(), until_idle=True)  # verified; the re-check is a day away
+    assert first.stale_rechecked == 0
+    [row] = views.status(ctx)
+    assert row.state == "verified" and row.wait_until is not None
+    assert row.waiting == f"re-check of 2 stale handles at {row.wait_until.strftime('%Y-%m-%d %H:%M UTC')}"
+    expiry = row.wait_until
+    assert timedelta(hours=23) < expiry - clock() <= timedelta(hours=24, minutes=1)  # no TTL in a 404: 24 h
+
+    reasons: list[str | None] = []
+
+    def follow_until(end: datetime) -> worker.WorkerSummary:
+        stop = worker.StopFlag()
+
+        def sleep(seconds: float) -> None:
+            reasons.append(worker.workers(ctx)[-1].reason)
+            clock.sleep(seconds)
+            if clock() >= end:
+                stop.set("test")
+
+        return worker.follow(make_context(config, sim, clock, sleep=sleep), stop)  # a new worker each time
+
+    clock.advance((expiry - clock()).total_seconds() - 300)  # a day passes (the worker looks every minute)
+    assert follow_until(expiry - timedelta(seconds=30)).stale_rechecked == 0  # not before the expiry
+    requests = sim.stats["requests"].get("handles_api", 0)
+    later = follow_until(expiry + timedelta(minutes=5))
+    assert later.stale_rechecked == 1
+    assert f"{row.waiting} (when the public proxy's cache expires)" in reasons  # the worker says why it waits
+    assert sim.stats["requests"].get("handles_api", 0) - requests == 2  # one public request per handle
+    with ctx.sessions() as session:
+        assert set(session.scalars(select(Record.verdict))) == {"OK"}
+        assert set(session.scalars(select(Record.stale_until))) == {None}
+    [event] = _events(ctx, "stale-recheck")
+    assert expiry <= event.at.replace(tzinfo=UTC) < expiry + timedelta(minutes=2)
+    [row] = views.status(ctx)
+    assert row.waiting is None and row.attention is None
 
 
 @pytest.mark.parametrize(

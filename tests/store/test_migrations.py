@@ -218,3 +218,35 @@ def test_0004_gives_attempt_times_one_meaning_and_their_origin(db_url: str) -> N
         assert {"started_at", "finished_at"} <= names and not {"begun_at", "origin", "alma_ended_at"} & names
     finally:
         engine.dispose()
+
+
+def test_0006_gives_records_found_stale_before_it_a_re_check_at_once(db_url: str) -> None:
+    """Records verified STALE_CACHE before 0006 have no expiry of their own: they get their verification time, so
+    the worker checks them again at once; every other record has none."""
+    engine = db.make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(db.alembic_config(conn), "0005")
+            conn.execute(
+                text(
+                    "INSERT INTO sets (id, alma_set_id, name, state, record_count, version, created_at, updated_at) "
+                    "VALUES (1, '111', 'Old', 'verified', 2, 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                )
+            )
+            for n, verdict in ((1, "STALE_CACHE"), (2, "OK")):
+                conn.execute(
+                    text(
+                        "INSERT INTO records (id, set_id, mms_id, excluded, removed_from_alma_set, verdict, "
+                        "verified_at) VALUES (:n, 1, :mms, FALSE, FALSE, :verdict, '2026-01-02 03:04:05')"
+                    ),
+                    {"n": n, "mms": f"99{n}", "verdict": verdict},
+                )
+        db.upgrade(engine)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT verdict, stale_until FROM records ORDER BY id")).all()
+        assert [(v, str(at)[:19] if at else None) for v, at in rows] == [
+            ("STALE_CACHE", "2026-01-02 03:04:05"),
+            ("OK", None),
+        ]
+    finally:
+        engine.dispose()

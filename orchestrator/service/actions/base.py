@@ -16,13 +16,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
-import httpx
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.steps import Step
 from orchestrator.store.models import AlmaSet
 
 if TYPE_CHECKING:
+    import httpx
+
     from orchestrator.alma.client import AlmaClient
     from orchestrator.service.context import Context
 

@@ -39,15 +39,23 @@ class Verify:
         with_handle = [h for h in handles if h]
         requests: tuple[PlannedRequest, ...] = ()
         if with_handle:
+            # The first request of each handle: the public proxy's answer, unless configured to ask the primary.
+            primary_first = cfg.handles.authoritative or not cfg.handles.public_cache_check
             with Verifier(cfg.handles.resolver_url, cfg.primo) as verifier:
-                request = verifier.api_request(with_handle[0])
+                request = verifier.api_request(with_handle[0], authoritative=primary_first)
+            second = (
+                ""
+                if primary_first
+                else "; a handle the public proxy does not answer with its own record is asked again at the "
+                "primary server (auth=true)"
+            )
             requests = (
                 PlannedRequest.of(
                     request,
                     full_url=True,
                     count=len(with_handle),
                     note=f"no API key is sent to the handle proxy; at most {cfg.handles.concurrency} at "
-                    f"a time, {cfg.handles.requests_per_second:g} per second",
+                    f"a time, {cfg.handles.requests_per_second:g} per second{second}",
                 ),
             )
         notes = []

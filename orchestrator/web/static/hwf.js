@@ -227,6 +227,7 @@
     var check = document.querySelector('[data-field="oldest_check"]');
     if (check && oldest) check.replaceChildren(timeNode(oldest.at, { rel: true }), clean(" (set " + oldest.set + ")"));
     else if (check) check.textContent = "none yet";
+    setField("stale_note", ov.stale_note || "none");
     setField("attention_unit", ov.attention.length === 1 ? "set" : "sets");
     setField("running_now", String(ov.limits.running_now));
     if (ov.eta) setTime("eta", ov.eta, { format: "short" });
