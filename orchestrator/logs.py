@@ -8,10 +8,14 @@ line passes through a redaction of the secrets it was given (the Alma key), so n
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import logging.handlers
 import os
+import stat
+import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,21 +67,39 @@ class JsonLines(logging.Formatter):
 
 
 class RotatingLines(logging.handlers.RotatingFileHandler):
-    """The stdlib's size-rotated file, formatting each record once.
+    """The stdlib's size-rotated file, formatting each record once, that never hangs and never fails a command.
 
     ``RotatingFileHandler`` formats a record twice (once to decide whether to roll over, once to write it)
     and checks with two ``stat`` calls per record that the file is a regular one; at one line per HTTP
     exchange, 16 verifier threads spent more time there than on their requests. Here the line is formatted
     once and the regular-file check is made when the file is opened (a FIFO or /dev/stdout never rolls over).
     The position is still read from the file, so several hwf processes appending to one log roll it over at
-    the right size."""
+    the right size.
+
+    The file is opened without blocking (as the key file is read): a FIFO that no process reads is an error at
+    once, not a command that waits for a reader, and a FIFO whose reader stops reading fails a write instead of
+    holding it. A log that fails (``/dev/full``, a full disk, such a FIFO) says so in one line on stderr, once,
+    and the command goes on without it: its outcome is never the log's."""
+
+    _regular = False
+    _failed = False
 
     def _open(self) -> Any:
-        stream = super()._open()
-        self._regular = os.path.isfile(self.baseFilename)
-        return stream
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+        fd = os.open(self.baseFilename, flags, 0o666)
+        try:
+            kind = os.fstat(fd).st_mode
+            self._regular = stat.S_ISREG(kind)
+            if not stat.S_ISFIFO(kind) and hasattr(os, "set_blocking"):
+                os.set_blocking(fd, True)  # a terminal or device blocks as it always did; only a FIFO never waits
+            return open(fd, "a", encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self._failed:
+            return
         try:
             line = self.format(record) + self.terminator
             if self.stream is None:
@@ -93,6 +115,36 @@ class RotatingLines(logging.handlers.RotatingFileHandler):
         except Exception:  # noqa: BLE001 - logging's own contract: report through handleError, never raise
             self.handleError(record)
 
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        """One line on stderr, the first time only, and the log is off for the rest of the command (no
+        traceback per record, as logging's own handler would print)."""
+        self._give_up(sys.exc_info()[1])
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError as exc:  # the last flush failed: said once, never the command's failure
+            self._give_up(exc)
+
+    def _give_up(self, exc: BaseException | None) -> None:
+        if self._failed:
+            return
+        self._failed = True
+        reason = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) if exc else "unknown error"
+        if isinstance(exc, OSError) and exc.errno == errno.ENXIO:
+            reason = "it is a FIFO that no process reads"
+        elif isinstance(exc, BlockingIOError):
+            reason = "it is a FIFO whose reader stopped reading"
+        with contextlib.suppress(Exception):
+            sys.stderr.write(
+                f"hwf: cannot write the log file {self.baseFilename}: {reason}; going on without the log\n"
+            )
+            sys.stderr.flush()
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
+
 
 _installed: logging.Handler | None = None
 _level = logging.NOTSET  # the tree's level before install(), restored by uninstall()
@@ -106,6 +158,10 @@ def install(file: Path, *, max_bytes: int, backups: int, secrets: Iterable[str] 
         file.parent.mkdir(parents=True, exist_ok=True)
         handler = RotatingLines(file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=False)
     except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO no process reads: one line, and the command goes on without its log
+            handler = RotatingLines(file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True)
+            handler._give_up(exc)
+            return handler
         raise ConfigError(
             f"cannot write the log file {file}: {exc.strerror or exc} (key [log] file; enabled = false turns it off)"
         ) from None

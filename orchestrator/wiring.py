@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, NoReturn
 
 from orchestrator import __version__
-from orchestrator.config import Config, NotifyConfig
+from orchestrator.config import Config, NotifyConfig, without_userinfo
 from orchestrator.errors import ServeError
 from orchestrator.service.context import Context
 from orchestrator.service.reporting import NullReporter, Reporter
@@ -77,11 +77,14 @@ def build_alma(config: Config, wiring: Wiring | None = None, engine: Engine | No
     )
 
 
-def build_setup_alma(base_url: str, api_key: str, wiring: Wiring | None = None, *, timeout: float = 30.0) -> AlmaClient:
+def build_setup_alma(
+    base_url: str, api_key: str, wiring: Wiring | None = None, *, timeout: float = 30.0, deadline: float | None = None
+) -> AlmaClient:
     """An Alma client for set-up and checks (``hwf init``, ``hwf jobs``, ``hwf ping``), from a gateway and a
     key alone (``hwf init`` has no configuration yet): one retry (an unreachable gateway is said at once),
     no daily floor (``ping`` reports the quota instead of stopping at it), the process's own pacing.
-    :raises ConfigError: the key cannot travel in an HTTP header."""
+    ``deadline``: each reply whole within it (``[alma] deadline_seconds``; without a configuration, the
+    timeout: a set-up reply is small). :raises ConfigError: the key cannot travel in an HTTP header."""
     from orchestrator.alma.client import AlmaClient
 
     wiring = wiring or Wiring()
@@ -93,6 +96,7 @@ def build_setup_alma(base_url: str, api_key: str, wiring: Wiring | None = None, 
         api_key,
         transport=wiring.alma_transport,
         timeout=timeout,
+        deadline=deadline if deadline is not None else timeout,
         max_retries=1,
         daily_call_floor=0,
         user_agent=f"hwf/{__version__} (setup)",
@@ -101,8 +105,14 @@ def build_setup_alma(base_url: str, api_key: str, wiring: Wiring | None = None, 
 
 
 def build_setup_alma_for(config: Config, wiring: Wiring | None = None) -> AlmaClient:
-    """:func:`build_setup_alma` for ``config``'s gateway, key and timeout. :raises ConfigError: no key."""
-    return build_setup_alma(config.alma.base_url, config.require_api_key(), wiring, timeout=config.alma.timeout_seconds)
+    """:func:`build_setup_alma` for ``config``'s gateway, key, timeout and deadline. :raises ConfigError: no key."""
+    return build_setup_alma(
+        config.alma.base_url,
+        config.require_api_key(),
+        wiring,
+        timeout=config.alma.timeout_seconds,
+        deadline=config.alma.deadline_seconds,
+    )
 
 
 def build_resolver_http(config: Config, wiring: Wiring | None = None) -> httpx.Client:
@@ -131,7 +141,7 @@ def build_verifier(config: Config, follow: bool, wiring: Wiring | None = None) -
     if wiring.clock is not None:
         extra["now"] = wiring.clock  # a test's fake clock: check times and cache expiries on the same clock
     return Verifier(
-        h.resolver_url,
+        without_userinfo(h.resolver_url),  # never a user:password@ (refused by the config; stripped if it slips by)
         config.primo,
         concurrency=wiring.verifier_concurrency or h.concurrency,
         requests_per_second=h.requests_per_second,
@@ -174,9 +184,12 @@ def build_context(config: Config, *, reporter: Reporter | None = None, wiring: W
 
 def install_log(config: Config) -> None:
     """Send hwf's structured log to ``[log] file`` (JSON lines, rotated), the Alma key redacted from every
-    line. :raises ConfigError: the file cannot be written (one line naming it, exit 2)."""
+    line. :raises ConfigError: the file cannot be written (one line naming it, exit 2). :raises DatabaseError: an
+    SQLite database's folder does not exist."""
     from orchestrator import logs
+    from orchestrator.store.db import require_folder
 
+    require_folder(config.database_url)  # before the log, which would make the folder of a log beside it
     if config.log.file is None:
         return
     secrets = [config.alma.api_key] if config.alma.api_key else []

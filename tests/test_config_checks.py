@@ -51,6 +51,35 @@ def test_env_base_url_gets_the_same_checks(tmp_path: Path) -> None:
         parse(tmp_path, secure_dict(), HWF_ALMA_BASE_URL="https://alma.example.org:99999")
 
 
+@pytest.mark.parametrize(
+    ("where", "key", "url"),
+    [
+        ("alma", "base_url", "https://user:PW-secret@api-na.hosted.exlibrisgroup.com"),
+        ("handles", "resolver_url", "https://user:PW-secret@hdl.handle.net"),
+        ("handles", "resolver_url", "https://:PW-secret@hdl.handle.net"),
+        ("alma", "base_url", "ftp://user:PW-secret@alma.example.org"),
+    ],
+)
+def test_a_user_or_password_in_a_url_is_refused_in_one_line_without_echoing_it(
+    tmp_path: Path, where: str, key: str, url: str
+) -> None:
+    data = secure_dict()
+    data[where][key] = url
+    with pytest.raises(ConfigError, match=f"key {where}.{key}: must not carry a user name or password") as raised:
+        parse(tmp_path, data)
+    assert "PW-secret" not in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(ConfigError, match="key alma.base_url: must not carry a user name or password"):
+        parse(tmp_path, secure_dict(), HWF_ALMA_BASE_URL="https://u:PW-secret@alma.example.org")
+
+
+def test_without_userinfo_keeps_the_rest_of_the_url() -> None:
+    from orchestrator.config import without_userinfo
+
+    assert without_userinfo("https://u:p@w@host.example:8443/x?y=@z") == "https://host.example:8443/x?y=@z"
+    assert without_userinfo("https://host.example/a@b") == "https://host.example/a@b"
+    assert without_userinfo("not a url") == "not a url"
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8765", "http://localhost:8765", "http://[::1]:8765"])
 def test_plain_http_to_this_machine_is_allowed(tmp_path: Path, url: str) -> None:
     assert parse(tmp_path, secure_dict(), HWF_ALMA_BASE_URL=url).alma.base_url == url

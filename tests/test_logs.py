@@ -185,3 +185,43 @@ def test_levels_mean_something_attention_is_a_warning_a_fault_an_error(tmp_path:
     assert event_level("attention", "fault") == logging.ERROR
     assert event_level("attention", "records") == logging.WARNING
     assert event_level("transition") == logging.INFO
+
+
+def test_a_fifo_no_one_reads_never_hangs_a_command(tmp_path: Path, wired: Simulator) -> None:
+    """The log is opened without blocking (as the key file is read): one line says the log is off, and the
+    command does its work."""
+    import threading
+
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    path = write_config(tmp_path, preset="cli", log={"file": "log.fifo"})
+    set_id = wired.create_set("Piped", wired.generate_records(3, profile="clean", seed=7))
+    results: list[Any] = []
+    worker = threading.Thread(target=lambda: results.append(run(path, "add", set_id)), daemon=True)
+    worker.start()
+    worker.join(20)
+    if worker.is_alive():  # the command waits for a reader (the defect): give it one, so the test can end
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        worker.join(20)
+    assert results and not worker.is_alive(), "the command hung on a FIFO with no reader"
+    result = results[0]
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.output.splitlines() if "log file" in line]
+    assert said == [
+        f"hwf: cannot write the log file {fifo}: it is a FIFO that no process reads; going on without the log"
+    ]
+    assert "Traceback" not in result.output
+
+
+def test_a_log_that_fails_says_one_line_and_never_changes_the_outcome(tmp_path: Path, wired: Simulator) -> None:
+    """/dev/full takes the open and fails every write: one line, once, no logging tracebacks, exit 0."""
+    path = write_config(tmp_path, preset="cli", log={"file": "/dev/full"})
+    set_id = wired.create_set("Full disk", wired.generate_records(6, profile="clean", seed=8))
+    assert run(path, "add", set_id).exit_code == 0
+    result = run(path, "advance", set_id)
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.output.splitlines() if "log file" in line]
+    assert said == ["hwf: cannot write the log file /dev/full: No space left on device; going on without the log"]
+    assert "Traceback" not in result.output and "Logging error" not in result.output
+    status = run(path, "status", set_id, "--json")
+    assert status.exit_code == 0 and '"verified"' in status.output, status.output

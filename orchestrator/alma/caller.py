@@ -26,10 +26,12 @@ from orchestrator.alma.wire import (
     decode,
     errors_exist,
     errors_in,
+    header_int,
     one_line,
     parse_error_body,
 )
 from orchestrator.bounded import MB, ReplyTooLarge, ReplyTooSlow, send_bounded
+from orchestrator.config import without_userinfo
 from orchestrator.errors import (
     AlmaBadReplyError,
     AlmaError,
@@ -88,18 +90,11 @@ class Answer(NamedTuple):
 
 
 def _api_root(base_url: str) -> str:
-    url = base_url.strip().rstrip("/")
+    # A user:password@ never travels: httpx would send it as Basic auth in place of the key header.
+    url = without_userinfo(base_url.strip()).rstrip("/")
     if not url.startswith(("https://", "http://")) or "?" in url or "#" in url:
         raise ValueError(f"Alma base URL must look like https://api-na.hosted.exlibrisgroup.com, not {url!r}")
     return url if url.endswith(API_ROOT) else url + API_ROOT
-
-
-def _header_int(response: httpx.Response, name: str) -> int | None:
-    value = response.headers.get(name)
-    try:
-        return int(value.strip()) if value is not None else None
-    except ValueError:
-        return None
 
 
 class AlmaCaller:
@@ -393,8 +388,8 @@ class AlmaCaller:
             )
 
     def _note_quota(self, response: httpx.Response) -> None:
-        remaining = _header_int(response, "x-exl-api-remaining")
-        quota = _header_int(response, "x-exl-api-quota")
+        remaining = header_int(response.headers.get("x-exl-api-remaining"))
+        quota = header_int(response.headers.get("x-exl-api-quota"))
         with self._lock:
             if remaining is not None:
                 self.remaining = remaining

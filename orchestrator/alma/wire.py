@@ -329,3 +329,11 @@ def instance_id_from_link(link: str) -> str:
     if len(segments) < 2 or segments[-2] != "instances" or not segments[-1].strip():
         raise ValueError(f"not a job-instance link: {short_repr(link, 120)}")
     return segments[-1].strip()
+
+
+def header_int(value: str | None) -> int | None:
+    """A header's whole number (``X-Exl-Api-Remaining``), or None when it is absent or not a number."""
+    try:
+        return int(value.strip()) if value is not None else None
+    except ValueError:
+        return None

@@ -28,6 +28,7 @@ from orchestrator.wiring import read_only_context
 
 DEFAULT_PORT = 8155
 MIN_TOKEN_LENGTH = 16
+MAX_REFRESH_SECONDS = 86_400
 
 # ---------------------------------------------------------------------------------------------
 # hwf overview
@@ -195,8 +196,8 @@ def serve(
 
     if not 0 <= port <= 65535:
         fail(f"--port must be between 0 and 65535, not {port}", 2)
-    if not refresh > 0:
-        fail(f"--refresh must be a positive number of seconds, not {refresh:g}", 2)
+    if not 0 < refresh <= MAX_REFRESH_SECONDS:  # inf and nan too: the page's timer needs a number it can keep
+        fail(f"--refresh must be a positive number of seconds up to {MAX_REFRESH_SECONDS}, not {refresh:g}", 2)
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
         fail(f"--token must be at least {MIN_TOKEN_LENGTH} characters long", 2)
     loopback = is_loopback_host(host)

@@ -26,6 +26,7 @@ from orchestrator.config.reader import (
     plain_http_elsewhere,
     secure,
     url_value,
+    without_userinfo,
 )
 from orchestrator.domain.steps import JOB_KEYS
 from orchestrator.errors import ConfigError
@@ -49,6 +50,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "plain_http_elsewhere",
+    "without_userinfo",
 ]
 
 DEFAULT_CONFIG_NAME = "hwf.toml"

@@ -107,6 +107,10 @@ class Reader:
 def url_value(reader: Reader, key: str, default: str | None = None, *, value: str | None = None) -> str:
     """A base URL from ``key`` (or ``value``, from the environment, checked the same way)."""
     value = (reader.string(key, default) if value is None else value.strip()).rstrip("/")
+    if without_userinfo(value) != value:
+        # A name and password in the URL would reach logs and bundles, and httpx would send them as Basic
+        # auth in place of the key header: refused, and the value is not repeated (it holds a password).
+        raise reader.fail(key, "must not carry a user name or password (user:password@); remove them from the URL")
     if not re.match(r"^https?://[^/\s]+", value):
         raise reader.fail(key, f"must be an http(s) URL, not {value!r}")
     if "apikey" in value.lower():
@@ -116,6 +120,14 @@ def url_value(reader: Reader, key: str, default: str | None = None, *, value: st
     except ValueError:
         raise reader.fail(key, f"{value!r} has no valid port") from None
     return value
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` without a ``user:password@`` before its host (the rest as it was): what may be shown or sent."""
+    match = re.match(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/?#]*)(?P<rest>.*)$", url, re.DOTALL)
+    if match is None or "@" not in match["authority"]:
+        return url
+    return match["scheme"] + match["authority"].rsplit("@", 1)[1] + match["rest"]
 
 
 def is_loopback_host(host: str) -> bool:

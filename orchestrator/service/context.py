@@ -112,6 +112,18 @@ def find_set(session: Session, ref: str) -> AlmaSet:
     return row
 
 
+def only_pattern(only: str | None) -> re.Pattern[str] | None:
+    """The pattern of ``--only`` (a regular expression, ``*`` standing for any text, any case).
+
+    :raises BadInputError: not a valid pattern (one line naming it)."""
+    if not only:
+        return None
+    try:
+        return re.compile(only.replace("*", ".*"), re.IGNORECASE)
+    except re.error as exc:
+        raise BadInputError(f"--only {only!r} is not a valid pattern: {exc}") from None
+
+
 def require_match(session: Session, pattern: re.Pattern[str] | None, only: str | None) -> None:
     """``--only PATTERN`` must name at least one registered set. :raises BadInputError: none matches."""
     if pattern is None:

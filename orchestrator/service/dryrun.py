@@ -9,7 +9,6 @@ that would run it), and a planning Alma client that builds requests and cannot s
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,7 +23,7 @@ from orchestrator.domain.steps import Stage
 from orchestrator.service.actions import Action, Plan, PlannedAction, Scene
 from orchestrator.service.actions.plan import plan_step
 from orchestrator.service.actions.rooms import ROOMS
-from orchestrator.service.context import Context, find_set, require_match
+from orchestrator.service.context import Context, find_set, only_pattern, require_match
 from orchestrator.store.models import AlmaSet
 
 _DEPTH = 2  # how many actions after the next one the plan follows (after a wait, after a precheck)
@@ -141,7 +140,7 @@ def describe_advance(ctx: Context, ref: str) -> DryRunPlan:
 
 def describe_all(ctx: Context, only: str | None = None) -> list[DryRunPlan]:
     """What ``hwf resume --all [--only PATTERN]`` would do for each set that is not verified."""
-    pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE) if only else None
+    pattern = only_pattern(only)
     now = ctx.clock()
     with ctx.sessions() as session:
         try:

@@ -15,13 +15,14 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
+import re
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -29,11 +30,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from orchestrator import __version__
-from orchestrator.config import Config
+from orchestrator.config import Config, without_userinfo
 from orchestrator.display import iso_z
-from orchestrator.errors import BadInputError, HwfError
+from orchestrator.errors import BadInputError
 from orchestrator.service import verification, views
 from orchestrator.service.context import Context, find_set
+from orchestrator.service.output import write_output
 from orchestrator.store.models import RAW_REPLY_CAP, Attempt, Backup, Record
 
 REDACTED = "***"
@@ -84,9 +86,11 @@ def build(ctx: Context, ref: str, output: Path) -> Evidence:
         raise BadInputError(f"evidence output {output} must be a .zip file")
     if not output.parent.is_dir():
         raise BadInputError(f"evidence output folder {output.parent} does not exist")
-    result, files, now = collect(ctx, ref)
+    result, data = zip_bytes(ctx, ref)
     result.path = output
-    _write_zip(output, files, now)
+    # Written as `hwf report -o` writes (one writer): atomically, never through a planted temp file or symlink,
+    # a FIFO or device in place.
+    write_output([data], output, what="the evidence")
     return result
 
 
@@ -172,13 +176,19 @@ def _jobs(ctx: Context, set_id: int, times: _Times) -> dict[str, bytes]:
         entry["raw_reply"] = None
         if a.raw_reply:
             ext = "xml" if a.raw_reply.lstrip()[:1] == b"<" else "json"
-            member = f"jobs/{a.step}-{a.number}-{a.instance_id or 'none'}.{ext}"
+            member = f"jobs/{_part(a.step)}-{a.number}-{_part(a.instance_id or 'none')}.{ext}"
             out[member] = a.raw_reply
             entry["raw_reply"] = member
             entry["raw_reply_truncated"] = len(a.raw_reply) >= RAW_REPLY_CAP
         listing.append(entry)
     out["attempts.json"] = _json(listing)
     return out
+
+
+def _part(text: str) -> str:
+    """A piece of a member name from data (an instance id is Alma's word): letters, digits, ``_`` and ``-`` only,
+    so no ``/``, ``\\`` or ``..`` can make a member that unpacks outside the folder it is unpacked in."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)[:64] or "_"
 
 
 def _preflight(ctx: Context, set_id: int, times: _Times) -> bytes:
@@ -201,7 +211,7 @@ def _backups(ctx: Context, set_id: int, times: _Times) -> dict[str, bytes]:
     with ctx.sessions() as session:
         backups = session.scalars(select(Backup).where(Backup.set_id == set_id).order_by(Backup.id)).all()
     for b in backups:
-        stem = f"backups/{b.mms_id}-{b.id}"
+        stem = f"backups/{_part(b.mms_id)}-{b.id}"
         out[f"{stem}-before.xml"] = b.original_xml
         out[f"{stem}-after.xml"] = b.new_xml
         entry = {"mms_id": b.mms_id, "state": b.state, "detail": b.detail, "before": f"{stem}-before.xml"}
@@ -216,6 +226,8 @@ def redacted_config(config: Config) -> dict[str, Any]:
     data["alma"].pop("api_key", None)
     data["alma"]["api_key"] = "(not included)"
     data["database_url"] = _safe_url(config.database_url)
+    data["alma"]["base_url"] = without_userinfo(config.alma.base_url)
+    data["handles"]["resolver_url"] = without_userinfo(config.handles.resolver_url)
     data["notify"]["urls"] = [url.split(":", 1)[0] + "://" + REDACTED for url in config.notify.urls]
     return data
 
@@ -234,6 +246,8 @@ def _secrets(config: Config) -> list[bytes]:
     except ArgumentError:
         password = None
     found.append(str(password or ""))
+    for url in (config.alma.base_url, config.handles.resolver_url):  # a user:password@ that slipped past the config
+        found.append(urlsplit(url).password or "")
     return [s.encode("utf-8") for s in found if len(s) >= 4]
 
 
@@ -255,16 +269,6 @@ def _zip_into(target: Any, files: dict[str, bytes], now: datetime) -> None:
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
         for member, data in files.items():
             bundle.writestr(zipfile.ZipInfo(member, date_time=stamp), data, compress_type=zipfile.ZIP_DEFLATED)
-
-
-def _write_zip(output: Path, files: dict[str, bytes], now: datetime) -> None:
-    tmp = output.with_name(output.name + ".tmp")
-    try:
-        _zip_into(tmp, files, now)
-        os.replace(tmp, output)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise HwfError(f"cannot write {output}: {exc.strerror or exc}") from None
 
 
 _ABOUT = {

@@ -10,11 +10,18 @@ exists exactly when its event does. After that transaction commits, :func:`send_
 A crash before 3 leaves a claimed row; any later hwf command sends it once :data:`STALE_SECONDS` have
 passed, saying that an earlier send was interrupted (it may then arrive twice: never zero times). A failed
 send is logged and never stops the work.
+
+A target that takes the message and never answers never holds a command: one call waits at most
+:data:`SEND_SECONDS` for its sends. A send still going then goes on in the background (the worker records it
+when it ends; a command that ends first leaves it claimed, and a later hwf sends it again as above), and until
+it ends this process sends nothing more: the rest waits in the outbox for a later call or a later hwf.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -30,6 +37,10 @@ _log = logging.getLogger(__name__)
 MAX_TRIES = 5
 STALE_SECONDS = 300.0
 BATCH = 50
+SEND_SECONDS = 5.0  # the longest one call waits for its sends
+
+# Per database (its URL), in this process: the sends that outlived their call's wait and are still going.
+_in_flight: dict[str, list[threading.Thread]] = {}
 
 
 class Context(Protocol):
@@ -51,15 +62,55 @@ def send_pending(ctx: Context) -> int:
     urls = ctx.config.notify.urls
     if not urls:
         return 0
+    going = _in_flight.setdefault(ctx.config.database_url, [])
+    going[:] = [t for t in going if t.is_alive()]
+    if going:
+        return 0  # a target is still answering an earlier send: the rest waits for a later call
+    deadline = time.monotonic() + SEND_SECONDS
     sent = 0
     try:
         for note_id in _due(ctx):
+            if time.monotonic() >= deadline:
+                break
             claimed = _claim(ctx, note_id)
-            if claimed is not None:
-                sent += _send(ctx, claimed, urls)
+            if claimed is None:
+                continue
+            went = _send_by(ctx, claimed, urls, deadline)
+            if went is None:
+                break
+            sent += went
     except SQLAlchemyError as exc:
         _log.warning("notifications not sent now: database error %s", type(exc).__name__, extra={"hwf": {}})
     return sent
+
+
+def _send_by(
+    ctx: Context, claimed: tuple[int, int, str, str, str, bool], urls: tuple[str, ...], deadline: float
+) -> int | None:
+    """Send one claimed message, waiting for it until ``deadline``: 1 sent, 0 not, None still going (it
+    goes on in the background; see the module doc)."""
+    outcome: list[int] = []
+
+    def work() -> None:
+        try:
+            outcome.append(_send(ctx, claimed, urls))
+        except SQLAlchemyError as exc:  # the claim stays: a later hwf sends it again
+            _log.warning("notification not recorded: database error %s", type(exc).__name__, extra={"hwf": {}})
+            outcome.append(0)
+
+    thread = threading.Thread(target=work, name=f"hwf-notify-{claimed[0]}", daemon=True)
+    thread.start()
+    thread.join(max(deadline - time.monotonic(), 0.0))
+    if thread.is_alive():
+        _in_flight.setdefault(ctx.config.database_url, []).append(thread)
+        fields = {"event": "notify", "kind": claimed[2], "target": claimed[1], "ok": None, "error": "slow"}
+        _log.warning(
+            "notification still sending after %.0f s: left to finish in the background",
+            SEND_SECONDS,
+            extra={"hwf": fields},
+        )
+        return None
+    return outcome[0] if outcome else 0
 
 
 def _due(ctx: Context) -> list[int]:

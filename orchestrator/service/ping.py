@@ -19,7 +19,8 @@ import httpx
 from orchestrator.alma.client import AlmaClient
 from orchestrator.alma.payload import template_parameter_names
 from orchestrator.alma.types import JobInfo
-from orchestrator.config import STEP_JOB_KEYS, Config
+from orchestrator.bounded import ReplyTooLarge, ReplyTooSlow, send_bounded
+from orchestrator.config import STEP_JOB_KEYS, Config, without_userinfo
 from orchestrator.domain.steps import JOB_STEPS, Step
 from orchestrator.errors import AlmaError, DailyQuotaError, HwfError
 from orchestrator.service.onboarding import PLACEHOLDER_JOB_ID, placeholders_in
@@ -269,9 +270,16 @@ def _report_areas(report: PingReport, areas: _Areas) -> None:
 
 
 def _check_resolver(report: PingReport, config: Config, http: httpx.Client) -> None:
-    url = f"{config.handles.resolver_url}/api/handles/{config.handles.prefix}/1"
-    try:
-        response = http.get(url, headers={"Accept": "application/json"})
+    url = f"{without_userinfo(config.handles.resolver_url)}/api/handles/{config.handles.prefix}/1"
+    request = http.build_request("GET", url, headers={"Accept": "application/json"})
+    h = config.handles
+    try:  # whole within [handles] deadline_seconds, at most max_reply_kb: a server that drips holds no ping
+        response = send_bounded(
+            http, request, max_bytes=int(h.max_reply_kb * 1024), deadline=h.deadline_seconds, follow_redirects=True
+        )
+    except (ReplyTooLarge, ReplyTooSlow) as exc:
+        report.add("handle resolver", FAIL, f"GET {url}: {exc}")
+        return
     except httpx.HTTPError as exc:
         report.add("handle resolver", FAIL, f"GET {url}: could not reach it ({type(exc).__name__})")
         return
@@ -307,7 +315,9 @@ def ping(
     handle resolver's client; both are closed here. ``accept_unknown``: a job for which Alma lists no
     parameters (and the config gives none) is a warning, not a failure. Never raises for what it finds.
     """
-    report = PingReport(base_url=config.alma.api_url, resolver_url=config.handles.resolver_url)
+    report = PingReport(
+        base_url=without_userinfo(config.alma.api_url), resolver_url=without_userinfo(config.handles.resolver_url)
+    )
     report.add("steps", OK, who_runs_the_steps(config))
     todo = placeholders_in(config)
     if todo:

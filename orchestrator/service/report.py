@@ -3,28 +3,23 @@
 - CSV cells that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or carriage
   return: OWASP's list) get a leading single quote, unless the caller asks for ``raw`` output (scripts).
   ``csv_safe`` is the one rule; the dashboard's download uses it too.
-- ``write_report`` writes a regular file (or a new one) atomically: a temporary file in the same directory,
-  fsync, rename, so a crash or a full disk never leaves half a report where the old one was. Anything else
-  (a FIFO, ``/dev/stdout``, ``/dev/full``, a terminal) is written in place and never replaced; a symlink is
-  followed and its target written, the link kept. A directory is refused.
+- ``write_report`` writes through the one ``-o`` writer (``service.output``): a regular file (or a new one)
+  atomically, so a crash or a full disk never leaves half a report where the old one was; a FIFO,
+  ``/dev/stdout``, ``/dev/full`` or a terminal in place, never replaced; a symlink's target, the link kept.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import os
-import stat
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TextIO
 
-from orchestrator.errors import BadInputError, OutputError
+from orchestrator.errors import BadInputError
 from orchestrator.service import verification
 from orchestrator.service.context import Context
+from orchestrator.service.output import write_output
 
 FORMATS = ("csv", "json")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -93,56 +88,4 @@ def write_report(chunks: Iterable[str], path: Path) -> None:
     :raises BadInputError: ``path`` is a directory, or its directory does not exist.
     :raises OutputError: the write failed (no space, no permission, ...), in one line.
     """
-    target = Path(os.path.realpath(path))  # a symlink's target is written; the link stays
-    try:
-        mode = target.stat().st_mode
-    except FileNotFoundError:
-        mode = None
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
-    if mode is not None and stat.S_ISDIR(mode):
-        raise BadInputError(f"cannot write the report to {path}: it is a directory")
-    if mode is None and not target.parent.is_dir():
-        raise BadInputError(f"cannot write the report to {path}: directory {target.parent} does not exist")
-    try:
-        if mode is None or stat.S_ISREG(mode):
-            _atomic(chunks, target, mode)
-        else:
-            with open(target, "w", encoding="utf-8", newline="") as stream:
-                _copy(chunks, stream)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _copy(chunks: Iterable[str], stream: TextIO) -> None:
-    for chunk in chunks:
-        stream.write(chunk)
-    stream.flush()
-
-
-def _atomic(chunks: Iterable[str], target: Path, mode: int | None) -> None:
-    """Temp file beside ``target``, fsync, rename over it, fsync the directory; the temp file never stays."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as stream:
-            _copy(chunks, stream)
-            os.fsync(stream.fileno())
-        os.chmod(tmp, stat.S_IMODE(mode) if mode is not None else 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):  # not every file system lets a directory be fsynced
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+    write_output((chunk.encode("utf-8") for chunk in chunks), path, what="the report")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,7 +35,7 @@ from orchestrator.service import attend, preflight
 from orchestrator.service.actions import Action, Plan
 from orchestrator.service.actions.gate import SLOT_WAIT, JobSlots
 from orchestrator.service.actions.plan import plan_step, poll_due_at, waits_for_a_person
-from orchestrator.service.context import Context, require_match
+from orchestrator.service.context import Context, only_pattern, require_match
 from orchestrator.service.workflow import AdvanceResult, Outcome, drive_leased
 from orchestrator.store.leases import candidate_ids
 from orchestrator.store.ledger import Ledger
@@ -83,13 +84,14 @@ def resume_all(
     only: str | None = None,
     max_rounds: int | None = None,
     max_running: int | None = None,
+    on_outage: Callable[[str | None, datetime | None], None] | None = None,
 ) -> ResumeSummary:
     """The scheduler: advance every set that can move, oldest first, as many at once as Alma allows (its
     running-job and runs-per-job-per-hour limits, counted across every set; ``max_running`` caps running
     jobs lower), sleeping until the earliest wake time, until every set is verified, needs attention,
     or is held by another process. ``wait=False``: one pass. Sets held by another process are left to it.
     """
-    pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE) if only else None
+    pattern = only_pattern(only)
     cfg = ctx.config.alma
     cap = min(max_running, cfg.max_running_jobs) if max_running else cfg.max_running_jobs
     with ctx.sessions() as session:
@@ -111,6 +113,10 @@ def resume_all(
         if current.gated and current.moved:
             continue  # a set driven in this pass may have seen its job end: a slot may be free now
         delay = (min(min(current.wakes), _soonest_recorded(ctx)) - ctx.clock()).total_seconds()
+        if on_outage is not None:  # the worker's row says so while Alma fails every set, and when it ends
+            down = failing > 0 and current.last_transient is not None
+            wake = ctx.clock() + timedelta(seconds=min(max(delay, 0.0), _RESCAN_SECONDS))
+            on_outage(f"Alma outage: {current.last_transient}" if down else None, wake if down else None)
         if delay > 0:
             ctx.sleep(min(delay, _RESCAN_SECONDS))
 
@@ -173,6 +179,7 @@ class _Pass:
     gated: bool = False
     moved: int = 0
     transient: int = 0
+    last_transient: str | None = None  # what Alma (or the way to it) said when it last failed a set
 
 
 def _scan(ctx: Context, pattern: re.Pattern[str] | None, cap: int, outcomes: _Outcomes) -> _Pass:
@@ -227,6 +234,11 @@ def _triage(
         if until is not None:
             (current.person_wakes if person else current.wakes).append(until)
 
+    if row.waiting and row.waiting.startswith(SLOT_WAIT) and row.wait_until is not None and row.wait_until > now:
+        # A wait for the hourly window written under another max_runs_per_job_hour (its reason names the limit)
+        # is counted again: the gate below says again whether and until when it waits.
+        if f"(Alma allows {slots.per_hour})" not in row.waiting:
+            book.wait(row, row.waiting, None, same_as=SLOT_WAIT)
     asleep = _asleep_until(row, latest, now)
     if asleep is not None:
         step = next_step(row.stage)
@@ -356,6 +368,7 @@ def _counts(counts: dict[str, int]) -> str:
 
 def _transient(ctx: Context, current: _Pass, outcomes: _Outcomes, alma_id: str, exc: Exception) -> None:
     current.transient += 1
+    current.last_transient = " ".join(str(exc).split())[:300] or type(exc).__name__
     later_at = ctx.clock() + timedelta(seconds=_TRANSIENT_WAIT_SECONDS)
     outcomes.put(alma_id, "skipped", f"Alma did not answer ({exc}); trying again at {utc_stamp(later_at)}")
     current.wakes.append(later_at)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from orchestrator.domain.steps import Stage
 from orchestrator.errors import AlmaError, AlmaUnreachableError, RateLimitedError
 from orchestrator.service import nextstep, recheck, scheduler
 from orchestrator.service.actions.plan import clicks_awaited
-from orchestrator.service.context import Context
+from orchestrator.service.context import Context, only_pattern
 from orchestrator.service.nextstep import Next
 from orchestrator.service.workers import STALE_WORKER as STALE_WORKER
 from orchestrator.service.workers import WorkerView as WorkerView
@@ -225,7 +224,7 @@ class Voice:
 
     def __init__(self, ctx: Context, speak: Callable[[Next], None] | None, only: str | None) -> None:
         self.ctx, self.speak = ctx, speak
-        self.only = re.compile(only.replace("*", ".*"), re.IGNORECASE) if only else None
+        self.only = only_pattern(only)
         self.attention: dict[str, str] = {}  # set id -> the attention said
         self.waiting: tuple[str, ...] | None = None  # what the last wait line was about
         self.said_at: datetime | None = None
@@ -259,6 +258,18 @@ class Voice:
             self.waiting, self.said_at = key, now
             if self.speak is not None:
                 self.speak(dataclasses.replace(whole, what=f"waiting: {whole.what}"))
+
+    def outage(self, reason: str | None, wake: datetime | None) -> None:
+        """After each scheduler pass: while Alma fails every set, the row (and the voice) say "Alma outage", not
+        "running"; once a set moves again, "running"."""
+        down = self.held is not None and self.held.kind == "outage"
+        if reason is not None:
+            _report(self.ctx, "waiting", f"{reason}; trying again at {utc_stamp(wake)}" if wake else reason, wake)
+            if not down:
+                self.hold(Next(wake, reason, "trying again", kind="outage"))
+        elif down:
+            _report(self.ctx, "running", None, None)
+            self.hold(None)
 
     def _attention(self, session: Session) -> None:
         rows = session.execute(
@@ -314,7 +325,7 @@ def follow(
                 worker_ctx.close()  # a fresh Alma client: the old one remembers the spent quota
             try:
                 if quota_wake is None:  # the quota is the institution's: while spent, no set calls Alma
-                    scheduler.resume_all(worker_ctx, wait=True, only=only, max_running=max_running)
+                    scheduler.resume_all(worker_ctx, only=only, max_running=max_running, on_outage=voice.outage)
                 outage = 0
             except (AlmaUnreachableError, RateLimitedError, AlmaError) as exc:
                 if not _outage(exc):
@@ -418,7 +429,7 @@ def _driven_times(
 ) -> tuple[datetime | None, datetime | None, datetime | None, int]:
     """Of the sets this worker drives (not verified nor in attention, matching ``--only``): the soonest future wait,
     other process's lease expiry and poll (a time already past was just looked at), and how many there are."""
-    pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE) if only else None
+    pattern = only_pattern(only)
     with ctx.sessions() as session:
         rows = session.execute(
             select(AlmaSet.id, AlmaSet.name, AlmaSet.wait_until, AlmaSet.lease_owner, AlmaSet.lease_expires_at).where(
@@ -467,6 +478,7 @@ def _idle(ctx: Context, only: str | None) -> bool:
             )
     names = [r.name for r in rows if not r.attention and r.id not in person]
     if only:
-        pattern = re.compile(only.replace("*", ".*"), re.IGNORECASE)
+        pattern = only_pattern(only)
+        assert pattern is not None
         names = [n for n in names if pattern.search(n)]
     return not names

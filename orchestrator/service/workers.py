@@ -30,6 +30,8 @@ class WorkerView:
         if self.gone and self.state != "stopped":
             return f"Worker {self.owner}: not seen since {utc_stamp(self.heartbeat_at)} (stopped without saying)"
         what = self.state + (f": {self.reason}" if self.reason else "")
+        if self.reason and self.reason.startswith(f"{self.state}:"):  # "stopped: SIGTERM ...", said once
+            what = self.reason
         return f"Worker {self.owner} (since {utc_stamp(self.started_at)}): {what}"
 
 

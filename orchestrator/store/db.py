@@ -49,18 +49,43 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+SQLITE_URI_ARGUMENTS = ("mode", "cache", "immutable", "nolock", "vfs", "psow", "modeof")
+
+
+def require_folder(url: str) -> None:
+    """An SQLite database's folder must exist: hwf never creates it (nor, through the log beside it, any file
+    there); and SQLite's own arguments (``mode=ro``) come in its URI form, or the driver would ignore them (a
+    database meant read-only opened for writing). :raises DatabaseError: one line; nothing for other databases
+    or an unusable URL."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return
+    if parsed.get_backend_name() != "sqlite":
+        return
+    ignored = [key for key in parsed.query if key in SQLITE_URI_ARGUMENTS]
+    if ignored and parsed.query.get("uri") != "true":
+        raise DatabaseError(
+            f"database {url!r} (database.url): SQLite reads {', '.join(ignored)} only in its URI form, "
+            "sqlite:///file:PATH?mode=ro&uri=true"
+        )
+    database = parsed.database
+    if database and parsed.query.get("uri") == "true" and database.startswith("file:"):
+        database = database[len("file:") :]  # SQLite's URI form: sqlite:///file:PATH?mode=ro&uri=true
+    if database and database != ":memory:":
+        folder = Path(database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise DatabaseError(
+                f"database {database} does not exist: its folder {folder} does not exist (database.url = {url!r})"
+            )
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine for ``url``. :raises DatabaseError: the URL is not usable."""
     try:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
-            database = parsed.database
-            if database and parsed.query.get("uri") == "true" and database.startswith("file:"):
-                database = database[len("file:") :]  # SQLite's URI form: sqlite:///file:PATH?mode=ro&uri=true
-            if database and database != ":memory:":
-                folder = Path(database).expanduser().resolve().parent
-                if not folder.is_dir():
-                    raise DatabaseError(f"database folder {folder} does not exist (database.url = {url!r})")
+            require_folder(url)
             engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
@@ -320,6 +345,7 @@ def open_database_read_only(url: str) -> sessionmaker[Session]:
     try:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
+            require_folder(url)
             database = parsed.database
             if not database or database == ":memory:" or not Path(database).expanduser().is_file():
                 raise DatabaseError(

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from orchestrator.config import NotifyConfig
 from orchestrator.domain.attention import Attention
 from orchestrator.domain.steps import Stage
-from orchestrator.store.models import AlmaSet, Notification
+from orchestrator.store.models import AlmaSet, Event, Notification
 
 
 def queue_attention(session: Session, notify: NotifyConfig, row: AlmaSet, kind: str, reason: str, at: datetime) -> bool:
@@ -35,7 +35,27 @@ def queue_attention(session: Session, notify: NotifyConfig, row: AlmaSet, kind: 
         return False
     title = f"hwf: set {row.alma_set_id} ({_short(row.name)}) needs attention"
     body = f"{reason}\n\nState: {row.stage.value}. Details: hwf status {row.alma_set_id}{_page(notify, row)}"
+    if _told_already(session, row.id, title, body):
+        return False
     return _queue(session, notify, f"attention:{row.id}:{uuid.uuid4().hex}", "attention", row.id, title, body, at)
+
+
+def _told_already(session: Session, set_id: int, title: str, body: str) -> bool:
+    """The set's last attention message said exactly this, and the set has not moved since: it is the same
+    attention raised again (``hwf verify`` clears a failed verification and raises it again when the same
+    handles still fail), not a new one. One message per attention, however often it is raised again."""
+    last = session.execute(
+        select(Notification.title, Notification.body, Notification.created_at)
+        .where(Notification.set_id == set_id, Notification.kind == "attention")
+        .order_by(Notification.id.desc())
+        .limit(1)
+    ).first()
+    if last is None or (last.title, last.body) != (title, body):
+        return False
+    moved = session.scalar(
+        select(Event.id).where(Event.set_id == set_id, Event.kind == "transition", Event.at > last.created_at).limit(1)
+    )
+    return moved is None
 
 
 def _page(notify: NotifyConfig, row: AlmaSet | None) -> str:

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from orchestrator.web.app import TOKEN_COOKIE, create_app
-from orchestrator.web.server import bind, serve
+from orchestrator.web.server import bind, serve, server_config
 
-__all__ = ["TOKEN_COOKIE", "bind", "create_app", "serve"]
+__all__ = ["TOKEN_COOKIE", "bind", "create_app", "serve", "server_config"]

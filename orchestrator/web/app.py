@@ -71,7 +71,9 @@ class _Guard(BaseHTTPMiddleware):
         if given is not None and self._valid(given):
             # The token leaves the address bar (and the history) at once; the cookie carries it from here.
             rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-            target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+            # One leading slash: `//host/x` (or `/\host/x`) would send the browser to another site.
+            path = "/" + request.url.path.lstrip("/\\")
+            target = path + (f"?{urlencode(rest)}" if rest else "")
             redirect = RedirectResponse(target, status_code=303)
             redirect.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict", path="/")
             return redirect

@@ -104,6 +104,18 @@ def test_base_url_forms(base_url):
     assert str(recorder.requests[0].url) == f"{GATEWAY}/almaws/v1/conf/sets/{SET_ID}"
 
 
+def test_a_password_in_the_base_url_never_replaces_the_key_header():
+    """httpx turns a user:password@ in the URL into Basic auth in place of the key header: it is dropped."""
+    recorder = Recorder(respond("set.xml"))
+    client = AlmaClient(
+        "https://user:PW-secret@api-na.hosted.exlibrisgroup.com", KEY, transport=httpx.MockTransport(recorder)
+    )
+    client.get_set(SET_ID)
+    (request,) = recorder.requests
+    assert request.headers["Authorization"] == f"apikey {KEY}"
+    assert "PW-secret" not in str(request.url) and "PW-secret" not in client.base_url
+
+
 @pytest.mark.parametrize("base_url", ["api-na.hosted.exlibrisgroup.com", GATEWAY + "?apikey=x"])
 def test_bad_base_url(base_url):
     with pytest.raises(ValueError):

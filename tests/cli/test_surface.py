@@ -229,6 +229,15 @@ def test_resume_only_matching_nothing_says_so(hwf: Any, sim: Simulator) -> None:
         assert result.stderr.startswith("Error: no registered set's name matches --only 'nomatch*'")
 
 
+@pytest.mark.parametrize("extra", [[], ["--dry-run"], ["--follow", "--until-idle"]])
+def test_resume_only_that_is_not_a_pattern_is_one_line(hwf: Any, sim: Simulator, extra: list[str]) -> None:
+    hwf("add", make_set(sim, 4, name="Batch one"))
+    result = hwf("resume", "--only", "[", *extra)
+    assert result.exit_code == 2, result.stdout
+    assert result.stderr.startswith("Error: --only '[' is not a valid pattern: ")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
 def test_resume_with_nothing_to_do_says_so(hwf: Any) -> None:
     result = hwf("resume")
     assert result.exit_code == 0 and "Nothing to resume" in result.stdout

@@ -196,3 +196,64 @@ def test_messages_link_the_set_page_when_public_url_is_set(tmp_path: Path, wired
     bad = write_config(tmp_path / "bad", preset="cli", serve={"public_url": "hwf.example.edu"})
     refused = run(bad, "status")
     assert refused.exit_code == 2 and "public_url" in refused.output and "http(s) URL" in refused.output
+
+
+def test_hwf_verify_raising_the_same_attention_again_sends_nothing_new(
+    tmp_path: Path, wired: Simulator, hook: Receiver, clock: FakeClock
+) -> None:
+    """`hwf verify` clears a failed verification and raises it again when the same handles still fail: the
+    same attention, so no second message (one message per attention, however often it is raised)."""
+    import sqlite3
+
+    path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url]}, handles={"settle_minutes": 10})
+    set_id = wired.create_set("Misregistered", wired.generate_records(6, profile="clean", seed=4))
+    assert run(path, "add", set_id).exit_code == 0
+    with sqlite3.connect(tmp_path / "hwf.db") as db:
+        for _ in range(30):  # to integrated: verification then waits for the proxy to settle
+            assert run(path, "advance", set_id, "--no-wait").exit_code == 0
+            if db.execute("SELECT state FROM sets").fetchone()[0] == "integrated":
+                break
+            clock.advance(60)
+        records = db.execute("SELECT mms_id, handle FROM records ORDER BY id").fetchall()
+    assert all(handle for _, handle in records), records
+    wired.misregister(records[0][1], records[1][0])  # the first handle lands on the second record
+    clock.advance(11 * 60)
+    assert run(path, "advance", set_id).exit_code == 3
+    assert len(hook.received) == 1 and "WRONG_RECORD" in hook.received[0]["message"]
+    for _ in range(2):
+        again = run(path, "verify", set_id)
+        assert again.exit_code != 0 and "WRONG_RECORD" in again.output, again.output
+    assert len(hook.received) == 1, _titles(hook)
+    # A different attention is a new message.
+    wired.misregister(records[2][1], records[1][0])
+    run(path, "verify", set_id, "--all")
+    assert len(hook.received) == 2 and "2 of 6 handles" in hook.received[1]["message"], _titles(hook)
+
+
+def test_a_target_that_takes_the_message_and_never_answers_holds_no_command(
+    tmp_path: Path, wired: Simulator, hook: Receiver
+) -> None:
+    """One call waits at most notify.SEND_SECONDS for its sends; a send still going finishes in the background
+    (here, in this process, it records the message sent: nothing is sent twice)."""
+    import time
+
+    hook.hang = True  # the receiver takes the message and keeps the sender waiting (apprise waits up to 60 s)
+    path = write_config(tmp_path, preset="cli", notify={"urls": [hook.url + "?rto=60"]})
+    set_id = wired.create_set("Slow receiver", wired.generate_records(6, profile="demo", seed=3))
+    assert run(path, "add", set_id).exit_code == 0
+    started = time.monotonic()
+    result = run(path, "advance", set_id)
+    waited = time.monotonic() - started
+    assert result.exit_code == 3, result.output  # the attention, and its message went out
+    assert len(hook.received) == 1
+    assert waited < 10, waited  # notify.SEND_SECONDS (5 s) and the work; without the bound: 30 s
+    started = time.monotonic()
+    assert run(path, "status").exit_code == 0
+    assert time.monotonic() - started < 3  # the send still going holds nothing else
+    hook.release.set()
+    deadline = time.monotonic() + 15
+    while not all(r.sent_at for r in _rows(path)):
+        assert time.monotonic() < deadline, "the background send never recorded its message"
+        time.sleep(0.1)
+    assert run(path, "status").exit_code == 0
+    assert len(hook.received) == 1

@@ -200,3 +200,42 @@ def test_a_skipped_copy_step_holds_no_slot_for_the_hour(
     waits = [e.detail or "" for s in needing for e in views.history(ctx, s) if e.kind == "waiting"]
     assert not any("(copy_identifiers) started" in w for w in waits), waits
     ctx.close()
+
+
+def test_a_set_waiting_for_a_slot_takes_a_new_limit_at_once(
+    tmp_path: Path, sim: Simulator, clock: FakeClock, sleeps: Sleeps
+) -> None:
+    """A slot wait is looked at again at every pass, under the limit configured now: raising
+    max_runs_per_job_hour lets a set waiting for the hour go at once, not at the old slot's time."""
+
+    def context(per_hour: int) -> Context:
+        data = config_dict(
+            db=f"sqlite:///{tmp_path / 'hwf.db'}",
+            poll_interval_seconds=15,
+            poll_max_interval_seconds=300,
+            max_runs_per_job_hour=per_hour,
+        )
+        return make_context(
+            parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY}), sim, clock
+        )
+
+    ctx = context(2)
+    ids = add_sets(ctx, sim, 3)
+    for _ in range(30):
+        scheduler.resume_all(ctx, wait=False)
+        waits = {s.set: s.waiting or "" for s in views.status(ctx)}
+        if "started 2 times in the last hour" in waits[ids[2]]:
+            break
+        clock.advance(20)
+    assert "started 2 times in the last hour" in waits[ids[2]], waits
+    ctx.close()
+    runs = len(sim.job_runs)
+    clock.advance(20)
+    ctx = context(5)
+    try:
+        scheduler.resume_all(ctx, wait=False)
+        [row] = views.status(ctx, ids[2])
+    finally:
+        ctx.close()
+    assert len(sim.job_runs) == runs + 1 and sim.job_runs[-1].set_id == ids[2], (row, sim.job_runs[-1].set_id)
+    assert not (row.waiting or "").startswith("waiting for a job slot"), row.waiting

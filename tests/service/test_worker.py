@@ -125,6 +125,44 @@ def test_an_alma_outage_is_ridden_out_and_shown_as_the_workers_waiting_reason(
     assert any(r.startswith("Alma outage:") and "trying again at" in r for r in seen), seen
 
 
+def test_a_short_alma_outage_shows_in_the_workers_row_not_running(
+    tmp_path: Path, sim: Simulator, clock: FakeClock
+) -> None:
+    """40 s of 500s: too short for the scheduler to give up on Alma, long enough to show. The row says
+    "Alma outage" while every set fails, and no longer once they move."""
+    ctx0 = make_context(_config(tmp_path), sim, clock)
+    _sets(ctx0, sim, 2)
+    sim.faults.alma_get_500_rate = 1.0
+    outage_ends = clock() + timedelta(seconds=40)
+    seen: list[tuple[str, str]] = []
+
+    def sleep(seconds: float) -> None:
+        seen.extend((w.state, w.reason or "") for w in worker.workers(ctx0))
+        clock.sleep(seconds)
+        if clock() >= outage_ends:
+            sim.faults.alma_get_500_rate = 0.0
+
+    ctx = make_context(_config(tmp_path, max_retries=1), sim, clock, sleep=sleep)
+    summary = worker.follow(ctx, worker.StopFlag(), until_idle=True)
+    assert set(_states(ctx).values()) == {"verified"}
+    assert summary.outages == 0  # ridden out inside the scheduler's passes
+    during = [i for i, (state, reason) in enumerate(seen) if state == "waiting" and reason.startswith("Alma outage:")]
+    assert during, seen
+    assert "trying again at" in seen[during[0]][1] and "500" in seen[during[0]][1], seen[during[0]]
+    after = seen[during[-1] + 1 :]
+    assert after and not any(reason.startswith("Alma outage:") for _, reason in after), seen  # it said so once over
+
+
+def test_a_stopped_workers_row_says_stopped_once(tmp_path: Path, sim: Simulator, clock: FakeClock) -> None:
+    ctx = make_context(_config(tmp_path), sim, clock)
+    _sets(ctx, sim, 1)
+    stop = worker.StopFlag()
+    stop.set("SIGTERM")
+    worker.follow(ctx, stop)
+    [row] = worker.workers(ctx)
+    assert row.text().count("stopped") == 1 and "stopped: SIGTERM after" in row.text(), row.text()
+
+
 def test_the_worker_goes_on_by_itself_after_the_daily_quota_resets(
     tmp_path: Path, sim: Simulator, clock: FakeClock
 ) -> None:

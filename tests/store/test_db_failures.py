@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,29 @@ def test_integrity_and_dropped_table_on_both_backends(db_url: str) -> None:
         assert "\n" not in str(caught.value) and "events" in str(caught.value)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("command", [["status"], ["history", "1"], ["report", "1"], ["add", "1"]])
+def test_a_database_in_a_missing_folder_is_one_line_and_nothing_is_made(
+    tmp_path: Path, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """Neither the database nor the log beside it (the default) makes the folder: hwf says it does not exist."""
+    monkeypatch.setenv("HWF_ALMA_API_KEY", API_KEY)
+    monkeypatch.setattr(runner, "wiring", sim_wiring(sim, clock))
+    missing = tmp_path / "no" / "such"
+    path = write_config(tmp_path, db=f"sqlite:///{missing / 'hwf.db'}", preset="cli")
+    result = run(path, *command)
+    _one_line_error(result, "does not exist", str(missing))
+    assert not (tmp_path / "no").exists()
+
+
+def test_sqlite_arguments_outside_the_uri_form_are_one_line_not_a_warning(wired, tmp_path):
+    """`?mode=ro` without `uri=true`: the driver would ignore it (with a warning) and open the database for
+    writing; hwf says how to write it instead."""
+    _, database, _ = wired
+    path = write_config(tmp_path / "ro.toml", db=f"sqlite:///{database}?mode=ro", preset="cli")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = run(path, "status")
+    _one_line_error(result, "mode", "sqlite:///file:PATH?mode=ro&uri=true")
+    assert "Warning" not in result.output

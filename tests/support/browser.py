@@ -106,15 +106,14 @@ def screenshot(driver: Any, target: Path) -> None:
 class LiveServer:
     """The dashboard app on a real socket (uvicorn in a thread), as ``hwf serve`` runs it."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, **limits: Any) -> None:
         import uvicorn
 
-        from orchestrator.web import bind
+        from orchestrator.web import bind, server_config
 
         self.sock = bind("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(server_config(app, **limits))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> LiveServer:

@@ -359,6 +359,17 @@ def test_token_rule(world: World) -> None:
     assert after.status_code == 200 and "1 of 3 sets" in after.text
 
 
+@pytest.mark.parametrize("path", ["//evil.example/x", "/\\evil.example/x", "///evil.example/x", "/\\/evil.example/x"])
+def test_the_token_redirect_stays_on_this_site(world: World, path: str) -> None:
+    app = create_app(world.reader, token=TOKEN, loopback=False)
+    browser = TestClient(app, base_url="http://dashboard.library.example:8155", follow_redirects=False)
+    first = browser.get(f"http://dashboard.library.example:8155{path}?token={TOKEN}&q=1")
+    assert first.status_code == 303
+    location = first.headers["location"]
+    assert location.startswith("/") and location[1:2] not in ("/", "\\"), location
+    assert location.endswith("evil.example/x?q=1"), location
+
+
 def test_token_on_loopback_when_given(world: World) -> None:
     c = TestClient(create_app(world.reader, token=TOKEN), base_url=LOCAL)
     assert c.get("/").status_code == 401
@@ -527,6 +538,9 @@ def test_serve_needs_the_current_schema(tmp_path: Path) -> None:
         (["--port", "70000"], "--port must be between 0 and 65535"),
         (["--token", "short"], "--token must be at least 16 characters"),
         (["--refresh", "0"], "--refresh must be a positive number"),
+        (["--refresh", "inf"], "--refresh must be a positive number of seconds up to 86400, not inf"),
+        (["--refresh", "nan"], "--refresh must be a positive number of seconds up to 86400, not nan"),
+        (["--refresh", "1e9"], "--refresh must be a positive number of seconds up to 86400"),
     ],
 )
 def test_serve_bad_options(world: World, tmp_path: Path, args: list[str], message: str) -> None:
