@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.domain.jobrules import SetMatch, counted, match_set
+from orchestrator.domain.jobrules import SetMatch, counted, match_set, names_set_by_hand
 from orchestrator.domain.machine import Step
 
 
@@ -27,3 +27,21 @@ def test_counted():
 )
 def test_match_set(name: str, set_param: str | None, expected: SetMatch) -> None:
     assert match_set(name, "123", "Theses", step=Step.MIGRATE, set_param=set_param)[0] is expected
+
+
+@pytest.mark.parametrize(
+    ("run_name", "set_name", "job_name", "expected"),
+    [
+        ("Handle Integration - Batch - Old - 12/05/2026 14:33:10 CST", "Batch - Old", "Handle Integration", True),
+        # A set whose name another set's name contains never adopts that set's run.
+        ("Handle Integration - Batch - Old - 12/05/2026 14:33:10 CST", "Batch", "Handle Integration", False),
+        ("Handle Integration - Batch - Old - 12/05/2026 14:33:10 CST", "Old", "Handle Integration", False),
+        ("DG Handle Migration - Batch - 2026-12-05 14:33", "Batch", None, True),
+        ("DG Handle Migration - Batch", "Batch", None, False),  # no time stamp: not a run made in the UI
+        ("DG Handle Migration - Batch - yesterday", "Batch", None, False),
+    ],
+)
+def test_a_run_made_by_hand_names_the_set_only_by_its_whole_name(
+    run_name: str, set_name: str, job_name: str | None, expected: bool
+) -> None:
+    assert names_set_by_hand(run_name, set_name, job_name) is expected
