@@ -350,9 +350,15 @@ def _check_early(ctx: Context, current: _Pass, outcomes: _Outcomes) -> bool:
         except DailyQuotaError as exc:
             outcomes.put(alma_id, "skipped", f"records not read: {exc}")
             return False
+        except (AlmaUnreachableError, RateLimitedError) as exc:
+            _transient(ctx, current, outcomes, alma_id, exc)  # Alma is not answering: the reads wait for it
+            return True
         except (AlmaError, HwfError) as exc:
             if concerns_everyone(exc):
                 raise
+            if isinstance(exc, AlmaError) and exc.status is not None and exc.status >= 500:
+                _transient(ctx, current, outcomes, alma_id, exc)
+                return True
             _log.warning("set %s: early check of the records failed: %s", alma_id, exc, extra={"hwf": {}})
             continue
         fields = {"event": "schedule", "set": alma_id, "decision": "check", "counts": summary.counts}
