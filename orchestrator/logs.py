@@ -66,6 +66,9 @@ class JsonLines(logging.Formatter):
         return text
 
 
+_SAID: set[str] = set()  # the log failures this process has told of
+
+
 class RotatingLines(logging.handlers.RotatingFileHandler):
     """The stdlib's size-rotated file, formatting each record once, that never hangs and never fails a command.
 
@@ -135,11 +138,12 @@ class RotatingLines(logging.handlers.RotatingFileHandler):
             reason = "it is a FIFO that no process reads"
         elif isinstance(exc, BlockingIOError):
             reason = "it is a FIFO whose reader stopped reading"
-        with contextlib.suppress(Exception):
-            sys.stderr.write(
-                f"hwf: cannot write the log file {self.baseFilename}: {reason}; going on without the log\n"
-            )
-            sys.stderr.flush()
+        line = f"hwf: cannot write the log file {self.baseFilename}: {reason}; going on without the log\n"
+        if line not in _SAID:  # one command may open its log more than once (a context per phase): said once
+            _SAID.add(line)
+            with contextlib.suppress(Exception):
+                sys.stderr.write(line)
+                sys.stderr.flush()
         stream, self.stream = self.stream, None
         if stream is not None:
             with contextlib.suppress(Exception):
@@ -178,6 +182,11 @@ def install(file: Path, *, max_bytes: int, backups: int, secrets: Iterable[str] 
         logger.setLevel(logging.INFO)
     _installed = handler
     return handler
+
+
+def new_command() -> None:
+    """A command begins (the CLI's entry): the log failures it meets are told of again, once."""
+    _SAID.clear()
 
 
 def uninstall() -> None:

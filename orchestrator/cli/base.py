@@ -27,7 +27,7 @@ import typer.main
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 
-from orchestrator import __version__
+from orchestrator import __version__, logs
 from orchestrator.cli.text import TimeDisplay, clean
 from orchestrator.config import Config, find_config_path, load_config
 from orchestrator.errors import HwfError
@@ -346,6 +346,7 @@ def _main(
     ] = False,
 ) -> None:
     _state.config_path = config
+    logs.new_command()
     _state.verbosity = -1 if quiet else 1 if verbose else 0
     _state.utc = utc
     _state.wiring = click_ctx.obj  # a Wiring from app(obj=...) (tests, embedding), else None

@@ -322,6 +322,9 @@ def _drive_admitted(ctx: Context, current: _Pass, cap: int, outcomes: _Outcomes)
             outcomes.put(alma_id, "attention", _isolate(ctx, set_id, alma_id, exc))
             continue
         except Exception as exc:
+            if contention(exc):  # another process's transaction crossed this one's: rolled back, tried again
+                _transient(ctx, current, outcomes, alma_id, exc)
+                continue
             if concerns_everyone(exc):
                 raise
             outcomes.put(alma_id, "attention", _isolate(ctx, set_id, alma_id, exc))
@@ -393,6 +396,19 @@ def _told_to_wait(
         _log.warning("set %s: %s", alma_id, exc)
     outcomes.put(alma_id, "skipped", f"{reason} at {utc_stamp(until)}")
     current.wakes.append(until)
+
+
+# PostgreSQL's "deadlock detected" and "could not serialize access": the database rolled the transaction back
+# whole because another process's crossed it; nothing of it was written, and the step may simply run again.
+_CONTENTION_STATES = frozenset({"40P01", "40001"})
+
+
+def contention(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database undoing this transaction for another's sake (a deadlock, a
+    serialization failure): this set's step is tried again in the next pass, the others go on."""
+    orig = getattr(exc, "orig", None)
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return isinstance(exc, SQLAlchemyError) and state in _CONTENTION_STATES
 
 
 def concerns_everyone(exc: BaseException) -> bool:

@@ -109,3 +109,45 @@ def test_a_refused_key_stops_the_run(config: Config, sim: Simulator, clock: Fake
         assert views.status(ctx, ids[0])[0].attention is None
     finally:
         ctx.close()
+
+
+class _Crossed(Exception):
+    """What psycopg raises when PostgreSQL undoes a transaction for another's sake."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__("deadlock detected")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(("sqlstate", "expected"), [("40P01", True), ("40001", True), ("23505", False)])
+def test_a_deadlock_or_serialization_failure_is_contention(sqlstate: str, expected: bool) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    assert scheduler.contention(OperationalError("UPDATE sets", {}, _Crossed(sqlstate))) is expected
+    assert not scheduler.contention(_Crossed(sqlstate))  # only the database layer's errors
+
+
+def test_a_deadlock_on_one_set_is_tried_again_not_the_end_of_the_run(
+    config: Config, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    ids = sets_of(sim, 3)
+    ctx = build_context(config, reporter=CollectingReporter(), wiring=sim_wiring(sim, clock))
+    try:
+        for set_id in ids:
+            workflow.add_set(ctx, set_id)
+        real, crossed = workflow.drive_leased, []
+
+        def drive(c, set_id, *args, **kw):  # type: ignore[no-untyped-def]
+            if not crossed:  # the first drive meets another process's transaction, once
+                crossed.append(set_id)
+                raise OperationalError("UPDATE sets", {}, _Crossed("40P01"))
+            return real(c, set_id, *args, **kw)
+
+        monkeypatch.setattr(workflow, "drive_leased", drive)
+        summary = scheduler.resume_all(ctx)
+        assert crossed and not summary.attention
+        assert {r.set for r in summary.results if r.outcome is workflow.Outcome.VERIFIED} == set(ids)
+    finally:
+        ctx.close()
