@@ -137,7 +137,7 @@ def test_a_deadlock_on_one_set_is_tried_again_not_the_end_of_the_run(
     try:
         for set_id in ids:
             workflow.add_set(ctx, set_id)
-        real, crossed = workflow.drive_leased, []
+        real, crossed = scheduler.drive_leased, []
 
         def drive(c, set_id, *args, **kw):  # type: ignore[no-untyped-def]
             if not crossed:  # the first drive meets another process's transaction, once
@@ -145,7 +145,7 @@ def test_a_deadlock_on_one_set_is_tried_again_not_the_end_of_the_run(
                 raise OperationalError("UPDATE sets", {}, _Crossed("40P01"))
             return real(c, set_id, *args, **kw)
 
-        monkeypatch.setattr(workflow, "drive_leased", drive)
+        monkeypatch.setattr(scheduler, "drive_leased", drive)
         summary = scheduler.resume_all(ctx)
         assert crossed and not summary.attention
         assert {r.set for r in summary.results if r.outcome is workflow.Outcome.VERIFIED} == set(ids)
