@@ -86,7 +86,7 @@ def make_context(config: Config, sim: Simulator, clock: ManualClock, sleep: Any)
             API_KEY,
             transport=transport,
             requests_per_second=config.alma.requests_per_second,
-            sleep=clock.sleep,
+            sleep=sleep,  # a retry's wait is time passing in the world too (an outage can end meanwhile)
             monotonic=clock.monotonic,
         )
 
