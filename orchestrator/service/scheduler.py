@@ -53,6 +53,7 @@ _log = logging.getLogger(__name__)
 _decided: dict[tuple[str, str], str] = {}  # (database, set) -> the last decision logged (a line when it changes)
 _RESCAN_SECONDS = 60.0  # the longest the scheduler sleeps: sets added, retried or fixed meanwhile move soon
 _TRANSIENT_WAIT_SECONDS = 60.0
+_CONTENTION_RETRY_SECONDS = 1.0  # a step the database undid for another process's is tried again this soon
 _TRANSIENT_PASSES = 10  # passes in a row where Alma failed every set before resume gives up
 _NEEDS_SLOT = (Action.PRECHECK, Action.SUBMIT)
 
@@ -322,8 +323,9 @@ def _drive_admitted(ctx: Context, current: _Pass, cap: int, outcomes: _Outcomes)
             outcomes.put(alma_id, "attention", _isolate(ctx, set_id, alma_id, exc))
             continue
         except Exception as exc:
-            if contention(exc):  # another process's transaction crossed this one's: rolled back, tried again
-                _transient(ctx, current, outcomes, alma_id, exc)
+            if contention(exc):  # another process's transaction crossed this one's: rolled back, tried again soon
+                outcomes.put(alma_id, "skipped", "the database undid this step for another process's; trying again")
+                current.wakes.append(ctx.clock() + timedelta(seconds=_CONTENTION_RETRY_SECONDS))
                 continue
             if concerns_everyone(exc):
                 raise
