@@ -27,6 +27,11 @@ class DatabaseError(HwfError):
     exit_code = 1
 
 
+class DatabaseContentionError(DatabaseError):
+    """PostgreSQL undid this transaction whole because another process's crossed it (a deadlock, a
+    serialization failure): nothing of it was written, and the same step may simply run again."""
+
+
 class AlmaError(HwfError):
     """Alma answered with an error or could not be reached.
 

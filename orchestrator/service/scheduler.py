@@ -24,6 +24,7 @@ from orchestrator.errors import (
     AlmaError,
     AlmaUnreachableError,
     DailyQuotaError,
+    DatabaseContentionError,
     DatabaseError,
     HwfError,
     LeaseHeldError,
@@ -37,6 +38,7 @@ from orchestrator.service.actions.gate import SLOT_WAIT, JobSlots
 from orchestrator.service.actions.plan import plan_step, poll_due_at, waits_for_a_person
 from orchestrator.service.context import Context, only_pattern, require_match
 from orchestrator.service.workflow import AdvanceResult, Outcome, drive_leased
+from orchestrator.store.db import CONTENTION_STATES
 from orchestrator.store.leases import candidate_ids
 from orchestrator.store.ledger import Ledger
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState
@@ -54,6 +56,7 @@ _decided: dict[tuple[str, str], str] = {}  # (database, set) -> the last decisio
 _RESCAN_SECONDS = 60.0  # the longest the scheduler sleeps: sets added, retried or fixed meanwhile move soon
 _TRANSIENT_WAIT_SECONDS = 60.0
 _CONTENTION_RETRY_SECONDS = 1.0  # a step the database undid for another process's is tried again this soon
+_CONTENTION_PASSES = 30  # passes in a row undone by the database before hwf says so and stops
 _TRANSIENT_PASSES = 10  # passes in a row where Alma failed every set before resume gives up
 _NEEDS_SLOT = (Action.PRECHECK, Action.SUBMIT)
 
@@ -98,12 +101,23 @@ def resume_all(
     with ctx.sessions() as session:
         require_match(session, pattern, only)
     outcomes = _Outcomes()
-    rounds = failing = 0
+    rounds = failing = crossed = 0
     while True:
         rounds += 1
-        current = _scan(ctx, pattern, cap, outcomes)
-        if not _drive_admitted(ctx, current, cap, outcomes) or not _check_early(ctx, current, outcomes):
-            return outcomes.summary()  # the daily quota is spent: nothing more today
+        try:
+            current = _scan(ctx, pattern, cap, outcomes)
+            if not _drive_admitted(ctx, current, cap, outcomes) or not _check_early(ctx, current, outcomes):
+                return outcomes.summary()  # the daily quota is spent: nothing more today
+        except Exception as exc:
+            # Another process's transaction crossed this pass's own bookkeeping (the scan, a wait written): the
+            # database undid it whole, so the pass runs again in a second; a set's own step is handled per set.
+            crossed += 1
+            if not contention(exc) or crossed > _CONTENTION_PASSES:
+                raise
+            _log.info("the database undid a pass for another process's; trying again (%s)", exc)
+            ctx.sleep(_CONTENTION_RETRY_SECONDS)
+            continue
+        crossed = 0
         failing = failing + 1 if current.transient and not current.moved else 0
         if failing >= _TRANSIENT_PASSES:
             raise AlmaUnreachableError(
@@ -359,6 +373,9 @@ def _check_early(ctx: Context, current: _Pass, outcomes: _Outcomes) -> bool:
             _transient(ctx, current, outcomes, alma_id, exc)  # Alma is not answering: the reads wait for it
             return True
         except (AlmaError, HwfError) as exc:
+            if contention(exc):
+                current.wakes.append(ctx.clock() + timedelta(seconds=_CONTENTION_RETRY_SECONDS))
+                continue
             if concerns_everyone(exc):
                 raise
             if isinstance(exc, AlmaError) and exc.status is not None and exc.status >= 500:
@@ -400,17 +417,15 @@ def _told_to_wait(
     current.wakes.append(until)
 
 
-# PostgreSQL's "deadlock detected" and "could not serialize access": the database rolled the transaction back
-# whole because another process's crossed it; nothing of it was written, and the step may simply run again.
-_CONTENTION_STATES = frozenset({"40P01", "40001"})
-
-
 def contention(exc: BaseException) -> bool:
     """Whether ``exc`` is the database undoing this transaction for another's sake (a deadlock, a
-    serialization failure): this set's step is tried again in the next pass, the others go on."""
+    serialization failure): nothing of it was written; this set's step is tried again soon, the others go on.
+    Seen raw (SQLAlchemy's error) or as hwf's one-line error that a session's ``with`` block made of it."""
+    if isinstance(exc, DatabaseContentionError):
+        return True
     orig = getattr(exc, "orig", None)
     state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    return isinstance(exc, SQLAlchemyError) and state in _CONTENTION_STATES
+    return isinstance(exc, SQLAlchemyError) and state in CONTENTION_STATES
 
 
 def concerns_everyone(exc: BaseException) -> bool:

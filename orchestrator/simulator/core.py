@@ -321,6 +321,8 @@ class Simulator:
                 reply, drop, delay = outcome.response, outcome.drop, state.faults.alma_latency_ms / 1000.0
                 if request.method == "POST" and request.url.params.get("op") == "run" and reply.status_code == 200:
                     delay += state.faults.run_reply_delay_s
+                if request.method == "POST" and path.rstrip("/").endswith("/conf/sets") and reply.status_code == 200:
+                    delay += state.faults.create_set_reply_delay_s
             else:
                 proxied = handle_proxy(state, request)
                 reply, delay, stall = proxied.response, proxied.delay, proxied.stall

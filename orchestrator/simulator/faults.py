@@ -24,6 +24,7 @@ class Faults:
     drop_run_reply: int = 0  # next N op=run POSTs: create the instance, then lose the reply
     drop_run_reply_rate: float = 0.0
     run_reply_delay_s: float = 0.0  # op=run POSTs: create the instance, then wait this long before answering
+    create_set_reply_delay_s: float = 0.0  # POST /conf/sets: make the set, then wait this long before answering
     unreadable_run_reply: int = 0  # next N op=run POSTs: start the run, answer 200 without its instance link
     reject_run_before_create: int = 0  # next N op=run POSTs: drop the connection before anything happens
     refuse_run_overlap: int = 0  # next N op=run POSTs answer 400 60347 (overlaps with a running job)

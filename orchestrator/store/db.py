@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, P
 from sqlalchemy.exc import DatabaseError as SqlDatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.errors import DatabaseError
+from orchestrator.errors import DatabaseContentionError, DatabaseError
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -121,6 +121,8 @@ _FAILURES = (
     ("disk i/o error", "could not be read or written (disk I/O error): check the disk"),
 )
 _UNDEFINED_OBJECT = ("42P01", "42703")  # PostgreSQL: undefined table, undefined column
+# PostgreSQL's "deadlock detected" and "could not serialize access": the transaction was rolled back whole.
+CONTENTION_STATES = frozenset({"40P01", "40001"})
 
 
 def database_failure(exc: BaseException, url: str) -> DatabaseError | None:
@@ -130,8 +132,14 @@ def database_failure(exc: BaseException, url: str) -> DatabaseError | None:
     missing table or column (a damaged or foreign database). Constraint violations and other programming
     errors do not: those are bugs or races that the code handles where they happen.
     """
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None) or getattr(getattr(exc, "orig", None), "pgcode", None)
+    if code in CONTENTION_STATES:
+        return DatabaseContentionError(
+            f"database {_safe_url(url)}: another hwf process's transaction crossed this one ({_first_line(exc)}); "
+            "nothing of it was written: run the command again"
+        )
     if isinstance(exc, ProgrammingError):
-        code = getattr(getattr(exc, "orig", None), "sqlstate", None) or getattr(exc, "code", None)
+        code = code or getattr(exc, "code", None)
         if code not in _UNDEFINED_OBJECT and "does not exist" not in _first_line(exc).lower():
             return None
     elif not isinstance(exc, OperationalError) and type(exc) is not SqlDatabaseError:

@@ -1,4 +1,5 @@
-"""Leases: one owner per set at a time, renewed while a process works, taken over once expired.
+"""Leases: one owner per set (and per integration batch) at a time, renewed while a process works, taken
+over once expired, or at once from a process on this host that has died.
 
 A claim is one conditional UPDATE, atomic on SQLite and PostgreSQL alike (on PostgreSQL a concurrent
 claim waits for the row and re-checks the condition, so exactly one wins); several hosts split the sets.
@@ -16,7 +17,11 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import LeaseHeldError
-from orchestrator.store.models import AlmaSet
+from orchestrator.store.models import AlmaSet, IntegrationBatch
+
+# The rows a process can hold: a set, and an integration batch (its Alma set is made, and its run looked for,
+# by one process at a time). Both carry ``lease_owner`` and ``lease_expires_at``.
+Leased = type[AlmaSet] | type[IntegrationBatch]
 
 
 def default_owner() -> str:
@@ -24,17 +29,19 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def try_claim(session: Session, set_id: int, owner: str, now: datetime, seconds: float) -> bool:
-    """Take or renew the lease on a set. True if ``owner`` now holds it."""
+def try_claim(
+    session: Session, set_id: int, owner: str, now: datetime, seconds: float, *, table: Leased = AlmaSet
+) -> bool:
+    """Take or renew the lease on a set (or another leased row). True if ``owner`` now holds it."""
     result = session.execute(
-        update(AlmaSet)
-        .where(AlmaSet.id == set_id)
+        update(table)
+        .where(table.id == set_id)
         .where(
             or_(
-                AlmaSet.lease_owner.is_(None),
-                AlmaSet.lease_owner == owner,
-                AlmaSet.lease_expires_at.is_(None),
-                AlmaSet.lease_expires_at < now,
+                table.lease_owner.is_(None),
+                table.lease_owner == owner,
+                table.lease_expires_at.is_(None),
+                table.lease_expires_at < now,
             )
         )
         .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds))
@@ -59,35 +66,35 @@ def dead_local_owner(owner: str | None) -> bool:
     return False
 
 
-def claim(session: Session, set_id: int, owner: str, now: datetime, seconds: float) -> bool:
+def claim(session: Session, set_id: int, owner: str, now: datetime, seconds: float, *, table: Leased = AlmaSet) -> bool:
     """Like ``try_claim``, but also takes over at once from a process on this host that has died
     (a killed ``hwf``), instead of waiting for its lease to expire."""
-    if try_claim(session, set_id, owner, now, seconds):
+    if try_claim(session, set_id, owner, now, seconds, table=table):
         return True
-    current, _ = holder(session, set_id)
+    current, _ = holder(session, set_id, table=table)
     if current == owner or not dead_local_owner(current):
         return False
     result = session.execute(
-        update(AlmaSet)
-        .where(AlmaSet.id == set_id, AlmaSet.lease_owner == current)
+        update(table)
+        .where(table.id == set_id, table.lease_owner == current)
         .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds))
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
-def release(session: Session, set_id: int, owner: str) -> None:
+def release(session: Session, set_id: int, owner: str, *, table: Leased = AlmaSet) -> None:
     """Give the lease back if ``owner`` holds it."""
     session.execute(
-        update(AlmaSet)
-        .where(AlmaSet.id == set_id, AlmaSet.lease_owner == owner)
+        update(table)
+        .where(table.id == set_id, table.lease_owner == owner)
         .values(lease_owner=None, lease_expires_at=None)
         .execution_options(synchronize_session=False)
     )
 
 
-def holder(session: Session, set_id: int) -> tuple[str | None, datetime | None]:
-    row = session.execute(select(AlmaSet.lease_owner, AlmaSet.lease_expires_at).where(AlmaSet.id == set_id)).one()
+def holder(session: Session, set_id: int, *, table: Leased = AlmaSet) -> tuple[str | None, datetime | None]:
+    row = session.execute(select(table.lease_owner, table.lease_expires_at).where(table.id == set_id)).one()
     return row[0], row[1]
 
 
@@ -131,8 +138,10 @@ class LeaseKeeper:
         owner: str,
         seconds: float,
         clock: Callable[[], datetime],
+        *,
+        table: Leased = AlmaSet,
     ) -> None:
-        self._factory, self._set_id, self._owner = factory, set_id, owner
+        self._factory, self._set_id, self._owner, self._table = factory, set_id, owner, table
         self._seconds, self._clock = seconds, clock
         self._stop = threading.Event()
         self.lost = threading.Event()
@@ -149,15 +158,19 @@ class LeaseKeeper:
     def renew(self) -> None:
         """Renew now. :raises LeaseHeldError: the lease was lost."""
         with self._factory.begin() as session:
-            if not try_claim(session, self._set_id, self._owner, self._clock(), self._seconds):
-                owner, _ = holder(session, self._set_id)
+            if not try_claim(session, self._set_id, self._owner, self._clock(), self._seconds, table=self._table):
+                owner, _ = holder(session, self._set_id, table=self._table)
                 self.lost.set()
-                raise LeaseHeldError(f"lost the lease on the set to {owner}; stopping")
+                raise LeaseHeldError(f"lost the lease on the {self._what} to {owner}; stopping")
 
     def check(self) -> None:
         """:raises LeaseHeldError: if a renewal found the lease taken."""
         if self.lost.is_set():
-            raise LeaseHeldError("lost the lease on the set to another hwf process; stopping")
+            raise LeaseHeldError(f"lost the lease on the {self._what} to another hwf process; stopping")
+
+    @property
+    def _what(self) -> str:
+        return "set" if self._table is AlmaSet else "integration batch"
 
     def _run(self) -> None:
         interval = max(self._seconds / 3.0, 0.5)

@@ -140,9 +140,10 @@ def test_a_deadlock_on_one_set_is_tried_again_not_the_end_of_the_run(
         real, crossed = scheduler.drive_leased, []
 
         def drive(c, set_id, *args, **kw):  # type: ignore[no-untyped-def]
-            if not crossed:  # the first drive meets another process's transaction, once
+            if not crossed:  # the first drive meets another process's transaction, once, inside a session's block
                 crossed.append(set_id)
-                raise OperationalError("UPDATE sets", {}, _Crossed("40P01"))
+                with c.sessions():
+                    raise OperationalError("UPDATE sets", {}, _Crossed("40P01"))
             return real(c, set_id, *args, **kw)
 
         monkeypatch.setattr(scheduler, "drive_leased", drive)
@@ -151,3 +152,42 @@ def test_a_deadlock_on_one_set_is_tried_again_not_the_end_of_the_run(
         assert {r.set for r in summary.results if r.outcome is workflow.Outcome.VERIFIED} == set(ids)
     finally:
         ctx.close()
+
+
+def test_a_deadlock_in_a_pass_s_own_bookkeeping_runs_the_pass_again(
+    config: Config, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    ids = sets_of(sim, 2)
+    ctx = build_context(config, reporter=CollectingReporter(), wiring=sim_wiring(sim, clock))
+    try:
+        for set_id in ids:
+            workflow.add_set(ctx, set_id)
+        real, crossed = scheduler._scan, []
+
+        def scan(c, *args, **kw):  # type: ignore[no-untyped-def]
+            if len(crossed) < 2:  # the scan meets another process's transaction, twice
+                crossed.append(1)
+                with c.sessions():
+                    raise OperationalError("SELECT sets FOR UPDATE", {}, _Crossed("40001"))
+            return real(c, *args, **kw)
+
+        monkeypatch.setattr(scheduler, "_scan", scan)
+        summary = scheduler.resume_all(ctx)
+        assert len(crossed) == 2 and not summary.attention
+        assert {r.set for r in summary.results if r.outcome is workflow.Outcome.VERIFIED} == set(ids)
+    finally:
+        ctx.close()
+
+
+def test_a_deadlock_is_one_line_that_says_nothing_was_written() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from orchestrator.errors import DatabaseContentionError
+    from orchestrator.store.db import database_failure
+
+    failure = database_failure(OperationalError("UPDATE sets", {}, _Crossed("40P01")), "postgresql://u:secret@h/db")
+    assert isinstance(failure, DatabaseContentionError) and scheduler.contention(failure)
+    assert "nothing of it was written" in str(failure) and "secret" not in str(failure)
+    assert "\n" not in str(failure)

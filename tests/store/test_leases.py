@@ -5,6 +5,8 @@ lease is exclusive between owners."""
 from __future__ import annotations
 
 import random
+import socket
+import subprocess
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -20,7 +22,7 @@ from orchestrator.service.context import Context
 from orchestrator.simulator import Simulator
 from orchestrator.store import leases
 from orchestrator.store.db import open_database
-from orchestrator.store.models import AlmaSet
+from orchestrator.store.models import AlmaSet, IntegrationBatch
 from tests.support import API_KEY, FakeClock, WiredRunner, make_set, sim_wiring, write_config
 
 runner = WiredRunner()
@@ -137,3 +139,39 @@ def test_claims_are_exclusive_between_owners(bctx: Context, sim: Simulator, cloc
         assert leases.holder(session, row_id)[0] == "b:2"
         leases.release(session, row_id, "b:2")
         assert leases.holder(session, row_id) == (None, None)
+
+
+def test_an_integration_batch_s_lease_is_exclusive_renewed_and_taken_from_a_dead_process(
+    bctx: Context, clock: FakeClock
+) -> None:
+    """One process at a time makes a batch's Alma set or looks for its run: a live holder elsewhere is refused until its
+    lease expires, the holder's keeper renews it while it works, and a killed process's lease is taken over at once
+    (not after the lease's length)."""
+    with bctx.sessions.begin() as session:
+        batch = IntegrationBatch(number=1, name="hwf integration batch 1", state="creating", created_at=clock())
+        session.add(batch)
+        session.flush()
+        batch_id = batch.id
+    table = IntegrationBatch
+    with bctx.sessions.begin() as session:
+        assert leases.claim(session, batch_id, "other-host:7", clock(), 30, table=table)
+    with bctx.sessions.begin() as session:
+        assert not leases.claim(session, batch_id, bctx.owner, clock(), 30, table=table)
+        assert leases.holder(session, batch_id, table=table)[0] == "other-host:7"
+    clock.advance(31)
+    with bctx.sessions.begin() as session:
+        assert leases.claim(session, batch_id, bctx.owner, clock(), 30, table=table)
+    keeper = leases.LeaseKeeper(bctx.sessions, batch_id, bctx.owner, 30, clock, table=table)
+    clock.advance(25)
+    keeper.renew()
+    clock.advance(25)  # past the first expiry: the renewal holds it
+    with bctx.sessions.begin() as session:
+        assert not leases.try_claim(session, batch_id, "other-host:7", clock(), 30, table=table)
+        leases.release(session, batch_id, bctx.owner, table=table)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with bctx.sessions.begin() as session:
+        assert leases.try_claim(session, batch_id, f"{socket.gethostname()}:{dead.pid}", clock(), 600, table=table)
+    with bctx.sessions.begin() as session:
+        assert leases.claim(session, batch_id, bctx.owner, clock(), 30, table=table)  # at once: its holder is gone
+        assert leases.holder(session, batch_id, table=table)[0] == bctx.owner

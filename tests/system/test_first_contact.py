@@ -278,17 +278,15 @@ def test_a_person_run_of_the_wrong_job_or_on_another_set_is_never_bound(served: 
 
 def test_kill_between_making_the_batch_set_and_recording_it_leaves_no_twin(served: Served, tmp_path: Path) -> None:
     config = write_config(tmp_path, served.url, preset="crash", integration="manual")
-    # 0.8 requests a second: after the POST that makes the batch's Alma set, hwf waits in its own token bucket
-    slow = write_config(
-        tmp_path / "slow.toml", served.url, preset="crash", integration="manual", requests_per_second=0.8
-    )
     ids = [served.make_set(f"Twin check {n}", 4, profile="clean", seed=60 + n) for n in range(2)]
     for set_id in ids:
         ok(hwf(config, "add", set_id))
-    proc = start(slow, "resume", "--all")
+    served.faults(create_set_reply_delay_s=60)  # Alma makes the batch's set, and its reply is slow to come back
+    proc = start(config, "resume", "--all")
     made = lambda: [s for s in served.state()["sets"].values() if s["name"].startswith("hwf integration batch 1 ")]  # noqa: E731
     wait_for(made, timeout=120, what="the batch's Alma set")
     kill(proc)
+    served.faults(create_set_reply_delay_s=0)
     assert query(db_url(tmp_path), "SELECT state, alma_set_id FROM integration_batches") == [("creating", None)]
 
     ok(hwf(config, "resume", "--all"))

@@ -47,6 +47,7 @@ from orchestrator.service.actions.instances import listing_request
 from orchestrator.service.almasets import create_named, fill_set
 from orchestrator.service.eta import OnTheWay, mean_durations, soonest_migrated
 from orchestrator.service.membership import stop_on_drift
+from orchestrator.store.leases import LeaseKeeper, claim, release
 from orchestrator.store.ledger import Ledger
 from orchestrator.store.models import AlmaSet, Attempt, AttemptState, Event, IntegrationBatch, Record
 
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 
 _INTEGRATION = Step.INTEGRATE.job_key or ""
 _QUEUE_LOOK_SECONDS = 60.0  # how often a non-empty queue is looked at again while it cannot close
-_LEASE_SECONDS = 120.0
 
 
 class Batch:
@@ -117,15 +117,20 @@ def tick(ctx: Context) -> None:
             .where(or_(IntegrationBatch.next_check_at.is_(None), IntegrationBatch.next_check_at <= now))
             .order_by(IntegrationBatch.number)
         ).all()
+    seconds = ctx.config.lease_seconds
     for batch_id in due:
-        if not _claim(ctx, batch_id):
-            continue
+        with ctx.sessions.begin() as session:
+            if not claim(session, batch_id, ctx.owner, ctx.clock(), seconds, table=IntegrationBatch):
+                continue  # another live process works on it
         try:
-            with ctx.sessions() as session:
-                state = session.get_one(IntegrationBatch, batch_id).state
-            {"creating": _make, "announced": look_for_run, "bound": poll_run}[state](ctx, batch_id)
+            # Renewed while this process works (making a batch's Alma set of thousands of records takes a while).
+            with LeaseKeeper(ctx.sessions, batch_id, ctx.owner, seconds, ctx.clock, table=IntegrationBatch):
+                with ctx.sessions() as session:
+                    state = session.get_one(IntegrationBatch, batch_id).state
+                {"creating": _make, "announced": look_for_run, "bound": poll_run}[state](ctx, batch_id)
         finally:
-            _release(ctx, batch_id)
+            with ctx.sessions.begin() as session:
+                release(session, batch_id, ctx.owner, table=IntegrationBatch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,36 +404,3 @@ def _announce(ctx: Context, batch_id: int, alma_set_id: str, count: int, set_ids
         )
         name = batch.name
     ctx.reporter.note(name, f"ready for the Handle integration profile: {clicks}")
-
-
-# ---------------------------------------------------------------------------------------------
-# one process per batch
-
-
-def _claim(ctx: Context, batch_id: int) -> bool:
-    now = ctx.clock()
-    with ctx.sessions.begin() as session:
-        result = session.execute(
-            update(IntegrationBatch)
-            .where(IntegrationBatch.id == batch_id)
-            .where(
-                or_(
-                    IntegrationBatch.lease_owner.is_(None),
-                    IntegrationBatch.lease_owner == ctx.owner,
-                    IntegrationBatch.lease_expires_at < now,
-                )
-            )
-            .values(lease_owner=ctx.owner, lease_expires_at=now + timedelta(seconds=_LEASE_SECONDS))
-            .execution_options(synchronize_session=False)
-        )
-        return getattr(result, "rowcount", 0) == 1
-
-
-def _release(ctx: Context, batch_id: int) -> None:
-    with ctx.sessions.begin() as session:
-        session.execute(
-            update(IntegrationBatch)
-            .where(IntegrationBatch.id == batch_id, IntegrationBatch.lease_owner == ctx.owner)
-            .values(lease_owner=None, lease_expires_at=None)
-            .execution_options(synchronize_session=False)
-        )

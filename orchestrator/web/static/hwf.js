@@ -85,7 +85,15 @@
     var rel = relative(date.getTime() - serverNow());
     var text = localStamp(date, el.dataset.format);
     if (el.dataset.format === "rel") el.textContent = rel;
-    else el.textContent = el.hasAttribute("data-rel") ? text + " (" + rel + ")" : text;
+    else if (!el.hasAttribute("data-rel")) el.textContent = text;
+    else {
+      // "2026-12-06 00:18 CST (in 56 min)": each part kept whole, a narrow column may break between them.
+      var stamp = document.createElement("span");
+      var soon = document.createElement("span");
+      stamp.textContent = text;
+      soon.textContent = "(" + rel + ")";
+      el.replaceChildren(stamp, " ", soon);
+    }
     el.title = (el.dataset.format === "rel" ? localStamp(date) + ", " : "") + utcStamp(date) + ", " + rel;
   }
 
