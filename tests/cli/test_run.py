@@ -23,20 +23,22 @@ from orchestrator.domain.attention import Attention
 from orchestrator.service import workflow
 from orchestrator.service.context import find_set
 from orchestrator.simulator import Scenario, Simulator
-from tests.support import API_KEY, FakeClock, make_context, make_set, sim_wiring, write_config
+from tests.support import (
+    API_KEY,
+    FakeClock,
+    alma_limits,
+    make_context,
+    make_set,
+    sim_wiring,
+    write_config,
+)
 
 HOSTILE = "Alma said [/] and [link=https://evil.example]click[/link] \x1b[8mhidden"
 
 
 @pytest.fixture
 def scenario() -> Scenario:
-    return Scenario(
-        job_seconds=dict.fromkeys(("copy", "migration", "integration", "other"), 30.0),
-        per_second_limit=0,
-        enforce_job_thresholds=True,
-        max_running_api_jobs=3,
-        max_runs_per_hour=1,
-    )
+    return alma_limits(runs_per_hour=1)
 
 
 @pytest.fixture

@@ -13,12 +13,20 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.config import Config, parse_config
+from orchestrator.config import Config
 from orchestrator.service import nextstep, scheduler, workflow
 from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, Simulator
 from orchestrator.store.models import AlmaSet, Attempt
-from tests.support import API_KEY, FakeClock, config_dict, make_context, make_set, write_config
+from tests.support import (
+    API_KEY,
+    FakeClock,
+    alma_limits,
+    make_context,
+    make_set,
+    parsed_config,
+    write_config,
+)
 from tests.support.people import clean_set, drive_until_announced
 
 HOUR = timedelta(hours=1, seconds=1)
@@ -26,19 +34,12 @@ HOUR = timedelta(hours=1, seconds=1)
 
 @pytest.fixture
 def scenario() -> Scenario:
-    return Scenario(
-        job_seconds=dict.fromkeys(("copy", "migration", "integration", "other"), 30.0),
-        per_second_limit=0,
-        enforce_job_thresholds=True,
-        max_running_api_jobs=3,
-        max_runs_per_hour=5,
-    )
+    return alma_limits()
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}", poll_interval_seconds=15, poll_max_interval_seconds=300)
-    return parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
+    return parsed_config(tmp_path, poll_interval_seconds=15, poll_max_interval_seconds=300)
 
 
 @pytest.fixture

@@ -17,30 +17,23 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from orchestrator.config import Config, parse_config
+from orchestrator.config import Config
 from orchestrator.errors import ConfigError
 from orchestrator.service import preflight, views, worker, workflow
 from orchestrator.service.context import Context
 from orchestrator.simulator import Scenario, Simulator
 from orchestrator.store.models import AlmaSet, Event, Record, Worker
-from tests.support import API_KEY, FakeClock, config_dict, make_context, make_set
+from tests.support import FakeClock, alma_limits, make_context, make_set, parsed_config
 
 
 @pytest.fixture
 def scenario() -> Scenario:
-    return Scenario(
-        job_seconds=dict.fromkeys(("copy", "migration", "integration", "other"), 30.0),
-        per_second_limit=0,
-        enforce_job_thresholds=True,
-        max_running_api_jobs=3,
-        max_runs_per_hour=5,
-    )
+    return alma_limits()
 
 
 def _config(tmp_path: Path, handles: dict[str, Any] | None = None, **alma: Any) -> Config:
     handles = handles or {"recheck_days": 0}
-    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}", poll_interval_seconds=15, handles=handles, **alma)
-    return parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})
+    return parsed_config(tmp_path, poll_interval_seconds=15, handles=handles, **alma)
 
 
 def _sets(ctx: Context, sim: Simulator, n: int, size: int = 3) -> list[str]:

@@ -16,11 +16,6 @@ BASE = "http://alma.test/almaws/v1"
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
 def sim(clock: ManualClock) -> Simulator:
     return Simulator(clock=clock, monotonic=clock.monotonic)
 

@@ -9,25 +9,15 @@ import pytest
 
 from orchestrator.simulator import ManualClock, Scenario, SimRecord, Simulator, dc_record_xml, marc_record_xml
 from orchestrator.xmlsafe import parse_xml
+from tests.support.sim import raw_alma
 
 BASE = "http://alma.test/almaws/v1"
 COPY, MIGRATE, INTEGRATE = "M1234567890000561", "M2234567890000561", "M50700"
 HDL = "http://hdl.handle.net/11084/"
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def sim(clock: ManualClock) -> Simulator:
-    return Simulator(Scenario(per_second_limit=0), clock=clock)
-
-
 def client_for(sim: Simulator, fmt: str = "json") -> httpx.Client:
-    headers = {"Accept": f"application/{fmt}", "Authorization": "apikey k"}
-    return httpx.Client(transport=httpx.MockTransport(sim.handle), base_url=BASE, headers=headers)
+    return raw_alma(sim, fmt, BASE)
 
 
 def run(client: httpx.Client, job_id: str, set_id: str, job_name: str | None = None) -> str:

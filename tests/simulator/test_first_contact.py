@@ -24,6 +24,7 @@ from orchestrator.simulator import (
 )
 from orchestrator.xmlsafe import parse_xml
 from tests.support.e2e import Served
+from tests.support.sim import raw_alma
 
 BASE = "http://alma.test/almaws/v1"
 ERR_NS = "{http://com/exlibris/urm/general/xmlbeans}"
@@ -34,19 +35,8 @@ MULTI_TASK_MESSAGE = (
 OVERLAP_MESSAGE = "Job overlapps with running job - cannot execute."
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def sim(clock: ManualClock) -> Simulator:
-    return Simulator(Scenario(per_second_limit=0), clock=clock)
-
-
 def alma(sim: Simulator, fmt: str = "json") -> httpx.Client:
-    headers = {"Accept": f"application/{fmt}", "Authorization": "apikey k"}
-    return httpx.Client(transport=httpx.MockTransport(sim.handle), base_url=BASE, headers=headers)
+    return raw_alma(sim, fmt, BASE)
 
 
 def admin(sim: Simulator) -> httpx.Client:

@@ -12,11 +12,6 @@ PRIMO = "https://grinnell.primo.exlibrisgroup.com/discovery/fulldisplay/alma9910
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
 def sim(clock: ManualClock) -> Simulator:
     sim = Simulator(clock=clock, monotonic=clock.monotonic, sleep=clock.sleep)
     sim.register_handle("11084/34662", PRIMO)

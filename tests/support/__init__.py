@@ -5,8 +5,17 @@ the dashboard's world (``web``), headless Chromium (``browser``) and the Postgre
 Fixtures live in ``tests/conftest.py``; these are plain functions and classes."""
 
 from tests.support.clock import FakeClock, MonotonicClock
-from tests.support.config import API_KEY, BASE, DEFAULT_JOBS, NOWHERE, config_dict, toml_text, write_config
-from tests.support.sim import WiredRunner, close_context, dry_context, make_context, make_set, sim_wiring
+from tests.support.config import (
+    API_KEY,
+    BASE,
+    DEFAULT_JOBS,
+    NOWHERE,
+    config_dict,
+    parsed_config,
+    toml_text,
+    write_config,
+)
+from tests.support.sim import WiredRunner, alma_limits, close_context, dry_context, make_context, make_set, sim_wiring
 
 __all__ = [
     "API_KEY",
@@ -16,11 +25,13 @@ __all__ = [
     "FakeClock",
     "MonotonicClock",
     "WiredRunner",
+    "alma_limits",
     "close_context",
     "config_dict",
     "dry_context",
     "make_context",
     "make_set",
+    "parsed_config",
     "sim_wiring",
     "toml_text",
     "write_config",

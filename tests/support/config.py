@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import is_loopback
+from orchestrator.config import Config, is_loopback, parse_config
 
 API_KEY = "l7xx-test-key-0123456789abcdef"
 BASE = "http://alma.test"  # the in-process simulator (never leaves the process)
@@ -157,3 +157,9 @@ def write_config(
         assert url is None and db is None and not options, "give either data or the options that build it"
     path.write_text(toml_text(data), encoding="utf-8")
     return path
+
+
+def parsed_config(tmp_path: Path, **settings: Any) -> Config:
+    """``config_dict`` on a SQLite file in ``tmp_path``, parsed as hwf parses it (the key in its environment)."""
+    data = config_dict(db=f"sqlite:///{tmp_path / 'hwf.db'}", **settings)
+    return parse_config(data, tmp_path / "hwf.toml", environ={"HWF_ALMA_API_KEY": API_KEY})

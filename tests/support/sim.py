@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from orchestrator.config import Config
 from orchestrator.service.context import Context
 from orchestrator.service.reporting import CollectingReporter
-from orchestrator.simulator import Simulator
+from orchestrator.simulator import Scenario, Simulator
 from orchestrator.wiring import Wiring, build_context
 from tests.support.clock import FakeClock
 
@@ -21,6 +21,18 @@ from tests.support.clock import FakeClock
 def make_set(sim: Simulator, n: int = 10, *, profile: str = "clean", name: str = "Test titles", seed: int = 1) -> str:
     """A set of ``n`` generated records (``profile``: clean, demo, problems, ...) in the simulator; its Alma id."""
     return sim.create_set(name, sim.generate_records(n, profile=profile, seed=seed))
+
+
+def alma_limits(runs_per_hour: int = 5, job_seconds: float = 30.0) -> Scenario:
+    """A simulated Alma that keeps Alma's own limits: 3 API jobs running at once, ``runs_per_hour`` runs of a job
+    an hour, every job ``job_seconds`` long, no per-second cap."""
+    return Scenario(
+        job_seconds=dict.fromkeys(("copy", "migration", "integration", "other"), job_seconds),
+        per_second_limit=0,
+        enforce_job_thresholds=True,
+        max_running_api_jobs=3,
+        max_runs_per_hour=runs_per_hour,
+    )
 
 
 def sim_wiring(sim: Any, clock: FakeClock, **overrides: Any) -> Wiring:
@@ -37,6 +49,12 @@ def sim_wiring(sim: Any, clock: FakeClock, **overrides: Any) -> Wiring:
     }
     values.update(overrides)
     return Wiring(**values)
+
+
+def raw_alma(sim: Any, fmt: str = "json", base: str = "http://alma.test/almaws/v1") -> httpx.Client:
+    """A bare HTTP client on the simulated Alma (no hwf in between), asking for ``fmt`` (json or xml)."""
+    headers = {"Accept": f"application/{fmt}", "Authorization": "apikey k"}
+    return httpx.Client(transport=httpx.MockTransport(sim.handle), base_url=base, headers=headers)
 
 
 def make_context(config: Config, sim: Any, clock: FakeClock, **overrides: Any) -> Context:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +35,6 @@ from tests.support.web import FORMULA_TITLE, HOSTILE_NAME, HOSTILE_TITLE, World,
 
 LOCAL = "http://127.0.0.1:8155"
 TOKEN = "s3cret-token-for-the-tests-0123"
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = build_world(tmp_path_factory.mktemp("web"))
-    yield w
-    w.close()
-
-
-@pytest.fixture(scope="module")
-def client(world: World) -> Iterator[TestClient]:
-    with TestClient(create_app(world.reader), base_url=LOCAL) as c:
-        yield c
 
 
 def _pages(world: World) -> list[str]:

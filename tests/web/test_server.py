@@ -10,25 +10,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from orchestrator.web import create_app
 from tests.support import write_config
 from tests.support.browser import LiveServer
-from tests.support.web import World, build_world
+from tests.support.web import World
 
 HALF_SENT = b"GET /api/overview HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = build_world(tmp_path_factory.mktemp("web-server"))
-    yield w
-    w.close()
 
 
 def _half_sent(port: int, count: int) -> list[socket.socket]:

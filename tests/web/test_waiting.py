@@ -6,7 +6,6 @@ empty database saying how to add a set, and the charts in the reader's zone."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,22 +17,9 @@ from orchestrator.display import iso_z
 from orchestrator.service import overview, views
 from orchestrator.web import create_app
 from orchestrator.web.moments import natural_key, next_of, stamp, time_tag, zone_of
-from tests.support.web import World, build_world
+from tests.support.web import World
 
 LOCAL = "http://127.0.0.1:8155"
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = build_world(tmp_path_factory.mktemp("waiting"))
-    yield w
-    w.close()
-
-
-@pytest.fixture(scope="module")
-def client(world: World) -> Iterator[TestClient]:
-    with TestClient(create_app(world.reader), base_url=LOCAL) as c:
-        yield c
 
 
 def _title(page: str) -> str:
