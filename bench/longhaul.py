@@ -286,7 +286,7 @@ def _figures(
     res.measure(
         "events",
         events / max(sets, 1),
-        f"history: {events:,} events, {events / max(sets, 1):.1f} per set (part B's log absent: events measured)",
+        f"history: {events:,} events, {events / max(sets, 1):.1f} per set",
     )
     if integration == "api":
         res.target("within 1.1x of the bound", virtual <= 1.1 * bound, f"{virtual / bound:.3f}x")
