@@ -136,8 +136,8 @@ def overview(
     ] = None,
 ) -> None:
     """The whole migration at a glance: sets per state, records verified, attention, running jobs, ETA."""
-    if watch is not None and not watch > 0:
-        fail(f"--watch must be a positive number of seconds, not {watch:g}", 2)
+    if watch is not None and not 0 < watch <= MAX_REFRESH_SECONDS:  # inf and nan too: a redraw must come
+        fail(f"--watch must be a positive number of seconds up to {MAX_REFRESH_SECONDS}, not {watch:g}", 2)
     with context(quiet=True) as ctx, errors():
         ov = read.overview(ctx)
         if json_output and watch is None:

@@ -209,12 +209,12 @@ def test_a_handle_still_stale_after_its_expiry_waits_an_hour_not_a_pass(world: W
     assert item.at == checked + timedelta(hours=1, minutes=1)
 
 
-@pytest.mark.parametrize("value", ["0", "-5"])
-def test_overview_watch_must_be_positive(world: World, tmp_path: Path, value: str) -> None:
+@pytest.mark.parametrize("value", ["0", "-5", "inf", "nan", "1e9"])
+def test_overview_watch_must_be_positive_and_finite(world: World, tmp_path: Path, value: str) -> None:
     result = CliRunner().invoke(app, ["--config", str(_cli_config(world, tmp_path)), "overview", "--watch", value])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        f"Error: --watch must be a positive number of seconds, not {float(value):g}"
+        f"Error: --watch must be a positive number of seconds up to 86400, not {float(value):g}"
     ]
 
 
