@@ -350,12 +350,14 @@ def _follow(only: str | None, max_running: int | None, until_idle: bool) -> None
         with context() as ctx, errors():
             speak = _speaker(ctx) if verbosity() >= 0 else None
             summary = worker.follow(ctx, stop, only=only, max_running=max_running, until_idle=until_idle, speak=speak)
+        # A signal while the worker closes and prints its summary (it ran out of work at that moment) is noted,
+        # not fatal: the summary is printed whole and the exit code is the worker's.
+        out.print(f"Worker {safe(worker.describe(summary))}")
+        for set_id, why in summary.attention:
+            out.print(f"Needs attention: set {safe(set_id)}: {safe(why)}")
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-    out.print(f"Worker {safe(worker.describe(summary))}")
-    for set_id, why in summary.attention:
-        out.print(f"Needs attention: set {safe(set_id)}: {safe(why)}")
     if until_idle and summary.stopped is None and summary.attention:
         raise typer.Exit(3)  # like `hwf resume --all`; stopped by a signal, the worker always exits 0
 
