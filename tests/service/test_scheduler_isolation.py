@@ -127,9 +127,17 @@ def test_a_deadlock_or_serialization_failure_is_contention(sqlstate: str, expect
     assert not scheduler.contention(_Crossed(sqlstate))  # only the database layer's errors
 
 
-def test_a_deadlock_on_one_set_is_tried_again_not_the_end_of_the_run(
-    config: Config, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+def _crossed(
+    config: Config,
+    sim: Simulator,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    times: int,
+    state: str,
 ) -> None:
+    """``scheduler.<where>`` meets another process's transaction ``times`` times (PostgreSQL's ``state``, raised
+    inside a session's block as the database would), then runs as it does; every set still ends verified."""
     from sqlalchemy.exc import OperationalError
 
     ids = sets_of(sim, 3)
@@ -137,48 +145,33 @@ def test_a_deadlock_on_one_set_is_tried_again_not_the_end_of_the_run(
     try:
         for set_id in ids:
             workflow.add_set(ctx, set_id)
-        real, crossed = scheduler.drive_leased, []
+        real, crossed = getattr(scheduler, where), []
 
-        def drive(c, set_id, *args, **kw):  # type: ignore[no-untyped-def]
-            if not crossed:  # the first drive meets another process's transaction, once, inside a session's block
-                crossed.append(set_id)
+        def once_crossed(c, *args, **kw):  # type: ignore[no-untyped-def]
+            if len(crossed) < times:
+                crossed.append(1)
                 with c.sessions():
-                    raise OperationalError("UPDATE sets", {}, _Crossed("40P01"))
-            return real(c, set_id, *args, **kw)
+                    raise OperationalError("UPDATE sets", {}, _Crossed(state))
+            return real(c, *args, **kw)
 
-        monkeypatch.setattr(scheduler, "drive_leased", drive)
+        monkeypatch.setattr(scheduler, where, once_crossed)
         summary = scheduler.resume_all(ctx)
-        assert crossed and not summary.attention
+        assert len(crossed) == times and not summary.attention
         assert {r.set for r in summary.results if r.outcome is workflow.Outcome.VERIFIED} == set(ids)
     finally:
         ctx.close()
+
+
+def test_a_deadlock_on_one_set_is_tried_again_not_the_end_of_the_run(
+    config: Config, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _crossed(config, sim, clock, monkeypatch, "drive_leased", 1, "40P01")
 
 
 def test_a_deadlock_in_a_pass_s_own_bookkeeping_runs_the_pass_again(
     config: Config, sim: Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sqlalchemy.exc import OperationalError
-
-    ids = sets_of(sim, 2)
-    ctx = build_context(config, reporter=CollectingReporter(), wiring=sim_wiring(sim, clock))
-    try:
-        for set_id in ids:
-            workflow.add_set(ctx, set_id)
-        real, crossed = scheduler._scan, []
-
-        def scan(c, *args, **kw):  # type: ignore[no-untyped-def]
-            if len(crossed) < 2:  # the scan meets another process's transaction, twice
-                crossed.append(1)
-                with c.sessions():
-                    raise OperationalError("SELECT sets FOR UPDATE", {}, _Crossed("40001"))
-            return real(c, *args, **kw)
-
-        monkeypatch.setattr(scheduler, "_scan", scan)
-        summary = scheduler.resume_all(ctx)
-        assert len(crossed) == 2 and not summary.attention
-        assert {r.set for r in summary.results if r.outcome is workflow.Outcome.VERIFIED} == set(ids)
-    finally:
-        ctx.close()
+    _crossed(config, sim, clock, monkeypatch, "_scan", 2, "40001")
 
 
 def test_a_deadlock_is_one_line_that_says_nothing_was_written() -> None:
