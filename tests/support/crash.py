@@ -29,7 +29,11 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from tests.support.e2e import Served, hwf, start
+from orchestrator.config import load_config
+from orchestrator.service import workflow
+from orchestrator.service.reporting import NullReporter
+from orchestrator.wiring import build_context
+from tests.support.e2e import E2E_KEY, Served, hwf, start
 
 ORDER = ["created", "identifiers_copied", "migrated", "integrated", "verified"]
 KINDS = {"clean": ["migration", "integration"], "demo": ["copy", "migration", "integration"]}
@@ -302,6 +306,18 @@ def add_sets(
         assert result.returncode == 0, result.stderr
         sets[set_id] = profile
     return sets
+
+
+def register(config: Path, set_ids: Iterable[str]) -> None:
+    """``hwf add`` of many sets at once, in this process (one process start instead of one per set): for tests
+    whose subject is what comes after registration."""
+    ctx = build_context(load_config(config, environ={"HWF_ALMA_API_KEY": E2E_KEY}), reporter=NullReporter())
+    try:
+        for set_id in set_ids:
+            workflow.add_set(ctx, set_id)
+    finally:
+        ctx.close()
+        ctx.sessions.kw["bind"].dispose()
 
 
 def environ_flag(name: str, default: int) -> int:

@@ -17,13 +17,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from orchestrator.config import load_config
-from orchestrator.service import workflow
-from orchestrator.service.reporting import NullReporter
-from orchestrator.wiring import build_context
 from tests.support import write_config
-from tests.support.crash import MODES, check, kill, press_batches, query, serve
-from tests.support.e2e import E2E_KEY, Served, start, wait_for
+from tests.support.crash import MODES, check, kill, press_batches, query, register, serve
+from tests.support.e2e import Served, start, wait_for
 
 # Four hwf processes and a PostgreSQL server at full speed: nothing else may load the machine meanwhile.
 pytestmark = pytest.mark.serial
@@ -62,19 +58,10 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("mode", MODES)
-def test_four_resume_processes_share_twenty_sets(
-    served: Served, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
-) -> None:
+def test_four_resume_processes_share_twenty_sets(served: Served, pg_url: str, tmp_path: Path, mode: str) -> None:
     config_path = write_config(tmp_path, served.url, preset="crash", db=pg_url, lease_seconds=6, integration=mode)
     ids = [served.make_set(f"Shared {i:02d}", 5, profile="clean", seed=i) for i in range(SETS)]
-    monkeypatch.setenv("HWF_ALMA_API_KEY", E2E_KEY)
-    ctx = build_context(load_config(config_path), reporter=NullReporter())
-    try:
-        for set_id in ids:
-            workflow.add_set(ctx, set_id)
-    finally:
-        ctx.close()
-        ctx.sessions.kw["bind"].dispose()
+    register(config_path, ids)
     engine = create_engine(pg_url, poolclass=NullPool)
     with engine.begin() as conn:
         conn.execute(text(LEASE_AUDIT))

@@ -24,7 +24,7 @@ import pytest
 
 from tests.support import write_config
 from tests.support.config import DEFAULT_JOBS
-from tests.support.crash import Presser, assert_invariants, kill, press_batches, query, serve, status
+from tests.support.crash import Presser, assert_invariants, kill, press_batches, query, register, serve, status
 from tests.support.e2e import E2E_KEY, Served, hwf, start, wait_for
 
 MIGRATION_JOB, EXPORT_JOB = "M2234567890000561", "M44"
@@ -192,8 +192,7 @@ def test_twenty_sets_in_manual_mode_two_batches_two_clicks_under_the_worker(serv
         jobs={**DEFAULT_JOBS, "integration_batch_max_records": 50},
     )
     ids = [served.make_set(f"Daily {n:02d}", 5, profile="clean", seed=40 + n) for n in range(20)]
-    for set_id in ids:
-        ok(hwf(config, "add", set_id))
+    register(config, ids)
     log = (tmp_path / "worker.log").open("w")
     worker = start(config, "resume", "--all", "--follow", stdout=log, stderr=log)
     verified = "SELECT count(*) FROM sets WHERE state = 'verified'"
