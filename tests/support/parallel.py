@@ -6,7 +6,8 @@
   a worker left running and removes the folder.
 - A test marked ``serial`` runs with no other test beside it: before it starts, the other workers finish the
   test they are running and wait until it has ended. For the tests that count requests per second across
-  processes, the four-process tests and the browser tests, which a loaded machine could make fail.
+  processes and the four-process tests, which a loaded machine could make fail. (The browser tests share one
+  worker, ``xdist_group``, beside the others: their waits allow for a loaded machine.)
 
 Without xdist (``-p no:xdist``, ``-n 0``) nothing of this applies: one process, its own PostgreSQL server.
 """

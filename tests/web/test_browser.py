@@ -24,9 +24,9 @@ from orchestrator.web import create_app
 from tests.support.browser import LiveServer, chrome, page_size, require_browser, screenshot
 from tests.support.web import World, build_world, demo_world
 
-pytestmark = pytest.mark.timeout(180)
-# One Chromium for the module, alone on the machine while it runs (its waits are real time).
-pytestmark = [pytest.mark.serial, pytest.mark.xdist_group("browser")]
+# One Chromium for the module, its tests one after another on one worker (beside the other tests: its waits allow
+# for a loaded machine).
+pytestmark = [pytest.mark.timeout(180), pytest.mark.xdist_group("browser")]
 
 TOKEN = "browser-test-token-0123456789"
 ZONE = "America/Chicago"  # the browser's zone (the machine's, and the server's, may be any other)
