@@ -317,12 +317,7 @@ def follow(
             summary.passes += 1
             _report(worker_ctx, "running", None, None)
             voice.reported = None
-            cleared, quota_wake = quota_resets_due(worker_ctx)
-            quota = Next(quota_wake, "Alma's daily quota is spent", "it resets", kind="quota") if quota_wake else None
-            voice.hold(quota)
-            if cleared:
-                summary.quota_resets += cleared
-                worker_ctx.close()  # a fresh Alma client: the old one remembers the spent quota
+            _, quota_wake = _quota(worker_ctx, voice, summary)
             try:
                 if quota_wake is None:  # the quota is the institution's: while spent, no set calls Alma
                     scheduler.resume_all(worker_ctx, only=only, max_running=max_running, on_outage=voice.outage)
@@ -337,14 +332,13 @@ def follow(
             rechecked, recheck_wake, stale_wake = _rechecks(worker_ctx, stop, summary)
             if rechecked:
                 continue
-            if until_idle and _idle(worker_ctx, only):
-                # This pass may have found the quota spent: the quota's reset is still something to wait for.
-                cleared, quota_wake = quota_resets_due(worker_ctx)
-                summary.quota_resets += cleared
+            if quota_wake is None:
+                # This pass may have found the quota spent: its reset is what the worker waits for (and says so).
+                cleared, quota_wake = _quota(worker_ctx, voice, summary)
                 if cleared:
                     continue
-                if quota_wake is None:
-                    break
+            if until_idle and _idle(worker_ctx, only) and quota_wake is None:
+                break
             wake, reason = _next_wake(worker_ctx, quota_wake, recheck_wake, only)
             if stale_wake is not None and stale_wake.at <= wake:
                 wake, reason = stale_wake.at, f"{stale_wake.phrase()} (when the public proxy's cache expires)"
@@ -365,6 +359,17 @@ def follow(
     _forget(worker_ctx, summary)
     worker_ctx.close()
     return summary
+
+
+def _quota(ctx: Context, voice: Voice, summary: WorkerSummary) -> tuple[int, datetime | None]:
+    """Clear the quota stops whose reset has come (a fresh Alma client then: the old one remembers the spent
+    quota). Returns how many, and the next reset still waited for, if any (the worker waits for it and says so)."""
+    cleared, wake = quota_resets_due(ctx)
+    voice.hold(Next(wake, "Alma's daily quota is spent", "it resets", kind="quota") if wake else None)
+    if cleared:
+        summary.quota_resets += cleared
+        ctx.close()
+    return cleared, wake
 
 
 def _outage_pause(ctx: Context, voice: Voice, exc: AlmaError, outage: int) -> None:

@@ -346,6 +346,22 @@ def test_an_idle_worker_over_a_spent_quota_wakes_a_handful_of_times_and_never_sh
             assert when >= at - timedelta(minutes=1), (at, text)
 
 
+def test_the_pass_that_finds_the_quota_spent_says_so_and_sleeps_to_the_reset(
+    tmp_path: Path, sim: Simulator, clock: FakeClock
+) -> None:
+    """The first wait after the pass that met the spent quota is the quota's, not "nothing can move now" for a
+    minute (one set: nothing else to look at)."""
+    config = _config(tmp_path, daily_call_floor=10, quota_reset="00:00", timezone="America/Chicago")
+    ctx = make_context(config, sim, clock)
+    (only,) = _sets(ctx, sim, 1)
+    workflow.advance(ctx, only, wait=False)
+    sim.faults.daily_remaining = 5
+    summary, shown = _count_passes(ctx, config, sim, clock, hours=0.01)
+    waits = [text for _, text in shown if "looking again" in text]
+    assert waits and waits[0].startswith("Alma's daily quota is spent; it resets about 2026-"), waits[:2]
+    assert summary.passes == 1
+
+
 def test_a_worker_with_only_is_not_woken_by_another_sets_poll(tmp_path: Path, sim: Simulator, clock: FakeClock) -> None:
     config = _config(tmp_path)
     ctx = make_context(config, sim, clock)

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.serial
 
 CAP = 8  # requests per second, for the key, all processes together
 PROCESSES = 4
-SETS = 6
+SETS = 4
 
 
 @pytest.fixture
