@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -35,24 +37,33 @@ def test_a_200_whose_instance_link_cannot_be_read_is_reconciled_never_refused(ct
     assert not any("refused" in (e.detail or "") for e in views.history(ctx, set_id))
 
 
+def _lose_the_run_reply(ctx: Context, sim: Simulator, then: Callable[[Any], None]) -> None:
+    """The next job run reaches Alma and its reply is lost; ``then`` changes the run Alma made before hwf looks
+    for it."""
+    sim.faults.drop_run_reply = 1
+    real_run = ctx.alma.run_job
+
+    def run_then(*args: object, **kwargs: object) -> object:
+        try:
+            return real_run(*args, **kwargs)  # type: ignore[arg-type]
+        except AlmaUnreachableError:
+            then(sim._state.instance_order[-1])
+            raise
+
+    ctx.alma.run_job = run_then  # type: ignore[method-assign]
+
+
 def test_a_listed_run_with_this_attempts_token_but_another_sets_id_is_attention_not_a_resubmission(
     ctx: Context, sim: Simulator
 ) -> None:
     set_id = make_set(sim, 20, seed=3)
     other = make_set(sim, 5, name="Another set", seed=4)
     workflow.add_set(ctx, set_id)
-    sim.faults.drop_run_reply = 1
-    real_run = ctx.alma.run_job
 
-    def run_then_tamper(*args: object, **kwargs: object) -> object:
-        try:
-            return real_run(*args, **kwargs)  # type: ignore[arg-type]
-        except AlmaUnreachableError:
-            run = sim._state.instance_order[-1]  # Alma lists it under another set's id, with this token
-            run.name = run.name.replace(f"set {set_id} ", f"set {other} ")
-            raise
+    def tamper(run: Any) -> None:  # Alma lists it under another set's id, with this token
+        run.name = run.name.replace(f"set {set_id} ", f"set {other} ")
 
-    ctx.alma.run_job = run_then_tamper  # type: ignore[method-assign]
+    _lose_the_run_reply(ctx, sim, tamper)
     with pytest.raises(NeedsAttentionError, match="carries attempt 1's own token"):
         workflow.advance(ctx, set_id)
     assert kinds(sim, set_id) == ["migration"]  # one run: the attempt was not called unsent
@@ -84,17 +95,7 @@ def test_one_unreadable_entry_in_alma_s_instance_list_stops_no_other_set(
 def test_an_unreadable_entry_that_may_be_the_run_looked_for_is_not_skipped(ctx: Context, sim: Simulator) -> None:
     set_id = make_set(sim, 20, seed=3)
     workflow.add_set(ctx, set_id)
-    sim.faults.drop_run_reply = 1
-    real_run = ctx.alma.run_job
-
-    def run_then_garble(*args: object, **kwargs: object) -> object:
-        try:
-            return real_run(*args, **kwargs)  # type: ignore[arg-type]
-        except AlmaUnreachableError:
-            sim.faults.unreadable_listed = [sim._state.instance_order[-1].id]  # the lost run itself
-            raise
-
-    ctx.alma.run_job = run_then_garble  # type: ignore[method-assign]
+    _lose_the_run_reply(ctx, sim, lambda run: setattr(sim.faults, "unreadable_listed", [run.id]))  # the lost run
     [(_, reason)] = scheduler.resume_all(ctx).attention
     assert "status is missing" in reason
     assert kinds(sim, set_id) == ["migration"]  # never called unsent, never submitted again
